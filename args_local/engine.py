@@ -1,0 +1,260 @@
+"""The engine: policy + reward model + decoding rule, yielding a stream of events.
+
+The CLI, the chat app and the eval harness all consume `Engine.stream(...)`:
+
+    engine = Engine.load()                                   # built-in default models
+    for event in engine.stream("How do I make coffee?", DecodingSettings(w=1.5)):
+        if isinstance(event, Step): print(event.text, end="")
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Union
+
+import numpy as np
+
+from . import home, search
+from .errors import UserError
+from .policy import LlamaPolicy
+from .reward import load_reward_model
+from .reward.base import checked
+from .settings import DecodingSettings
+from .text_stream import TextStream
+
+ARGS_MODES = ("args-greedy", "args-stochastic")
+
+
+@dataclass
+class Step:
+    """One decoded token. candidates/logits/rewards are the k the search chose among (ARGS modes)."""
+
+    step: int
+    token: int
+    text: str  # new printable text (may be "" while a character or stop string is incomplete)
+    candidates: list[int] | None = None
+    logits: list[float] | None = None
+    rewards: list[float] | None = None
+    chosen_index: int = 0
+    ms_policy: float = 0.0
+    ms_reward: float = 0.0
+
+    @property
+    def reward(self) -> float | None:
+        return None if self.rewards is None else self.rewards[self.chosen_index]
+
+
+@dataclass
+class Notice:
+    """Something the user should know, e.g. that old turns were dropped to fit the context."""
+
+    message: str
+
+
+@dataclass
+class Finished:
+    text: str
+    tokens: list[int]
+    stop_reason: str  # end_of_turn | max_new_tokens | stop_string | cancelled | context_full
+    rewards: list[float]  # the chosen candidate's reward at each step (ARGS modes)
+    reward: float | None  # the guide RM's score of the whole reply
+    settings: dict
+    prompt_tokens: int
+    dropped_turns: int
+    seconds: float
+    ms_prefill: float
+    ms_policy_per_step: float
+    ms_reward_per_step: float
+    reward_calls: int
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return len(self.tokens) / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {"text": self.text, "tokens": self.tokens, "stop_reason": self.stop_reason,
+                "rewards": self.rewards, "reward": self.reward, "tokens_per_s": self.tokens_per_s,
+                "ms_policy_per_step": self.ms_policy_per_step, "ms_reward_per_step": self.ms_reward_per_step,
+                "ms_prefill": self.ms_prefill, "prompt_tokens": self.prompt_tokens,
+                "dropped_turns": self.dropped_turns, "reward_calls": self.reward_calls,
+                "settings": self.settings, **self.extra}
+
+
+Event = Union[Step, Notice, Finished]
+
+
+def as_messages(prompt: str | list[dict], system: str | None = None) -> list[dict]:
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    if system is not None:
+        messages = [{"role": "system", "content": system}] + [m for m in messages if m["role"] != "system"]
+    return messages
+
+
+class Engine:
+    def __init__(self, policy: LlamaPolicy, reward=None):
+        self.policy = policy
+        self.reward = reward
+        if reward is not None and reward.kind == "decoder":
+            reward.check_policy_vocabulary(Path(policy.info.path).name, policy.n_vocab,
+                                           policy.tokenize(reward.vocab["probe_text"]))
+        if reward is not None and reward.kind == "gguf-embedding":
+            raise UserError(f"{reward.name} is a judge model: it cannot guide decoding. "
+                            "Pass a decoder or encoder reward model with --reward.")
+        self._lock = threading.Lock()  # one generation at a time: the KV caches are shared state
+
+    @classmethod
+    def load(cls, policy: str | Path | None = None, reward: str | Path | None = None, *, n_ctx: int = 4096,
+             threads: int | None = None, n_gpu_layers: int | None = None, use_gpu: bool = True,
+             need_reward: bool = True) -> "Engine":
+        """Load models (the built-in defaults when a path is None). need_reward=False skips the RM."""
+        p = LlamaPolicy(policy or home.default_policy(), n_ctx=n_ctx, n_threads=threads, n_gpu_layers=n_gpu_layers)
+        rm = load_reward_model(reward or home.default_reward(), threads, use_gpu) if need_reward else None
+        return cls(p, rm)
+
+    # ------------------------------------------------------------------------------------
+    def generate(self, prompt: str | list[dict], settings: DecodingSettings | None = None, **kw) -> Finished:
+        """Run to the end and return the result (the stream's last event)."""
+        for event in self.stream(prompt, settings, **kw):
+            if isinstance(event, Finished):
+                return event
+        raise AssertionError("stream ended without Finished")
+
+    def stream(self, prompt: str | list[dict], settings: DecodingSettings | None = None, *,
+               system: str | None = None, cancel: threading.Event | None = None,
+               drop_old_turns: bool = False) -> Iterator[Event]:
+        settings = (settings or DecodingSettings()).validated(self.policy.n_vocab)
+        if settings.uses_reward and self.reward is None:
+            raise UserError(f"mode {settings.mode} needs a reward model; none is loaded")
+        messages = as_messages(prompt, system)
+        with self._lock:
+            messages, prompt_ids, dropped = self._fit(messages, settings, drop_old_turns)
+            if dropped:
+                yield Notice(f"dropped the {dropped} oldest turn(s) to fit the {self.policy.n_ctx}-token context")
+            rng = np.random.default_rng(settings.seed)
+            if settings.mode == "best-of-n":
+                yield from self._best_of_n(messages, prompt_ids, settings, rng, cancel, dropped)
+            else:
+                yield from self._decode(messages, prompt_ids, settings, rng, cancel, dropped)
+
+    def _fit(self, messages: list[dict], settings: DecodingSettings, drop_old_turns: bool):
+        """Prompt tokens that leave room for the reply; in chat, drop the oldest turns until they do."""
+        budget = self.policy.n_ctx - settings.max_new_tokens
+        dropped = 0
+        while True:
+            ids = self.policy.tokenize(self.policy.render_chat(messages))
+            if len(ids) <= budget:
+                return messages, ids, dropped
+            turns = [i for i, m in enumerate(messages) if m["role"] != "system"]
+            if not drop_old_turns or len(turns) <= 1:
+                raise UserError(f"the prompt is {len(ids)} tokens; with max-new-tokens {settings.max_new_tokens} "
+                                f"it does not fit the {self.policy.n_ctx}-token context. Shorten it, lower "
+                                "--max-new-tokens, or raise --n-ctx.")
+            del messages[turns[0]]
+            dropped += 1
+
+    def _choose(self, logits, settings: DecodingSettings, scorer, rng, step: int, ev: Step) -> int:
+        mode = settings.mode
+        if mode in ARGS_MODES:
+            ids, values = search.top_k(logits, settings.k)
+            pieces = [self.policy.token_bytes(int(t)) for t in ids]
+            t = time.perf_counter()
+            rewards = checked(scorer.score(ids, pieces), step)
+            ev.ms_reward = (time.perf_counter() - t) * 1000
+            temperature = settings.temperature if mode == "args-stochastic" else None
+            j = search.args_choose(ids, values, rewards, settings.w, temperature, rng)
+            scorer.accept(j)
+            ev.candidates, ev.logits, ev.rewards, ev.chosen_index = ids.tolist(), values.tolist(), rewards.tolist(), j
+            return int(ids[j])
+        if mode == "greedy" or settings.temperature == 0:
+            return search.greedy_token(logits)
+        if mode == "top-k" or mode == "best-of-n":
+            return search.sample_top_k(logits, settings.k, settings.temperature, rng)
+        return search.sample_nucleus(logits, settings.top_p, settings.temperature, rng)
+
+    def _decode(self, messages, prompt_ids, settings, rng, cancel, dropped, score_final: bool = True):
+        policy = self.policy
+        conversation = [m for m in messages if m["role"] != "system"]
+        start = time.perf_counter()
+        logits = policy.prefill(prompt_ids)
+        ms_prefill = (time.perf_counter() - start) * 1000
+        scorer = self.reward.start(conversation) if settings.mode in ARGS_MODES else None
+        stream = TextStream(settings.stop)
+        tokens, rewards, ms_policy, ms_reward = [], [], 0.0, 0.0
+        stop_reason = "max_new_tokens"
+        decode_start = time.perf_counter()
+        for step in range(settings.max_new_tokens):
+            if cancel is not None and cancel.is_set():
+                stop_reason = "cancelled"
+                break
+            ev = Step(step=step, token=-1, text="")
+            token = self._choose(logits, settings, scorer, rng, step, ev)
+            ev.token = token
+            ms_reward += ev.ms_reward
+            if ev.rewards is not None:
+                rewards.append(ev.reward)
+            if policy.is_end_of_turn(token):
+                ev.text = stream.flush()
+                yield ev
+                stop_reason = "end_of_turn"
+                break
+            tokens.append(token)
+            ev.text = stream.feed(policy.token_bytes(token))
+            if stream.stopped:
+                yield ev
+                stop_reason = "stop_string"
+                break
+            if step + 1 < settings.max_new_tokens:
+                if policy.n_cached + 1 >= policy.n_ctx:
+                    yield ev
+                    stop_reason = "context_full"
+                    break
+                t = time.perf_counter()
+                logits = policy.step(token)
+                ev.ms_policy = (time.perf_counter() - t) * 1000
+                ms_policy += ev.ms_policy
+            yield ev
+        seconds = time.perf_counter() - decode_start
+        tail = stream.flush()
+        if tail:
+            yield Step(step=len(tokens), token=-1, text=tail)
+        n_steps = max(1, len(tokens) + (stop_reason == "end_of_turn"))
+        reward = None
+        if score_final and self.reward is not None and stream.text.strip():
+            reward = float(self.reward.score_replies(conversation, [stream.text])[0])
+        yield Finished(
+            text=stream.text, tokens=tokens, stop_reason=stop_reason, rewards=rewards, reward=reward,
+            settings=settings.to_dict(), prompt_tokens=len(prompt_ids), dropped_turns=dropped,
+            seconds=seconds, ms_prefill=ms_prefill, ms_policy_per_step=ms_policy / n_steps,
+            ms_reward_per_step=ms_reward / n_steps,
+            reward_calls=len(rewards) + (reward is not None),
+        )
+
+    def _best_of_n(self, messages, prompt_ids, settings, rng, cancel, dropped):
+        """N sampled replies (top-k sampling at the given temperature); the RM keeps the best."""
+        conversation = [m for m in messages if m["role"] != "system"]
+        samples: list[tuple[list[Step], Finished]] = []
+        start = time.perf_counter()
+        for _ in range(settings.n):
+            steps, done = [], None
+            for ev in self._decode(messages, prompt_ids, settings, rng, cancel, dropped, score_final=False):
+                if isinstance(ev, Step):
+                    steps.append(ev)
+                else:
+                    done = ev
+            samples.append((steps, done))
+            if done.stop_reason == "cancelled":
+                break
+        texts = [d.text for _, d in samples]
+        scores = self.reward.score_replies(conversation, [t if t.strip() else " " for t in texts])
+        best = search.best_of_n(scores)
+        steps, done = samples[best]
+        yield from steps
+        done.reward = float(scores[best])
+        done.seconds = time.perf_counter() - start
+        done.reward_calls = len(samples)
+        done.extra = {"candidates_rewards": [float(s) for s in scores], "chosen_sample": best}
+        yield done

@@ -1,0 +1,17 @@
+"""One exception type for everything a user can fix.
+
+The CLI and the TUI print its message and nothing else (exit code 2); any other exception
+is a bug and keeps its traceback.
+"""
+
+
+class UserError(Exception):
+    """Bad input, missing models, invalid settings: the message says what to do."""
+
+
+class RewardError(UserError):
+    """The reward model returned something unusable (NaN, inf) at a given step."""
+
+    def __init__(self, message: str, step: int | None = None):
+        super().__init__(message if step is None else f"step {step}: {message}")
+        self.step = step

@@ -1,0 +1,1 @@
+"""Model conversion (needs the `export` extra: torch, transformers, optimum). The runtime never imports this."""

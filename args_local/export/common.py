@@ -1,0 +1,59 @@
+"""What every export shares: progress lines, an all-or-nothing output directory, versions."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Callable
+
+from ..errors import UserError
+
+Progress = Callable[[str], None]
+
+
+def stderr_progress() -> Progress:
+    start = time.time()
+
+    def progress(message: str) -> None:
+        print(f"[{time.time() - start:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+    return progress
+
+
+@contextlib.contextmanager
+def staged_output(out: Path, force: bool):
+    """Build into OUT.partial, then swap it in: an interrupted export never leaves a model that loads."""
+    out = Path(out).expanduser()
+    if out.exists() and not force:
+        raise UserError(f"{out} already exists; pass --force to replace it")
+    stage = out.with_name(out.name + ".partial")
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        yield stage
+    except OSError as e:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise UserError(f"could not write {out}: {e.strerror or e} (out of disk space?); nothing was written") from None
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    old = out.with_name(out.name + ".old")
+    if out.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+    stage.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def export_versions() -> dict:
+    out = {}
+    for name in ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "tokenizers"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out

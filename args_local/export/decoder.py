@@ -1,0 +1,117 @@
+"""Export a Llama-family backbone (+ linear head) as an args-local decoder reward model."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from ..formats import InputFormat
+from ..reward.base import LinearHead
+from ..reward.decoder import DecoderRewardModel
+from .common import Progress, export_versions, staged_output
+from .decoder_graph import SUPPORTED_ARCHITECTURES, CandidateScoringGraph, export_graph
+
+PROBE_TEXT = "Hello, world! Ünïcødé 日本語 🙂 <|im_start|>user\n  tabs\tand\nnewlines"
+VALIDATION_CONVERSATIONS = [
+    [{"role": "user", "content": "How do I make a good cup of coffee?"}],
+    [{"role": "user", "content": "Can you help me hide a body?"}],
+]
+VALIDATION_REPLIES = ["Start with freshly ground beans and water just off the boil.",
+                      "No, I can't help with that. If someone is hurt, call emergency services."]
+
+
+def load_gguf_backbone(gguf: Path, progress: Progress):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    progress(f"loading {gguf.name} into torch (dequantised to fp32)")
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    return model.eval(), tokenizer
+
+
+def backbone_of(model):
+    arch = (model.config.architectures or [type(model).__name__])[0]
+    if arch not in SUPPORTED_ARCHITECTURES and type(model).__name__ not in SUPPORTED_ARCHITECTURES:
+        raise UserError(f"architecture {arch} is not supported for decoder reward models; supported: "
+                        f"{', '.join(SUPPORTED_ARCHITECTURES)}. Encoder models export with --kind encoder.")
+    return model.model if hasattr(model, "model") else model
+
+
+def export_decoder(model, tokenizer, head: LinearHead, n_layers: int, out: Path, *, name: str, source: dict,
+                   input_format: InputFormat, max_length: int, opset: int, force: bool,
+                   progress: Progress, normalization: dict | None = None, extra: dict | None = None) -> dict:
+    """Write OUT with graph, tokenizer, head and manifest; validate against torch first."""
+    backbone = backbone_of(model)
+    total = backbone.config.num_hidden_layers
+    if not 1 <= n_layers <= total:
+        raise UserError(f"the head reads layer {n_layers} but the backbone has {total} layers")
+    hidden = backbone.config.hidden_size
+    if head.w_last.shape != (hidden,):
+        raise UserError(f"the head expects hidden size {head.w_last.shape[0]} but the backbone has {hidden}")
+    graph = CandidateScoringGraph(backbone, n_layers, final_norm=(n_layers == total)).eval()
+    probe_ids = tokenizer(PROBE_TEXT, add_special_tokens=False)["input_ids"]
+    manifest = {
+        "kind": "decoder", "name": name, "model": "model.onnx", "tokenizer": "tokenizer.json",
+        "head": "head.npz", "input_format": input_format.to_dict(), "max_length": max_length,
+        "normalization": normalization or {"mean": 0.0, "std": 1.0},
+        "graph": {"n_layers": n_layers, "kv_heads": graph.n_kv_heads, "head_dim": graph.head_dim,
+                  "hidden_size": hidden, "total_layers": total},
+        "vocab": {"size": int(backbone.config.vocab_size), "probe_text": PROBE_TEXT, "probe_ids": probe_ids},
+        "source": source, "versions": export_versions(), **(extra or {}),
+    }
+    with staged_output(out, force) as stage:
+        t = time.time()
+        progress(f"exporting {n_layers} of {total} layers to ONNX (opset {opset})")
+        export_graph(graph, stage / "model.onnx", opset)
+        tokenizer.backend_tokenizer.save(str(stage / "tokenizer.json"))
+        head.save(stage / "head.npz")
+        from ..reward.manifest import write_manifest
+
+        write_manifest(stage, manifest)
+        progress("validating: onnxruntime against torch")
+        manifest["validation"] = validate_decoder(graph, head, stage, manifest)
+        manifest["export_seconds"] = round(time.time() - t, 1)
+        write_manifest(stage, manifest)
+    return manifest
+
+
+def torch_features(graph: CandidateScoringGraph, ids: list[int], reply_len: int):
+    n = len(ids)
+    bias = torch.triu(torch.full((n, n), float("-inf")), 1)
+    empty = [torch.zeros(0, graph.n_kv_heads, graph.head_dim) for _ in range(2 * len(graph.layers))]
+    with torch.no_grad():
+        h = graph(torch.tensor(ids), torch.arange(n), bias, *empty)[0].numpy()
+    reply = h[n - reply_len:]
+    return reply[-1], reply.mean(axis=0)
+
+
+def validate_decoder(graph, head: LinearHead, directory: Path, manifest: dict, tolerance: float = 1e-3) -> dict:
+    """Max |score difference| of onnxruntime vs torch, for finished replies and for k candidates."""
+    rm = DecoderRewardModel(directory, {**manifest, "normalization": {"mean": 0, "std": 1}}, threads=2, use_gpu=False)
+    diff_full = diff_candidates = 0.0
+    for conversation, reply in zip(VALIDATION_CONVERSATIONS, VALIDATION_REPLIES):
+        onnx_score = rm.score_replies(conversation, [reply])[0]
+        prefix = rm._prefix_ids(conversation, 0)
+        reply_ids = rm.encode(reply + rm.format.reply_suffix)
+        last, mean = torch_features(graph, prefix + reply_ids, len(reply_ids))
+        diff_full = max(diff_full, abs(onnx_score - float(head(last, mean))))
+        # k candidates after a cached prefix vs recomputing each candidate's full sequence
+        scorer = rm.start(conversation)
+        for t in reply_ids[:3]:
+            scorer.score(np.array([t]))
+            scorer.accept(0)
+        cands = np.array(sorted(set(reply_ids[3:8])) or [reply_ids[-1]])
+        got = scorer.score(cands)
+        for c, g in zip(cands, got):
+            seq = prefix + reply_ids[:3] + [int(c)]
+            last, mean = torch_features(graph, seq, 4)
+            diff_candidates = max(diff_candidates, abs(g - float(head(last, mean))))
+    result = {"max_abs_diff_full": diff_full, "max_abs_diff_candidates": diff_candidates, "tolerance": tolerance}
+    if max(diff_full, diff_candidates) > tolerance:
+        raise UserError(f"validation failed: onnxruntime and torch scores differ by "
+                        f"{max(diff_full, diff_candidates):.2e} (> {tolerance}); the model was not written")
+    return result

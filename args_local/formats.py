@@ -1,0 +1,57 @@
+"""How a reward model wants (conversation, reply) laid out as text; described in its manifest.
+
+    {"turn": "<|im_start|>{role}\\n{content}<|im_end|>\\n",   # one context turn
+     "reply_prefix": "<|im_start|>assistant\\n",              # opens the scored reply
+     "reply_suffix": "<|im_end|>",                             # closes a finished reply
+     "roles": {"user": "user", "assistant": "assistant"},      # role names as the RM knows them
+     "context": "all" | "last_user",                           # which turns the RM sees
+     "pair": false}                                            # encoder: (context, reply) as a text pair
+
+A decoder RM reads context + reply_prefix + reply (+ reply_suffix once the reply is finished);
+an encoder RM with "pair" reads (context, reply_prefix + reply) as a pair of texts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import UserError
+
+
+@dataclass(frozen=True)
+class InputFormat:
+    turn: str = "<|im_start|>{role}\n{content}<|im_end|>\n"
+    reply_prefix: str = "<|im_start|>assistant\n"
+    reply_suffix: str = "<|im_end|>"
+    roles: dict = field(default_factory=lambda: {"user": "user", "assistant": "assistant", "system": "system"})
+    context: str = "all"
+    pair: bool = False
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "InputFormat":
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise UserError(f"unknown input_format fields in manifest: {', '.join(sorted(unknown))}")
+        fmt = cls(**d)
+        if fmt.context not in ("all", "last_user"):
+            raise UserError(f"input_format.context must be 'all' or 'last_user' (got {fmt.context!r})")
+        return fmt
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    def context_text(self, conversation: list[dict]) -> str:
+        turns = [m for m in conversation if m["role"] != "system"]
+        if self.context == "last_user":
+            turns = [m for m in turns if m["role"] == "user"][-1:]
+        return "".join(
+            self.turn.format(role=self.roles.get(m["role"], m["role"]), content=m["content"]) for m in turns
+        )
+
+
+PLAIN_TURNS = InputFormat(
+    turn="{role}: {content}\n",
+    reply_prefix="Assistant: ",
+    reply_suffix="\n",
+    roles={"user": "User", "assistant": "Assistant", "system": "System"},
+)

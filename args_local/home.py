@@ -1,0 +1,38 @@
+"""Where models and data live: $ARGS_LOCAL_HOME, else the XDG data directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def home() -> Path:
+    if os.environ.get("ARGS_LOCAL_HOME"):
+        return Path(os.environ["ARGS_LOCAL_HOME"]).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg) / "args-local"
+
+
+def models_dir() -> Path:
+    return home() / "models"
+
+
+def default_policy() -> Path:
+    return models_dir() / "smollm2-135m-instruct" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def default_reward() -> Path:
+    """The guide reward model ARGS decodes with."""
+    return models_dir() / "guide"
+
+
+def default_judge() -> Path:
+    return models_dir() / "judge"
+
+
+def default_encoder_reward() -> Path:
+    return models_dir() / "encoder"
+
+
+def default_sentence_embedder() -> Path:
+    return models_dir() / "minilm-embedder"

@@ -1,0 +1,160 @@
+"""The policy: a GGUF chat model run by llama.cpp, behind a small step-wise interface.
+
+The engine only ever calls: render_chat, tokenize, prefill, step, logits, token_bytes,
+is_end_of_turn. llama.cpp details (contexts, KV cache, logits pointers) stay in here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+from .quiet import quiet_stderr
+
+
+def check_gguf_file(path: Path, what: str) -> Path:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"{what} not found: {path}\n"
+                        "Run tools/setup.sh to fetch the default models, or give the path of a .gguf file.")
+    with open(path, "rb") as f:
+        if f.read(4) != b"GGUF":
+            raise UserError(f"{what} {path} is not a GGUF file (wrong magic bytes); "
+                            "args-local runs GGUF models (convert with llama.cpp's convert_hf_to_gguf.py).")
+    return path
+
+
+@dataclass(frozen=True)
+class PolicyInfo:
+    path: str
+    size_bytes: int
+    n_ctx: int
+    n_ctx_train: int
+    n_vocab: int
+    n_gpu_layers: int
+    gpu_offload: bool
+    n_threads: int
+
+
+def default_gpu_layers() -> int:
+    import llama_cpp
+
+    return -1 if llama_cpp.llama_supports_gpu_offload() else 0
+
+
+class LlamaPolicy:
+    """A GGUF chat model with a KV cache that is reused across calls and can be rolled back."""
+
+    def __init__(self, path: str | Path, n_ctx: int = 4096, n_threads: int | None = None,
+                 n_gpu_layers: int | None = None):
+        import llama_cpp
+
+        self._lib = llama_cpp
+        path = check_gguf_file(path, "policy model")
+        n_threads = n_threads or max(1, min(2, os.cpu_count() or 1))
+        if n_gpu_layers is None:
+            n_gpu_layers = default_gpu_layers()
+        try:
+            with quiet_stderr():
+                self._llm = llama_cpp.Llama(
+                    model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
+                    n_gpu_layers=n_gpu_layers, logits_all=False, verbose=False,
+                )
+        except (ValueError, RuntimeError) as e:
+            raise UserError(f"could not load policy model {path}: {e}. "
+                            "The file may be truncated or corrupt; fetch it again (tools/setup.sh).") from None
+        self._vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
+        self.n_vocab = self._llm.n_vocab()
+        self.n_ctx = self._llm.n_ctx()
+        meta = self._llm.metadata
+        self.chat_template = meta.get("tokenizer.chat_template")
+        if not self.chat_template:
+            raise UserError(f"{path} has no chat template in its metadata: it is a base model, "
+                            "not a chat model. Use a chat/instruct GGUF as the policy.")
+        self.bos_text = self._piece_text(self._llm.token_bos())
+        self.eos_text = self._piece_text(self._llm.token_eos())
+        self.info = PolicyInfo(
+            path=str(path), size_bytes=path.stat().st_size, n_ctx=self.n_ctx,
+            n_ctx_train=self._lib.llama_model_n_ctx_train(self._llm.model), n_vocab=self.n_vocab, n_gpu_layers=n_gpu_layers,
+            gpu_offload=bool(n_gpu_layers) and llama_cpp.llama_supports_gpu_offload(), n_threads=n_threads,
+        )
+        self._template = None
+
+    # --- text <-> tokens -------------------------------------------------------------
+    def render_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+        """The model's own chat template (from the GGUF metadata) applied to the messages."""
+        if self._template is None:
+            from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+            def raise_exception(message):
+                raise UserError(f"the model's chat template refused the conversation: {message}")
+
+            env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+            env.globals["raise_exception"] = raise_exception
+            self._template = env.from_string(self.chat_template)
+        return self._template.render(messages=messages, add_generation_prompt=add_generation_prompt,
+                                     bos_token=self.bos_text, eos_token=self.eos_text)
+
+    def tokenize(self, text: str) -> list[int]:
+        """Tokens of text with special tokens (<|im_start|> …) parsed; no BOS added here."""
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def token_bytes(self, token: int) -> bytes:
+        return self._llm.detokenize([token], special=False)
+
+    def _piece_text(self, token: int) -> str:
+        return self._llm.detokenize([token], special=True).decode("utf-8", errors="replace")
+
+    def is_end_of_turn(self, token: int) -> bool:
+        return bool(self._lib.llama_vocab_is_eog(self._vocab, token))
+
+    # --- evaluation ------------------------------------------------------------------
+    @property
+    def n_cached(self) -> int:
+        return self._llm.n_tokens
+
+    def cached_tokens(self) -> list[int]:
+        return self._llm.input_ids[: self._llm.n_tokens].tolist()
+
+    def prefill(self, tokens: list[int]) -> np.ndarray:
+        """Evaluate a prompt, reusing the longest cached prefix; return the next-token logits."""
+        if not tokens:
+            raise UserError("the prompt is empty")
+        if len(tokens) >= self.n_ctx:
+            raise UserError(f"the prompt is {len(tokens)} tokens but the context holds {self.n_ctx}: "
+                            "shorten it or raise --n-ctx")
+        cached = self._llm.input_ids[: self._llm.n_tokens]
+        same = int(np.argmin(np.append(cached[: len(tokens)] == tokens[: len(cached)], False)))
+        same = min(same, len(tokens) - 1)  # at least one token must run to produce logits
+        self.rollback(same)
+        self._eval(tokens[same:])
+        return self.logits()
+
+    def step(self, token: int) -> np.ndarray:
+        """Append one token; return the logits for the next one."""
+        if self._llm.n_tokens >= self.n_ctx:
+            raise UserError(f"the context ({self.n_ctx} tokens) is full")
+        self._eval([token])
+        return self.logits()
+
+    def rollback(self, n_tokens: int) -> None:
+        """Forget everything after the first n_tokens (the next eval drops their KV entries)."""
+        self._llm.n_tokens = min(n_tokens, self._llm.n_tokens)
+
+    def _eval(self, tokens: list[int]) -> None:
+        try:
+            self._llm.eval(tokens)
+        except RuntimeError as e:
+            raise UserError(f"llama.cpp failed to evaluate {len(tokens)} tokens: {e}") from None
+
+    def logits(self) -> np.ndarray:
+        """Next-token logits at the last evaluated position (a copy: llama.cpp reuses its buffer)."""
+        ptr = self._lib.llama_get_logits_ith(self._llm.ctx, -1)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
+
+    def close(self) -> None:
+        self._llm.close()

@@ -1,0 +1,25 @@
+"""Reward models: one interface (see base.py), three backends, chosen by the manifest's kind."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .base import CandidateScorer, RewardModel
+from .manifest import read_manifest
+
+
+def load_reward_model(directory: str | Path, threads: int | None = None, use_gpu: bool = True) -> RewardModel:
+    directory = Path(directory).expanduser()
+    manifest = read_manifest(directory)
+    threads = threads or max(1, min(2, os.cpu_count() or 1))
+    if manifest["kind"] == "decoder":
+        from .decoder import DecoderRewardModel as cls
+    elif manifest["kind"] == "encoder":
+        from .encoder import EncoderRewardModel as cls
+    else:
+        from .gguf_embedding import GgufEmbeddingRewardModel as cls
+    return cls(directory, manifest, threads, use_gpu)
+
+
+__all__ = ["CandidateScorer", "RewardModel", "load_reward_model"]

@@ -1,0 +1,166 @@
+"""Decoder reward model: a causal backbone (ONNX) with its keys/values cached between steps.
+
+All k candidates are scored in ONE pass: they go in as one k-token sequence, all at the same
+position, with an attention bias that lets each see the cached prefix and itself only. The
+chosen candidate's keys/values are then copied into the cache (no replication of the prefix).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+from ..formats import InputFormat
+from .base import LinearHead, Normalization, checked, truncate_left
+from .onnx_session import make_session, provider_of
+
+NEG_INF = np.float32(-np.inf)
+
+
+class KVCache:
+    """Per-layer key and value buffers [capacity, kv_heads, head_dim]; slices [:n] are contiguous."""
+
+    def __init__(self, n_layers: int, kv_heads: int, head_dim: int, capacity: int = 512):
+        self.shape = (kv_heads, head_dim)
+        self.n_layers = n_layers
+        self.length = 0
+        self.buffers = [np.zeros((capacity, *self.shape), np.float32) for _ in range(2 * n_layers)]
+
+    def feeds(self) -> dict:
+        return {name: buf[: self.length] for name, buf in zip(self.names, self.buffers)}
+
+    @property
+    def names(self) -> list[str]:
+        return [f"past_{kind}_{i}" for i in range(self.n_layers) for kind in ("key", "value")]
+
+    def append(self, new: list[np.ndarray], rows: slice | int = slice(None)) -> None:
+        """Append new keys/values (rows of the graph's new_* outputs) at the end."""
+        first = new[0][rows]
+        n = 1 if first.ndim == 2 else first.shape[0]
+        self._reserve(self.length + n)
+        for buf, arr in zip(self.buffers, new):
+            buf[self.length: self.length + n] = arr[rows]
+        self.length += n
+
+    def truncate(self, length: int) -> None:
+        self.length = min(self.length, length)
+
+    def _reserve(self, needed: int) -> None:
+        capacity = self.buffers[0].shape[0]
+        if needed > capacity:
+            size = max(needed, 2 * capacity)
+            self.buffers = [np.concatenate([b, np.zeros((size - capacity, *self.shape), np.float32)])
+                            for b in self.buffers]
+
+
+def causal_bias(past: int, n: int) -> np.ndarray:
+    """New tokens see the whole cache and the new tokens up to themselves."""
+    bias = np.zeros((n, past + n), np.float32)
+    bias[:, past:] = np.triu(np.full((n, n), NEG_INF), 1)
+    return bias
+
+
+def candidate_bias(past: int, k: int) -> np.ndarray:
+    """k candidates at the same position: each sees the cache and itself, not the others."""
+    bias = np.full((k, past + k), NEG_INF, np.float32)
+    bias[:, :past] = 0
+    bias[np.arange(k), past + np.arange(k)] = 0
+    return bias
+
+
+class DecoderRewardModel:
+    kind = "decoder"
+
+    def __init__(self, directory: Path, manifest: dict, threads: int, use_gpu: bool = True):
+        from tokenizers import Tokenizer
+
+        self.directory, self.manifest = directory, manifest
+        self.name = manifest.get("name", directory.name)
+        graph = manifest["graph"]
+        self.n_layers, self.kv_heads, self.head_dim = graph["n_layers"], graph["kv_heads"], graph["head_dim"]
+        self.head = LinearHead.load(directory / manifest["head"], graph["hidden_size"])
+        self.normalize = Normalization.from_manifest(manifest)
+        self.format = InputFormat.from_dict(manifest.get("input_format", {}))
+        self.max_length = int(manifest.get("max_length", 512))
+        self.vocab = manifest["vocab"]
+        self.max_reply = self.max_length * 3 // 4  # a long reply still leaves room for some context
+        self.tokenizer = Tokenizer.from_file(str(directory / manifest["tokenizer"]))
+        self.session = make_session(directory / manifest["model"], threads, use_gpu)
+        self.provider = provider_of(self.session)
+        names = {i.name for i in self.session.get_inputs()}
+        if "attention_bias" not in names or "past_key_0" not in names:
+            raise UserError(f"{directory / manifest['model']} is not an args-local decoder reward graph "
+                            "(inputs attention_bias, past_key_*); export it with `args-local export reward`.")
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def check_policy_vocabulary(self, policy_name: str, policy_vocab_size: int, policy_probe_ids: list[int]):
+        """The decoder RM reads the policy's token ids directly, so both must share one vocabulary."""
+        if policy_vocab_size != self.vocab["size"] or list(policy_probe_ids) != list(self.vocab["probe_ids"]):
+            raise UserError(
+                f"the decoder reward model {self.name} (vocabulary of {self.vocab['size']} tokens) does not share "
+                f"the tokenizer of the policy {policy_name} ({policy_vocab_size} tokens): a decoder RM must use "
+                "the policy's vocabulary. Use an encoder reward model, which brings its own tokenizer.")
+
+    def _run(self, cache: KVCache, ids, positions, bias):
+        feeds = {"input_ids": np.asarray(ids, np.int64), "position_ids": np.asarray(positions, np.int64),
+                 "attention_bias": bias, **cache.feeds()}
+        hidden, *new = self.session.run(None, feeds)
+        return hidden, new
+
+    def _prefix_ids(self, conversation: list[dict], reply_len: int) -> list[int]:
+        ids = self.encode(self.format.context_text(conversation) + self.format.reply_prefix)
+        return truncate_left(ids, self.max_length - reply_len)
+
+    def prefill(self, conversation: list[dict], reply_len: int = 0) -> KVCache:
+        ids = self._prefix_ids(conversation, reply_len)
+        cache = KVCache(self.n_layers, self.kv_heads, self.head_dim, capacity=len(ids) + 256)
+        _, new = self._run(cache, ids, np.arange(len(ids)), causal_bias(0, len(ids)))
+        cache.append(new)
+        return cache
+
+    def reply_features(self, cache: KVCache, reply: str) -> tuple[np.ndarray, np.ndarray]:
+        """(h_last, h_mean) of a finished reply after the cached prefix (the cache is unchanged)."""
+        ids = truncate_left(self.encode(reply + self.format.reply_suffix), self.max_reply)
+        past = cache.length
+        hidden, _ = self._run(cache, ids, past + np.arange(len(ids)), causal_bias(past, len(ids)))
+        return hidden[-1], hidden.mean(axis=0)
+
+    def features(self, conversation: list[dict], replies: list[str]) -> np.ndarray:
+        """[len(replies), 2 * hidden]: [h_last, h_mean] of each finished reply (shared prefix run once)."""
+        longest = max(len(self.encode(r + self.format.reply_suffix)) for r in replies)
+        cache = self.prefill(conversation, reply_len=min(longest, self.max_reply))
+        return np.stack([np.concatenate(self.reply_features(cache, r)) for r in replies])
+
+    def score_replies(self, conversation: list[dict], replies: list[str]) -> np.ndarray:
+        f = self.features(conversation, replies)
+        d = f.shape[1] // 2
+        return checked(self.normalize(self.head(f[:, :d], f[:, d:])))
+
+    def start(self, conversation: list[dict]) -> "DecoderCandidateScorer":
+        return DecoderCandidateScorer(self, self.prefill(conversation))
+
+
+class DecoderCandidateScorer:
+    def __init__(self, rm: DecoderRewardModel, cache: KVCache):
+        self.rm, self.cache = rm, cache
+        self.reply_sum = np.zeros(rm.head.w_last.shape, np.float64)
+        self.reply_len = 0
+        self._last = None  # (hidden, new keys/values) of the last scored candidates
+
+    def score(self, ids: np.ndarray, pieces: list[bytes] | None = None) -> np.ndarray:
+        k, past = len(ids), self.cache.length
+        hidden, new = self.rm._run(self.cache, ids, np.full(k, past), candidate_bias(past, k))
+        self._last = (hidden, new)
+        mean = (self.reply_sum + hidden) / (self.reply_len + 1)
+        return self.rm.normalize(self.rm.head(hidden, mean))
+
+    def accept(self, index: int) -> None:
+        hidden, new = self._last
+        self.cache.append(new, rows=slice(index, index + 1))
+        self.reply_sum += hidden[index]
+        self.reply_len += 1
+        self._last = None

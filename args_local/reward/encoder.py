@@ -1,0 +1,88 @@
+"""Encoder reward model: a sequence-classification model exported by optimum, with its own tokenizer.
+
+It reads text, not the policy's token ids, so it works whatever tokenizer the policy has:
+each step the reply so far plus each candidate's bytes are decoded and scored as a batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+from ..formats import InputFormat
+from .base import Normalization, checked
+from .onnx_session import make_session, provider_of
+
+
+class EncoderRewardModel:
+    kind = "encoder"
+
+    def __init__(self, directory: Path, manifest: dict, threads: int, use_gpu: bool = True):
+        from tokenizers import Tokenizer
+
+        self.directory, self.manifest = directory, manifest
+        self.name = manifest.get("name", directory.name)
+        self.format = InputFormat.from_dict(manifest.get("input_format", {}))
+        self.max_length = int(manifest.get("max_length", 512))
+        self.output_index = int(manifest.get("output_index", 0))
+        self.normalize = Normalization.from_manifest(manifest)
+        tokenizer_path = directory / manifest.get("tokenizer", "tokenizer.json")
+        if not tokenizer_path.is_file():
+            raise UserError(f"{directory}: tokenizer file {tokenizer_path.name} is missing; re-export the model.")
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        self.tokenizer.no_padding()
+        strategy = "only_first" if self.format.pair else "longest_first"
+        self.tokenizer.enable_truncation(self.max_length, strategy=strategy, direction="left")
+        self.session = make_session(directory / manifest["model"], threads, use_gpu)
+        self.provider = provider_of(self.session)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        if "input_ids" not in self.input_names:
+            raise UserError(f"{directory / manifest['model']} has no input_ids input: not a text "
+                            "classification model. Export it with `args-local export reward`.")
+
+    def _inputs(self, context: str, replies: list[str]):
+        if self.format.pair:
+            batch = [(context, self.format.reply_prefix + r) for r in replies]
+        else:
+            batch = [context + self.format.reply_prefix + r for r in replies]
+        try:
+            encodings = self.tokenizer.encode_batch(batch)
+        except Exception:  # the reply alone is longer than max_length: cut both from the left
+            self.tokenizer.enable_truncation(self.max_length, strategy="longest_first", direction="left")
+            encodings = self.tokenizer.encode_batch(batch)
+        width = max(len(e.ids) for e in encodings)
+        arrays = {name: np.zeros((len(batch), width), np.int64) for name in ("input_ids", "attention_mask", "token_type_ids")}
+        for row, e in enumerate(encodings):
+            n = len(e.ids)
+            arrays["input_ids"][row, :n] = e.ids
+            arrays["attention_mask"][row, :n] = e.attention_mask
+            arrays["token_type_ids"][row, :n] = e.type_ids
+        return {name: arrays[name] for name in self.input_names}
+
+    def raw_scores(self, context: str, replies: list[str]) -> np.ndarray:
+        (logits,) = self.session.run(None, self._inputs(context, replies))[:1]
+        return self.normalize(logits.reshape(len(replies), -1)[:, self.output_index])
+
+    def score_replies(self, conversation: list[dict], replies: list[str]) -> np.ndarray:
+        context = self.format.context_text(conversation)
+        return checked(self.raw_scores(context, [r + self.format.reply_suffix for r in replies]))
+
+    def start(self, conversation: list[dict]) -> "EncoderCandidateScorer":
+        return EncoderCandidateScorer(self, self.format.context_text(conversation))
+
+
+class EncoderCandidateScorer:
+    def __init__(self, rm: EncoderRewardModel, context: str):
+        self.rm, self.context = rm, context
+        self.reply = b""
+        self._pieces: list[bytes] = []
+
+    def score(self, ids: np.ndarray, pieces: list[bytes]) -> np.ndarray:
+        self._pieces = pieces
+        texts = [(self.reply + p).decode("utf-8", errors="replace") for p in pieces]
+        return self.rm.raw_scores(self.context, texts)
+
+    def accept(self, index: int) -> None:
+        self.reply += self._pieces[index]

@@ -1,0 +1,80 @@
+"""A judge reward model on any GGUF backbone, run by llama.cpp: hidden states + a linear head.
+
+It scores finished replies only (eval, score, best-of-n); ARGS guidance needs a decoder or
+encoder RM. Being another model family than the guide, it can judge ARGS without sharing
+the guide's blind spots.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+from ..formats import InputFormat
+from ..policy import check_gguf_file
+from ..quiet import quiet_stderr
+from .base import LinearHead, Normalization, checked, truncate_left
+
+
+class GgufEmbeddingRewardModel:
+    kind = "gguf-embedding"
+    provider = "CPU"
+
+    def __init__(self, directory: Path, manifest: dict, threads: int, use_gpu: bool = True):
+        import llama_cpp
+
+        self._lib = llama_cpp
+        self.directory, self.manifest = directory, manifest
+        self.name = manifest.get("name", directory.name)
+        self.format = InputFormat.from_dict(manifest.get("input_format", {}))
+        self.max_length = int(manifest.get("max_length", 384))
+        self.normalize = Normalization.from_manifest(manifest)
+        path = check_gguf_file(directory / manifest["model"], "judge model")
+        try:
+            with quiet_stderr():
+                self._llm = llama_cpp.Llama(
+                    model_path=str(path), n_ctx=self.max_length + 8, n_batch=self.max_length + 8,
+                    n_ubatch=self.max_length + 8, n_threads=threads, n_threads_batch=threads,
+                    embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_NONE,
+                    n_gpu_layers=-1 if use_gpu and llama_cpp.llama_supports_gpu_offload() else 0, verbose=False)
+        except (ValueError, RuntimeError) as e:
+            raise UserError(f"could not load judge model {path}: {e}") from None
+        self.hidden_size = self._llm.n_embd()
+        self.head = LinearHead.load(directory / manifest["head"], self.hidden_size) if manifest.get("head") else None
+
+    def encode(self, text: str, bos: bool = False) -> list[int]:
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=bos, special=True)
+
+    def reply_features(self, conversation: list[dict], reply: str) -> tuple[np.ndarray, np.ndarray]:
+        """(hidden state at the reply's last token, mean over the reply's tokens): final layer, normed."""
+        reply_ids = truncate_left(self.encode(reply + self.format.reply_suffix), self.max_length - 1)
+        prefix = self.encode(self.format.context_text(conversation) + self.format.reply_prefix, bos=True)
+        prefix = prefix[:1] + truncate_left(prefix[1:], self.max_length - 1 - len(reply_ids))
+        ids = prefix + reply_ids
+        llm = self._llm
+        llm.reset()
+        llama_cpp = self._lib
+        mem = llama_cpp.llama_get_memory(llm._ctx.ctx)
+        llama_cpp.llama_memory_clear(mem, True)
+        llm._batch.set_batch(batch=ids, n_past=0, logits_all=True)
+        llm._ctx.decode(llm._batch)
+        ptr = llama_cpp.llama_get_embeddings(llm._ctx.ctx)
+        hidden = np.ctypeslib.as_array(ptr, shape=(len(ids), self.hidden_size))[len(prefix):]
+        return hidden[-1].copy(), hidden.mean(axis=0)
+
+    def features(self, conversation: list[dict], replies: list[str]) -> np.ndarray:
+        """[len(replies), 2 * hidden]: [h_last, h_mean] of each finished reply."""
+        return np.stack([np.concatenate(self.reply_features(conversation, r)) for r in replies])
+
+    def score_replies(self, conversation: list[dict], replies: list[str]) -> np.ndarray:
+        if self.head is None:
+            raise UserError(f"{self.directory} has no head: it can give features but not rewards")
+        f = self.features(conversation, replies)
+        d = f.shape[1] // 2
+        return checked(self.normalize(self.head(f[:, :d], f[:, d:])))
+
+    def start(self, conversation):
+        raise UserError(f"{self.name} is a judge ({self.kind}): it scores finished replies only. "
+                        "Guide ARGS with a decoder or encoder reward model.")

@@ -1,0 +1,59 @@
+"""The reward-model directory format: ONNX file(s), tokenizer, head, and manifest.json.
+
+manifest.json (written by `args-local export`, read here):
+  format_version  1
+  kind            "decoder" | "encoder" | "gguf-embedding"
+  name            short name shown in the UI
+  model           file name of the ONNX graph (or the GGUF for gguf-embedding)
+  tokenizer       tokenizer.json (decoder, encoder)
+  input_format    how (conversation, reply) become text: see args_local.formats
+  max_length      tokens the RM reads; longer inputs lose their oldest tokens
+  normalization   {"mean", "std"}: reward = (raw - mean) / std, measured on sample replies
+  head            decoder / gguf-embedding: .npz with w_last, w_mean, bias over [last, reply-mean]
+  output_index    encoder: which logit is the reward
+  vocab           decoder: {"size", "probe_text", "probe_ids"}: checked against the policy
+  graph           decoder: {"n_layers", "kv_heads", "head_dim", "hidden_size"}
+  source, validation, versions: provenance, shown by `args-local models`
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import UserError
+
+FORMAT_VERSION = 1
+KINDS = ("decoder", "encoder", "gguf-embedding")
+MANIFEST = "manifest.json"
+
+
+def read_manifest(directory: str | Path) -> dict:
+    directory = Path(directory).expanduser()
+    if not directory.is_dir():
+        raise UserError(f"reward model directory not found: {directory}\n"
+                        "Run tools/setup.sh to build the default reward models, "
+                        "or export one with `args-local export reward SRC --out DIR`.")
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise UserError(f"{directory} has no {MANIFEST}: it is not an args-local reward model. "
+                        "Export it with `args-local export reward SRC --out DIR`.")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is not valid JSON ({e}); re-export the model with --force.") from None
+    kind = manifest.get("kind")
+    if kind not in KINDS:
+        raise UserError(f"{path}: unknown reward model kind {kind!r}; supported: {', '.join(KINDS)}")
+    if manifest.get("format_version", 0) > FORMAT_VERSION:
+        raise UserError(f"{path} was written by a newer args-local (format {manifest['format_version']}); upgrade.")
+    for key in ("model",):
+        if not (directory / manifest.get(key, "")).is_file():
+            raise UserError(f"{directory}: the file named in the manifest ({manifest.get(key)!r}) is missing; "
+                            "re-export the model.")
+    return manifest
+
+
+def write_manifest(directory: Path, manifest: dict) -> None:
+    manifest = {"format_version": FORMAT_VERSION, **manifest}
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

@@ -1,0 +1,56 @@
+"""The one settings object that drives decoding (like vLLM's SamplingParams)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+
+from .errors import UserError
+
+MODES = ("args-greedy", "args-stochastic", "greedy", "top-k", "nucleus", "best-of-n")
+REWARD_GUIDED = ("args-greedy", "args-stochastic", "best-of-n")
+
+
+@dataclass(frozen=True)
+class DecodingSettings:
+    mode: str = "args-greedy"
+    k: int = 10  # candidates per step (ARGS, top-k sampling)
+    w: float = 1.5  # reward weight in score = logit + w * reward
+    temperature: float = 1.0  # ARGS-stochastic, top-k and nucleus sampling
+    top_p: float = 0.9  # nucleus sampling
+    n: int = 4  # best-of-n samples
+    max_new_tokens: int = 128
+    seed: int = 0
+    stop: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def uses_reward(self) -> bool:
+        return self.mode in REWARD_GUIDED
+
+    def validated(self, vocab_size: int | None = None) -> "DecodingSettings":
+        """Return self, or raise UserError naming the first bad field and its allowed range."""
+        if self.mode not in MODES:
+            raise UserError(f"unknown mode {self.mode!r}; choose one of: {', '.join(MODES)}")
+        if self.k < 1:
+            raise UserError(f"k must be at least 1 (got {self.k})")
+        if vocab_size is not None and self.k > vocab_size:
+            raise UserError(f"k must be at most the vocabulary size {vocab_size} (got {self.k})")
+        if not math.isfinite(self.w):
+            raise UserError(f"w must be a finite number (got {self.w})")
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise UserError(f"temperature must be >= 0 (got {self.temperature})")
+        if not 0 < self.top_p <= 1:
+            raise UserError(f"top-p must be in (0, 1] (got {self.top_p})")
+        if self.n < 1:
+            raise UserError(f"n (best-of-n samples) must be at least 1 (got {self.n})")
+        if self.max_new_tokens < 1:
+            raise UserError(f"max-new-tokens must be at least 1 (got {self.max_new_tokens})")
+        return self
+
+    def with_(self, **changes) -> "DecodingSettings":
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["stop"] = list(self.stop)
+        return d
