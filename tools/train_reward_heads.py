@@ -117,9 +117,10 @@ def run(kind: str, rm, pairs, out_dir: Path, about: dict) -> dict:
     report = {**about, **report, "shorter_reply_wins_dev_accuracy": shorter_wins_accuracy(pairs, is_dev),
               "feature_seconds": round(time.time() - t, 1), "data": "hh-rlhf harmless-base test pairs"}
     out_dir.mkdir(parents=True, exist_ok=True)
-    head.save(out_dir / "head.npz")
-    np.savez(out_dir / "dev_scores.npz", chosen=chosen[is_dev] @ np.concatenate([head.w_last, head.w_mean]),
-             rejected=rejected[is_dev] @ np.concatenate([head.w_last, head.w_mean]))
+    extra = {"norm_mean": report["normalization"]["mean"], "norm_std": report["normalization"]["std"]}
+    if rm.manifest.get("graph"):
+        extra["n_layers"] = rm.manifest["graph"]["n_layers"]
+    np.savez(out_dir / "head.npz", w_last=head.w_last, w_mean=head.w_mean, bias=np.float32(head.bias), **extra)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     return report

@@ -1,0 +1,51 @@
+"""`args-local` — one subcommand per module in args_local/commands/, each with register(subparsers).
+
+User errors (UserError) print one line and exit 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import UserError
+
+COMMANDS = ("generate", "chat", "score", "export", "eval", "bench", "models")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own errors: same exit code as ours, with usage
+        self.print_usage(sys.stderr)
+        print(f"args-local: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="args-local", description="Reward-guided decoding (ARGS) for local GGUF models.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"args_local.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"args_local.commands.{name}":
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except UserError as e:
+        print(f"args-local: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nargs-local: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""args-local generate "question" — stream one reply to stdout."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ..engine import Finished, Notice, Step
+from ..errors import UserError
+from .options import add_decoding_options, add_model_options, load_engine, settings_from
+
+
+def register(sub) -> None:
+    p = sub.add_parser("generate", help="answer one prompt, streaming the reply",
+                       description="Answer one prompt with the chosen decoding mode, streaming the text.")
+    p.add_argument("prompt", help="the user's message")
+    p.add_argument("--system", help="system prompt (default: the model template's own)")
+    add_decoding_options(p)
+    add_model_options(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
+    p.add_argument("--trace", metavar="FILE", help="write one JSON line per step: candidates, logits, rewards, chosen")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    settings = settings_from(args)
+    engine = load_engine(args, need_reward=settings.uses_reward)
+    trace = None
+    if args.trace:
+        try:
+            trace = open(args.trace, "w")
+        except OSError as e:
+            raise UserError(f"cannot write trace file {args.trace}: {e.strerror}") from None
+    try:
+        for event in engine.stream(args.prompt, settings, system=args.system):
+            if isinstance(event, Step):
+                if trace and event.candidates is not None:
+                    trace.write(json.dumps({"step": event.step, "candidates": event.candidates,
+                                            "logits": event.logits, "rewards": event.rewards,
+                                            "chosen": event.token, "w": settings.w}) + "\n")
+                if not args.json and event.text:
+                    sys.stdout.write(event.text)
+                    sys.stdout.flush()
+            elif isinstance(event, Notice):
+                print(f"[{event.message}]", file=sys.stderr)
+            elif isinstance(event, Finished):
+                if args.json:
+                    print(json.dumps(event.to_dict()))
+                else:
+                    sys.stdout.write("\n")
+                    reward = "" if event.reward is None else f", reward {event.reward:+.3f}"
+                    print(f"[{len(event.tokens)} tokens, {event.tokens_per_s:.1f} tok/s, "
+                          f"{event.stop_reason}{reward}]", file=sys.stderr)
+    finally:
+        if trace:
+            trace.close()
+    return 0

@@ -1,0 +1,44 @@
+"""Options several commands share: which models, decoding settings, threads."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..settings import MODES, DecodingSettings
+
+
+def add_model_options(p: argparse.ArgumentParser, reward_help: str = "reward model directory (default: the built-in guide RM)") -> None:
+    g = p.add_argument_group("models")
+    g.add_argument("--policy", help="GGUF chat model (default: the built-in SmolLM2-135M-Instruct)")
+    g.add_argument("--reward", help=reward_help)
+    g.add_argument("--n-ctx", type=int, default=4096, help="policy context length in tokens (default 4096)")
+    g.add_argument("--threads", type=int, default=None, help="CPU threads for llama.cpp and onnxruntime")
+    g.add_argument("--n-gpu-layers", type=int, default=None,
+                   help="layers to offload to the GPU (default: all when llama.cpp has GPU support)")
+
+
+def add_decoding_options(p: argparse.ArgumentParser, default_mode: str = "args-greedy") -> None:
+    d = DecodingSettings()
+    g = p.add_argument_group("decoding")
+    g.add_argument("--mode", default=default_mode, help=f"one of {', '.join(MODES)} (default {default_mode})")
+    g.add_argument("--k", type=int, default=d.k, help=f"candidates per step (default {d.k})")
+    g.add_argument("--w", type=float, default=d.w, help=f"reward weight in logit + w*reward (default {d.w})")
+    g.add_argument("--temperature", type=float, default=d.temperature, help="sampling temperature (default 1.0)")
+    g.add_argument("--top-p", type=float, default=d.top_p, help="nucleus sampling mass (default 0.9)")
+    g.add_argument("--n", type=int, default=d.n, help="best-of-n: samples to draw (default 4)")
+    g.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="default 128")
+    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+
+
+def settings_from(args) -> DecodingSettings:
+    return DecodingSettings(mode=args.mode, k=args.k, w=args.w, temperature=args.temperature, top_p=args.top_p,
+                            n=args.n, max_new_tokens=args.max_new_tokens, seed=args.seed,
+                            stop=tuple(args.stop)).validated()
+
+
+def load_engine(args, need_reward: bool = True):
+    from ..engine import Engine
+
+    return Engine.load(args.policy, args.reward, n_ctx=args.n_ctx, threads=args.threads,
+                       n_gpu_layers=args.n_gpu_layers, need_reward=need_reward)
