@@ -55,3 +55,14 @@ PLAIN_TURNS = InputFormat(
     reply_suffix="\n",
     roles={"user": "User", "assistant": "Assistant", "system": "System"},
 )
+
+
+PAIR_LAST_USER = InputFormat(turn="{content}", reply_prefix="", reply_suffix="", context="last_user", pair=True)
+
+NAMED_FORMATS = {"chatml": InputFormat(), "plain": PLAIN_TURNS, "pair-last-user": PAIR_LAST_USER}
+
+
+def named_format(name: str) -> InputFormat:
+    if name not in NAMED_FORMATS:
+        raise UserError(f"unknown input format {name!r}; choose one of: {', '.join(NAMED_FORMATS)}")
+    return NAMED_FORMATS[name]

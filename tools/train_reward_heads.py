@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from args_local.conversations import read_preference_pairs  # noqa: E402
-from args_local.reward.base import LinearHead  # noqa: E402
+from args_local.formats import PAIR_LAST_USER  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-base-pairs.jsonl.gz"
 CACHE = Path(os.environ.get("ARGS_LOCAL_FEATURE_CACHE", "/tmp/args-local-features"))
@@ -51,8 +51,8 @@ def accuracy(x: np.ndarray, w: np.ndarray) -> float:
     return float(np.mean(x @ w > 0))
 
 
-def train_head(chosen: np.ndarray, rejected: np.ndarray, is_dev: np.ndarray, hidden: int) -> tuple[LinearHead, dict]:
-    """chosen/rejected: [pairs, 2*hidden] = [h_last, h_mean]. Returns the head on raw features and a report."""
+def train_head(chosen: np.ndarray, rejected: np.ndarray, is_dev: np.ndarray) -> tuple[np.ndarray, float, dict]:
+    """chosen/rejected: [pairs, features]. Returns weights and bias on raw features, and a report."""
     train = ~is_dev
     both = np.concatenate([chosen[train], rejected[train]])
     mu, sd = both.mean(0), both.std(0) + 1e-6
@@ -65,7 +65,6 @@ def train_head(chosen: np.ndarray, rejected: np.ndarray, is_dev: np.ndarray, hid
         cv[l2] = float(np.mean(accs))
     best = max(cv, key=cv.get)
     w = fit_logistic(x_train, best) / sd  # back to raw feature units
-    head = LinearHead(w[:hidden].astype(np.float32), w[hidden:].astype(np.float32), float(-(mu @ w)))
     raw = np.concatenate([chosen[train], rejected[train]]) @ w - mu @ w
     report = {
         "train_pairs": int(train.sum()), "dev_pairs": int(is_dev.sum()),
@@ -74,7 +73,7 @@ def train_head(chosen: np.ndarray, rejected: np.ndarray, is_dev: np.ndarray, hid
         "dev_accuracy": accuracy((chosen - rejected)[is_dev], w),
         "normalization": {"mean": float(raw.mean()), "std": float(raw.std())},
     }
-    return head, report
+    return w.astype(np.float32), float(-(mu @ w)), report
 
 
 def shorter_wins_accuracy(pairs, is_dev) -> float:
@@ -112,25 +111,63 @@ def run(kind: str, rm, pairs, out_dir: Path, about: dict) -> dict:
     t = time.time()
     chosen, rejected = extract(kind, pairs, features_fn)
     is_dev = np.array([p.split == "dev" for p in pairs])
-    hidden = chosen.shape[1] // 2
-    head, report = train_head(chosen, rejected, is_dev, hidden)
+    w, bias, report = train_head(chosen, rejected, is_dev)
     report = {**about, **report, "shorter_reply_wins_dev_accuracy": shorter_wins_accuracy(pairs, is_dev),
               "feature_seconds": round(time.time() - t, 1), "data": "hh-rlhf harmless-base test pairs"}
     out_dir.mkdir(parents=True, exist_ok=True)
     extra = {"norm_mean": report["normalization"]["mean"], "norm_std": report["normalization"]["std"]}
-    if rm.manifest.get("graph"):
-        extra["n_layers"] = rm.manifest["graph"]["n_layers"]
-    np.savez(out_dir / "head.npz", w_last=head.w_last, w_mean=head.w_mean, bias=np.float32(head.bias), **extra)
+    if kind == "encoder":  # the classifier of a BertForSequenceClassification, over the pooler output
+        np.savez(out_dir / "head.npz", weight=w[None], bias=np.array([bias], np.float32), **extra)
+    else:  # [h_last, h_mean] halves, see args_local.reward.base.LinearHead
+        if rm.manifest.get("graph"):
+            extra["n_layers"] = rm.manifest["graph"]["n_layers"]
+        d = len(w) // 2
+        np.savez(out_dir / "head.npz", w_last=w[:d], w_mean=w[d:], bias=np.float32(bias), **extra)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     return report
+
+
+class MiniLMPooler:
+    """BERT pooler output of (last user turn, reply): what BertForSequenceClassification's classifier reads."""
+
+    def __init__(self, directory: str):
+        import torch
+        from tokenizers import Tokenizer
+        from transformers import BertModel
+
+        torch.set_num_threads(1)  # the judge and encoder extractions may run side by side
+        self.torch = torch
+        self.model = BertModel.from_pretrained(directory).eval()
+        self.tokenizer = Tokenizer.from_file(str(Path(directory) / "tokenizer.json"))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(256, strategy="only_first", direction="left")
+        self.manifest = {"source": {"directory": Path(directory).name}}
+
+    def features(self, conversation, replies):
+        context = PAIR_LAST_USER.context_text(conversation)
+        rows = []
+        for reply in replies:
+            try:
+                e = self.tokenizer.encode(context, reply)
+            except Exception:  # reply alone too long: same fallback as the runtime (EncoderRewardModel)
+                self.tokenizer.enable_truncation(256, strategy="longest_first", direction="left")
+                e = self.tokenizer.encode(context, reply)
+                self.tokenizer.enable_truncation(256, strategy="only_first", direction="left")
+            ids = self.torch.tensor([e.ids])
+            with self.torch.no_grad():
+                out = self.model(input_ids=ids, token_type_ids=self.torch.tensor([e.type_ids]))
+            rows.append(out.pooler_output[0].numpy())
+        return np.stack(rows)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("kind", choices=("guide", "judge", "encoder"))
     parser.add_argument("--data", default=str(DATA))
-    parser.add_argument("--backbone", required=True, help="a features-only reward model directory (see tools/setup.sh)")
+    parser.add_argument("--backbone", required=True,
+                        help="guide/judge: a reward model directory without head (features only); "
+                             "encoder: the all-MiniLM-L6-v2 Hugging Face directory")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N pairs (quick checks)")
     args = parser.parse_args()
     from args_local.reward import load_reward_model
@@ -138,7 +175,7 @@ def main() -> None:
     pairs = read_preference_pairs(args.data)
     if args.limit:
         pairs = pairs[: args.limit]
-    rm = load_reward_model(args.backbone, threads=2, use_gpu=False)
+    rm = MiniLMPooler(args.backbone) if args.kind == "encoder" else load_reward_model(args.backbone, threads=2, use_gpu=False)
     about = {"backbone": rm.manifest.get("source", {}), "features": "[h_last, mean(h over reply)]",
              "graph": rm.manifest.get("graph")}
     run(args.kind, rm, pairs, ROOT / "models" / args.kind, about)

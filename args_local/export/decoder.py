@@ -14,6 +14,7 @@ from ..reward.base import LinearHead
 from ..reward.decoder import DecoderRewardModel
 from .common import Progress, export_versions, staged_output
 from .decoder_graph import SUPPORTED_ARCHITECTURES, CandidateScoringGraph, export_graph
+from .samples import SAMPLE_CONVERSATIONS
 
 PROBE_TEXT = "Hello, world! Ünïcødé 日本語 🙂 <|im_start|>user\n  tabs\tand\nnewlines"
 VALIDATION_CONVERSATIONS = [
@@ -43,7 +44,8 @@ def backbone_of(model):
 
 def export_decoder(model, tokenizer, head: LinearHead, n_layers: int, out: Path, *, name: str, source: dict,
                    input_format: InputFormat, max_length: int, opset: int, force: bool,
-                   progress: Progress, normalization: dict | None = None, extra: dict | None = None) -> dict:
+                   progress: Progress, normalization: dict | None = None, extra: dict | None = None,
+                   reference=None) -> dict:
     """Write OUT with graph, tokenizer, head and manifest; validate against torch first."""
     backbone = backbone_of(model)
     total = backbone.config.num_hidden_layers
@@ -73,7 +75,11 @@ def export_decoder(model, tokenizer, head: LinearHead, n_layers: int, out: Path,
 
         write_manifest(stage, manifest)
         progress("validating: onnxruntime against torch")
-        manifest["validation"] = validate_decoder(graph, head, stage, manifest)
+        manifest["validation"] = validate_decoder(graph, head, stage, manifest, reference)
+        if normalization is None:
+            raw = np.concatenate([DecoderRewardModel(stage, manifest, 2, False).score_replies(c, r)
+                                  for c, r in SAMPLE_CONVERSATIONS])
+            manifest["normalization"] = {"mean": float(raw.mean()), "std": float(raw.std()) or 1.0}
         manifest["export_seconds"] = round(time.time() - t, 1)
         write_manifest(stage, manifest)
     return manifest
@@ -89,16 +95,28 @@ def torch_features(graph: CandidateScoringGraph, ids: list[int], reply_len: int)
     return reply[-1], reply.mean(axis=0)
 
 
-def validate_decoder(graph, head: LinearHead, directory: Path, manifest: dict, tolerance: float = 1e-3) -> dict:
-    """Max |score difference| of onnxruntime vs torch, for finished replies and for k candidates."""
+def validate_decoder(graph, head: LinearHead, directory: Path, manifest: dict, reference=None,
+                     tolerance: float = 1e-3) -> dict:
+    """Max |score difference| of onnxruntime vs torch, for finished replies and for k candidates.
+
+    `reference(ids) -> score`, when given, is the source model's own forward (e.g. a Hugging Face
+    *ForSequenceClassification): the export must agree with it too, not only with our graph.
+    Features are compared as well, so a zero head (features-only export) is still validated.
+    """
     rm = DecoderRewardModel(directory, {**manifest, "normalization": {"mean": 0, "std": 1}}, threads=2, use_gpu=False)
-    diff_full = diff_candidates = 0.0
+    diff_full = diff_candidates = diff_features = diff_reference = 0.0
     for conversation, reply in zip(VALIDATION_CONVERSATIONS, VALIDATION_REPLIES):
         onnx_score = rm.score_replies(conversation, [reply])[0]
+        onnx_features = rm.features(conversation, [reply])[0]
         prefix = rm._prefix_ids(conversation, 0)
         reply_ids = rm.encode(reply + rm.format.reply_suffix)
         last, mean = torch_features(graph, prefix + reply_ids, len(reply_ids))
         diff_full = max(diff_full, abs(onnx_score - float(head(last, mean))))
+        scale = max(1.0, float(np.abs(last).max()))
+        diff_features = max(diff_features, float(np.abs(onnx_features - np.concatenate([last, mean])).max()) / scale)
+        if reference is not None:
+            with torch.no_grad():
+                diff_reference = max(diff_reference, abs(onnx_score - reference(prefix + reply_ids)))
         # k candidates after a cached prefix vs recomputing each candidate's full sequence
         scorer = rm.start(conversation)
         for t in reply_ids[:3]:
@@ -110,8 +128,36 @@ def validate_decoder(graph, head: LinearHead, directory: Path, manifest: dict, t
             seq = prefix + reply_ids[:3] + [int(c)]
             last, mean = torch_features(graph, seq, 4)
             diff_candidates = max(diff_candidates, abs(g - float(head(last, mean))))
-    result = {"max_abs_diff_full": diff_full, "max_abs_diff_candidates": diff_candidates, "tolerance": tolerance}
-    if max(diff_full, diff_candidates) > tolerance:
-        raise UserError(f"validation failed: onnxruntime and torch scores differ by "
-                        f"{max(diff_full, diff_candidates):.2e} (> {tolerance}); the model was not written")
+    result = {"max_abs_diff_full": diff_full, "max_abs_diff_candidates": diff_candidates,
+              "max_rel_diff_features": diff_features, "tolerance": tolerance}
+    if reference is not None:
+        result["max_abs_diff_source_model"] = diff_reference
+    worst = max(diff_full, diff_candidates, diff_features, diff_reference)
+    if worst > tolerance:
+        raise UserError(f"validation failed: onnxruntime and torch differ by {worst:.2e} (> {tolerance}); "
+                        "the model was not written")
     return result
+
+
+def export_hf_decoder(src: Path, out: Path, *, input_format: InputFormat, max_length: int, opset: int,
+                      label_index: int | None, force: bool, progress: Progress) -> dict:
+    """LlamaForSequenceClassification & co.: all layers + final norm; the score row becomes w_last."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from .encoder import check_reward_architecture, read_config
+
+    config = read_config(src)
+    index = check_reward_architecture(config, label_index)
+    if not (src / "tokenizer.json").is_file():
+        raise UserError(f"{src} has no tokenizer.json; save the tokenizer with save_pretrained() first")
+    progress(f"loading {src.name} into torch")
+    model = AutoModelForSequenceClassification.from_pretrained(str(src), dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(src))
+    score = model.score.weight.detach().numpy()[index].astype(np.float32)
+    bias = float(model.score.bias.detach()[index]) if getattr(model.score, "bias", None) is not None else 0.0
+    head = LinearHead(score, np.zeros_like(score), bias)
+    return export_decoder(model, tokenizer, head, model.config.num_hidden_layers, out, name=out.name,
+                          source={"directory": str(src), "architecture": config["architectures"][0]},
+                          input_format=input_format, max_length=max_length, opset=opset, force=force,
+                          progress=progress, extra={"output_index": index},
+                          reference=lambda ids: float(model(torch.tensor([ids])).logits[0, index]))

@@ -33,12 +33,12 @@ class EncoderRewardModel:
             raise UserError(f"{directory}: tokenizer file {tokenizer_path.name} is missing; re-export the model.")
         self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
         self.tokenizer.no_padding()
-        strategy = "only_first" if self.format.pair else "longest_first"
-        self.tokenizer.enable_truncation(self.max_length, strategy=strategy, direction="left")
+        self._strategy = "only_first" if self.format.pair else "longest_first"
+        self.tokenizer.enable_truncation(self.max_length, strategy=self._strategy, direction="left")
         self.session = make_session(directory / manifest["model"], threads, use_gpu)
         self.provider = provider_of(self.session)
         self.input_names = [i.name for i in self.session.get_inputs()]
-        if "input_ids" not in self.input_names:
+        if "input_ids" not in self.input_names or not set(self.input_names) <= {"input_ids", "attention_mask", "token_type_ids"}:
             raise UserError(f"{directory / manifest['model']} has no input_ids input: not a text "
                             "classification model. Export it with `args-local export reward`.")
 
@@ -52,6 +52,7 @@ class EncoderRewardModel:
         except Exception:  # the reply alone is longer than max_length: cut both from the left
             self.tokenizer.enable_truncation(self.max_length, strategy="longest_first", direction="left")
             encodings = self.tokenizer.encode_batch(batch)
+            self.tokenizer.enable_truncation(self.max_length, strategy=self._strategy, direction="left")
         width = max(len(e.ids) for e in encodings)
         arrays = {name: np.zeros((len(batch), width), np.int64) for name in ("input_ids", "attention_mask", "token_type_ids")}
         for row, e in enumerate(encodings):

@@ -36,7 +36,7 @@ class GgufEmbeddingRewardModel:
             with quiet_stderr():
                 self._llm = llama_cpp.Llama(
                     model_path=str(path), n_ctx=self.max_length + 8, n_batch=self.max_length + 8,
-                    n_ubatch=self.max_length + 8, n_threads=threads, n_threads_batch=threads,
+                    n_ubatch=self.max_length + 8, n_seq_max=1, n_threads=threads, n_threads_batch=threads,
                     embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_NONE,
                     n_gpu_layers=-1 if use_gpu and llama_cpp.llama_supports_gpu_offload() else 0, verbose=False)
         except (ValueError, RuntimeError) as e:
@@ -47,26 +47,28 @@ class GgufEmbeddingRewardModel:
     def encode(self, text: str, bos: bool = False) -> list[int]:
         return self._llm.tokenize(text.encode("utf-8"), add_bos=bos, special=True)
 
-    def reply_features(self, conversation: list[dict], reply: str) -> tuple[np.ndarray, np.ndarray]:
-        """(hidden state at the reply's last token, mean over the reply's tokens): final layer, normed."""
-        reply_ids = truncate_left(self.encode(reply + self.format.reply_suffix), self.max_length - 1)
-        prefix = self.encode(self.format.context_text(conversation) + self.format.reply_prefix, bos=True)
-        prefix = prefix[:1] + truncate_left(prefix[1:], self.max_length - 1 - len(reply_ids))
-        ids = prefix + reply_ids
-        llm = self._llm
-        llm.reset()
-        llama_cpp = self._lib
-        mem = llama_cpp.llama_get_memory(llm._ctx.ctx)
-        llama_cpp.llama_memory_clear(mem, True)
-        llm._batch.set_batch(batch=ids, n_past=0, logits_all=True)
+    def _decode(self, ids: list[int], n_past: int) -> np.ndarray:
+        """Hidden states (final layer, normed) of ids placed after n_past cached tokens."""
+        llama_cpp, llm = self._lib, self._llm
+        llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(llm._ctx.ctx), 0, n_past, -1)
+        llm._batch.set_batch(batch=ids, n_past=n_past, logits_all=True)  # embeddings need every position out
         llm._ctx.decode(llm._batch)
         ptr = llama_cpp.llama_get_embeddings(llm._ctx.ctx)
-        hidden = np.ctypeslib.as_array(ptr, shape=(len(ids), self.hidden_size))[len(prefix):]
-        return hidden[-1].copy(), hidden.mean(axis=0)
+        return np.ctypeslib.as_array(ptr, shape=(len(ids), self.hidden_size))
 
     def features(self, conversation: list[dict], replies: list[str]) -> np.ndarray:
-        """[len(replies), 2 * hidden]: [h_last, h_mean] of each finished reply."""
-        return np.stack([np.concatenate(self.reply_features(conversation, r)) for r in replies])
+        """[len(replies), 2 * hidden]: [h_last, h_mean] of each finished reply (shared prefix run once)."""
+        max_reply = self.max_length * 3 // 4  # a long reply still leaves room for some context
+        reply_ids = [truncate_left(self.encode(r + self.format.reply_suffix), max_reply) for r in replies]
+        prefix = self.encode(self.format.context_text(conversation) + self.format.reply_prefix, bos=True)
+        keep = self.max_length - max(len(r) for r in reply_ids)
+        prefix = prefix[:1] + truncate_left(prefix[1:], keep - 1)
+        self._decode(prefix, 0)
+        rows = []
+        for ids in reply_ids:
+            hidden = self._decode(ids, len(prefix))
+            rows.append(np.concatenate([hidden[-1], hidden.mean(axis=0)]))
+        return np.stack(rows)
 
     def score_replies(self, conversation: list[dict], replies: list[str]) -> np.ndarray:
         if self.head is None:

@@ -1,0 +1,95 @@
+"""args-local export reward SRC --out DIR — Hugging Face reward model (or GGUF backbone + head) → ONNX."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import UserError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("export", help="convert models for args-local (needs the `export` extra)",
+                       description="Convert models into the directories args-local runs.")
+    what = p.add_subparsers(dest="what", required=True)
+    r = what.add_parser("reward", help="export a reward model to validated ONNX",
+                        description="Export a Hugging Face reward model directory (or a GGUF backbone plus a "
+                                    "trained head) to ONNX, validate it against torch, and write a manifest.")
+    r.add_argument("src", nargs="?", help="local Hugging Face model directory (config.json, weights, tokenizer.json)")
+    r.add_argument("--out", required=True, help="output directory")
+    r.add_argument("--kind", default="auto", choices=("auto", "encoder", "decoder"),
+                   help="encoder (BERT-like, own tokenizer) or decoder (KV-cached, shares the policy's vocabulary)")
+    r.add_argument("--from-gguf", metavar="POLICY.gguf", help="use a GGUF chat model's backbone as a decoder RM")
+    r.add_argument("--head", metavar="HEAD.npz", help="with --from-gguf: the trained head (w_last, w_mean, bias, n_layers)")
+    r.add_argument("--layers", type=int, help="with --from-gguf: cut the backbone after this many layers")
+    r.add_argument("--label-index", type=int, help="which output label is the reward, for multi-label models")
+    r.add_argument("--max-length", type=int, default=None, help="tokens the RM reads (default 512; 384 for --from-gguf)")
+    r.add_argument("--format", default=None, help="input format: chatml, plain or pair-last-user "
+                                                  "(default: chatml for decoders, pair-last-user for encoders)")
+    r.add_argument("--opset", type=int, default=18)
+    r.add_argument("--fp16", action="store_true", help="half precision (needs a CUDA device for export)")
+    r.add_argument("--quantize", choices=("int8",), help="dynamic int8; refused if it reorders candidates")
+    r.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    r.add_argument("--json", action="store_true", help="print the written manifest as JSON")
+    r.set_defaults(run=run)
+
+
+def _require_export_extra() -> None:
+    try:
+        import optimum.exporters.onnx  # noqa: F401
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as e:
+        raise UserError(f"exporting needs the export extra ({e.name} is missing): "
+                        "pip install 'args-local[export]' (tools/setup.sh installs it)") from None
+
+
+def run(args) -> int:
+    out = Path(args.out).expanduser()
+    if out.exists() and not args.force:  # before the slow imports
+        raise UserError(f"{out} already exists; pass --force to replace it")
+    if args.fp16:
+        raise UserError("--fp16 export needs a CUDA device (optimum exports fp16 on GPU only); "
+                        "export in fp32 on this machine")
+    _require_export_extra()
+    from ..formats import named_format
+    from .. import export as _  # noqa: F401
+    from ..export.common import stderr_progress
+
+    progress = stderr_progress()
+    if args.from_gguf:
+        from ..export.from_gguf import export_from_gguf
+
+        manifest = export_from_gguf(args.from_gguf, args.head, out, n_layers=args.layers,
+                                    max_length=args.max_length or 384, opset=args.opset, force=args.force,
+                                    progress=progress)
+    else:
+        if not args.src:
+            raise UserError("give SRC (a Hugging Face model directory) or --from-gguf POLICY.gguf --head HEAD.npz")
+        from ..export.encoder import detect_kind, export_encoder, read_config
+
+        src = Path(args.src).expanduser()
+        if not src.exists() and "/" in args.src and not args.src.startswith((".", "/", "~")):
+            raise UserError(f"{args.src} looks like a hub model id; args-local works offline and cannot download "
+                            "it. Download the model directory elsewhere and pass its local path.")
+        config = read_config(src)
+        kind = detect_kind(config) if args.kind == "auto" else args.kind
+        if kind == "encoder":
+            manifest = export_encoder(src, out, input_format=named_format(args.format or "pair-last-user"),
+                                      max_length=args.max_length or 512, opset=args.opset,
+                                      label_index=args.label_index, quantize=args.quantize, force=args.force,
+                                      progress=progress)
+        else:
+            if args.quantize:
+                raise UserError("--quantize is offered for encoder models only")
+            from ..export.decoder import export_hf_decoder
+
+            manifest = export_hf_decoder(src, out, input_format=named_format(args.format or "chatml"),
+                                         max_length=args.max_length or 512, opset=args.opset,
+                                         label_index=args.label_index, force=args.force, progress=progress)
+    if args.json:
+        print(json.dumps(manifest, indent=2))
+    else:
+        v = manifest.get("validation", {})
+        print(f"wrote {out} ({manifest['kind']}); validation: {json.dumps(v)}")
+    return 0

@@ -1,0 +1,38 @@
+"""args-local models — what is installed, where, and how well it was validated."""
+
+from __future__ import annotations
+
+import json
+
+from .. import home
+from ..reward.manifest import MANIFEST
+
+
+def register(sub) -> None:
+    p = sub.add_parser("models", help="list the installed models", description="List the models args-local can use.")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    rows = []
+    policy = home.default_policy()
+    rows.append({"role": "policy (default)", "path": str(policy), "present": policy.is_file(),
+                 "size_mb": round(policy.stat().st_size / 1e6, 1) if policy.is_file() else None})
+    for role, path in (("guide RM (default)", home.default_reward()), ("encoder RM", home.default_encoder_reward()),
+                       ("judge RM", home.default_judge())):
+        manifest_path = path / MANIFEST
+        row = {"role": role, "path": str(path), "present": manifest_path.is_file()}
+        if row["present"]:
+            m = json.loads(manifest_path.read_text())
+            row.update(kind=m.get("kind"), validation=m.get("validation"),
+                       size_mb=round(sum(f.stat().st_size for f in path.iterdir() if f.is_file()) / 1e6, 1))
+        rows.append(row)
+    if args.json:
+        print(json.dumps({"models_dir": str(home.models_dir()), "models": rows}, indent=2))
+        return 0
+    print(f"models directory: {home.models_dir()}  (set ARGS_LOCAL_HOME to move it)")
+    for r in rows:
+        state = f"{r.get('kind') or 'gguf'}, {r['size_mb']} MB" if r["present"] else "missing — run tools/setup.sh"
+        print(f"  {r['role']:<20} {state:<28} {r['path']}")
+    return 0

@@ -1,0 +1,55 @@
+"""args-local score --reward DIR --pairs FILE — pairwise accuracy of a reward model."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from .. import home
+from ..conversations import read_preference_pairs
+from ..errors import UserError
+from ..reward import load_reward_model
+from ..scoring import score_pairs
+
+
+def register(sub) -> None:
+    p = sub.add_parser("score", help="pairwise accuracy of a reward model on preference pairs",
+                       description="Score HH-RLHF-style pairs (chosen/rejected dialogues; the last Assistant "
+                                   "turn is the reply) and report how often chosen scores above rejected.")
+    p.add_argument("--reward", help="reward model directory (default: the built-in guide RM)")
+    p.add_argument("--pairs", required=True, help="JSONL(.gz) with 'chosen' and 'rejected' dialogues")
+    p.add_argument("--split", choices=("all", "train", "dev"), default="all",
+                   help="dev = pair index %% 5 == 4, the split the built-in heads were never trained on")
+    p.add_argument("--limit", type=int, default=0, help="score only the first N pairs (after --split)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--json", action="store_true", help="print {accuracy, pairs, ...} as JSON")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    pairs = read_preference_pairs(args.pairs)
+    if args.split != "all":
+        pairs = [p for p in pairs if p.split == args.split]
+    if args.limit:
+        pairs = pairs[: args.limit]
+    if not pairs:
+        raise UserError("no pairs to score")
+    rm = load_reward_model(args.reward or home.default_reward(), threads=args.threads)
+    start = time.time()
+
+    def progress(done: int, total: int) -> None:
+        if sys.stderr.isatty() and not args.json:
+            print(f"\r{done}/{total} pairs", end="", file=sys.stderr, flush=True)
+
+    result, _ = score_pairs(rm, pairs, progress)
+    out = {**result.to_dict(), "reward_model": rm.name, "kind": rm.kind, "split": args.split,
+           "seconds": round(time.time() - start, 1)}
+    if args.json:
+        print(json.dumps(out))
+    else:
+        if sys.stderr.isatty():
+            print(file=sys.stderr)
+        print(f"{rm.name} ({rm.kind}): pairwise accuracy {result.accuracy:.3f} ± {result.ci95:.3f} "
+              f"on {result.pairs} pairs ({result.correct} chosen above rejected, {result.ties} ties)")
+    return 0

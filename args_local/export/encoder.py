@@ -1,0 +1,135 @@
+"""Export a Hugging Face sequence-classification model (BERT, RoBERTa, DeBERTa, …) with optimum."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+from ..formats import InputFormat
+from ..reward.encoder import EncoderRewardModel
+from ..reward.manifest import write_manifest
+from .common import Progress, export_versions, staged_output
+from .samples import SAMPLE_CONVERSATIONS
+
+DECODER_MODEL_TYPES = ("llama", "mistral", "qwen2", "gpt2", "gemma", "gemma2", "gemma3", "phi3")
+
+
+def read_config(src: Path) -> dict:
+    if not src.is_dir():
+        raise UserError(f"{src} is not a directory. Give a local Hugging Face model directory "
+                        "(config.json, weights, tokenizer.json); model ids need the hub, which is not reachable offline.")
+    path = src / "config.json"
+    if not path.is_file():
+        raise UserError(f"{src} has no config.json: not a Hugging Face model directory")
+    return json.loads(path.read_text())
+
+
+def detect_kind(config: dict) -> str:
+    return "decoder" if config.get("model_type") in DECODER_MODEL_TYPES else "encoder"
+
+
+def check_reward_architecture(config: dict, label_index: int | None) -> int:
+    """The label index to read as the reward; refuses models that are not reward/classifiers."""
+    archs = config.get("architectures") or []
+    if not any(a.endswith("ForSequenceClassification") for a in archs):
+        raise UserError(f"{archs or config.get('model_type')} is not a reward model: args-local exports "
+                        "*ForSequenceClassification models (BertFor…, RobertaFor…, DebertaV2For…, DistilBertFor…, "
+                        "LlamaFor…, Qwen2For…, MistralFor…) with one output, the reward.")
+    n_labels = len(config.get("id2label") or {}) or int(config.get("num_labels", 1))
+    if n_labels > 1 and label_index is None:
+        raise UserError(f"the model has {n_labels} output labels {list((config.get('id2label') or {}).values())}; "
+                        "say which one is the reward with --label-index N")
+    index = label_index or 0
+    if not 0 <= index < max(n_labels, 1):
+        raise UserError(f"--label-index {index} is out of range for {n_labels} labels")
+    return index
+
+
+def export_encoder(src: Path, out: Path, *, input_format: InputFormat, max_length: int, opset: int,
+                   label_index: int | None, quantize: str | None, force: bool, progress: Progress,
+                   name: str | None = None) -> dict:
+    config = read_config(src)
+    index = check_reward_architecture(config, label_index)
+    if not (src / "tokenizer.json").is_file():
+        raise UserError(f"{src} has no tokenizer.json (the fast tokenizer file); save the tokenizer with "
+                        "tokenizer.save_pretrained() in transformers first")
+    from optimum.exporters.onnx import main_export
+
+    with staged_output(out, force) as stage:
+        t = time.time()
+        progress(f"exporting {src.name} with optimum (task text-classification, opset {opset})")
+        main_export(str(src), output=str(stage / "optimum"), task="text-classification", opset=opset,
+                    do_validation=False, device="cpu")
+        shutil.move(stage / "optimum" / "model.onnx", stage / "model.onnx")
+        shutil.copy(src / "tokenizer.json", stage / "tokenizer.json")
+        shutil.rmtree(stage / "optimum")
+        manifest = {"kind": "encoder", "name": name or out.name, "model": "model.onnx", "tokenizer": "tokenizer.json",
+                    "input_format": input_format.to_dict(), "max_length": max_length, "output_index": index,
+                    "source": {"directory": str(src), "architecture": config.get("architectures", [None])[0]},
+                    "versions": export_versions()}
+        write_manifest(stage, manifest)
+        progress("validating: onnxruntime against torch")
+        manifest["validation"], raw = validate_encoder(src, stage, manifest)
+        manifest["normalization"] = {"mean": float(raw.mean()), "std": float(raw.std()) or 1.0}
+        if quantize == "int8":
+            manifest["validation"]["int8"] = quantize_int8(stage, manifest, raw, progress)
+        manifest["export_seconds"] = round(time.time() - t, 1)
+        write_manifest(stage, manifest)
+    return manifest
+
+
+def sample_inputs(rm: EncoderRewardModel):
+    for conversation, replies in SAMPLE_CONVERSATIONS:
+        yield rm.format.context_text(conversation), [r + rm.format.reply_suffix for r in replies]
+
+
+def validate_encoder(src: Path, stage: Path, manifest: dict, tolerance: float = 1e-3):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(src)).eval()
+    rm = EncoderRewardModel(stage, manifest, threads=2, use_gpu=False)
+    diffs, raw = [], []
+    for context, replies in sample_inputs(rm):
+        feeds = rm._inputs(context, replies)
+        onnx_scores = rm.raw_scores(context, replies)
+        with torch.no_grad():
+            logits = model(**{k: torch.tensor(v) for k, v in feeds.items()}).logits[:, rm.output_index].numpy()
+        diffs.append(np.abs(onnx_scores - logits).max())
+        raw.extend(onnx_scores)
+    diff = float(max(diffs))
+    if diff > tolerance:
+        raise UserError(f"validation failed: onnxruntime and torch scores differ by {diff:.2e} (> {tolerance}); "
+                        "nothing was written")
+    return {"max_abs_diff": diff, "tolerance": tolerance, "samples": len(raw)}, np.array(raw)
+
+
+def pairwise_agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Share of pairs (i, j) that both score vectors order the same way."""
+    i, j = np.triu_indices(len(a), 1)
+    return float(np.mean(np.sign(a[i] - a[j]) == np.sign(b[i] - b[j])))
+
+
+def quantize_int8(stage: Path, manifest: dict, fp32_raw: np.ndarray, progress: Progress,
+                  min_agreement: float = 0.95) -> dict:
+    """Dynamic int8; refused when it reorders candidates more than the bound (it was lossy here)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    progress("quantizing to int8 and measuring what it changes")
+    quantize_dynamic(str(stage / "model.onnx"), str(stage / "model.int8.onnx"), weight_type=QuantType.QInt8)
+    rm = EncoderRewardModel(stage, {**manifest, "model": "model.int8.onnx"}, threads=2, use_gpu=False)
+    int8_raw = np.concatenate([rm.raw_scores(c, r) for c, r in sample_inputs(rm)])
+    report = {"correlation": float(np.corrcoef(fp32_raw, int8_raw)[0, 1]),
+              "ranking_agreement": pairwise_agreement(fp32_raw, int8_raw), "bound": min_agreement}
+    if report["ranking_agreement"] < min_agreement:
+        raise UserError(f"int8 quantization changes the ranking of {1 - report['ranking_agreement']:.1%} of "
+                        f"candidate pairs (bound {1 - min_agreement:.0%}; correlation {report['correlation']:.3f}); "
+                        "not written. Export without --quantize.")
+    (stage / "model.onnx").unlink()
+    (stage / "model.int8.onnx").rename(stage / "model.onnx")
+    return report

@@ -1,0 +1,47 @@
+"""Pairwise accuracy of a reward model on preference pairs (what `args-local score` reports)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .conversations import PreferencePair
+
+
+@dataclass
+class PairwiseResult:
+    pairs: int
+    correct: int
+    ties: int
+    chosen_mean: float
+    rejected_mean: float
+
+    @property
+    def accuracy(self) -> float:
+        """Strict: chosen scored above rejected (a tie counts as wrong)."""
+        return self.correct / self.pairs if self.pairs else 0.0
+
+    @property
+    def ci95(self) -> float:
+        """Half-width of the normal-approximation 95% interval."""
+        p = self.accuracy
+        return 1.96 * math.sqrt(p * (1 - p) / self.pairs) if self.pairs else 0.0
+
+    def to_dict(self) -> dict:
+        return {"accuracy": self.accuracy, "ci95": self.ci95, "pairs": self.pairs, "correct": self.correct,
+                "ties": self.ties, "chosen_mean_reward": self.chosen_mean, "rejected_mean_reward": self.rejected_mean}
+
+
+def score_pairs(rm, pairs: list[PreferencePair], progress=None) -> tuple[PairwiseResult, np.ndarray]:
+    """Score chosen and rejected of every pair; returns the result and a [pairs, 2] score array."""
+    scores = np.zeros((len(pairs), 2))
+    for i, pair in enumerate(pairs):
+        scores[i] = rm.score_replies(pair.conversation, [pair.chosen, pair.rejected])
+        if progress:
+            progress(i + 1, len(pairs))
+    correct = int(np.sum(scores[:, 0] > scores[:, 1]))
+    ties = int(np.sum(scores[:, 0] == scores[:, 1]))
+    result = PairwiseResult(len(pairs), correct, ties, float(scores[:, 0].mean()), float(scores[:, 1].mean()))
+    return result, scores

@@ -1,0 +1,117 @@
+"""`args-local` as a user runs it: JSON output, and one clear message (exit 2) for each bad input."""
+
+import json
+import shutil
+
+import pytest
+
+from .conftest import THREADS, run_cli
+
+Q = "How do I make a good cup of coffee?"
+
+
+def generate(*extra):
+    return run_cli("generate", Q, "--max-new-tokens", "8", "--threads", str(THREADS), *extra)
+
+
+def assert_user_error(proc, *words):
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    for w in words:
+        assert w in proc.stderr, proc.stderr
+
+
+def test_generate_json_has_the_documented_fields():
+    proc = generate("--json", "--mode", "args-greedy", "--k", "5")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    for key in ("text", "tokens", "rewards", "tokens_per_s", "ms_policy_per_step", "ms_reward_per_step"):
+        assert key in out
+    assert len(out["tokens"]) == 8 and len(out["rewards"]) == 8
+    assert out["tokens_per_s"] > 0 and out["ms_reward_per_step"] > 0
+
+
+def test_generate_with_the_encoder_reward_model_whose_tokenizer_differs(encoder_dir):
+    proc = generate("--json", "--reward", str(encoder_dir))
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["text"] and len(out["rewards"]) == len(out["tokens"])
+
+
+def test_missing_policy_file():
+    assert_user_error(generate("--policy", "/nonexistent/model.gguf"), "policy model not found", "tools/setup.sh")
+
+
+def test_policy_that_is_not_gguf(tmp_path):
+    fake = tmp_path / "model.gguf"
+    fake.write_bytes(b"PK\x03\x04 definitely a zip")
+    assert_user_error(generate("--policy", str(fake)), "not a GGUF file")
+
+
+def test_truncated_gguf(policy_path, tmp_path):
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(policy_path.read_bytes()[:5_000_000])
+    assert_user_error(generate("--policy", str(cut)), "could not load policy model", "corrupt")
+
+
+def test_missing_reward_directory():
+    assert_user_error(generate("--reward", "/nonexistent/rm"), "reward model directory not found")
+
+
+def test_reward_directory_without_manifest(tmp_path):
+    assert_user_error(generate("--reward", str(tmp_path)), "has no manifest.json")
+
+
+def test_manifest_of_unknown_kind(tmp_path):
+    (tmp_path / "manifest.json").write_text(json.dumps({"kind": "telepathic", "model": "x"}))
+    assert_user_error(generate("--reward", str(tmp_path)), "unknown reward model kind 'telepathic'")
+
+
+def test_onnx_file_that_is_garbage(encoder_dir, tmp_path):
+    rm = tmp_path / "rm"
+    shutil.copytree(encoder_dir, rm)
+    (rm / "model.onnx").write_bytes(b"\x00garbage" * 100)
+    assert_user_error(generate("--reward", str(rm)), "could not load ONNX model", "re-export")
+
+
+def test_onnx_file_that_is_not_a_reward_model(guide_dir, encoder_dir, tmp_path):
+    rm = tmp_path / "rm"
+    shutil.copytree(encoder_dir, rm)
+    shutil.copy(guide_dir / "model.onnx", rm / "model.onnx")  # a decoder graph where a classifier should be
+    assert_user_error(generate("--reward", str(rm)), "not a text classification model")
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--k", "0"], "k must be at least 1"),
+    (["--k", "60000"], "at most the vocabulary size 49152"),
+    (["--temperature", "-1"], "temperature must be >= 0"),
+    (["--w", "nan"], "w must be a finite number"),
+    (["--w", "inf"], "w must be a finite number"),
+    (["--mode", "beam"], "unknown mode 'beam'"),
+])
+def test_invalid_settings(flags, words):
+    assert_user_error(generate(*flags), words)
+
+
+def test_prompt_longer_than_the_context():
+    proc = run_cli("generate", "lorem ipsum " * 300, "--n-ctx", "256", "--max-new-tokens", "8",
+                   "--threads", str(THREADS))
+    assert_user_error(proc, "does not fit the 256-token context")
+
+
+def test_decoder_rm_with_another_vocabulary_is_refused_naming_both(guide_dir):
+    """A decoder RM reads the policy's token ids: Gemma's 262k vocabulary cannot feed SmolLM2's RM."""
+    import llama_cpp
+
+    from args_local import home
+    from args_local.errors import UserError
+    from args_local.reward import load_reward_model
+
+    gemma = next(home.models_dir().glob("gemma-3-270m/*.gguf"), None)
+    if gemma is None:
+        pytest.fail("the judge's Gemma GGUF is missing: run tools/setup.sh")
+    vocab = llama_cpp.Llama(str(gemma), vocab_only=True, verbose=False)
+    rm = load_reward_model(guide_dir, threads=THREADS)
+    probe = vocab.tokenize(rm.vocab["probe_text"].encode(), add_bos=False, special=True)
+    with pytest.raises(UserError, match=r"guide \(vocabulary of 49152 tokens\) does not share the tokenizer of the policy gemma.*262144 tokens"):
+        rm.check_policy_vocabulary(gemma.name, vocab.n_vocab(), probe)

@@ -1,0 +1,132 @@
+"""The engine on the real models: the ARGS rule, stopping, caching, context limits."""
+
+import json
+
+import numpy as np
+import pytest
+
+from args_local.engine import Engine, Finished, Notice, Step
+from args_local.errors import RewardError, UserError
+from args_local.settings import DecodingSettings
+
+from .conftest import THREADS, run_cli
+
+COFFEE = "How do I make a good cup of coffee?"
+
+
+def steps_of(engine, prompt, settings, **kw):
+    events = list(engine.stream(prompt, settings, **kw))
+    return [e for e in events if isinstance(e, Step)], events[-1]
+
+
+def test_every_traced_step_takes_the_best_logit_plus_w_reward(tmp_path):
+    trace = tmp_path / "trace.jsonl"
+    proc = run_cli("generate", COFFEE, "--mode", "args-greedy", "--k", "10", "--w", "1.5",
+                   "--max-new-tokens", "24", "--threads", str(THREADS), "--trace", str(trace))
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert len(rows) >= 10
+    overrides = 0
+    for row in rows:
+        assert len(row["candidates"]) == len(row["logits"]) == len(row["rewards"]) == 10
+        scores = np.array(row["logits"]) + row["w"] * np.array(row["rewards"])
+        assert row["candidates"][int(np.argmax(scores))] == row["chosen"], row["step"]
+        overrides += row["chosen"] != row["candidates"][int(np.argmax(row["logits"]))]
+    assert proc.stdout.strip()  # the reply was streamed to stdout
+
+
+def test_w_zero_args_greedy_equals_greedy_token_for_token(engine):
+    greedy = engine.generate(COFFEE, DecodingSettings(mode="greedy", max_new_tokens=40))
+    args0 = engine.generate(COFFEE, DecodingSettings(mode="args-greedy", w=0.0, max_new_tokens=40))
+    assert greedy.tokens == args0.tokens
+    assert len(args0.rewards) == len(args0.tokens) + (args0.stop_reason == "end_of_turn")
+
+
+def test_large_w_changes_the_reply_and_raises_its_reward(engine):
+    greedy = engine.generate(COFFEE, DecodingSettings(mode="greedy", max_new_tokens=40))
+    steered = engine.generate(COFFEE, DecodingSettings(mode="args-greedy", w=5.0, max_new_tokens=40))
+    assert steered.tokens != greedy.tokens
+    assert steered.reward > greedy.reward
+
+
+def test_stops_at_the_end_of_the_turn(engine):
+    result = engine.generate("Reply with just the word: hello", DecodingSettings(mode="greedy", max_new_tokens=60))
+    assert result.stop_reason == "end_of_turn"
+    assert "<|im_end|>" not in result.text and result.text.strip()
+
+
+def test_stop_string_cuts_the_reply(engine):
+    free = engine.generate(COFFEE, DecodingSettings(mode="greedy", max_new_tokens=30))
+    word = free.text.split()[3]
+    cut = engine.generate(COFFEE, DecodingSettings(mode="greedy", max_new_tokens=30, stop=(word,)))
+    assert cut.stop_reason == "stop_string"
+    assert cut.text == free.text[: free.text.index(word)]
+
+
+def test_streamed_text_adds_up_to_the_reply(engine):
+    steps, done = steps_of(engine, "Write one sentence about Zürich in German.", DecodingSettings(max_new_tokens=30))
+    assert isinstance(done, Finished)
+    assert "".join(s.text for s in steps) == done.text
+    assert all(s.candidates is not None and len(s.candidates) == 10 for s in steps if s.token >= 0)
+
+
+def test_the_cached_prefix_is_reused_across_turns(engine):
+    first = [{"role": "user", "content": "Name a fruit."}]
+    reply = engine.generate(first, DecodingSettings(mode="greedy", max_new_tokens=12))
+    prompt_tokens = engine.policy.tokenize(engine.policy.render_chat(first))
+    cached_after_first = engine.policy.n_cached
+    assert cached_after_first >= len(prompt_tokens)
+    second = first + [{"role": "assistant", "content": reply.text}, {"role": "user", "content": "Another one?"}]
+    result = engine.generate(second, DecodingSettings(mode="greedy", max_new_tokens=4))
+    # the prefill only evaluated what changed: far fewer tokens than the whole prompt
+    assert result.ms_prefill < 1000
+    assert engine.policy.cached_tokens()[: len(prompt_tokens)] == prompt_tokens
+
+
+def test_stochastic_is_reproducible_per_seed(engine):
+    s = DecodingSettings(mode="args-stochastic", temperature=1.0, max_new_tokens=20, seed=7)
+    a, b = engine.generate(COFFEE, s), engine.generate(COFFEE, s)
+    c = engine.generate(COFFEE, s.with_(seed=8))
+    assert a.tokens == b.tokens
+    assert c.tokens != a.tokens
+
+
+def test_best_of_n_keeps_the_best_scored_sample(engine):
+    result = engine.generate(COFFEE, DecodingSettings(mode="best-of-n", n=3, k=20, temperature=1.0, max_new_tokens=16))
+    assert result.reward == pytest.approx(max(result.extra["candidates_rewards"]))
+    assert len(result.extra["candidates_rewards"]) == 3
+
+
+def test_a_prompt_longer_than_the_context_is_refused(policy_path, guide_dir):
+    small = Engine.load(policy_path, guide_dir, n_ctx=256, threads=THREADS)
+    with pytest.raises(UserError, match="does not fit the 256-token context"):
+        small.generate("word " * 400, DecodingSettings(max_new_tokens=8))
+    history = []
+    for i in range(8):
+        history += [{"role": "user", "content": f"Question {i}: " + "tell me more " * 12},
+                    {"role": "assistant", "content": "Sure, " + "here is more " * 12}]
+    history.append({"role": "user", "content": "And finally?"})
+    events = list(small.stream(history, DecodingSettings(mode="greedy", max_new_tokens=16), drop_old_turns=True))
+    notices = [e for e in events if isinstance(e, Notice)]
+    assert notices and "oldest turn" in notices[0].message
+    assert events[-1].dropped_turns > 0 and events[-1].tokens
+
+
+def test_a_non_finite_reward_is_an_error_naming_the_step(policy_path, guide_dir, tmp_path):
+    broken = tmp_path / "rm"
+    broken.mkdir()
+    for f in guide_dir.iterdir():
+        (broken / f.name).symlink_to(f)
+    manifest = json.loads((guide_dir / "manifest.json").read_text())
+    manifest["normalization"] = {"mean": 0.0, "std": float("nan")}
+    (broken / "manifest.json").unlink()
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    engine = Engine.load(policy_path, broken, threads=THREADS)
+    with pytest.raises(RewardError, match="step 0: .*non-finite"):
+        engine.generate(COFFEE, DecodingSettings(max_new_tokens=4))
+    # the engine is not wedged (its lock was released): the next request gets the same clear error
+    with pytest.raises(RewardError, match="step 0"):
+        engine.generate(COFFEE, DecodingSettings(max_new_tokens=4))
+    proc = run_cli("generate", COFFEE, "--reward", str(broken), "--max-new-tokens", "4", "--threads", str(THREADS))
+    assert proc.returncode == 2
+    assert "step 0" in proc.stderr and "Traceback" not in proc.stderr

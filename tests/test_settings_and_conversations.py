@@ -1,0 +1,47 @@
+import math
+
+import pytest
+
+from args_local.conversations import parse_hh_dialogue, read_preference_pairs, split_reply
+from args_local.errors import UserError
+from args_local.settings import DecodingSettings
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"k": 0}, "k must be at least 1"),
+    ({"temperature": -0.5}, "temperature"),
+    ({"w": math.nan}, "finite"),
+    ({"w": math.inf}, "finite"),
+    ({"mode": "beam"}, "unknown mode"),
+    ({"max_new_tokens": 0}, "max-new-tokens"),
+    ({"top_p": 0}, "top-p"),
+])
+def test_invalid_settings_name_the_field(changes, words):
+    with pytest.raises(UserError, match=words):
+        DecodingSettings(**changes).validated()
+
+
+def test_k_above_the_vocabulary_is_refused():
+    with pytest.raises(UserError, match="vocabulary size 100"):
+        DecodingSettings(k=101).validated(vocab_size=100)
+
+
+def test_hh_dialogue_parses_into_turns():
+    messages = parse_hh_dialogue("\n\nHuman: Hi there\n\nAssistant: Hello!\n\nHuman: Why?\n\nAssistant: Because.")
+    assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"]
+    conversation, reply = split_reply(messages)
+    assert reply == "Because." and conversation[-1]["content"] == "Why?"
+
+
+def test_preference_file_with_a_bad_line_names_it(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text('{"chosen": "\\n\\nHuman: a\\n\\nAssistant: b", "rejected": "\\n\\nHuman: a\\n\\nAssistant: c"}\n{oops\n')
+    with pytest.raises(UserError, match=r"pairs.jsonl:2"):
+        read_preference_pairs(path)
+
+
+def test_real_pairs_split_one_in_five_into_dev(hh_pairs):
+    pairs = read_preference_pairs(hh_pairs)
+    assert len(pairs) == 1926
+    assert sum(p.split == "dev" for p in pairs) == 385
+    assert all(p.chosen and p.rejected and p.conversation[-1]["role"] == "user" for p in pairs[:50])
