@@ -22,6 +22,23 @@ SCREEN_KEYS = [
 ]
 
 
+def key_name(key: str) -> str:
+    names = {"escape": "Esc", "question_mark": "?", "up": "↑", "down": "↓"}
+    if key in names:
+        return names[key]
+    return "+".join(part.capitalize() if len(part) > 1 or part.startswith("f") else part.upper()
+                    for part in key.split("+"))
+
+
+def key_rows(bindings: list[Binding]) -> list[tuple[str, str]]:
+    """One row per action: all its keys, and its tooltip (else its description)."""
+    rows: dict[str, tuple[list[str], str]] = {}
+    for b in bindings:
+        keys, _ = rows.setdefault(b.action, ([], b.tooltip or b.description))
+        keys.extend(key_name(k) for k in b.key.split(","))
+    return [(" / ".join(keys), what) for keys, what in rows.values()]
+
+
 class HelpScreen(ModalScreen):
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
@@ -34,16 +51,13 @@ class HelpScreen(ModalScreen):
 
     def __init__(self, bindings: list[Binding]):
         super().__init__()
-        self.app_bindings = bindings
+        self.rows = key_rows(bindings) + SCREEN_KEYS
 
     def compose(self) -> ComposeResult:
         keys = Table.grid(padding=(0, 2))
         keys.add_column(style="bold", no_wrap=True)
         keys.add_column()
-        for b in self.app_bindings:
-            if b.description:
-                keys.add_row(b.key.replace("_", " "), b.description)
-        for key, what in SCREEN_KEYS:
+        for key, what in self.rows:
             keys.add_row(key, what)
         legend = Text("Token colours (F4): reward of the reply so far ")
         for value, label in ((-1.5, "low"), (-0.5, "below"), (0, "middling"), (0.5, "above"), (1.5, "high")):
