@@ -256,3 +256,40 @@ async def test_missing_model_shows_how_to_fix_it(tmp_path):
         await pilot.pause()
         assert "No model loaded" in text_of(list(app.query(Note))[-1])
         assert app.is_running
+
+
+async def test_system_prompt_is_used_and_stored(engine, tmp_path):
+    app = make_app(engine, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f7")
+        await pilot.press(*"Answer in French.", "enter")
+        await pilot.pause()
+        assert app.session.system == "Answer in French."
+        await send(app, pilot, "Say hello.")
+    db = sqlite3.connect(tmp_path / "history.sqlite")
+    assert db.execute("SELECT system FROM conversations").fetchall() == [("Answer in French.",)]
+
+
+async def test_broken_judge_is_reported_once_and_replies_go_on(engine, tmp_path):
+    judge_dir = tmp_path / "judge"
+    judge_dir.mkdir()
+    (judge_dir / "manifest.json").write_text("{not json")
+    app = ChatApp(engine=engine, db_path=tmp_path / "history.sqlite", judge_path=judge_dir, threads=1,
+                  settings=QUICK)
+    async with app.run_test(size=SIZE) as pilot:
+        first = await send(app, pilot, "Hello.")
+        second = await send(app, pilot, "Again.")
+        judge_notes = [n for n in app.query(Note) if "judge reward model off" in text_of(n)]
+        assert len(judge_notes) == 1 and "not valid JSON" in text_of(judge_notes[0])
+        for view in (first, second):
+            assert view.reply.judge_reward is None and math.isfinite(view.reply.reward)
+
+
+@pytest.mark.skipif(not home.default_judge().is_dir(), reason="no judge reward model installed")
+async def test_judge_reward_shows_beside_the_guide_reward(engine, tmp_path):
+    app = ChatApp(engine=engine, db_path=tmp_path / "history.sqlite", judge_path=home.default_judge(),
+                  threads=1, settings=QUICK)
+    async with app.run_test(size=SIZE) as pilot:
+        view = await send(app, pilot, "How do I make tea?")
+        assert math.isfinite(view.reply.judge_reward)
+        assert f"judge {view.reply.judge_reward:+.2f}" in text_of(view.query_one(".reply-meta"))

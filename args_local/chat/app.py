@@ -200,6 +200,10 @@ class ChatApp(App):
         self.scroll_down()
 
     # --- actions ----------------------------------------------------------------------------------
+    async def action_quit(self) -> None:
+        self.cancel.set()  # a reply in progress stops at its next token instead of holding the exit
+        await super().action_quit()
+
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action in CHAT_ACTIONS and len(self.screen_stack) > 1:
             return False  # a dialog is open: its own keys apply

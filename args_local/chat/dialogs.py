@@ -17,6 +17,14 @@ DIALOG_CSS = """
 {name} .hint {{ color: $text-muted; }}
 """
 
+PANEL_CSS = """
+{name} {{ align: center middle; }}
+{name} > VerticalScroll {{
+    width: 78; max-width: 100%; height: auto; max-height: 100%;
+    border: thick $accent; background: $surface; padding: 0 1;
+}}
+"""
+
 
 class TextPromptScreen(ModalScreen[str | None]):
     """One line of text; Enter gives it back, Esc gives None."""

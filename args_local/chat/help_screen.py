@@ -10,6 +10,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from .dialogs import PANEL_CSS
 from .messages import override_style, reward_style
 
 SCREEN_KEYS = [
@@ -40,13 +41,7 @@ def key_rows(bindings: list[Binding]) -> list[tuple[str, str]]:
 
 
 class HelpScreen(ModalScreen):
-    DEFAULT_CSS = """
-    HelpScreen { align: center middle; }
-    HelpScreen > VerticalScroll {
-        width: 78; max-width: 100%; height: auto; max-height: 100%;
-        border: thick $accent; background: $surface; padding: 0 1;
-    }
-    """
+    DEFAULT_CSS = PANEL_CSS.format(name="HelpScreen")
     BINDINGS = [Binding("escape,f1,question_mark,q", "dismiss", "Close")]
 
     def __init__(self, bindings: list[Binding]):

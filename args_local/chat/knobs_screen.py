@@ -25,8 +25,7 @@ FIELDS = [  # (field, label, type)
 
 class KnobsScreen(ModalScreen[DecodingSettings | None]):
     DEFAULT_CSS = DIALOG_CSS.format(name="KnobsScreen") + """
-    KnobsScreen Grid { grid-size: 2; grid-columns: 26 1fr; height: auto; grid-gutter: 0 1; }
-    KnobsScreen Grid Label { padding: 1 0 0 0; }
+    KnobsScreen Grid { grid-size: 2; grid-columns: 26 1fr; grid-rows: 1; height: auto; grid-gutter: 1 1; margin: 1 0; }
     KnobsScreen Input, KnobsScreen Select { width: 1fr; }
     KnobsScreen #knobs-error { color: $text-error; }
     """
@@ -42,10 +41,10 @@ class KnobsScreen(ModalScreen[DecodingSettings | None]):
             yield Label("Decoding knobs — Tab moves, Enter applies, Esc discards")
             with Grid():
                 yield Label("mode")
-                yield Select([(m, m) for m in MODES], value=self.settings.mode, allow_blank=False, id="mode")
+                yield Select([(m, m) for m in MODES], value=self.settings.mode, allow_blank=False, id="mode", compact=True)
                 for name, label, _ in FIELDS:
                     yield Label(label)
-                    yield Input(str(getattr(self.settings, name)), id=name)
+                    yield Input(str(getattr(self.settings, name)), id=name, compact=True)
             yield Label("", id="knobs-error")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:

@@ -10,6 +10,8 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from .dialogs import PANEL_CSS
+
 
 def model_table(engine, judge, db_path, history_on: bool, load_error: str | None) -> Table:
     t = Table.grid(padding=(0, 2))
@@ -45,13 +47,7 @@ def model_table(engine, judge, db_path, history_on: bool, load_error: str | None
 
 
 class ModelInfoScreen(ModalScreen):
-    DEFAULT_CSS = """
-    ModelInfoScreen { align: center middle; }
-    ModelInfoScreen > VerticalScroll {
-        width: 78; max-width: 100%; height: auto; max-height: 100%;
-        border: thick $accent; background: $surface; padding: 0 1;
-    }
-    """
+    DEFAULT_CSS = PANEL_CSS.format(name="ModelInfoScreen")
     BINDINGS = [Binding("escape,f8,q", "dismiss", "Close")]
 
     def __init__(self, table: Table):
