@@ -293,3 +293,18 @@ async def test_judge_reward_shows_beside_the_guide_reward(engine, tmp_path):
         view = await send(app, pilot, "How do I make tea?")
         assert math.isfinite(view.reply.judge_reward)
         assert f"judge {view.reply.judge_reward:+.2f}" in text_of(view.query_one(".reply-meta"))
+
+
+async def test_quitting_mid_reply_saves_it_as_cancelled(engine, tmp_path):
+    app = make_app(engine, tmp_path, settings=DecodingSettings(max_new_tokens=400))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press(*"Write a long poem about rain.", "enter")
+        view = app.query_one(ReplyView)
+        for _ in range(500):
+            await pilot.pause(0.02)
+            if len(view.reply.text) > 10:
+                break
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+    role, content, _, stop_reason, _ = stored_messages(tmp_path)[-1]
+    assert (role, stop_reason) == ("assistant", "cancelled") and len(content) > 10

@@ -8,6 +8,8 @@ load becomes a message in the chat instead of a traceback.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 from pathlib import Path
 from typing import Callable
@@ -125,9 +127,8 @@ class ChatApp(App):
         self.add_note(f"ready: {Path(info.path).name}" + (f" + reward model {rm.name} ({rm.provider})" if rm else ""))
 
     def model_failed(self, message: str) -> None:
-        self.load_error = message
-        self.add_note(f"The models could not be loaded:\n{message}\n{SETUP_HINT}\n"
-                      "History (F6) still works.", "error")
+        self.load_error = message if "tools/setup.sh" in message else f"{message}\n{SETUP_HINT}"
+        self.add_note(f"The models could not be loaded:\n{self.load_error}\nHistory (F6) still works.", "error")
 
     # --- the conversation ---------------------------------------------------------------------
     def add_note(self, text: str, kind: str = "info") -> None:
@@ -152,7 +153,7 @@ class ChatApp(App):
             self.notify("A reply is still coming; Esc cancels it.", severity="warning")
             return
         if self.engine is None:
-            self.add_note(self.load_error and f"No model loaded: {self.load_error}\n{SETUP_HINT}"
+            self.add_note(self.load_error and f"No model loaded: {self.load_error}"
                           or "The models are still loading…", "error" if self.load_error else "info")
             return
         event.input.value = ""
@@ -201,7 +202,10 @@ class ChatApp(App):
 
     # --- actions ----------------------------------------------------------------------------------
     async def action_quit(self) -> None:
-        self.cancel.set()  # a reply in progress stops at its next token instead of holding the exit
+        if self.busy:  # the reply stops at its next token and is saved, marked cancelled
+            self.cancel.set()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.workers.wait_for_complete(), timeout=5)
         await super().action_quit()
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
