@@ -1,0 +1,301 @@
+"""`args-local chat`: the Textual app. The engine streams each reply in a thread worker; the UI
+follows the stream of events and never waits on the model.
+
+Tests hand in an already-loaded Engine (engine=...) so they share one; the CLI hands in a
+loader callable, run in a worker so the window appears at once and a model that fails to
+load becomes a message in the chat instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from pathlib import Path
+from typing import Callable
+
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.widgets import Footer, Input
+
+from .. import home
+from ..errors import UserError
+from ..settings import MODES, DecodingSettings
+from .compare_screen import CompareScreen
+from .dialogs import TextPromptScreen
+from .generation import run_reply
+from .help_screen import HelpScreen
+from .history import History, HistoryError
+from .history_screen import HistoryScreen
+from .knobs_screen import KnobsScreen
+from .judge import Judge
+from .messages import COLOURINGS, Note, ReplyView, UserMessage
+from .model_info_screen import ModelInfoScreen, model_table
+from .prompt_input import PromptInput
+from .reply import Reply
+from .session import ChatSession
+from .status_bar import StatusBar
+
+SETUP_HINT = "To fix: run tools/setup.sh to build the default models, or pass --policy FILE.gguf / --reward DIR."
+
+# Actions that only make sense on the chat itself, not while a dialog is open.
+CHAT_ACTIONS = {"cycle_mode", "knobs", "cycle_colouring", "compare", "history", "system_prompt",
+                "model_info", "export", "new_conversation", "cancel_reply"}
+
+
+def default_db_path() -> Path:
+    return home.home() / "history.sqlite"
+
+
+class ChatApp(App):
+    TITLE = "args-local chat"
+    CSS = """
+    #conversation { height: 1fr; padding: 0 1; }
+    """
+    BINDINGS = [
+        Binding("escape", "cancel_reply", "Cancel", tooltip="cancel the reply in progress (keeps its text)"),
+        Binding("f1,question_mark", "help", "Help", tooltip="this list of keys"),
+        Binding("f2", "cycle_mode", "Mode", tooltip="next decoding mode: " + " → ".join(MODES)),
+        Binding("f3", "knobs", "Knobs", tooltip="edit mode, k, w, temperature, top-p, n, max new tokens, seed"),
+        Binding("f4", "cycle_colouring", "Colour",
+                tooltip="colour tokens: off → by reward of the reply so far → by ARGS overriding the policy"),
+        Binding("f5", "compare", "Compare", tooltip="greedy vs ARGS side by side on one prompt (the input's text)"),
+        Binding("f6", "history", "History", tooltip="saved conversations: open, rename, delete, export"),
+        Binding("f7", "system_prompt", "System prompt", show=False, tooltip="set this conversation's system prompt"),
+        Binding("f8", "model_info", "Models", show=False, tooltip="policy and reward models: files, size, CPU/GPU"),
+        Binding("f9", "export", "Export", show=False,
+                tooltip="export this conversation to Markdown (current directory)"),
+        Binding("ctrl+n", "new_conversation", "New", show=False, tooltip="start a new conversation"),
+        Binding("ctrl+t", "change_theme", "Theme", show=False, tooltip="pick a colour theme"),
+        Binding("ctrl+q", "quit", "Quit", priority=True, tooltip="quit (every finished turn is already saved)"),
+    ]
+
+    def __init__(self, engine=None, load_engine: Callable[[], object] | None = None,
+                 db_path: str | Path | None = None, judge_path: str | Path | None = None,
+                 threads: int | None = None, settings: DecodingSettings | None = None):
+        super().__init__()
+        self.engine = engine
+        self.load_engine = load_engine
+        self.load_error: str | None = None
+        self.db_path = Path(db_path) if db_path else default_db_path()
+        self.judge = Judge(home.default_judge() if judge_path is None else judge_path, threads)
+        self.settings = settings or DecodingSettings()
+        self.colouring = "off"
+        self.cancel = threading.Event()
+        self.busy = False
+        self.session = ChatSession(None, self.history_failed)
+
+    def compose(self) -> ComposeResult:
+        yield VerticalScroll(id="conversation")
+        yield PromptInput(placeholder="Ask something… (Enter sends, ↑ recalls, F1 help)", id="prompt")
+        yield StatusBar()
+        yield Footer(compact=True, show_command_palette=False)
+
+    def on_mount(self) -> None:
+        try:
+            self.session.history = History(self.db_path)
+            self.query_one(PromptInput).past = self.session.history.prompts()
+        except HistoryError as e:
+            self.add_note(str(e), "warning")
+        if self.engine is None:
+            if self.load_engine is None:
+                self.model_failed("no model given")
+            else:
+                self.add_note("loading models…")
+                self.load_models()
+        self.update_status()
+        self.query_one(PromptInput).focus()
+
+    # --- models --------------------------------------------------------------------------------
+    @work(thread=True, group="load")
+    def load_models(self) -> None:
+        try:
+            engine = self.load_engine()
+        except UserError as e:
+            self.call_from_thread(self.model_failed, str(e))
+        except Exception as e:  # a broken file can fail in ways no one anticipated; say so, keep running
+            self.call_from_thread(self.model_failed, f"{type(e).__name__}: {e}")
+        else:
+            self.call_from_thread(self.model_ready, engine)
+
+    def model_ready(self, engine) -> None:
+        self.engine = engine
+        info = engine.policy.info
+        rm = engine.reward
+        self.add_note(f"ready: {Path(info.path).name}" + (f" + reward model {rm.name} ({rm.provider})" if rm else ""))
+
+    def model_failed(self, message: str) -> None:
+        self.load_error = message if "tools/setup.sh" in message else f"{message}\n{SETUP_HINT}"
+        self.add_note(f"The models could not be loaded:\n{self.load_error}\nHistory (F6) still works.", "error")
+
+    # --- the conversation ---------------------------------------------------------------------
+    def add_note(self, text: str, kind: str = "info") -> None:
+        self.query_one("#conversation").mount(Note(text, kind))
+        self.scroll_down()
+
+    def scroll_down(self) -> None:
+        self.query_one("#conversation", VerticalScroll).scroll_end(animate=False)
+
+    def history_failed(self, message: str) -> None:
+        self.add_note(message, "warning")
+        self.update_status()
+
+    def update_status(self) -> None:
+        self.query_one(StatusBar).show(self.settings, self.colouring, self.session.history is not None, self.busy)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        prompt = event.value.strip()
+        if event.input.id != "prompt" or not prompt:
+            return
+        if self.busy:
+            self.notify("A reply is still coming; Esc cancels it.", severity="warning")
+            return
+        if self.engine is None:
+            self.add_note(self.load_error and f"No model loaded: {self.load_error}"
+                          or "The models are still loading…", "error" if self.load_error else "info")
+            return
+        event.input.value = ""
+        event.input.remember(prompt)
+        self.session.add_prompt(prompt)
+        conversation = self.query_one("#conversation")
+        conversation.mount(UserMessage(prompt))
+        view = ReplyView(Reply(settings=self.settings.to_dict()), self.colouring)
+        conversation.mount(view)
+        self.scroll_down()
+        self.busy = True
+        self.cancel = threading.Event()
+        self.update_status()
+        self.generate(view, self.session.model_messages(), self.settings, self.session.system, self.cancel)
+
+    @work(thread=True, exclusive=True, group="reply")
+    def generate(self, view: ReplyView, conversation: list[dict], settings: DecodingSettings,
+                 system: str | None, cancel: threading.Event) -> None:
+        reply = run_reply(self.engine, conversation, settings, system=system, cancel=cancel, judge=self.judge,
+                          on_step=lambda r: self.call_from_thread(self.show_reply, view, r),
+                          on_notice=lambda message: self.call_from_thread(self.add_note, message, "warning"))
+        self.call_from_thread(self.reply_finished, view, reply)
+
+    def show_reply(self, view: ReplyView, reply: Reply) -> None:
+        view.reply = reply
+        view.show()
+        self.scroll_down()
+
+    def reply_finished(self, view: ReplyView, reply: Reply) -> None:
+        self.show_reply(view, reply)
+        if reply.error is None:
+            self.session.add_reply(reply)
+        self.busy = False
+        self.update_status()
+
+    def show_session(self) -> None:
+        """Redraw the conversation area from self.session (after opening or starting one)."""
+        conversation = self.query_one("#conversation")
+        conversation.remove_children()
+        if self.session.system:
+            conversation.mount(Note(f"system prompt: {self.session.system}"))
+        for turn in self.session.turns:
+            conversation.mount(UserMessage(turn.content) if turn.role == "user"
+                               else ReplyView(turn.reply, self.colouring))
+        self.scroll_down()
+
+    # --- actions ----------------------------------------------------------------------------------
+    async def action_quit(self) -> None:
+        if self.busy:  # the reply stops at its next token and is saved, marked cancelled
+            self.cancel.set()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.workers.wait_for_complete(), timeout=5)
+        await super().action_quit()
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action in CHAT_ACTIONS and len(self.screen_stack) > 1:
+            return False  # a dialog is open: its own keys apply
+        if action in {"compare", "history", "new_conversation"} and self.busy:
+            return None  # shown disabled while a reply streams
+        return True
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.BINDINGS))
+
+    def action_cancel_reply(self) -> None:
+        if self.busy:
+            self.cancel.set()
+
+    def action_cycle_mode(self) -> None:
+        self.settings = self.settings.with_(mode=MODES[(MODES.index(self.settings.mode) + 1) % len(MODES)])
+        self.update_status()
+
+    def action_knobs(self) -> None:
+        def apply(settings: DecodingSettings | None) -> None:
+            if settings is not None:
+                self.settings = settings
+                self.update_status()
+
+        vocab = self.engine.policy.n_vocab if self.engine else None
+        self.push_screen(KnobsScreen(self.settings, vocab), apply)
+
+    def action_cycle_colouring(self) -> None:
+        self.colouring = COLOURINGS[(COLOURINGS.index(self.colouring) + 1) % len(COLOURINGS)]
+        for view in self.query(ReplyView):
+            view.set_colouring(self.colouring)
+        self.update_status()
+
+    def action_compare(self) -> None:
+        if self.engine is None:
+            self.add_note(f"No model loaded: {self.load_error or 'still loading'}", "error")
+            return
+        prompt_input = self.query_one(PromptInput)
+        prompt, prompt_input.value = prompt_input.value.strip(), ""
+        self.push_screen(CompareScreen(self.engine, self.settings, self.session.system, self.judge,
+                                       self.colouring, prompt))
+
+    def action_history(self) -> None:
+        if self.session.history is None:
+            self.notify("History is off for this session (see the message in the chat).", severity="warning")
+            return
+
+        def open_conversation(conversation_id: int | None) -> None:
+            if conversation_id is None:
+                if self.session.conversation_id is not None and self.session.history is not None \
+                        and self.session.history.conversation(self.session.conversation_id) is None:
+                    self.action_new_conversation()  # the open conversation was deleted
+                return
+            session = ChatSession(self.session.history, self.history_failed)
+            if session.open(conversation_id):
+                self.session = session
+                self.show_session()
+
+        self.push_screen(HistoryScreen(self.session.history), open_conversation)
+
+    def action_new_conversation(self) -> None:
+        self.session = ChatSession(self.session.history, self.history_failed)
+        self.show_session()
+        self.add_note("new conversation")
+
+    def action_system_prompt(self) -> None:
+        def apply(text: str | None) -> None:
+            if text is None:
+                return
+            self.session.set_system(text.strip() or None)
+            self.add_note(f"system prompt: {self.session.system}" if self.session.system
+                          else "system prompt: the chat template's default")
+
+        self.push_screen(TextPromptScreen("System prompt (empty: the chat template's default):",
+                                          self.session.system or ""), apply)
+
+    def action_model_info(self) -> None:
+        self.push_screen(ModelInfoScreen(model_table(self.engine, self.judge, self.db_path,
+                                                     self.session.history is not None, self.load_error)))
+
+    def action_export(self) -> None:
+        if not self.session.turns:
+            self.notify("Nothing to export yet.")
+            return
+        try:
+            path = self.session.export()
+        except UserError as e:
+            self.add_note(str(e), "error")
+            return
+        self.add_note(f"exported to {path}")

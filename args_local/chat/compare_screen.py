@@ -1,0 +1,103 @@
+"""F5: one prompt answered side by side by plain greedy decoding and by ARGS, each with its reward.
+
+Same model, same prompt, same system prompt; the two run one after the other in one worker
+(the engine decodes one reply at a time).
+"""
+
+from __future__ import annotations
+
+import threading
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Footer, Input, Label
+
+from ..engine import ARGS_MODES
+from ..settings import DecodingSettings
+from .generation import run_reply
+from .messages import ReplyView
+from .reply import Reply
+
+
+def compared_settings(settings: DecodingSettings) -> tuple[DecodingSettings, DecodingSettings]:
+    """(plain greedy, ARGS) with the user's knobs; ARGS-greedy unless an ARGS mode is chosen."""
+    args = settings if settings.mode in ARGS_MODES else settings.with_(mode="args-greedy")
+    return settings.with_(mode="greedy"), args
+
+
+class CompareScreen(ModalScreen):
+    DEFAULT_CSS = """
+    CompareScreen { background: $background; }
+    CompareScreen > Label { padding: 0 1; color: $text-muted; }
+    CompareScreen Horizontal { height: 1fr; }
+    CompareScreen VerticalScroll { width: 1fr; }
+    """
+    BINDINGS = [Binding("escape", "cancel_or_close", "Cancel / close")]
+
+    def __init__(self, engine, settings: DecodingSettings, system: str | None, judge, colouring: str,
+                 prompt: str = ""):
+        super().__init__()
+        self.engine, self.settings, self.system, self.judge = engine, settings, system, judge
+        self.colouring = colouring
+        self.prompt = prompt
+        self.cancel = threading.Event()
+        self.running = False
+        self.results: list[Reply] = []
+
+    def compose(self) -> ComposeResult:
+        yield Label("Compare: plain greedy vs ARGS on the same prompt. Enter runs, Esc cancels/closes.")
+        with Horizontal():
+            yield VerticalScroll(id="greedy-side")
+            yield VerticalScroll(id="args-side")
+        yield Input(self.prompt, placeholder="prompt to compare", id="compare-prompt")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        if self.prompt.strip():
+            self.start(self.prompt)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        if event.value.strip() and not self.running:
+            self.start(event.value)
+
+    def start(self, prompt: str) -> None:
+        self.running = True
+        self.cancel.clear()
+        self.results = []
+        views = []
+        for side, settings in zip(("#greedy-side", "#args-side"), compared_settings(self.settings)):
+            column = self.query_one(side, VerticalScroll)
+            column.remove_children()
+            view = ReplyView(Reply(settings=settings.to_dict()), self.colouring, title=settings.mode)
+            column.mount(view)
+            views.append((view, settings))
+        self.compare(prompt, views)
+
+    @work(thread=True, exclusive=True, group="compare")
+    def compare(self, prompt: str, views) -> None:
+        conversation = [{"role": "user", "content": prompt}]
+        for view, settings in views:
+            reply = run_reply(self.engine, conversation, settings, system=self.system, cancel=self.cancel,
+                              judge=self.judge, on_step=lambda r, v=view: self.app.call_from_thread(self.show, v, r))
+            self.app.call_from_thread(self.show, view, reply)
+            self.results.append(reply)
+            if reply.stop_reason == "cancelled" or reply.error:
+                break
+        self.app.call_from_thread(self.finished)
+
+    def show(self, view: ReplyView, reply: Reply) -> None:
+        view.reply = reply
+        view.show()
+
+    def finished(self) -> None:
+        self.running = False
+
+    def action_cancel_or_close(self) -> None:
+        if self.running:
+            self.cancel.set()
+        else:
+            self.dismiss()

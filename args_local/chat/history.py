@@ -1,0 +1,167 @@
+"""Chat history in SQLite: one row per conversation, one row per message, committed as they happen.
+
+WAL mode and a commit per message mean a finished turn survives a crash or kill -9.
+A database that is locked or damaged raises HistoryError; the file itself is never
+deleted or recreated (the app then runs without history).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import UserError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversations (
+    id INTEGER PRIMARY KEY,
+    title TEXT NOT NULL,
+    system TEXT,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
+    conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    role TEXT NOT NULL,
+    content TEXT NOT NULL,
+    reward REAL,
+    judge_reward REAL,
+    stop_reason TEXT,
+    settings TEXT,   -- JSON: the DecodingSettings this reply was made with
+    pieces TEXT,     -- JSON: [[text, reward, chosen_index], ...] to colour the tokens again
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, id);
+"""
+
+
+class HistoryError(UserError):
+    """The history database cannot be used (locked, damaged, unwritable)."""
+
+
+@dataclass
+class ConversationRow:
+    id: int
+    title: str
+    system: str | None
+    created: float
+    updated: float
+    n_messages: int
+
+
+@dataclass
+class MessageRow:
+    id: int
+    role: str
+    content: str
+    reward: float | None = None
+    judge_reward: float | None = None
+    stop_reason: str | None = None
+    settings: dict | None = None
+    pieces: list | None = None
+
+
+class History:
+    def __init__(self, path: str | Path):
+        self.path = Path(path).expanduser()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=2.0, check_same_thread=False)
+        except (OSError, sqlite3.Error) as e:
+            raise HistoryError(f"cannot open the history database {self.path}: {e}") from None
+        try:
+            # Read-only checks first: a damaged file must not be written to.
+            check = self._db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise sqlite3.DatabaseError(f"integrity check failed: {check}")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(SCHEMA)
+            self._db.commit()
+        except sqlite3.Error as e:
+            self._db.close()
+            raise HistoryError(self._explain(e)) from None
+
+    def _explain(self, e: sqlite3.Error) -> str:
+        text = str(e)
+        if "locked" in text or "busy" in text:
+            return (f"the history database {self.path} is locked by another program ({text}); "
+                    "chat history is off for this session")
+        return (f"the history database {self.path} is unreadable ({text}); chat history is off for this "
+                "session and the file was left untouched. Move it away (or pass --db OTHER.sqlite) to start a new one.")
+
+    def _run(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
+        """One statement in its own transaction, committed before returning."""
+        try:
+            with self._db:
+                return self._db.execute(sql, params)
+        except sqlite3.Error as e:
+            raise HistoryError(self._explain(e)) from None
+
+    def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.Error as e:
+            raise HistoryError(self._explain(e)) from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    # --- conversations -------------------------------------------------------------------
+    def create_conversation(self, title: str, system: str | None = None) -> int:
+        now = time.time()
+        return self._run("INSERT INTO conversations (title, system, created, updated) VALUES (?, ?, ?, ?)",
+                         (title, system, now, now)).lastrowid
+
+    def conversations(self) -> list[ConversationRow]:
+        rows = self._query("""SELECT c.id, c.title, c.system, c.created, c.updated, COUNT(m.id)
+                              FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id
+                              GROUP BY c.id ORDER BY c.updated DESC, c.id DESC""")
+        return [ConversationRow(*r) for r in rows]
+
+    def conversation(self, conversation_id: int) -> ConversationRow | None:
+        return next((c for c in self.conversations() if c.id == conversation_id), None)
+
+    def rename(self, conversation_id: int, title: str) -> None:
+        self._run("UPDATE conversations SET title = ? WHERE id = ?", (title, conversation_id))
+
+    def set_system(self, conversation_id: int, system: str | None) -> None:
+        self._run("UPDATE conversations SET system = ? WHERE id = ?", (system, conversation_id))
+
+    def delete(self, conversation_id: int) -> None:
+        self._run("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+
+    # --- messages ------------------------------------------------------------------------
+    def add_message(self, conversation_id: int, role: str, content: str, *, reward: float | None = None,
+                    judge_reward: float | None = None, stop_reason: str | None = None,
+                    settings: dict | None = None, pieces: list | None = None) -> int:
+        now = time.time()
+        try:
+            with self._db:  # the message and the conversation's timestamp in one commit
+                message_id = self._db.execute(
+                    """INSERT INTO messages (conversation_id, role, content, reward, judge_reward, stop_reason,
+                                             settings, pieces, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                    (conversation_id, role, content, reward, judge_reward, stop_reason,
+                     None if settings is None else json.dumps(settings),
+                     None if pieces is None else json.dumps(pieces), now)).lastrowid
+                self._db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (now, conversation_id))
+        except sqlite3.Error as e:
+            raise HistoryError(self._explain(e)) from None
+        return message_id
+
+    def messages(self, conversation_id: int) -> list[MessageRow]:
+        rows = self._query("""SELECT id, role, content, reward, judge_reward, stop_reason, settings, pieces
+                              FROM messages WHERE conversation_id = ? ORDER BY id""", (conversation_id,))
+        return [MessageRow(i, role, content, reward, judge, stop,
+                           None if settings is None else json.loads(settings),
+                           None if pieces is None else json.loads(pieces))
+                for i, role, content, reward, judge, stop, settings, pieces in rows]
+
+    def prompts(self, limit: int = 200) -> list[str]:
+        """The user's recent prompts, oldest first (for ↑ recall in the input)."""
+        rows = self._query("SELECT content FROM messages WHERE role = 'user' ORDER BY id DESC LIMIT ?", (limit,))
+        return [r[0] for r in reversed(rows)]

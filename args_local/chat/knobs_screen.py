@@ -1,0 +1,64 @@
+"""F3: edit the decoding knobs. Enter applies (after validation), Esc keeps the old ones."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Input, Label, Select
+
+from ..errors import UserError
+from ..settings import MODES, DecodingSettings
+from .dialogs import DIALOG_CSS
+
+FIELDS = [  # (field, label, type)
+    ("k", "k (candidates per step)", int),
+    ("w", "w (reward weight)", float),
+    ("temperature", "temperature", float),
+    ("top_p", "top-p (nucleus)", float),
+    ("n", "n (best-of-n samples)", int),
+    ("max_new_tokens", "max new tokens", int),
+    ("seed", "seed", int),
+]
+
+
+class KnobsScreen(ModalScreen[DecodingSettings | None]):
+    DEFAULT_CSS = DIALOG_CSS.format(name="KnobsScreen") + """
+    KnobsScreen Grid { grid-size: 2; grid-columns: 26 1fr; grid-rows: 1; height: auto; grid-gutter: 1 1; margin: 1 0; }
+    KnobsScreen Input, KnobsScreen Select { width: 1fr; }
+    KnobsScreen #knobs-error { color: $text-error; }
+    """
+    BINDINGS = [Binding("escape", "dismiss(None)", "Discard")]
+
+    def __init__(self, settings: DecodingSettings, vocab_size: int | None = None):
+        super().__init__()
+        self.settings = settings
+        self.vocab_size = vocab_size
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label("Decoding knobs — Tab moves, Enter applies, Esc discards")
+            with Grid():
+                yield Label("mode")
+                yield Select([(m, m) for m in MODES], value=self.settings.mode, allow_blank=False, id="mode", compact=True)
+                for name, label, _ in FIELDS:
+                    yield Label(label)
+                    yield Input(str(getattr(self.settings, name)), id=name, compact=True)
+            yield Label("", id="knobs-error")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        try:
+            changes = {"mode": self.query_one("#mode", Select).value}
+            for name, label, kind in FIELDS:
+                raw = self.query_one(f"#{name}", Input).value.strip()
+                try:
+                    changes[name] = kind(raw)
+                except ValueError:
+                    raise UserError(f"{label}: {raw!r} is not a{'n integer' if kind is int else ' number'}") from None
+            settings = self.settings.with_(**changes).validated(self.vocab_size)
+        except UserError as e:
+            self.query_one("#knobs-error", Label).update(str(e))
+            return
+        self.dismiss(settings)

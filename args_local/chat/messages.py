@@ -1,0 +1,141 @@
+"""The widgets of the conversation: the user's prompt, a reply (streaming, then final), a note."""
+
+from __future__ import annotations
+
+from rich.markdown import Markdown
+from rich.text import Text
+from textual.containers import Vertical
+from textual.widgets import Static
+
+from .reply import Reply
+
+COLOURINGS = ("off", "reward", "override")
+
+
+def reward_style(reward: float | None) -> str:
+    """Rewards are normalised (mean 0, std 1 on sample replies): five bands from red to green."""
+    if reward is None:
+        return "dim"
+    for limit, style in ((-1.0, "bold red"), (-0.25, "red"), (0.25, ""), (1.0, "green")):
+        if reward < limit:
+            return style
+    return "bold green"
+
+
+def override_style(chosen_index: int | None) -> str:
+    if chosen_index is None:
+        return "dim"
+    return "" if chosen_index == 0 else ("black on yellow" if chosen_index == 1 else "black on dark_orange")
+
+
+class UserMessage(Static):
+    DEFAULT_CSS = """
+    UserMessage {
+        margin: 1 0 0 0;
+        padding: 0 1;
+        border-left: thick $primary;
+        background: $boost;
+    }
+    """
+
+    def __init__(self, text: str):
+        super().__init__(Text(text), markup=False)
+
+
+class Note(Static):
+    """A line from the app itself: notices, errors, how to fix them."""
+
+    DEFAULT_CSS = """
+    Note { margin: 1 0 0 0; padding: 0 1; color: $text-muted; }
+    Note.-error { color: $text-error; border-left: thick $error; }
+    Note.-warning { color: $text-warning; border-left: thick $warning; }
+    """
+
+    def __init__(self, text: str, kind: str = "info"):
+        super().__init__(Text(text), markup=False, classes=f"-{kind}")
+
+
+class ReplyView(Vertical):
+    """A reply: plain text while streaming, Markdown when done, or tokens coloured by reward/override."""
+
+    DEFAULT_CSS = """
+    ReplyView {
+        height: auto;
+        margin: 1 0 0 0;
+        padding: 0 1;
+        border-left: thick $success;
+    }
+    ReplyView.-streaming { border-left: thick $accent; }
+    ReplyView.-cancelled { border-left: thick $warning; }
+    ReplyView.-error { border-left: thick $error; }
+    ReplyView > .reply-title { color: $text-accent; text-style: bold; }
+    ReplyView > .reply-body { height: auto; }
+    ReplyView > .reply-meta { height: auto; color: $text-muted; }
+    ReplyView.-error > .reply-meta { color: $text-error; }
+    """
+
+    def __init__(self, reply: Reply, colouring: str = "off", title: str | None = None):
+        super().__init__()
+        self.reply = reply
+        self.colouring = colouring
+        self.title = title
+
+    def compose(self):
+        if self.title:
+            yield Static(self.title, classes="reply-title", markup=False)
+        yield Static(classes="reply-body")
+        yield Static(classes="reply-meta")
+
+    def on_mount(self) -> None:
+        self.show()
+
+    def set_colouring(self, colouring: str) -> None:
+        self.colouring = colouring
+        self.show()
+
+    def show(self) -> None:
+        """Render the reply as it is now (called for every streamed piece and once when done)."""
+        reply = self.reply
+        self.set_class(not reply.done, "-streaming")
+        self.set_class(reply.stop_reason == "cancelled", "-cancelled")
+        self.set_class(reply.error is not None, "-error")
+        self.query_one(".reply-body", Static).update(self.body())
+        self.query_one(".reply-meta", Static).update(Text(self.meta()))
+
+    def body(self):
+        reply = self.reply
+        if self.colouring == "off":
+            if reply.done and reply.text.strip():
+                return Markdown(reply.text)
+            return Text(reply.text or ("…" if not reply.done else ""))
+        style = reward_style if self.colouring == "reward" else override_style
+        text = Text()
+        for piece in reply.pieces:
+            text.append(piece.text, style(piece.reward if self.colouring == "reward" else piece.chosen_index))
+        return text
+
+    def meta(self) -> str:
+        reply = self.reply
+        if reply.error:
+            return f"error: {reply.error}"
+        if not reply.done:
+            return "generating…  (Esc cancels)"
+        parts = []
+        if reply.stop_reason == "cancelled":
+            parts.append("⏹ CANCELLED")
+        parts.append("reward " + ("n/a" if reply.reward is None else f"{reply.reward:+.2f}"))
+        if reply.judge_reward is not None:
+            parts.append(f"judge {reply.judge_reward:+.2f}")
+        overrides = reply.override_rate
+        if overrides is not None:
+            n, total = overrides
+            parts.append(f"ARGS overrode {n}/{total} ({100 * n / total:.0f}%)")
+        s = reply.settings
+        if s:
+            knobs = f"k={s.get('k')} w={s.get('w')}" if str(s.get("mode", "")).startswith("args") else ""
+            parts.append(f"{s.get('mode')} {knobs}".strip())
+        if reply.tokens_per_s:
+            parts.append(f"{reply.tokens_per_s:.0f} tok/s")
+        if reply.stop_reason not in ("end_of_turn", "cancelled", None):
+            parts.append(f"stopped: {reply.stop_reason}")
+        return " · ".join(parts)

@@ -1,0 +1,60 @@
+"""F8: which models are loaded and where they run."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+from .dialogs import PANEL_CSS
+
+
+def model_table(engine, judge, db_path, history_on: bool, load_error: str | None) -> Table:
+    t = Table.grid(padding=(0, 2))
+    t.add_column(style="bold", no_wrap=True)
+    t.add_column(overflow="fold")
+    if engine is None:
+        t.add_row("models", Text(load_error or "loading…", style="red" if load_error else ""))
+    else:
+        p = engine.policy.info
+        t.add_row("policy", p.path)
+        t.add_row("size", f"{p.size_bytes / 2**20:.1f} MiB")
+        t.add_row("context", f"{p.n_ctx} tokens (trained on {p.n_ctx_train})")
+        t.add_row("vocabulary", str(p.n_vocab))
+        t.add_row("GPU offload", f"yes, {p.n_gpu_layers} layers" if p.gpu_offload else "no (CPU)")
+        t.add_row("threads", str(p.n_threads))
+        rm = engine.reward
+        if rm is None:
+            t.add_row("reward model", "none loaded (ARGS modes unavailable)")
+        else:
+            t.add_row("reward model", f"{rm.name} ({rm.kind})")
+            t.add_row("RM runs on", rm.provider)
+            source = rm.manifest.get("source")
+            if source:
+                t.add_row("RM source", source if isinstance(source, str) else str(source))
+            validation = rm.manifest.get("validation")
+            if validation:
+                t.add_row("RM validation", str(validation))
+    if judge is not None and judge.path is not None:
+        state = "off: " + judge.error if judge.error else ("loaded on first reply" if judge.available else "not installed")
+        t.add_row("judge RM", f"{judge.path} — {state}")
+    t.add_row("history", f"{db_path} — {'on' if history_on else 'OFF'}")
+    return t
+
+
+class ModelInfoScreen(ModalScreen):
+    DEFAULT_CSS = PANEL_CSS.format(name="ModelInfoScreen")
+    BINDINGS = [Binding("escape,f8,q", "dismiss", "Close")]
+
+    def __init__(self, table: Table):
+        super().__init__()
+        self.table = table
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll():
+            yield Static(Text("Models (Esc closes)", style="bold"))
+            yield Static(self.table)

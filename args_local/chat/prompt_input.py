@@ -1,0 +1,43 @@
+"""The prompt line: Enter sends, ↑/↓ walk through earlier prompts (like a shell)."""
+
+from __future__ import annotations
+
+from textual.binding import Binding
+from textual.widgets import Input
+
+
+class PromptInput(Input):
+    BINDINGS = [
+        Binding("up", "recall(-1)", "Earlier prompt", show=False),
+        Binding("down", "recall(1)", "Later prompt", show=False),
+    ]
+
+    def __init__(self, past: list[str] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.past = list(past or [])
+        self._position: int | None = None  # index into past while recalling; None: editing a new prompt
+        self._draft = ""
+
+    def remember(self, prompt: str) -> None:
+        if not self.past or self.past[-1] != prompt:
+            self.past.append(prompt)
+        self._position = None
+
+    def action_recall(self, direction: int) -> None:
+        if not self.past:
+            return
+        if self._position is None:
+            if direction > 0:
+                return
+            self._draft = self.value
+            self._position = len(self.past) - 1
+        else:
+            self._position += direction
+        if self._position < 0:
+            self._position = 0
+        if self._position >= len(self.past):
+            self._position = None
+            self.value = self._draft
+        else:
+            self.value = self.past[self._position]
+        self.cursor_position = len(self.value)

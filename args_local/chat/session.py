@@ -1,0 +1,135 @@
+"""The conversation being chatted: its turns for the model, its row in the history, its export.
+
+Every turn is written to the history as soon as it exists (the prompt on send, the reply when
+it finishes), so a crash loses at most the reply in progress. History failures switch the
+history off for the session and are reported through on_history_error; the chat goes on.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .. import home
+from ..errors import UserError
+from .history import History, HistoryError
+from .reply import Reply
+
+
+@dataclass
+class Turn:
+    role: str  # user | assistant
+    content: str
+    reply: Reply | None = None  # assistant turns: rewards, settings, pieces
+
+
+class ChatSession:
+    def __init__(self, history: History | None, on_history_error: Callable[[str], None] = lambda message: None):
+        self.history = history
+        self.on_history_error = on_history_error
+        self.conversation_id: int | None = None
+        self.title: str | None = None
+        self.system: str | None = None  # None: the chat template's default
+        self.turns: list[Turn] = []
+
+    def _save(self, write: Callable[[History], object]):
+        if self.history is None:
+            return None
+        try:
+            return write(self.history)
+        except HistoryError as e:
+            self.history = None
+            self.on_history_error(str(e))
+            return None
+
+    # --- the conversation ------------------------------------------------------------------
+    def model_messages(self) -> list[dict]:
+        """user/assistant turns for the engine; replies that produced no text are left out."""
+        return [{"role": t.role, "content": t.content} for t in self.turns if t.content.strip()]
+
+    def add_prompt(self, text: str) -> None:
+        self.turns.append(Turn("user", text))
+        if self.conversation_id is None:
+            self.title = title_from(text)
+            self.conversation_id = self._save(lambda h: h.create_conversation(self.title, self.system))
+        if self.conversation_id is not None:
+            self._save(lambda h: h.add_message(self.conversation_id, "user", text))
+
+    def add_reply(self, reply: Reply) -> None:
+        content = reply.text
+        self.turns.append(Turn("assistant", content, reply))
+        if self.conversation_id is not None:
+            self._save(lambda h: h.add_message(
+                self.conversation_id, "assistant", content, reward=reply.reward, judge_reward=reply.judge_reward,
+                stop_reason=reply.stop_reason or "error", settings=reply.settings, pieces=reply.pieces_json()))
+
+    def set_system(self, system: str | None) -> None:
+        self.system = system or None
+        if self.conversation_id is not None:
+            self._save(lambda h: h.set_system(self.conversation_id, self.system))
+
+    def open(self, conversation_id: int) -> bool:
+        """Load a stored conversation into this session; False if it is gone or history is off."""
+        row = self._save(lambda h: h.conversation(conversation_id))
+        messages = self._save(lambda h: h.messages(conversation_id))
+        if row is None or messages is None:
+            return False
+        self.conversation_id, self.title, self.system = row.id, row.title, row.system
+        self.turns = [Turn(m.role, m.content, None if m.role == "user" else Reply.from_stored(
+            m.content, m.reward, m.judge_reward, m.stop_reason, m.settings, m.pieces)) for m in messages]
+        return True
+
+    # --- export ------------------------------------------------------------------------------
+    def to_markdown(self) -> str:
+        lines = [f"# {self.title or 'Conversation'}", ""]
+        if self.system:
+            lines += [f"*System prompt:* {self.system}", ""]
+        for turn in self.turns:
+            if turn.role == "user":
+                lines += ["## You", "", turn.content, ""]
+            else:
+                lines += [f"## Assistant — {describe(turn.reply)}", "", turn.content, ""]
+        return "\n".join(lines)
+
+    def export(self, directory: Path | None = None) -> Path:
+        """Write the conversation as Markdown to directory (default: the current directory, else the
+        data directory's exports/ when that is not writable) and return the file's path."""
+        name = f"args-local-chat-{self.conversation_id or 'unsaved'}-{slug(self.title or 'conversation')}.md"
+        text = self.to_markdown()
+        for folder in ([directory] if directory else [Path.cwd(), home.home() / "exports"]):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                path = folder / name
+                path.write_text(text, encoding="utf-8")
+                return path.resolve()
+            except OSError as error:
+                last = error
+        raise UserError(f"cannot write the export {name}: {last}")
+
+
+def title_from(prompt: str, width: int = 48) -> str:
+    line = " ".join(prompt.split())
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "conversation"
+
+
+def describe(reply: Reply | None) -> str:
+    """One line about a reply: mode and knobs, rewards, how it stopped."""
+    if reply is None:
+        return ""
+    s = reply.settings or {}
+    parts = [s.get("mode", "?")]
+    if s.get("mode", "").startswith("args"):
+        parts.append(f"k={s.get('k')} w={s.get('w')}")
+    if reply.reward is not None:
+        parts.append(f"reward {reply.reward:+.2f}")
+    if reply.judge_reward is not None:
+        parts.append(f"judge {reply.judge_reward:+.2f}")
+    if reply.stop_reason and reply.stop_reason != "end_of_turn":
+        parts.append(reply.stop_reason)
+    return " · ".join(parts)

@@ -1,0 +1,29 @@
+"""The knobs at all times: mode, k, w, temperature, max new tokens, token colouring, history state."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Static
+
+from ..settings import DecodingSettings
+
+
+class StatusBar(Static):
+    DEFAULT_CSS = """
+    StatusBar {
+        height: 1;
+        padding: 0 1;
+        background: $panel;
+        color: $text;
+    }
+    """
+
+    def show(self, settings: DecodingSettings, colouring: str, history_on: bool, busy: bool) -> None:
+        text = Text()
+        text.append(settings.mode, "bold")
+        text.append(f" k={settings.k} w={settings.w:g} T={settings.temperature:g} max={settings.max_new_tokens}")
+        text.append(f" │ colour:{colouring}")
+        text.append(" │ history:" + ("on" if history_on else "OFF"), "" if history_on else "bold red")
+        if busy:
+            text.append(" │ generating", "bold")
+        self.update(text)

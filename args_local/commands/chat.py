@@ -1,0 +1,38 @@
+"""args-local chat — a terminal chat app with live ARGS knobs, rewards, compare mode and history."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from .options import add_model_options, load_engine
+
+
+def register(sub) -> None:
+    p = sub.add_parser("chat", help="chat in the terminal (Textual app)",
+                       description="Multi-turn chat with reward-guided decoding; knobs, rewards, "
+                                   "greedy-vs-ARGS compare and saved history. F1 in the app lists the keys.")
+    add_model_options(p)
+    p.add_argument("--db", metavar="PATH", help="history database (default: DATA_DIR/history.sqlite)")
+    p.add_argument("--system", help="system prompt for new conversations (default: the template's own)")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..chat import ChatApp  # Textual only loads for this command
+
+    give_textual_its_own_terminal()
+    app = ChatApp(load_engine=lambda: load_engine(args), db_path=args.db, threads=args.threads)
+    if args.system:
+        app.session.system = args.system
+    app.run()
+    return 0
+
+
+def give_textual_its_own_terminal() -> None:
+    """Textual draws on sys.__stderr__; loading llama.cpp / onnxruntime models points fd 2 at
+    /dev/null for a moment (args_local.quiet), and models load while the app runs (in a worker,
+    and the judge on first use). Frames drawn then would be lost, so Textual gets its own
+    descriptor of the terminal, which that redirection does not touch."""
+    if sys.__stderr__ is not None and sys.__stderr__.isatty():
+        sys.__stderr__ = os.fdopen(os.dup(sys.__stderr__.fileno()), "w", encoding="utf-8", errors="replace")

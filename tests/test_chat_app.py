@@ -1,0 +1,310 @@
+"""The chat app driven through Textual's Pilot, on the real default models (one Engine per module)."""
+
+import math
+import sqlite3
+
+import pytest
+
+from args_local import home
+from args_local.chat import ChatApp
+from args_local.chat.compare_screen import CompareScreen
+from args_local.chat.help_screen import HelpScreen
+from args_local.chat.history_screen import HistoryScreen
+from args_local.chat.knobs_screen import KnobsScreen
+from args_local.chat.messages import Note, ReplyView, UserMessage
+from args_local.chat.prompt_input import PromptInput
+from args_local.chat.status_bar import StatusBar
+from args_local.engine import Engine
+from args_local.settings import DecodingSettings
+
+SIZE = (80, 24)
+QUICK = DecodingSettings(max_new_tokens=16)
+
+
+@pytest.fixture(scope="module")
+def engine():
+    if not home.default_policy().is_file() or not home.default_reward().is_dir():
+        pytest.fail(f"the default models are missing ({home.default_policy()}, {home.default_reward()}): "
+                    "build them first with tools/build_default_models.py (CI does this before the tests)")
+    return Engine.load(threads=1)
+
+
+def make_app(engine, tmp_path, settings=QUICK, **kw):
+    return ChatApp(engine=engine, db_path=tmp_path / "history.sqlite", judge_path=tmp_path / "no-judge",
+                   threads=1, settings=settings, **kw)
+
+
+async def send(app, pilot, prompt):
+    """Type a prompt, press Enter, wait for the reply to finish; return its view."""
+    app.query_one(PromptInput).focus()
+    await pilot.press(*prompt, "enter")
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+    return list(app.query(ReplyView))[-1]
+
+
+def stored_messages(tmp_path):
+    db = sqlite3.connect(tmp_path / "history.sqlite")
+    rows = db.execute("SELECT role, content, reward, stop_reason, settings FROM messages ORDER BY id").fetchall()
+    db.close()
+    return rows
+
+
+def text_of(widget) -> str:
+    return str(widget.render())
+
+
+async def test_prompt_streams_a_reply_with_its_reward_and_stores_the_turn(engine, tmp_path):
+    app = make_app(engine, tmp_path)
+    partial_lengths = []
+    async with app.run_test(size=SIZE) as pilot:
+        show = app.show_reply
+        app.show_reply = lambda view, reply: (partial_lengths.append(len(reply.text)), show(view, reply))
+        view = await send(app, pilot, "What is the capital of France?")
+        reply = view.reply
+        assert reply.text.strip() and reply.error is None
+        assert reply.stop_reason in ("end_of_turn", "max_new_tokens")
+        assert isinstance(reply.reward, float) and math.isfinite(reply.reward)
+        assert f"reward {reply.reward:+.2f}" in text_of(view.query_one(".reply-meta"))
+        assert "overrode" in text_of(view.query_one(".reply-meta"))  # ARGS mode: the override rate shows
+        # It streamed: the view was redrawn with growing text before the reply was complete.
+        assert len(set(partial_lengths)) >= 3 and partial_lengths[0] < len(reply.text)
+        assert [type(w) for w in app.query("#conversation > *") if not isinstance(w, Note)] == [UserMessage, ReplyView]
+    rows = stored_messages(tmp_path)
+    assert [r[:2] for r in rows] == [("user", "What is the capital of France?"), ("assistant", reply.text)]
+    assert rows[1][2] == pytest.approx(reply.reward) and '"mode": "args-greedy"' in rows[1][4]
+
+
+async def test_escape_cancels_and_keeps_what_was_produced(engine, tmp_path):
+    app = make_app(engine, tmp_path, settings=DecodingSettings(max_new_tokens=400))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press(*"Write a long story about a dragon.", "enter")
+        view = app.query_one(ReplyView)
+        for _ in range(500):  # until a few tokens have streamed
+            await pilot.pause(0.02)
+            if len(view.reply.text) > 10:
+                break
+        await pilot.press("escape")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        reply = view.reply
+        assert reply.stop_reason == "cancelled"
+        assert len(reply.text) > 10 and len(reply.pieces) < 400
+        assert "CANCELLED" in text_of(view.query_one(".reply-meta")) and view.has_class("-cancelled")
+        assert not app.busy
+    assert stored_messages(tmp_path)[-1][1:4:2] == (reply.text, "cancelled")
+
+
+async def test_mode_and_knobs_change_live_and_are_used(engine, tmp_path):
+    app = make_app(engine, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f2")
+        assert app.settings.mode == "args-stochastic"
+        assert "args-stochastic" in text_of(app.query_one(StatusBar))
+        await pilot.press("f2")
+        assert app.settings.mode == "greedy"
+        await pilot.press("f3")
+        assert isinstance(app.screen, KnobsScreen)
+        app.screen.query_one("#max_new_tokens").value = "12"
+        app.screen.query_one("#max_new_tokens").focus()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.settings.max_new_tokens == 12 and not isinstance(app.screen, KnobsScreen)
+        assert "max=12" in text_of(app.query_one(StatusBar))
+        view = await send(app, pilot, "Name a colour.")
+        assert view.reply.settings["mode"] == "greedy" and view.reply.settings["max_new_tokens"] == 12
+        assert view.reply.override_rate is None  # no search in greedy mode
+        assert math.isfinite(view.reply.reward)  # still scored by the guide RM
+
+
+async def test_bad_knob_is_refused_with_a_message(engine, tmp_path):
+    app = make_app(engine, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f3")
+        app.screen.query_one("#k").value = "0"
+        app.screen.query_one("#k").focus()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, KnobsScreen)
+        assert "k must be at least 1" in text_of(app.screen.query_one("#knobs-error"))
+        assert app.settings.k == QUICK.k
+
+
+async def test_compare_answers_by_greedy_and_by_args_side_by_side(engine, tmp_path):
+    app = make_app(engine, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press(*"How do I boil an egg?", "f5")
+        screen = app.screen
+        assert isinstance(screen, CompareScreen)
+        await screen.workers.wait_for_complete()
+        await pilot.pause()
+        assert [r.settings["mode"] for r in screen.results] == ["greedy", "args-greedy"]
+        for reply in screen.results:
+            assert reply.text.strip() and math.isfinite(reply.reward)
+        views = list(screen.query(ReplyView))
+        assert [v.title for v in views] == ["greedy", "args-greedy"]
+        assert all(f"reward {v.reply.reward:+.2f}" in text_of(v.query_one(".reply-meta")) for v in views)
+        await pilot.press("escape")
+        assert not isinstance(app.screen, CompareScreen)
+
+
+async def test_restarted_app_finds_the_conversation_in_history(engine, tmp_path):
+    first = make_app(engine, tmp_path)
+    async with first.run_test(size=SIZE) as pilot:
+        view = await send(first, pilot, "Tell me about owls.")
+        reply_text = view.reply.text
+    second = make_app(engine, tmp_path)
+    async with second.run_test(size=SIZE) as pilot:
+        await pilot.press("up")  # prompts from earlier sessions can be recalled
+        assert second.query_one(PromptInput).value == "Tell me about owls."
+        await pilot.press("ctrl+u", "f6")
+        assert isinstance(second.screen, HistoryScreen)
+        options = second.screen.query_one("#conversations")
+        assert "Tell me about owls." in str(options.get_option_at_index(0).prompt)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert [t.content for t in second.session.turns] == ["Tell me about owls.", reply_text]
+        assert text_of(second.query_one(UserMessage)) == "Tell me about owls."
+        # The next turn continues that conversation, with the earlier turn in the model's view.
+        await send(second, pilot, "And about hawks?")
+        assert [t.role for t in second.session.turns] == ["user", "assistant", "user", "assistant"]
+    assert len(stored_messages(tmp_path)) == 4
+
+
+async def test_colouring_toggle_and_help_screen(engine, tmp_path):
+    app = make_app(engine, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        view = await send(app, pilot, "Say hello.")
+        await pilot.press("f4")
+        assert app.colouring == "reward" and view.colouring == "reward"
+        body = view.body()
+        assert body.plain == view.reply.text and body.spans  # tokens carry colours
+        await pilot.press("f4")
+        assert app.colouring == "override"
+        await pilot.press("f1")
+        assert isinstance(app.screen, HelpScreen)
+        keys = dict(app.screen.rows)
+        for key in ("Esc", "F1 / ?", "F2", "F3", "F4", "F5", "F6", "F7", "F8", "F9", "Ctrl+N", "Ctrl+T", "Ctrl+Q",
+                    "↑ / ↓"):
+            assert keys[key]  # every key is listed with what it does
+        assert "greedy vs ARGS" in keys["F5"]
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_export_writes_markdown_and_says_where(engine, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    app = make_app(engine, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        view = await send(app, pilot, "Name a fruit.")
+        await pilot.press("f9")
+        await pilot.pause()
+        exported = list(tmp_path.glob("args-local-chat-*.md"))
+        assert len(exported) == 1
+        assert "Name a fruit." in exported[0].read_text() and view.reply.text.strip() in exported[0].read_text()
+        assert str(exported[0]) in text_of(list(app.query(Note))[-1])
+
+
+async def test_reply_error_is_shown_and_the_app_goes_on(engine, tmp_path):
+    no_reward = Engine(engine.policy, None)  # ARGS needs a reward model: the engine refuses
+    app = make_app(no_reward, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        view = await send(app, pilot, "Hello?")
+        assert "needs a reward model" in view.reply.error
+        assert "needs a reward model" in text_of(view.query_one(".reply-meta")) and view.has_class("-error")
+        await pilot.press("f2", "f2")  # greedy needs no reward model
+        view = await send(app, pilot, "Hello?")
+        assert view.reply.error is None and view.reply.text.strip()
+
+
+async def test_too_long_conversation_drops_oldest_turns_with_a_notice(engine, tmp_path):
+    small = Engine.load(threads=1, n_ctx=256)
+    app = make_app(small, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        for i in range(4):
+            app.session.add_prompt(f"Question {i}: " + "tell me more about the sea " * 12)
+            app.session.turns.append(type(app.session.turns[0])("assistant", "The sea is big. " * 10))
+        view = await send(app, pilot, "Summarise.")
+        assert view.reply.error is None and view.reply.text.strip()
+        assert any("dropped the" in text_of(n) and "oldest turn" in text_of(n) for n in app.query(Note))
+
+
+async def test_damaged_history_file_app_chats_without_history_and_keeps_the_bytes(engine, tmp_path):
+    db = tmp_path / "history.sqlite"
+    garbage = b"SQLite format 3\x00" + b"\x13" * 5000
+    db.write_bytes(garbage)
+    app = make_app(engine, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        assert any("history database" in text_of(n) and "untouched" in text_of(n) for n in app.query(Note))
+        assert "history:OFF" in text_of(app.query_one(StatusBar))
+        view = await send(app, pilot, "Still working?")
+        assert view.reply.text.strip() and math.isfinite(view.reply.reward)
+    assert db.read_bytes() == garbage
+
+
+async def test_missing_model_shows_how_to_fix_it(tmp_path):
+    def load():
+        return Engine.load(policy=tmp_path / "missing.gguf", threads=1)
+
+    app = ChatApp(load_engine=load, db_path=tmp_path / "history.sqlite", judge_path=tmp_path / "no-judge")
+    async with app.run_test(size=SIZE) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        errors = [text_of(n) for n in app.query(Note) if n.has_class("-error")]
+        assert errors and "policy model not found" in errors[0] and "tools/setup.sh" in errors[0]
+        await pilot.press(*"hello", "enter")
+        await pilot.pause()
+        assert "No model loaded" in text_of(list(app.query(Note))[-1])
+        assert app.is_running
+
+
+async def test_system_prompt_is_used_and_stored(engine, tmp_path):
+    app = make_app(engine, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f7")
+        await pilot.press(*"Answer in French.", "enter")
+        await pilot.pause()
+        assert app.session.system == "Answer in French."
+        await send(app, pilot, "Say hello.")
+    db = sqlite3.connect(tmp_path / "history.sqlite")
+    assert db.execute("SELECT system FROM conversations").fetchall() == [("Answer in French.",)]
+
+
+async def test_broken_judge_is_reported_once_and_replies_go_on(engine, tmp_path):
+    judge_dir = tmp_path / "judge"
+    judge_dir.mkdir()
+    (judge_dir / "manifest.json").write_text("{not json")
+    app = ChatApp(engine=engine, db_path=tmp_path / "history.sqlite", judge_path=judge_dir, threads=1,
+                  settings=QUICK)
+    async with app.run_test(size=SIZE) as pilot:
+        first = await send(app, pilot, "Hello.")
+        second = await send(app, pilot, "Again.")
+        judge_notes = [n for n in app.query(Note) if "judge reward model off" in text_of(n)]
+        assert len(judge_notes) == 1 and "not valid JSON" in text_of(judge_notes[0])
+        for view in (first, second):
+            assert view.reply.judge_reward is None and math.isfinite(view.reply.reward)
+
+
+@pytest.mark.skipif(not home.default_judge().is_dir(), reason="no judge reward model installed")
+async def test_judge_reward_shows_beside_the_guide_reward(engine, tmp_path):
+    app = ChatApp(engine=engine, db_path=tmp_path / "history.sqlite", judge_path=home.default_judge(),
+                  threads=1, settings=QUICK)
+    async with app.run_test(size=SIZE) as pilot:
+        view = await send(app, pilot, "How do I make tea?")
+        assert math.isfinite(view.reply.judge_reward)
+        assert f"judge {view.reply.judge_reward:+.2f}" in text_of(view.query_one(".reply-meta"))
+
+
+async def test_quitting_mid_reply_saves_it_as_cancelled(engine, tmp_path):
+    app = make_app(engine, tmp_path, settings=DecodingSettings(max_new_tokens=400))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press(*"Write a long poem about rain.", "enter")
+        view = app.query_one(ReplyView)
+        for _ in range(500):
+            await pilot.pause(0.02)
+            if len(view.reply.text) > 10:
+                break
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+    role, content, _, stop_reason, _ = stored_messages(tmp_path)[-1]
+    assert (role, stop_reason) == ("assistant", "cancelled") and len(content) > 10

@@ -1,0 +1,116 @@
+"""The chat's history layer and session: commits per turn, rename/delete, damaged or locked files."""
+
+import sqlite3
+
+import pytest
+
+from args_local.chat.history import History, HistoryError
+from args_local.chat.reply import Piece, Reply
+from args_local.chat.session import ChatSession
+
+
+def reply(text="Paris.", reward=0.5):
+    return Reply([Piece(text[:3], 0.1, 0), Piece(text[3:], reward, 2)], "end_of_turn", reward, None,
+                 {"mode": "args-greedy", "k": 10, "w": 1.5})
+
+
+def test_every_message_is_committed_when_written(tmp_path):
+    db = tmp_path / "h.sqlite"
+    history = History(db)
+    conversation = history.create_conversation("capitals")
+    history.add_message(conversation, "user", "Capital of France?")
+    # A second connection sees the row while the first is still open: it was committed.
+    other = sqlite3.connect(db)
+    assert other.execute("SELECT role, content FROM messages").fetchall() == [("user", "Capital of France?")]
+    assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    other.close()
+    history.close()
+
+
+def test_session_stores_reply_with_its_settings_and_reopens_it(tmp_path):
+    history = History(tmp_path / "h.sqlite")
+    session = ChatSession(history)
+    session.set_system("Be brief.")
+    session.add_prompt("Capital of France?")
+    session.add_reply(reply())
+
+    reopened = ChatSession(History(tmp_path / "h.sqlite"))
+    assert reopened.open(session.conversation_id)
+    assert reopened.system == "Be brief."
+    assert [(t.role, t.content) for t in reopened.turns] == [("user", "Capital of France?"), ("assistant", "Paris.")]
+    stored = reopened.turns[1].reply
+    assert stored.settings == {"mode": "args-greedy", "k": 10, "w": 1.5}
+    assert stored.reward == 0.5 and stored.stop_reason == "end_of_turn"
+    assert stored.override_rate == (1, 2)  # the pieces (per-token rewards, choices) came back too
+    assert reopened.model_messages() == [{"role": "user", "content": "Capital of France?"},
+                                         {"role": "assistant", "content": "Paris."}]
+
+
+def test_rename_and_delete(tmp_path):
+    history = History(tmp_path / "h.sqlite")
+    keep, drop = history.create_conversation("keep"), history.create_conversation("drop")
+    history.add_message(drop, "user", "bye")
+    history.rename(keep, "kept")
+    history.delete(drop)
+    assert [(c.id, c.title) for c in history.conversations()] == [(keep, "kept")]
+    assert history.messages(drop) == []  # its messages went with it
+
+
+def test_damaged_file_is_refused_and_left_byte_for_byte(tmp_path):
+    db = tmp_path / "h.sqlite"
+    garbage = b"this is not a database\x00" * 200
+    db.write_bytes(garbage)
+    with pytest.raises(HistoryError, match="unreadable.*left untouched"):
+        History(db)
+    assert db.read_bytes() == garbage
+
+
+def test_damaged_pages_in_a_real_database_are_refused_untouched(tmp_path):
+    db = tmp_path / "h.sqlite"
+    history = History(db)
+    conversation = history.create_conversation("x")
+    for i in range(300):
+        history.add_message(conversation, "user", f"message {i} " * 20)
+    history._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    history.close()
+    data = bytearray(db.read_bytes())
+    data[8192:12288] = b"\xff" * 4096  # scribble over a b-tree page
+    db.write_bytes(bytes(data))
+    with pytest.raises(HistoryError):
+        History(db)
+    assert db.read_bytes() == bytes(data)
+
+
+def test_locked_database_says_so(tmp_path):
+    db = tmp_path / "h.sqlite"
+    History(db).close()
+    locker = sqlite3.connect(db, isolation_level=None)
+    locker.execute("PRAGMA journal_mode=DELETE")
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(HistoryError, match="locked"):
+            History(db)
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+
+
+def test_session_keeps_chatting_when_history_fails(tmp_path):
+    history = History(tmp_path / "h.sqlite")
+    errors = []
+    session = ChatSession(history, errors.append)
+    history.close()  # every write now fails
+    session.add_prompt("Still there?")
+    session.add_reply(reply("Yes."))
+    assert session.history is None and len(errors) == 1
+    assert [t.content for t in session.turns] == ["Still there?", "Yes."]
+
+
+def test_export_writes_markdown_where_asked(tmp_path):
+    session = ChatSession(None)
+    session.add_prompt("Capital of France?")
+    session.add_reply(reply())
+    path = session.export(tmp_path)
+    text = path.read_text()
+    assert path.parent == tmp_path.resolve()
+    assert "## You\n\nCapital of France?" in text and "Paris." in text and "reward +0.50" in text

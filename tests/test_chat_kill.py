@@ -1,0 +1,65 @@
+"""kill -9 in the middle of a reply loses no finished turn: each turn is committed when it ends."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from args_local import home
+
+CHATTER = r"""
+import json, sys, threading
+from args_local.chat.generation import run_reply
+from args_local.chat.history import History
+from args_local.chat.session import ChatSession
+from args_local.engine import Engine
+from args_local.settings import DecodingSettings
+
+engine = Engine.load(threads=1)
+session = ChatSession(History(sys.argv[1]))
+prompts = [("Name a fruit.", 16), ("Name a colour.", 16), ("Write a very long story about the sea.", 3000)]
+for prompt, max_new in prompts:
+    session.add_prompt(prompt)
+    started = []
+    def on_step(reply):
+        if not started:
+            started.append(1)
+            print(json.dumps({"streaming": prompt}), flush=True)
+    reply = run_reply(engine, session.model_messages(), DecodingSettings(max_new_tokens=max_new),
+                      system=None, cancel=threading.Event(), on_step=on_step)
+    session.add_reply(reply)
+    print(json.dumps({"finished": prompt, "text": reply.text}), flush=True)
+"""
+
+
+def test_sigkill_mid_reply_keeps_every_finished_turn(tmp_path):
+    assert home.default_policy().is_file(), f"default policy missing: {home.default_policy()} (build the models first)"
+    db = tmp_path / "history.sqlite"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    child = subprocess.Popen([sys.executable, "-c", CHATTER, str(db)], stdout=subprocess.PIPE, text=True, env=env)
+    finished = []
+    deadline = time.time() + 120
+    try:
+        for line in child.stdout:
+            event = json.loads(line)
+            if "finished" in event:
+                finished.append(event["text"])
+            elif event.get("streaming", "").startswith("Write"):
+                time.sleep(0.3)  # well inside the third reply
+                child.send_signal(signal.SIGKILL)
+                break
+            assert time.time() < deadline, "the chat subprocess is too slow"
+    finally:
+        child.kill()
+        child.wait()
+    assert child.returncode == -signal.SIGKILL
+    assert len(finished) == 2 and all(text.strip() for text in finished)
+
+    rows = sqlite3.connect(db).execute("SELECT role, content FROM messages ORDER BY id").fetchall()
+    assert rows == [("user", "Name a fruit."), ("assistant", finished[0]),
+                    ("user", "Name a colour."), ("assistant", finished[1]),
+                    ("user", "Write a very long story about the sea.")]  # the reply in progress is the only loss
