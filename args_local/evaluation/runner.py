@@ -91,8 +91,8 @@ def check_same_settings(old: dict, new: dict, out_dir: Path) -> None:
 class ProgressBar:
     """One line on stderr: done/total, elapsed, ETA from the replies generated in this session."""
 
-    def __init__(self, total: int, stream=sys.stderr):
-        self.total, self.done, self.stream = total, 0, stream
+    def __init__(self, total: int, stream=None):
+        self.total, self.done, self.stream = total, 0, stream or sys.stderr
         self.start = time.perf_counter()
         self.tty = hasattr(stream, "isatty") and stream.isatty()
 
