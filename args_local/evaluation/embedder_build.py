@@ -60,5 +60,29 @@ def build_sentence_embedder(out_dir: str | Path, progress: Progress, wheel: Path
         for extra in stage.iterdir():  # optimum also writes config/tokenizer copies we do not use
             if extra.name not in ("model.onnx", "tokenizer.json", "manifest.json"):
                 extra.unlink() if extra.is_file() else shutil.rmtree(extra)
+        manifest["validation"] = validate(source, stage)
+        (stage / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        progress(f"embedder: validation {json.dumps(manifest['validation'])}")
     progress(f"embedder: ready in {out_dir}")
     return out_dir
+
+
+def validate(source: Path, built: Path, tolerance: float = 1e-4) -> dict:
+    """The runtime embedder (onnxruntime) against the PyTorch model, on sample texts of unequal length."""
+    import numpy as np
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from ..errors import UserError
+    from .embedder import SentenceEmbedder, mean_pool_normalized
+
+    texts = ["How do I bake bread?", "Mix flour, water, yeast and salt; knead, let it rise, then bake it hot."]
+    tokenizer, model = AutoTokenizer.from_pretrained(source), AutoModel.from_pretrained(source)
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**batch).last_hidden_state.numpy()
+    expected = mean_pool_normalized(hidden, batch["attention_mask"].numpy())
+    diff = float(np.abs(SentenceEmbedder(built).embed(texts) - expected).max())
+    if diff > tolerance:
+        raise UserError(f"the exported embedder differs from PyTorch by {diff:.2e} (> {tolerance}); not installed")
+    return {"max_abs_diff": diff, "tolerance": tolerance}
