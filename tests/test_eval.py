@@ -132,3 +132,15 @@ def test_skip_bad_lines_keeps_the_good_ones(tmp_path):
     assert len(warnings) == 1 and ":2:" in warnings[0]
     with pytest.raises(UserError, match=":2:"):
         load_prompts(prompts)
+
+
+def test_reply_store_redoes_a_reply_torn_by_an_interruption(tmp_path):
+    from args_local.evaluation.runner import REPLIES_FILE, ReplyStore
+
+    ReplyStore(tmp_path, {"k": 10}).add({"key": "0|greedy|", "text": "done"})
+    with open(tmp_path / REPLIES_FILE, "a") as f:
+        f.write('{"key": "1|greedy|", "te')  # killed mid-write
+    store = ReplyStore(tmp_path, {"k": 10})
+    assert "0|greedy|" in store and "1|greedy|" not in store
+    store.add({"key": "1|greedy|", "text": "redone"})
+    assert ReplyStore(tmp_path, {"k": 10}).records["1|greedy|"]["text"] == "redone"

@@ -77,6 +77,8 @@ def run(args) -> int:
 
     methods = parse_methods(args.methods)
     sweep_w = parse_floats(args.sweep_w, "--sweep-w")
+    if sweep_w and not args.out:
+        print("args-local: note: --sweep-w without --out prints the sweep table but writes no plot", file=sys.stderr)
     if args.n < 1:
         raise UserError(f"--n must be at least 1 (got {args.n})")
     base = DecodingSettings(k=args.k, w=args.w, temperature=args.temperature, top_p=args.top_p, n=args.best_of,

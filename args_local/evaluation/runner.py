@@ -59,17 +59,20 @@ class ReplyStore:
                 run_file.write_text(json.dumps(settings, indent=2) + "\n")
             self.path = out_dir / REPLIES_FILE
             self.path.touch()
+            text = self.path.read_text(encoding="utf-8", errors="replace")
+            if text and not text.endswith("\n"):  # end a torn last line so the next reply starts afresh
+                with open(self.path, "a", encoding="utf-8") as f:
+                    f.write("\n")
         except OSError as e:
             raise UserError(f"output directory {out_dir} is not writable: {e.strerror or e}") from None
         except json.JSONDecodeError:
             raise UserError(f"{out_dir / RUN_FILE} is damaged (not JSON); use another --out directory") from None
-        with open(self.path, encoding="utf-8") as f:
-            for line in f:
-                try:  # an interrupted write can leave a torn last line: that reply is simply redone
-                    record = json.loads(line)
-                    self.records[record["key"]] = record
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    continue
+        for line in text.splitlines():
+            try:  # an interrupted write can leave a torn last line: that reply is simply redone
+                record = json.loads(line)
+                self.records[record["key"]] = record
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
 
     def __contains__(self, key: str) -> bool:
         return key in self.records
