@@ -144,3 +144,12 @@ def test_reply_store_redoes_a_reply_torn_by_an_interruption(tmp_path):
     assert "0|greedy|" in store and "1|greedy|" not in store
     store.add({"key": "1|greedy|", "text": "redone"})
     assert ReplyStore(tmp_path, {"k": 10}).records["1|greedy|"]["text"] == "redone"
+
+
+def test_sweep_w_writes_the_reward_vs_w_plot(tmp_path, capsys):
+    out = tmp_path / "run"
+    result = eval_json(capsys, "--prompts", str(HH), "--n", "1", "--methods", "args-greedy", "--max-new-tokens", "6",
+                       "--sweep-w", "0,1.5,3", "--out", str(out))
+    assert [m["w"] for m in result["sweep"]] == [0.0, 3.0]  # w=1.5 is the main run, not run twice
+    assert all(math.isfinite(m["avg_reward"]) for m in result["sweep"])
+    assert (out / "reward_vs_w.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
