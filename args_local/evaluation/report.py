@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UserError
 from .metrics import TIE_EPSILON, diversity, mean_ci95, win_tie_loss, words
 from .runner import Run, reply_key
 
@@ -99,8 +100,11 @@ def plot_reward_vs_w(result: dict, path: Path) -> Path | None:
     rows = [m for m in result["methods"] + result.get("sweep", []) if m["w"] is not None and m["avg_reward"] is not None]
     if not result.get("sweep") or not rows:
         return None
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError:
+        raise UserError("--sweep-w writes its plot with matplotlib, which is not installed: "
+                        "pip install 'matplotlib>=3.8' (the replies are saved; rerun to make the plot)") from None
     matplotlib.use("Agg")  # files only: no display on servers
     import matplotlib.pyplot as plt
 
