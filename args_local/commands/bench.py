@@ -1,0 +1,122 @@
+"""args-local bench — tokens/s of plain greedy vs ARGS-greedy per reward-model kind and k."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from .. import home
+from ..errors import UserError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("bench", help="measure ARGS speed against plain greedy decoding",
+                       description="Measure decoding speed: plain llama.cpp greedy (no reward model) and "
+                                   "ARGS-greedy with each available reward-model kind, for several k.")
+    p.add_argument("--quick", action="store_true", help="few tokens and repetitions: under a minute on 2 CPU cores")
+    p.add_argument("--tokens", type=int, help="tokens decoded per prompt and run (default 128; --quick 32)")
+    p.add_argument("--reps", type=int, help="timed repetitions after a warm-up (default 5; --quick 3)")
+    p.add_argument("--k-values", default="5,10,20", help="ARGS candidate counts to measure (default 5,10,20)")
+    p.add_argument("--threads", type=int, help="llama.cpp threads (default: 1 on <= 2 cores, else half the cores up to 4)")
+    p.add_argument("--rm-threads", type=int, help="onnxruntime threads (same default as --threads)")
+    p.add_argument("--policy", help="GGUF chat model (default: the built-in SmolLM2-135M-Instruct)")
+    p.add_argument("--reward", help="decoder RM directory (default: the built-in guide RM)")
+    p.add_argument("--encoder", help="encoder RM directory (default: the built-in encoder RM, if built)")
+    p.add_argument("--n-gpu-layers", type=int, help="layers to offload (default: all when llama.cpp has GPU support)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.set_defaults(run=run)
+
+
+def parse_k_values(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise UserError(f"--k-values takes comma-separated positive integers, e.g. 5,10,20 (got {text!r})")
+    return list(dict.fromkeys(values))
+
+
+def run(args) -> int:
+    from ..bench import (BENCH_PROMPTS, Config, NeverEndingPolicy, current_rss_mb, default_threads, machine_info,
+                         run_bench)
+    from ..engine import Engine
+    from ..export.common import stderr_progress
+    from ..policy import LlamaPolicy
+    from ..reward import load_reward_model
+
+    tokens = args.tokens or (32 if args.quick else 128)
+    reps = args.reps or (3 if args.quick else 5)
+    if tokens < 1 or reps < 1:
+        raise UserError("--tokens and --reps must be at least 1")
+    k_values = parse_k_values(args.k_values)
+    threads = args.threads or default_threads()
+    rm_threads = args.rm_threads or default_threads()
+    prompts = BENCH_PROMPTS[:1] if args.quick else BENCH_PROMPTS
+    progress = stderr_progress()
+
+    progress(f"loading the policy ({threads} thread(s)) and reward models ({rm_threads} thread(s))")
+    policy = NeverEndingPolicy(LlamaPolicy(args.policy or home.default_policy(), n_ctx=1024, n_threads=threads,
+                                           n_gpu_layers=args.n_gpu_layers))
+    reward_dirs = {"decoder": Path(args.reward or home.default_reward())}
+    unavailable = []
+    encoder_dir = Path(args.encoder or home.default_encoder_reward())
+    if args.encoder or (encoder_dir / "manifest.json").is_file():
+        reward_dirs["encoder"] = encoder_dir
+    else:
+        unavailable.append(f"encoder RM: not found in {encoder_dir}; build it with "
+                           "`python tools/build_default_models.py --only encoder`")
+    configs = [Config(None, 1, Engine(policy))]
+    policy_rss = current_rss_mb()
+    for kind, directory in reward_dirs.items():
+        before = current_rss_mb()
+        rm = load_reward_model(directory, rm_threads)
+        if rm.kind != kind:
+            raise UserError(f"{directory} is a {rm.kind} reward model, expected {kind}")
+        engine = Engine(policy, rm)
+        configs += [Config(kind, k, engine, current_rss_mb() - before) for k in k_values]
+
+    progress(f"measuring {len(configs)} configurations x {reps} repetitions x {len(prompts)} prompt(s) x {tokens} tokens")
+    runs = run_bench(configs, list(prompts), tokens, reps, progress)
+    plain = runs[0]
+    result = {
+        "plain_greedy_tokens_per_s": plain["tokens_per_s"],
+        "plain_greedy": plain,
+        "runs": runs[1:],
+        "machine": machine_info(policy, threads, rm_threads),
+        "memory": {"rss_mb_with_policy": policy_rss, "peak_rss_mb": runs[-1]["peak_rss_mb"]},
+        "method": {"tokens_per_prompt": tokens, "prompts": len(prompts), "repetitions": reps, "warmup": 1,
+                   "how": "end-of-turn is ignored so every run decodes exactly the same number of tokens; "
+                          "tokens/s is decode time only (prefill and the final reply score excluded); "
+                          "repetitions are interleaved across configurations; median with min-max",
+                   "memory": "peak_rss_mb: process peak (ru_maxrss) after the configuration's last repetition, "
+                             "cumulative over all models loaded; rm_rss_mb: resident memory its reward model "
+                             "added when loaded"},
+        "unavailable": unavailable,
+    }
+    print(json.dumps(result, indent=2) if args.json else table(result))
+    return 0
+
+
+def table(result: dict) -> str:
+    lines = ["| decoding | RM kind | k | tokens/s (median, min-max) | x plain | ms/step policy | ms/step RM | RM MB | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in [result["plain_greedy"]] + result["runs"]:
+        name = "plain greedy" if r["reward_kind"] is None else "ARGS-greedy"
+        kind = "—" if r["reward_kind"] is None else f"{r['reward_kind']} ({r['provider']})"
+        k = "—" if r["reward_kind"] is None else r["k"]
+        rm_mb = "—" if r["rm_rss_mb"] is None else f"{r['rm_rss_mb']:.0f}"
+        lines.append(f"| {name} | {kind} | {k} | {r['tokens_per_s']:.1f} ({r['tokens_per_s_min']:.1f}-"
+                     f"{r['tokens_per_s_max']:.1f}) | {r['ratio_to_plain']:.2f} | {r['ms_policy_per_step']:.2f} "
+                     f"| {r['ms_reward_per_step']:.2f} | {rm_mb} "
+                     f"| {r['peak_rss_mb']:.0f} |")
+    m, how = result["machine"], result["method"]
+    lines += ["", f"- machine: {m['cpu']}, {m['cores']} cores (load {m['load_average_1m']:.2f} at start); "
+                  f"llama.cpp {m['policy_threads']} thread(s), GPU offload {'yes' if m['llama_cpp_gpu_offload'] else 'no'}; "
+                  f"onnxruntime {m['onnxruntime']} {m['rm_threads']} thread(s), providers {', '.join(m['onnxruntime_providers'])}",
+              f"- {how['prompts']} prompt(s) x {how['tokens_per_prompt']} tokens, {how['repetitions']} repetitions "
+              f"after {how['warmup']} warm-up: {how['how']}.",
+              f"- memory: policy loaded {result['memory']['rss_mb_with_policy']:.0f} MB; {how['memory']}."]
+    lines += [f"- n/a: {why}" for why in result["unavailable"]]
+    return "\n".join(lines)

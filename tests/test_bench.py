@@ -1,0 +1,40 @@
+"""args-local bench with the real policy and guide RM, at tiny sizes (no timing thresholds)."""
+
+import json
+
+import pytest
+
+from args_local import home
+from args_local.cli import main
+
+pytestmark = pytest.mark.skipif(not home.default_policy().is_file() or not (home.default_reward() / "manifest.json").is_file(),
+                                reason="needs the built policy and guide RM")
+
+
+def test_bench_quick_json_reports_plain_and_args_speeds(capsys):
+    argv = ["bench", "--quick", "--json", "--tokens", "6", "--reps", "2", "--k-values", "5,10", "--threads", "1",
+            "--rm-threads", "1"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["plain_greedy_tokens_per_s"] > 0
+    decoder_runs = [r for r in result["runs"] if r["reward_kind"] == "decoder"]
+    assert [r["k"] for r in decoder_runs] == [5, 10]
+    for r in result["runs"]:
+        assert r["tokens_per_s"] > 0 and r["ratio_to_plain"] > 0
+        assert r["tokens_per_s_min"] <= r["tokens_per_s"] <= r["tokens_per_s_max"]
+        assert r["ms_policy_per_step"] > 0 and r["ms_reward_per_step"] > 0
+        assert r["tokens_per_rep"] == 6  # end-of-turn ignored: every run decodes the same count
+    assert result["plain_greedy"]["ms_reward_per_step"] == 0  # the floor runs no reward model
+    machine = result["machine"]
+    assert machine["policy_threads"] == 1 and machine["rm_threads"] == 1
+    assert "CPUExecutionProvider" in machine["onnxruntime_providers"]
+    assert isinstance(machine["llama_cpp_gpu_offload"], bool)
+
+
+def test_bench_table_and_bad_k_values(capsys):
+    assert main(["bench", "--quick", "--tokens", "4", "--reps", "1", "--k-values", "5"]) == 0
+    table = capsys.readouterr().out
+    assert "| plain greedy |" in table and "| ARGS-greedy | decoder (CPU) | 5 |" in table
+    assert "end-of-turn is ignored" in table
+    assert main(["bench", "--k-values", "0,x"]) == 2
+    assert "--k-values" in capsys.readouterr().err

@@ -1,0 +1,155 @@
+"""args-local eval end to end with the real policy and guide RM (3 HH-RLHF prompts, 12 tokens)."""
+
+import gzip
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from args_local import home
+from args_local.cli import main
+from args_local.errors import UserError
+from args_local.evaluation.prompts import load_prompts, prompt_messages
+
+HH = Path(__file__).resolve().parents[1].parent / "shared/data/hh-rlhf/harmless-base-pairs.jsonl.gz"
+pytestmark = pytest.mark.skipif(not home.default_policy().is_file() or not HH.is_file(),
+                                reason="needs the built policy + guide RM and the HH-RLHF data")
+TINY = ["--methods", "greedy,args-greedy", "--max-new-tokens", "12", "--threads", "1"]
+
+
+def hh_lines(n: int) -> list[str]:
+    with gzip.open(HH, "rt", encoding="utf-8") as f:
+        return [next(f) for _ in range(n)]
+
+
+def eval_json(capsys, *argv) -> dict:
+    assert main(["eval", "--json", *TINY, *argv]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_eval_reports_every_metric_as_a_finite_number(tmp_path, capsys):
+    # The guide RM stands in as the judge so the win/tie/loss path runs with real scores.
+    out = tmp_path / "run"
+    result = eval_json(capsys, "--prompts", str(HH), "--n", "3", "--out", str(out), "--judge", str(home.default_reward()))
+    assert result["prompts"] == 3
+    rows = {m["method"]: m for m in result["methods"]}
+    assert set(rows) == {"greedy", "args-greedy"}
+    for row in rows.values():
+        assert row["replies"] == 3
+        for key in ("avg_reward", "avg_reward_ci95", "avg_judge_reward", "diversity", "mean_length",
+                    "tokens_per_s", "reward_calls"):
+            assert math.isfinite(row[key]), key
+        assert 0 < row["diversity"] <= 1 and 0 < row["mean_length"] <= 12
+    args = rows["args-greedy"]
+    assert args["judge_win"] + args["judge_tie"] + args["judge_loss"] == pytest.approx(1)
+    assert args["judge_win_tie_vs_greedy"] == pytest.approx(args["judge_win"] + args["judge_tie"])
+    assert args["reward_calls"] > rows["greedy"]["reward_calls"]  # one RM call per ARGS step
+    if (home.default_sentence_embedder() / "manifest.json").is_file():
+        assert all(-1 <= r["coherence"] <= 1 for r in rows.values())
+    saved = json.loads((out / "results.json").read_text())
+    assert len(saved["replies"]) == 6 and all(isinstance(r["text"], str) for r in saved["replies"])
+    assert len((out / "replies.jsonl").read_text().splitlines()) == 6
+
+
+def test_eval_table_marks_a_missing_judge_na_with_a_hint(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(home, "default_judge", lambda: tmp_path / "no-judge")
+    assert main(["eval", *TINY, "--prompts", str(HH), "--n", "2"]) == 0
+    table = capsys.readouterr().out
+    assert table.startswith("| method | guide reward (95% CI)")
+    assert "| greedy |" in table and "| args-greedy w=1.5 |" in table
+    assert "--only judge" in table and "n/a" in table
+
+
+def test_eval_resumes_where_it_stopped(tmp_path, capsys):
+    out = tmp_path / "run"
+    eval_json(capsys, "--prompts", str(HH), "--n", "2", "--out", str(out))
+    first = (out / "replies.jsonl").read_text().splitlines()
+    assert len(first) == 4
+    result = eval_json(capsys, "--prompts", str(HH), "--n", "3", "--out", str(out))
+    lines = (out / "replies.jsonl").read_text().splitlines()
+    assert lines[:4] == first and len(lines) == 6  # only prompt 3's two replies were generated
+    assert {json.loads(line)["prompt_index"] for line in lines[4:]} == {2}
+    assert result["prompts"] == 3 and all(m["replies"] == 3 for m in result["methods"])
+
+
+def test_eval_refuses_to_resume_with_other_settings(tmp_path, capsys):
+    out = tmp_path / "run"
+    eval_json(capsys, "--prompts", str(HH), "--n", "1", "--out", str(out))
+    assert main(["eval", *TINY, "--prompts", str(HH), "--n", "1", "--out", str(out), "--k", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "other settings" in err and "k: 10 -> 5" in err
+
+
+def test_malformed_line_exits_2_naming_the_line(tmp_path, capsys):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(hh_lines(1)[0] + "{not json\n")
+    assert main(["eval", *TINY, "--prompts", str(prompts)]) == 2
+    assert f"{prompts}:2:" in capsys.readouterr().err
+
+
+def test_unknown_method_exits_2(capsys):
+    assert main(["eval", "--prompts", str(HH), "--methods", "greedy,beam"]) == 2
+    err = capsys.readouterr().err
+    assert "'beam'" in err and "args-greedy" in err
+
+
+@pytest.mark.parametrize("content, message", [(None, "no such file"), ("", "no usable prompts"),
+                                              ('{"other": 1}\n', "expected a 'chosen'")])
+def test_bad_prompt_files_exit_2(tmp_path, capsys, content, message):
+    prompts = tmp_path / "prompts.jsonl"
+    if content is not None:
+        prompts.write_text(content)
+    assert main(["eval", *TINY, "--prompts", str(prompts)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unwritable_out_dir_exits_2(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["eval", *TINY, "--prompts", str(HH), "--n", "1", "--out", str(blocker / "run")]) == 2
+    assert "not writable" in capsys.readouterr().err
+
+
+def test_prompt_formats():
+    hh = json.loads(hh_lines(1)[0])
+    conversation = prompt_messages(hh)
+    assert conversation[-1]["role"] == "user" and hh["chosen"].startswith("\n\nHuman: " + conversation[0]["content"][:10])
+    assert prompt_messages({"prompt": "Hi"}) == [{"role": "user", "content": "Hi"}]
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "reference reply"}]
+    assert prompt_messages({"messages": messages}) == messages[:2]  # the reference reply is not the prompt
+    with pytest.raises(ValueError):
+        prompt_messages({"messages": [{"role": "assistant", "content": "only me"}]})
+
+
+def test_skip_bad_lines_keeps_the_good_ones(tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "one"}\n[1, 2]\n\n{"prompt": "two"}\n')
+    warnings = []
+    loaded = load_prompts(prompts, on_bad_line="skip", warn=warnings.append)
+    assert [(p.index, p.line) for p in loaded] == [(0, 1), (1, 4)]
+    assert len(warnings) == 1 and ":2:" in warnings[0]
+    with pytest.raises(UserError, match=":2:"):
+        load_prompts(prompts)
+
+
+def test_reply_store_redoes_a_reply_torn_by_an_interruption(tmp_path):
+    from args_local.evaluation.runner import REPLIES_FILE, ReplyStore
+
+    ReplyStore(tmp_path, {"k": 10}).add({"key": "0|greedy|", "text": "done"})
+    with open(tmp_path / REPLIES_FILE, "a") as f:
+        f.write('{"key": "1|greedy|", "te')  # killed mid-write
+    store = ReplyStore(tmp_path, {"k": 10})
+    assert "0|greedy|" in store and "1|greedy|" not in store
+    store.add({"key": "1|greedy|", "text": "redone"})
+    assert ReplyStore(tmp_path, {"k": 10}).records["1|greedy|"]["text"] == "redone"
+
+
+def test_sweep_w_writes_the_reward_vs_w_plot(tmp_path, capsys):
+    out = tmp_path / "run"
+    result = eval_json(capsys, "--prompts", str(HH), "--n", "1", "--methods", "args-greedy", "--max-new-tokens", "6",
+                       "--sweep-w", "0,1.5,3", "--out", str(out))
+    assert [m["w"] for m in result["sweep"]] == [0.0, 3.0]  # w=1.5 is the main run, not run twice
+    assert all(math.isfinite(m["avg_reward"]) for m in result["sweep"])
+    assert (out / "reward_vs_w.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

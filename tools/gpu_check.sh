@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# GPU check for args-local on a machine with an NVIDIA GPU (it cannot run on a CPU-only machine).
+#
+#   PYTHON=.venv/bin/python tools/gpu_check.sh        # run from anywhere; uses the repo it lives in
+#
+# 1. rebuilds llama-cpp-python 0.3.36 with CUDA (CMAKE_ARGS=-DGGML_CUDA=on; needs nvcc, several
+#    minutes) — --no-deps so the rebuild does not also upgrade numpy & co. behind our back;
+# 2. swaps onnxruntime for onnxruntime-gpu of the same version, with the CUDA/cuDNN wheels;
+# 3. checks that llama.cpp reports GPU offload and that onnxruntime's CUDA provider really loads
+#    for the guide RM (session.get_providers()[0] == "CUDAExecutionProvider": onnxruntime silently
+#    falls back to CPU when a CUDA library is missing);
+# 4. runs `args-local bench --quick --json` with every layer offloaded and prints a summary.
+# It changes the packages of the environment it runs in: use a throwaway venv or machine.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="${PYTHON:-python3}"
+OUT="${OUT:-$(mktemp -d)}"
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+
+echo "== GPU"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || {
+    echo "FAIL: nvidia-smi found no NVIDIA GPU"; exit 1; }
+
+echo "== llama-cpp-python with CUDA (compiling)"
+CMAKE_ARGS="-DGGML_CUDA=on" "$PY" -m pip install --no-cache-dir --force-reinstall --no-deps llama-cpp-python==0.3.36
+
+echo "== onnxruntime-gpu in place of onnxruntime"
+ORT_VERSION="$("$PY" -c 'import onnxruntime; print(onnxruntime.__version__)' 2>/dev/null || echo "")"
+"$PY" -m pip uninstall -y onnxruntime onnxruntime-gpu >/dev/null 2>&1 || true
+"$PY" -m pip install "onnxruntime-gpu[cuda,cudnn]${ORT_VERSION:+==$ORT_VERSION}"
+
+echo "== providers"
+"$PY" - <<'PY' | tee "$OUT/providers.txt"
+import llama_cpp
+import onnxruntime as ort
+
+from args_local import home
+from args_local.reward.manifest import read_manifest
+from args_local.reward.onnx_session import make_session
+
+print("llama.cpp GPU offload support:", bool(llama_cpp.llama_supports_gpu_offload()))
+print("onnxruntime", ort.__version__, "available providers:", ort.get_available_providers())
+model = home.default_reward() / read_manifest(home.default_reward())["model"]
+session = make_session(model, threads=1, use_gpu=True)  # the code path args-local itself uses
+first = session.get_providers()[0]
+if first != "CUDAExecutionProvider" and hasattr(ort, "preload_dlls"):
+    # pip's nvidia-* CUDA/cuDNN wheels are found only after preload_dlls(): say so if that is the fix
+    ort.preload_dlls()
+    first_after = make_session(model, threads=1, use_gpu=True).get_providers()[0]
+    print("session provider after onnxruntime.preload_dlls():", first_after,
+          "(args-local would need to call preload_dlls)" if first_after == "CUDAExecutionProvider" else "")
+print("guide RM session provider:", first)
+print("ORT_CUDA_OK" if first == "CUDAExecutionProvider" else "ORT_CUDA_FAILED")
+PY
+
+echo "== bench --quick with offload"
+"$PY" -m args_local.cli bench --quick --json --n-gpu-layers -1 > "$OUT/bench.json"
+
+echo "== summary (files in $OUT)"
+"$PY" - "$OUT" <<'PY'
+import json, sys
+from pathlib import Path
+
+out = Path(sys.argv[1])
+bench = json.loads((out / "bench.json").read_text())
+m = bench["machine"]
+ort_ok = "ORT_CUDA_OK" in (out / "providers.txt").read_text()
+print(f"llama.cpp GPU offload: {'yes' if m['llama_cpp_gpu_offload'] else 'NO'} (n_gpu_layers {m['n_gpu_layers']})")
+print(f"onnxruntime CUDA provider: {'yes' if ort_ok else 'NO'}")
+print(f"plain greedy: {bench['plain_greedy_tokens_per_s']:.1f} tokens/s")
+for r in bench["runs"]:
+    print(f"ARGS-greedy {r['reward_kind']:8s} ({r['provider']}) k={r['k']:<3d} {r['tokens_per_s']:7.1f} tokens/s  "
+          f"x{r['ratio_to_plain']:.2f} of plain  policy {r['ms_policy_per_step']:.2f} ms/step  RM {r['ms_reward_per_step']:.2f} ms/step")
+ok = m["llama_cpp_gpu_offload"] and ort_ok
+print("GPU CHECK:", "PASS" if ok else "FAIL")
+sys.exit(0 if ok else 1)
+PY
