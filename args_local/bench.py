@@ -37,12 +37,6 @@ class NeverEndingPolicy:
         return False
 
 
-def default_threads() -> int:
-    """1 on <= 2 cores: a second llama.cpp thread stalls whenever anything else wants a core."""
-    cores = os.cpu_count() or 1
-    return 1 if cores <= 2 else min(4, cores // 2)
-
-
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 

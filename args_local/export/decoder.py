@@ -45,7 +45,7 @@ def backbone_of(model):
 def export_decoder(model, tokenizer, head: LinearHead, n_layers: int, out: Path, *, name: str, source: dict,
                    input_format: InputFormat, max_length: int, opset: int, force: bool,
                    progress: Progress, normalization: dict | None = None, extra: dict | None = None,
-                   reference=None) -> dict:
+                   reference=None, quantize: str | None = None) -> dict:
     """Write OUT with graph, tokenizer, head and manifest; validate against torch first."""
     backbone = backbone_of(model)
     total = backbone.config.num_hidden_layers
@@ -80,9 +80,53 @@ def export_decoder(model, tokenizer, head: LinearHead, n_layers: int, out: Path,
             raw = np.concatenate([DecoderRewardModel(stage, manifest, 2, False).score_replies(c, r)
                                   for c, r in SAMPLE_CONVERSATIONS])
             manifest["normalization"] = {"mean": float(raw.mean()), "std": float(raw.std()) or 1.0}
+        if quantize == "int8":
+            manifest["validation"]["int8"] = quantize_decoder_int8(stage, manifest, progress)
         manifest["export_seconds"] = round(time.time() - t, 1)
         write_manifest(stage, manifest)
     return manifest
+
+
+def candidate_rewards(rm: DecoderRewardModel, k: int = 10) -> np.ndarray:
+    """[steps, k] rewards of k candidates at each step of the sample replies: what ARGS ranks."""
+    rows = []
+    for conversation, replies in SAMPLE_CONVERSATIONS:
+        scorer = rm.start(conversation)
+        for t in rm.encode(replies[0])[:12]:
+            ids = np.unique(np.concatenate([[t], (np.arange(k - 1) * 997 + t * 31) % rm.vocab["size"]]))[:k]
+            rows.append(scorer.score(ids))
+            scorer.accept(int(np.flatnonzero(ids == t)[0]))
+    return np.array(rows)
+
+
+def quantize_decoder_int8(stage: Path, manifest: dict, progress: Progress, min_agreement: float = 0.95) -> dict:
+    """Weight-only int8 (MatMulNBits, blocks of 32): a quarter of the weight bytes each step reads.
+
+    Refused when it reorders more than 5% of candidate pairs at the sample steps: ARGS only
+    needs the ranking, but it needs that.
+    """
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    from .encoder import pairwise_agreement
+
+    progress("quantizing weights to int8 and measuring what it changes")
+    fp32 = candidate_rewards(DecoderRewardModel(stage, manifest, 2, False))
+    quantizer = MatMulNBitsQuantizer(str(stage / "model.onnx"), bits=8, block_size=32, is_symmetric=True,
+                                     accuracy_level=4)
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(stage / "model.int8.onnx"), use_external_data_format=False)
+    int8 = candidate_rewards(DecoderRewardModel(stage, {**manifest, "model": "model.int8.onnx"}, 2, False))
+    agreement = float(np.mean([pairwise_agreement(a, b) for a, b in zip(fp32, int8)]))
+    report = {"correlation": float(np.corrcoef(fp32.ravel(), int8.ravel())[0, 1]),
+              "ranking_agreement": agreement, "max_abs_diff": float(np.abs(fp32 - int8).max()),
+              "bound": min_agreement}
+    if agreement < min_agreement:
+        (stage / "model.int8.onnx").unlink()
+        raise UserError(f"int8 weights reorder {1 - agreement:.1%} of candidate pairs (bound "
+                        f"{1 - min_agreement:.0%}); not written. Export without --quantize.")
+    (stage / "model.onnx").unlink()
+    (stage / "model.int8.onnx").rename(stage / "model.onnx")
+    return report
 
 
 def torch_features(graph: CandidateScoringGraph, ids: list[int], reply_len: int):
@@ -140,9 +184,9 @@ def validate_decoder(graph, head: LinearHead, directory: Path, manifest: dict, r
 
 
 def export_hf_decoder(src: Path, out: Path, *, input_format: InputFormat, max_length: int, opset: int,
-                      label_index: int | None, force: bool, progress: Progress) -> dict:
+                      label_index: int | None, force: bool, progress: Progress, quantize: str | None = None) -> dict:
     """LlamaForSequenceClassification & co.: all layers + final norm; the score row becomes w_last."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerFast
 
     from .encoder import check_reward_architecture, read_config
 
@@ -152,7 +196,7 @@ def export_hf_decoder(src: Path, out: Path, *, input_format: InputFormat, max_le
         raise UserError(f"{src} has no tokenizer.json; save the tokenizer with save_pretrained() first")
     progress(f"loading {src.name} into torch")
     model = AutoModelForSequenceClassification.from_pretrained(str(src), dtype=torch.float32).eval()
-    tokenizer = AutoTokenizer.from_pretrained(str(src))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(src / "tokenizer.json"))
     score = model.score.weight.detach().numpy()[index].astype(np.float32)
     bias = float(model.score.bias.detach()[index]) if getattr(model.score, "bias", None) is not None else 0.0
     head = LinearHead(score, np.zeros_like(score), bias)
@@ -160,4 +204,5 @@ def export_hf_decoder(src: Path, out: Path, *, input_format: InputFormat, max_le
                           source={"directory": str(src), "architecture": config["architectures"][0]},
                           input_format=input_format, max_length=max_length, opset=opset, force=force,
                           progress=progress, extra={"output_index": index},
-                          reference=lambda ids: float(model(torch.tensor([ids])).logits[0, index]))
+                          reference=lambda ids: float(model(torch.tensor([ids])).logits[0, index]),
+                          quantize=quantize)

@@ -26,8 +26,19 @@ def read_head(path: Path) -> tuple[LinearHead, int | None, dict | None]:
     return head, n_layers, norm
 
 
+def gguf_hidden_size(gguf: Path) -> int | None:
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(gguf))
+    for name, field in reader.fields.items():
+        if name.endswith(".embedding_length"):
+            return int(field.parts[field.data[0]][0])
+    return None
+
+
 def export_from_gguf(gguf: str | Path, head_path: str | Path | None, out: Path, *, n_layers: int | None,
-                     max_length: int, opset: int, force: bool, progress: Progress, name: str | None = None) -> dict:
+                     max_length: int, opset: int, force: bool, progress: Progress, name: str | None = None,
+                     quantize: str | None = None) -> dict:
     gguf = check_gguf_file(Path(gguf), "policy model")
     if head_path is None:  # features only: used to train a head
         head, head_layers, norm = None, None, None
@@ -36,6 +47,11 @@ def export_from_gguf(gguf: str | Path, head_path: str | Path | None, out: Path, 
             raise UserError(f"head file not found: {head_path}")
         head, head_layers, norm = read_head(Path(head_path))
     n_layers = n_layers or head_layers
+    if head is not None:  # before the slow load: a head from another backbone is a common mistake
+        hidden = gguf_hidden_size(gguf)
+        if hidden and head.w_last.shape != (hidden,):
+            raise UserError(f"the head {Path(head_path).name} expects hidden size {head.w_last.shape[0]} "
+                            f"but {gguf.name} has {hidden}")
     model, tokenizer = load_gguf_backbone(gguf, progress)
     hidden = model.config.hidden_size
     if n_layers is None:
@@ -46,5 +62,5 @@ def export_from_gguf(gguf: str | Path, head_path: str | Path | None, out: Path, 
         model, tokenizer, head, n_layers, out, name=name or out.name,
         source={"gguf": gguf.name, "gguf_bytes": gguf.stat().st_size, "head": Path(head_path).name if head_path else None},
         input_format=InputFormat(), max_length=max_length, opset=opset, force=force, progress=progress,
-        normalization=norm,
+        normalization=norm, quantize=quantize,
     )

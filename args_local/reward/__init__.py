@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from ..cpu import default_threads
 
 from .base import CandidateScorer, RewardModel
 from .manifest import read_manifest
@@ -12,7 +13,7 @@ from .manifest import read_manifest
 def load_reward_model(directory: str | Path, threads: int | None = None, use_gpu: bool = True) -> RewardModel:
     directory = Path(directory).expanduser()
     manifest = read_manifest(directory)
-    threads = threads or max(1, min(2, os.cpu_count() or 1))
+    threads = threads or default_threads()
     if manifest["kind"] == "decoder":
         from .decoder import DecoderRewardModel as cls
     elif manifest["kind"] == "encoder":

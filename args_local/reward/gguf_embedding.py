@@ -47,6 +47,18 @@ class GgufEmbeddingRewardModel:
     def encode(self, text: str, bos: bool = False) -> list[int]:
         return self._llm.tokenize(text.encode("utf-8"), add_bos=bos, special=True)
 
+    def _prefill(self, ids: list[int]) -> None:
+        """Cache the prefix. Embeddings off: otherwise llama.cpp outputs every position through the
+        262k-word output layer, a third of the judge's time, for states we never read."""
+        llama_cpp, llm = self._lib, self._llm
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(llm._ctx.ctx), True)
+        llama_cpp.llama_set_embeddings(llm._ctx.ctx, False)
+        try:
+            llm._batch.set_batch(batch=ids, n_past=0, logits_all=False)
+            llm._ctx.decode(llm._batch)
+        finally:
+            llama_cpp.llama_set_embeddings(llm._ctx.ctx, True)
+
     def _decode(self, ids: list[int], n_past: int) -> np.ndarray:
         """Hidden states (final layer, normed) of ids placed after n_past cached tokens."""
         llama_cpp, llm = self._lib, self._llm
@@ -63,7 +75,7 @@ class GgufEmbeddingRewardModel:
         prefix = self.encode(self.format.context_text(conversation) + self.format.reply_prefix, bos=True)
         keep = self.max_length - max(len(r) for r in reply_ids)
         prefix = prefix[:1] + truncate_left(prefix[1:], keep - 1)
-        self._decode(prefix, 0)
+        self._prefill(prefix)
         rows = []
         for ids in reply_ids:
             hidden = self._decode(ids, len(prefix))

@@ -1,0 +1,156 @@
+"""`args-local export`: real (tiny) Hugging Face reward models of both kinds, exported, validated, decoded with."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from args_local.engine import Engine
+from args_local.errors import UserError
+from args_local.export.common import staged_output
+from args_local.settings import DecodingSettings
+
+from .conftest import THREADS, run_cli
+
+
+def save_tiny(model_cls, config, directory, tokenizer_json):
+    import torch
+
+    torch.manual_seed(0)
+    model_cls(config).eval().save_pretrained(directory)
+    shutil.copy(tokenizer_json, directory / "tokenizer.json")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory, encoder_dir):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, num_labels=1, architectures=["BertForSequenceClassification"])
+    return save_tiny(BertForSequenceClassification, config, tmp_path_factory.mktemp("tiny-bert"),
+                     encoder_dir / "tokenizer.json")
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory, guide_dir):
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    config = LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, num_labels=1, pad_token_id=0,
+                         architectures=["LlamaForSequenceClassification"])
+    return save_tiny(LlamaForSequenceClassification, config, tmp_path_factory.mktemp("tiny-llama"),
+                     guide_dir / "tokenizer.json")
+
+
+def export(src, out, *extra):
+    return run_cli("export", "reward", str(src), "--out", str(out), *extra)
+
+
+def decode_with(policy_path, rm_dir):
+    engine = Engine.load(policy_path, rm_dir, threads=THREADS)
+    return engine.generate("How do I make a good cup of coffee?", DecodingSettings(max_new_tokens=6))
+
+
+def test_encoder_export_is_validated_and_decodes(tiny_bert, policy_path, tmp_path):
+    out = tmp_path / "rm"
+    proc = export(tiny_bert, out, "--json")
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["kind"] == "encoder"
+    assert manifest["validation"]["max_abs_diff"] < 1e-3
+    assert manifest["normalization"]["std"] > 0
+    result = decode_with(policy_path, out)
+    assert len(result.rewards) == 6 and all(np.isfinite(result.rewards))
+
+
+def test_decoder_export_matches_the_source_model_and_decodes(tiny_llama, policy_path, tmp_path):
+    out = tmp_path / "rm"
+    proc = export(tiny_llama, out)  # --kind auto: a llama config is a decoder
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["kind"] == "decoder"
+    v = manifest["validation"]
+    assert v["max_abs_diff_source_model"] < 1e-3 and v["max_abs_diff_candidates"] < 1e-3
+    result = decode_with(policy_path, out)
+    assert len(result.rewards) == 6 and all(np.isfinite(result.rewards))
+
+
+def test_int8_decoder_export_reports_what_it_changed(tiny_llama, tmp_path):
+    out = tmp_path / "rm"
+    proc = export(tiny_llama, out, "--quantize", "int8")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((out / "manifest.json").read_text())["validation"]["int8"]
+    assert report["ranking_agreement"] >= report["bound"] and -1 <= report["correlation"] <= 1
+
+
+def assert_user_error(proc, *words):
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr
+    for w in words:
+        assert w in proc.stderr, proc.stderr
+
+
+def test_missing_source(tmp_path):
+    assert_user_error(export(tmp_path / "nope", tmp_path / "out"), "is not a directory")
+
+
+def test_hub_model_id_offline(tmp_path):
+    assert_user_error(export("OpenAssistant/reward-model-deberta-v3-large", tmp_path / "out"), "offline")
+
+
+def test_directory_that_is_not_a_model(tmp_path):
+    assert_user_error(export(tmp_path, tmp_path / "out"), "no config.json")
+
+
+def test_architecture_that_is_not_a_reward_model(tiny_bert, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(tiny_bert, src)
+    config = json.loads((src / "config.json").read_text())
+    (src / "config.json").write_text(json.dumps({**config, "architectures": ["BertModel"]}))
+    assert_user_error(export(src, tmp_path / "out"), "is not a reward model", "DebertaV2For", "LlamaFor")
+
+
+def test_multi_label_model_asks_which_label(tiny_bert, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(tiny_bert, src)
+    config = json.loads((src / "config.json").read_text())
+    labels = {"0": "bad", "1": "ok", "2": "good"}
+    (src / "config.json").write_text(json.dumps({**config, "id2label": labels, "label2id": {v: int(k) for k, v in labels.items()}}))
+    assert_user_error(export(src, tmp_path / "out"), "3 output labels", "--label-index")
+
+
+def test_missing_tokenizer(tiny_bert, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(tiny_bert, src)
+    (src / "tokenizer.json").unlink()
+    assert_user_error(export(src, tmp_path / "out"), "no tokenizer.json")
+
+
+def test_existing_output_needs_force(tiny_bert, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert_user_error(export(tiny_bert, out), "already exists", "--force")
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_head_of_another_hidden_size(policy_path, tmp_path):
+    head = tmp_path / "head.npz"
+    np.savez(head, w_last=np.zeros(10, np.float32), w_mean=np.zeros(10, np.float32), bias=np.float32(0))
+    proc = run_cli("export", "reward", "--from-gguf", str(policy_path), "--head", str(head), "--out", str(tmp_path / "o"))
+    assert_user_error(proc, "expects hidden size 10", "has 576")
+
+
+def test_an_interrupted_export_leaves_nothing_that_loads(tmp_path):
+    out = tmp_path / "rm"
+    with pytest.raises(KeyboardInterrupt):
+        with staged_output(out, force=False) as stage:
+            (stage / "manifest.json").write_text("{}")
+            raise KeyboardInterrupt
+    assert not out.exists() and not list(tmp_path.iterdir())
+    with pytest.raises(UserError, match="out of disk space"):
+        with staged_output(out, force=False) as stage:
+            raise OSError(28, "No space left on device")
+    assert not list(tmp_path.iterdir())
