@@ -115,3 +115,10 @@ def test_decoder_rm_with_another_vocabulary_is_refused_naming_both(guide_dir):
     probe = vocab.tokenize(rm.vocab["probe_text"].encode(), add_bos=False, special=True)
     with pytest.raises(UserError, match=r"guide \(vocabulary of 49152 tokens\) does not share the tokenizer of the policy gemma.*262144 tokens"):
         rm.check_policy_vocabulary(gemma.name, vocab.n_vocab(), probe)
+
+
+def test_onnx_file_named_in_the_manifest_is_missing(encoder_dir, tmp_path):
+    rm = tmp_path / "rm"
+    shutil.copytree(encoder_dir, rm)
+    (rm / "model.onnx").unlink()
+    assert_user_error(generate("--reward", str(rm)), "is missing", "re-export")

@@ -36,6 +36,7 @@ class CompareScreen(ModalScreen):
     CompareScreen VerticalScroll { width: 1fr; }
     """
     BINDINGS = [Binding("escape", "cancel_or_close", "Cancel / close")]
+    AUTO_FOCUS = "#compare-prompt"  # the default would focus the first (scrollable) column
 
     def __init__(self, engine, settings: DecodingSettings, system: str | None, judge, colouring: str,
                  prompt: str = ""):
