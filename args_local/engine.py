@@ -108,11 +108,13 @@ class Engine:
 
     @classmethod
     def load(cls, policy: str | Path | None = None, reward: str | Path | None = None, *, n_ctx: int = 4096,
-             threads: int | None = None, n_gpu_layers: int | None = None, use_gpu: bool = True,
-             need_reward: bool = True) -> "Engine":
-        """Load models (the built-in defaults when a path is None). need_reward=False skips the RM."""
+             threads: int | None = None, rm_threads: int | None = None, n_gpu_layers: int | None = None,
+             use_gpu: bool = True, need_reward: bool = True) -> "Engine":
+        """Load models (the built-in defaults when a path is None). need_reward=False skips the RM.
+
+        threads: llama.cpp's; rm_threads: onnxruntime's (defaults: args_local.cpu)."""
         p = LlamaPolicy(policy or home.default_policy(), n_ctx=n_ctx, n_threads=threads, n_gpu_layers=n_gpu_layers)
-        rm = load_reward_model(reward or home.default_reward(), threads, use_gpu) if need_reward else None
+        rm = load_reward_model(reward or home.default_reward(), rm_threads, use_gpu) if need_reward else None
         return cls(p, rm)
 
     # ------------------------------------------------------------------------------------

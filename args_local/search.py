@@ -24,6 +24,11 @@ def top_k(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         idx = np.arange(k)
     else:
         idx = np.argpartition(-logits, k - 1)[:k]
+        kth = logits[idx].min()
+        if np.count_nonzero(logits == kth) > np.count_nonzero(logits[idx] == kth):
+            # argpartition picks arbitrary members of a tie at the boundary: take the lowest ids
+            above = np.flatnonzero(logits > kth)
+            idx = np.concatenate([above, np.flatnonzero(logits == kth)[: k - len(above)]])
     order = np.lexsort((idx, -logits[idx]))
     idx = idx[order]
     return idx.astype(np.int64), logits[idx].astype(np.float64)
@@ -65,8 +70,7 @@ def args_choose(ids, logits, rewards, w: float, temperature: float | None = None
 
 
 def greedy_token(logits: np.ndarray) -> int:
-    ids, values = top_k(logits, 1)
-    return int(ids[0])
+    return int(np.argmax(logits))  # the first maximum: the lowest id among ties
 
 
 def sample_top_k(logits: np.ndarray, k: int, temperature: float, rng: np.random.Generator) -> int:

@@ -32,8 +32,10 @@ def test_w_zero_args_greedy_equals_greedy(logits, k, data):
 @given(logit_vectors, st.integers(2, 10), st.data())
 def test_huge_w_picks_the_highest_reward(logits, k, data):
     ids, values = search.top_k(logits, k)
-    rewards = data.draw(arrays(np.float64, len(ids), elements=finite, unique=True))
-    j = search.args_choose(ids, values, rewards, w=1e9)
+    # rewards at least 0.1 apart, so w * gap dwarfs any gap between logits
+    rewards = data.draw(arrays(np.float64, len(ids), elements=st.integers(-500, 500).map(lambda x: x / 10),
+                               unique=True))
+    j = search.args_choose(ids, values, rewards, w=1e6)
     assert rewards[j] == rewards.max()
 
 
@@ -96,3 +98,12 @@ def test_top_k_sampling_never_leaves_the_top_k():
 
 def test_best_of_n_takes_the_best_reward():
     assert search.best_of_n(np.array([0.1, 2.0, -1.0])) == 1
+
+
+def test_top_k_breaks_ties_at_the_boundary_towards_lower_ids():
+    logits = np.zeros(50, np.float32)
+    logits[[40, 7, 30]] = 1.0
+    ids, _ = search.top_k(logits, 2)
+    assert ids.tolist() == [7, 30]
+    ids, _ = search.top_k(np.zeros(20, np.float32), 3)
+    assert ids.tolist() == [0, 1, 2]

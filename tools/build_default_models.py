@@ -50,7 +50,8 @@ def build_guide(force: bool) -> None:
     from args_local.export.from_gguf import export_from_gguf
 
     manifest = export_from_gguf(home.default_policy(), RECIPES / "guide" / "head.npz", out, n_layers=None,
-                                max_length=384, opset=18, force=True, progress=PROGRESS, name="guide")
+                                max_length=384, opset=18, force=True, progress=PROGRESS, name="guide",
+                                quantize="int8")  # dev accuracy .701 (fp32 .699), step 8 ms instead of 14
     PROGRESS(f"guide: validation {json.dumps(manifest['validation'])}")
 
 

@@ -19,7 +19,7 @@ def register(sub) -> None:
     p.add_argument("--reps", type=int, help="timed repetitions after a warm-up (default 5; --quick 3)")
     p.add_argument("--k-values", default="5,10,20", help="ARGS candidate counts to measure (default 5,10,20)")
     p.add_argument("--threads", type=int, help="llama.cpp threads (default: 1 on <= 2 cores, else half the cores up to 4)")
-    p.add_argument("--rm-threads", type=int, help="onnxruntime threads (same default as --threads)")
+    p.add_argument("--rm-threads", type=int, help="onnxruntime threads (default: 2 on <= 2 cores, else as --threads)")
     p.add_argument("--policy", help="GGUF chat model (default: the built-in SmolLM2-135M-Instruct)")
     p.add_argument("--reward", help="decoder RM directory (default: the built-in guide RM)")
     p.add_argument("--encoder", help="encoder RM directory (default: the built-in encoder RM, if built)")
@@ -41,7 +41,7 @@ def parse_k_values(text: str) -> list[int]:
 def run(args) -> int:
     from ..bench import (BENCH_PROMPTS, Config, NeverEndingPolicy, current_rss_mb, machine_info,
                          run_bench)
-    from ..cpu import default_threads
+    from ..cpu import default_rm_threads, default_threads
     from ..engine import Engine
     from ..export.common import stderr_progress
     from ..policy import LlamaPolicy
@@ -53,7 +53,7 @@ def run(args) -> int:
         raise UserError("--tokens and --reps must be at least 1")
     k_values = parse_k_values(args.k_values)
     threads = args.threads or default_threads()
-    rm_threads = args.rm_threads or default_threads()
+    rm_threads = args.rm_threads or default_rm_threads()
     prompts = BENCH_PROMPTS[:1] if args.quick else BENCH_PROMPTS
     progress = stderr_progress()
 

@@ -12,7 +12,8 @@ def add_model_options(p: argparse.ArgumentParser, reward_help: str = "reward mod
     g.add_argument("--policy", help="GGUF chat model (default: the built-in SmolLM2-135M-Instruct)")
     g.add_argument("--reward", help=reward_help)
     g.add_argument("--n-ctx", type=int, default=4096, help="policy context length in tokens (default 4096)")
-    g.add_argument("--threads", type=int, default=None, help="CPU threads for llama.cpp and onnxruntime")
+    g.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: 1 on <= 2 cores)")
+    g.add_argument("--rm-threads", type=int, default=None, help="onnxruntime threads (default: 2 on <= 2 cores)")
     g.add_argument("--n-gpu-layers", type=int, default=None,
                    help="layers to offload to the GPU (default: all when llama.cpp has GPU support)")
 
@@ -40,5 +41,5 @@ def settings_from(args) -> DecodingSettings:
 def load_engine(args, need_reward: bool = True):
     from ..engine import Engine
 
-    return Engine.load(args.policy, args.reward, n_ctx=args.n_ctx, threads=args.threads,
+    return Engine.load(args.policy, args.reward, n_ctx=args.n_ctx, threads=args.threads, rm_threads=args.rm_threads,
                        n_gpu_layers=args.n_gpu_layers, need_reward=need_reward)

@@ -34,6 +34,18 @@ def load_gguf_backbone(gguf: Path, progress: Progress):
     return model.eval(), tokenizer
 
 
+def hidden_state_reference(model, head: LinearHead, n_layers: int):
+    """The head over Hugging Face's own hidden states after n_layers (normed when it is the last)."""
+    backbone = backbone_of(model)
+
+    def score(ids: list[int], reply_len: int) -> float:
+        hidden = backbone(torch.tensor([ids]), output_hidden_states=True).hidden_states[n_layers][0].numpy()
+        reply = hidden[-reply_len:]
+        return float(head(reply[-1], reply.mean(axis=0)))
+
+    return score
+
+
 def backbone_of(model):
     arch = (model.config.architectures or [type(model).__name__])[0]
     if arch not in SUPPORTED_ARCHITECTURES and type(model).__name__ not in SUPPORTED_ARCHITECTURES:
@@ -143,8 +155,8 @@ def validate_decoder(graph, head: LinearHead, directory: Path, manifest: dict, r
                      tolerance: float = 1e-3) -> dict:
     """Max |score difference| of onnxruntime vs torch, for finished replies and for k candidates.
 
-    `reference(ids) -> score`, when given, is the source model's own forward (e.g. a Hugging Face
-    *ForSequenceClassification): the export must agree with it too, not only with our graph.
+    `reference(ids, reply_len) -> score`, when given, is the source model's own forward (Hugging
+    Face's implementation): the export must agree with it too, not only with our graph.
     Features are compared as well, so a zero head (features-only export) is still validated.
     """
     rm = DecoderRewardModel(directory, {**manifest, "normalization": {"mean": 0, "std": 1}}, threads=2, use_gpu=False)
@@ -160,7 +172,7 @@ def validate_decoder(graph, head: LinearHead, directory: Path, manifest: dict, r
         diff_features = max(diff_features, float(np.abs(onnx_features - np.concatenate([last, mean])).max()) / scale)
         if reference is not None:
             with torch.no_grad():
-                diff_reference = max(diff_reference, abs(onnx_score - reference(prefix + reply_ids)))
+                diff_reference = max(diff_reference, abs(onnx_score - reference(prefix + reply_ids, len(reply_ids))))
         # k candidates after a cached prefix vs recomputing each candidate's full sequence
         scorer = rm.start(conversation)
         for t in reply_ids[:3]:
@@ -204,5 +216,5 @@ def export_hf_decoder(src: Path, out: Path, *, input_format: InputFormat, max_le
                           source={"directory": str(src), "architecture": config["architectures"][0]},
                           input_format=input_format, max_length=max_length, opset=opset, force=force,
                           progress=progress, extra={"output_index": index},
-                          reference=lambda ids: float(model(torch.tensor([ids])).logits[0, index]),
+                          reference=lambda ids, reply_len: float(model(torch.tensor([ids])).logits[0, index]),
                           quantize=quantize)

@@ -22,9 +22,15 @@ SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "LlamaForSequenceClassification",
                            "Qwen2ForCausalLM", "Qwen2ForSequenceClassification")
 
 
-def _rotate_half(x):
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+def _fused(linears: list[nn.Linear]) -> nn.Linear:
+    """One Linear computing several side by side (outputs concatenated in order)."""
+    has_bias = linears[0].bias is not None
+    fused = nn.Linear(linears[0].in_features, sum(l.out_features for l in linears), bias=has_bias)
+    with torch.no_grad():
+        fused.weight.copy_(torch.cat([l.weight for l in linears]))
+        if has_bias:
+            fused.bias.copy_(torch.cat([l.bias for l in linears]))
+    return fused
 
 
 class CandidateScoringGraph(nn.Module):
@@ -38,34 +44,48 @@ class CandidateScoringGraph(nn.Module):
         self.n_heads = cfg.num_attention_heads
         self.n_kv_heads = cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        # One matmul for q, k, v and one for gate, up: fewer, wider matmuls run faster at k rows
+        self.qkv = nn.ModuleList(_fused([l.self_attn.q_proj, l.self_attn.k_proj, l.self_attn.v_proj])
+                                 for l in self.layers)
+        self.gate_up = nn.ModuleList(_fused([l.mlp.gate_proj, l.mlp.up_proj]) for l in self.layers)
 
     def forward(self, input_ids, position_ids, attention_bias, *past):
-        n = input_ids.shape[0]
-        h = self.embed_tokens(input_ids)[None]  # [1, n, d]
-        cos, sin = self.rotary_emb(h, position_ids[None])
-        cos, sin = cos[:, None], sin[:, None]  # [1, 1, n, head_dim]
+        # Shapes are written with -1 and constants only: a size read from a tensor becomes a chain
+        # of Shape/Gather/Concat nodes per layer, which cost as much as the matmuls at k = 10.
+        kv, rep, dim = self.n_kv_heads, self.n_heads // self.n_kv_heads, self.head_dim
+        half = dim // 2
+        h = self.embed_tokens(input_ids)  # [n, d]
+        cos, sin = self.rotary_emb(h[None], position_ids[None])
+        cos, sin = cos[0], sin[0]  # [n, head_dim]
+        bias = attention_bias[None, None]  # [1, 1, n, total]
         new_kv = []
+
+        def rope(x):  # x [n, heads, dim]
+            c, s = cos[:, None], sin[:, None]
+            return x * c + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * s
+
         for i, layer in enumerate(self.layers):
             attn = layer.self_attn
             x = layer.input_layernorm(h)
-            q = attn.q_proj(x).view(1, n, self.n_heads, self.head_dim).transpose(1, 2)
-            k = attn.k_proj(x).view(1, n, self.n_kv_heads, self.head_dim).transpose(1, 2)
-            v = attn.v_proj(x).view(1, n, self.n_kv_heads, self.head_dim).transpose(1, 2)
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
-            new_kv += [k[0].transpose(0, 1), v[0].transpose(0, 1)]  # [n, kv_heads, head_dim]
-            keys = torch.cat([past[2 * i].permute(1, 0, 2)[None], k], dim=2)
-            values = torch.cat([past[2 * i + 1].permute(1, 0, 2)[None], v], dim=2)
-            rep = self.n_heads // self.n_kv_heads
-            keys = keys.repeat_interleave(rep, dim=1)
-            values = values.repeat_interleave(rep, dim=1)
-            scores = (q @ keys.transpose(-1, -2)) * (self.head_dim ** -0.5) + attention_bias
-            out = (torch.softmax(scores, dim=-1) @ values).transpose(1, 2).reshape(1, n, -1)
+            q, k, v = self.qkv[i](x).split([kv * rep * dim, kv * dim, kv * dim], dim=-1)
+            q = rope(q.reshape(-1, kv * rep, dim))
+            k = rope(k.reshape(-1, kv, dim))
+            v = v.reshape(-1, kv, dim)
+            new_kv += [k, v]  # [n, kv_heads, head_dim]
+            keys = torch.cat([past[2 * i], k], dim=0).permute(1, 2, 0)  # [kv, dim, total]
+            values = torch.cat([past[2 * i + 1], v], dim=0).transpose(0, 1)  # [kv, total, dim]
+            # grouped-query attention without copying keys per head: the rep query heads that
+            # share a key/value head are stacked along the rows
+            q = q.transpose(0, 1).reshape(kv, -1, dim)  # [kv, rep * n, dim]
+            scores = (q @ keys).reshape(kv, rep, -1, keys.shape[-1]) * (dim ** -0.5) + bias
+            probs = torch.softmax(scores, dim=-1).reshape(kv, -1, keys.shape[-1])
+            out = (probs @ values).reshape(kv * rep, -1, dim).transpose(0, 1).reshape(-1, kv * rep * dim)
             h = h + attn.o_proj(out)
-            h = h + layer.mlp(layer.post_attention_layernorm(h))
+            gate, up = self.gate_up[i](layer.post_attention_layernorm(h)).chunk(2, dim=-1)
+            h = h + layer.mlp.down_proj(layer.mlp.act_fn(gate) * up)
         if self.norm is not None:
             h = self.norm(h)
-        return (h[0], *new_kv)
+        return (h, *new_kv)
 
 
 def io_names(n_layers: int) -> tuple[list[str], list[str]]:

@@ -15,7 +15,7 @@ from ..formats import InputFormat
 from ..policy import check_gguf_file
 from ..reward.base import LinearHead
 from .common import Progress
-from .decoder import export_decoder, load_gguf_backbone
+from .decoder import export_decoder, hidden_state_reference, load_gguf_backbone
 
 
 def read_head(path: Path) -> tuple[LinearHead, int | None, dict | None]:
@@ -62,5 +62,5 @@ def export_from_gguf(gguf: str | Path, head_path: str | Path | None, out: Path, 
         model, tokenizer, head, n_layers, out, name=name or out.name,
         source={"gguf": gguf.name, "gguf_bytes": gguf.stat().st_size, "head": Path(head_path).name if head_path else None},
         input_format=InputFormat(), max_length=max_length, opset=opset, force=force, progress=progress,
-        normalization=norm, quantize=quantize,
+        normalization=norm, quantize=quantize, reference=hidden_state_reference(model, head, n_layers),
     )

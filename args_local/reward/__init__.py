@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..cpu import default_threads
+from ..cpu import default_rm_threads
 
 from .base import CandidateScorer, RewardModel
 from .manifest import read_manifest
@@ -13,7 +13,7 @@ from .manifest import read_manifest
 def load_reward_model(directory: str | Path, threads: int | None = None, use_gpu: bool = True) -> RewardModel:
     directory = Path(directory).expanduser()
     manifest = read_manifest(directory)
-    threads = threads or default_threads()
+    threads = threads or default_rm_threads()
     if manifest["kind"] == "decoder":
         from .decoder import DecoderRewardModel as cls
     elif manifest["kind"] == "encoder":
