@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .. import home
 from ..errors import UserError
+from ..cpu import default_rm_threads
 from ..settings import MODES, DecodingSettings
 from .options import add_model_options, load_engine
 
@@ -22,6 +23,8 @@ def register(sub) -> None:
     p.add_argument("--prompts", required=True, metavar="FILE",
                    help="JSONL (.gz ok): HH-RLHF pairs (chosen/rejected), {\"prompt\": ...} or {\"messages\": [...]}")
     p.add_argument("--n", type=int, default=100, help="use the first N prompts (default 100)")
+    p.add_argument("--split", choices=("all", "dev"), default="all",
+                   help="dev: only records with index %% 5 == 4, which the built-in reward heads were not trained on")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"comma-separated, from: {', '.join(MODES)}")
     p.add_argument("--k", type=int, default=d.k, help=f"candidates per step for ARGS and top-k (default {d.k})")
     p.add_argument("--w", type=float, default=d.w, help=f"ARGS reward weight (default {d.w})")
@@ -83,16 +86,17 @@ def run(args) -> int:
         raise UserError(f"--n must be at least 1 (got {args.n})")
     base = DecodingSettings(k=args.k, w=args.w, temperature=args.temperature, top_p=args.top_p, n=args.best_of,
                             max_new_tokens=args.max_new_tokens, seed=args.seed).validated()
-    prompts = load_prompts(args.prompts, args.n, args.on_bad_line,
+    prompts = load_prompts(args.prompts, args.n, args.on_bad_line, split=args.split,
                            warn=lambda message: print(f"args-local: warning: {message}", file=sys.stderr))
-    settings = {"prompts_file": str(Path(args.prompts).expanduser().resolve()), "methods": methods, "k": args.k,
+    settings = {"prompts_file": str(Path(args.prompts).expanduser().resolve()), "split": args.split,
+                "methods": methods, "k": args.k,
                 "w": args.w, "sweep_w": sweep_w, "temperature": args.temperature, "top_p": args.top_p,
                 "best_of": args.best_of, "max_new_tokens": args.max_new_tokens, "seed": args.seed,
                 "policy": str(args.policy or home.default_policy()), "reward": str(args.reward or home.default_reward())}
     store = ReplyStore(args.out, settings)  # before loading models: a bad --out fails fast
 
     engine = load_engine(args, need_reward=True)  # the guide RM scores every method's replies
-    threads = args.threads or 1
+    threads = args.rm_threads or default_rm_threads()  # scorers run between replies, never beside llama.cpp
     judge, no_judge = optional_model(args.judge, home.default_judge(), "judge reward", "judge",
                                      lambda d: load_reward_model(d, threads))
     embedder, no_embedder = optional_model(args.embedder, home.default_sentence_embedder(), "coherence (sentence embedder)",

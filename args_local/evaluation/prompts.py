@@ -44,18 +44,24 @@ def prompt_messages(obj: dict) -> list[dict]:
 
 
 def load_prompts(path: str | Path, limit: int | None = None, on_bad_line: str = "stop",
-                 warn=lambda message: None) -> list[EvalPrompt]:
-    """The first `limit` usable prompts. A bad line stops with a UserError naming it, or is skipped (warn)."""
+                 warn=lambda message: None, split: str = "all") -> list[EvalPrompt]:
+    """The first `limit` usable prompts. A bad line stops with a UserError naming it, or is skipped (warn).
+
+    split="dev" keeps the records whose index % 5 == 4: the pairs the built-in heads never saw."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"prompt file {path}: no such file")
     prompts: list[EvalPrompt] = []
     try:
         with open_text(path) as f:
+            records = 0
             for lineno, line in enumerate(f, 1):
                 if limit is not None and len(prompts) >= limit:
                     break
                 if not line.strip():
+                    continue
+                records += 1
+                if split == "dev" and (records - 1) % 5 != 4:
                     continue
                 try:
                     obj = json.loads(line)
