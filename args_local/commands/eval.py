@@ -23,8 +23,9 @@ def register(sub) -> None:
     p.add_argument("--prompts", required=True, metavar="FILE",
                    help="JSONL (.gz ok): HH-RLHF pairs (chosen/rejected), {\"prompt\": ...} or {\"messages\": [...]}")
     p.add_argument("--n", type=int, default=100, help="use the first N prompts (default 100)")
-    p.add_argument("--split", choices=("all", "dev"), default="all",
-                   help="dev: only records with index %% 5 == 4, which the built-in reward heads were not trained on")
+    p.add_argument("--split", choices=("all", "train", "dev"), default="all",
+                   help="dev: only records with index %% 5 == 4, which the built-in reward heads were not trained "
+                        "on; train: the others (choose w there, report on dev)")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"comma-separated, from: {', '.join(MODES)}")
     p.add_argument("--k", type=int, default=d.k, help=f"candidates per step for ARGS and top-k (default {d.k})")
     p.add_argument("--w", type=float, default=d.w, help=f"ARGS reward weight (default {d.w})")

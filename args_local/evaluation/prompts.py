@@ -47,7 +47,8 @@ def load_prompts(path: str | Path, limit: int | None = None, on_bad_line: str = 
                  warn=lambda message: None, split: str = "all") -> list[EvalPrompt]:
     """The first `limit` usable prompts. A bad line stops with a UserError naming it, or is skipped (warn).
 
-    split="dev" keeps the records whose index % 5 == 4: the pairs the built-in heads never saw."""
+    split="dev" keeps the records whose index % 5 == 4: the pairs the built-in heads never saw;
+    split="train" the others (e.g. to choose w without touching the dev prompts)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"prompt file {path}: no such file")
@@ -61,7 +62,7 @@ def load_prompts(path: str | Path, limit: int | None = None, on_bad_line: str = 
                 if not line.strip():
                     continue
                 records += 1
-                if split == "dev" and (records - 1) % 5 != 4:
+                if split != "all" and ((records - 1) % 5 == 4) != (split == "dev"):
                     continue
                 try:
                     obj = json.loads(line)
