@@ -135,8 +135,10 @@ def build_encoder(force: bool) -> None:
             model.classifier.bias.copy_(torch.from_numpy(head["bias"]))
         model.save_pretrained(tmp)
         shutil.copy(src / "tokenizer.json", Path(tmp) / "tokenizer.json")
+        norm = {"mean": float(head["norm_mean"]), "std": float(head["norm_std"])}  # measured on the train replies
         manifest = export_encoder(Path(tmp), out, input_format=PAIR_LAST_USER, max_length=256, opset=18,
-                                  label_index=None, quantize=None, force=True, progress=PROGRESS, name="encoder")
+                                  label_index=None, quantize=None, force=True, progress=PROGRESS, name="encoder",
+                                  normalization=norm)
     PROGRESS(f"encoder: validation {json.dumps(manifest['validation'])}")
 
 

@@ -52,7 +52,8 @@ def check_reward_architecture(config: dict, label_index: int | None) -> int:
 
 def export_encoder(src: Path, out: Path, *, input_format: InputFormat, max_length: int, opset: int,
                    label_index: int | None, quantize: str | None, force: bool, progress: Progress,
-                   name: str | None = None) -> dict:
+                   name: str | None = None, normalization: dict | None = None) -> dict:
+    """normalization: reward mean/std to use; default: measured on the built-in sample replies."""
     config = read_config(src)
     index = check_reward_architecture(config, label_index)
     if not (src / "tokenizer.json").is_file():
@@ -75,7 +76,7 @@ def export_encoder(src: Path, out: Path, *, input_format: InputFormat, max_lengt
         write_manifest(stage, manifest)
         progress("validating: onnxruntime against torch")
         manifest["validation"], raw = validate_encoder(src, stage, manifest)
-        manifest["normalization"] = {"mean": float(raw.mean()), "std": float(raw.std()) or 1.0}
+        manifest["normalization"] = normalization or {"mean": float(raw.mean()), "std": float(raw.std()) or 1.0}
         if quantize == "int8":
             manifest["validation"]["int8"] = quantize_int8(stage, manifest, raw, progress)
         manifest["export_seconds"] = round(time.time() - t, 1)
