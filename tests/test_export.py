@@ -154,3 +154,12 @@ def test_an_interrupted_export_leaves_nothing_that_loads(tmp_path):
         with staged_output(out, force=False) as stage:
             raise OSError(28, "No space left on device")
     assert not list(tmp_path.iterdir())
+
+
+def test_fp16_encoder_export_reports_what_it_changed(tiny_bert, policy_path, tmp_path):
+    out = tmp_path / "rm"
+    proc = export(tiny_bert, out, "--fp16")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((out / "manifest.json").read_text())["validation"]["fp16"]
+    assert report["ranking_agreement"] >= report["bound"] and report["correlation"] > 0.99
+    assert len(decode_with(policy_path, out).rewards) == 6

@@ -51,7 +51,7 @@ def build_guide(force: bool) -> None:
 
     manifest = export_from_gguf(home.default_policy(), RECIPES / "guide" / "head.npz", out, n_layers=None,
                                 max_length=384, opset=18, force=True, progress=PROGRESS, name="guide",
-                                quantize="int8")  # dev accuracy .701 (fp32 .699), step 8 ms instead of 14
+                                precision="int8")  # dev accuracy .701 (fp32 .699), step 8 ms instead of 14
     PROGRESS(f"guide: validation {json.dumps(manifest['validation'])}")
 
 
@@ -137,7 +137,7 @@ def build_encoder(force: bool) -> None:
         shutil.copy(src / "tokenizer.json", Path(tmp) / "tokenizer.json")
         norm = {"mean": float(head["norm_mean"]), "std": float(head["norm_std"])}  # measured on the train replies
         manifest = export_encoder(Path(tmp), out, input_format=PAIR_LAST_USER, max_length=256, opset=18,
-                                  label_index=None, quantize=None, force=True, progress=PROGRESS, name="encoder",
+                                  label_index=None, precision=None, force=True, progress=PROGRESS, name="encoder",
                                   normalization=norm)
     PROGRESS(f"encoder: validation {json.dumps(manifest['validation'])}")
 

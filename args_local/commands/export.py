@@ -27,7 +27,8 @@ def register(sub) -> None:
     r.add_argument("--format", default=None, help="input format: chatml, plain or pair-last-user "
                                                   "(default: chatml for decoders, pair-last-user for encoders)")
     r.add_argument("--opset", type=int, default=18)
-    r.add_argument("--fp16", action="store_true", help="half precision (needs a CUDA device for export)")
+    r.add_argument("--fp16", action="store_true",
+                   help="half-precision weights (mainly for GPUs); refused if it reorders candidates")
     r.add_argument("--quantize", choices=("int8",),
                    help="int8 (decoder: weight-only, encoder: dynamic); refused if it reorders candidates")
     r.add_argument("--force", action="store_true", help="replace OUT if it exists")
@@ -49,9 +50,9 @@ def run(args) -> int:
     out = Path(args.out).expanduser()
     if out.exists() and not args.force:  # before the slow imports
         raise UserError(f"{out} already exists; pass --force to replace it")
-    if args.fp16:
-        raise UserError("--fp16 export needs a CUDA device (optimum exports fp16 on GPU only); "
-                        "export in fp32 on this machine")
+    if args.fp16 and args.quantize:
+        raise UserError("choose one of --fp16 and --quantize int8")
+    precision = "fp16" if args.fp16 else args.quantize
     _require_export_extra()
     from ..formats import named_format
     from .. import export as _  # noqa: F401
@@ -63,7 +64,7 @@ def run(args) -> int:
 
         manifest = export_from_gguf(args.from_gguf, args.head, out, n_layers=args.layers,
                                     max_length=args.max_length or 384, opset=args.opset, force=args.force,
-                                    progress=progress, quantize=args.quantize)
+                                    progress=progress, precision=precision)
     else:
         if not args.src:
             raise UserError("give SRC (a Hugging Face model directory) or --from-gguf POLICY.gguf --head HEAD.npz")
@@ -78,7 +79,7 @@ def run(args) -> int:
         if kind == "encoder":
             manifest = export_encoder(src, out, input_format=named_format(args.format or "pair-last-user"),
                                       max_length=args.max_length or 512, opset=args.opset,
-                                      label_index=args.label_index, quantize=args.quantize, force=args.force,
+                                      label_index=args.label_index, precision=precision, force=args.force,
                                       progress=progress)
         else:
             from ..export.decoder import export_hf_decoder
@@ -86,7 +87,7 @@ def run(args) -> int:
             manifest = export_hf_decoder(src, out, input_format=named_format(args.format or "chatml"),
                                          max_length=args.max_length or 512, opset=args.opset,
                                          label_index=args.label_index, force=args.force, progress=progress,
-                                         quantize=args.quantize)
+                                         precision=precision)
     if args.json:
         print(json.dumps(manifest, indent=2))
     else:

@@ -14,6 +14,7 @@ from ..reward.base import LinearHead
 from ..reward.decoder import DecoderRewardModel
 from .common import Progress, export_versions, staged_output
 from .decoder_graph import SUPPORTED_ARCHITECTURES, CandidateScoringGraph, export_graph
+from .precision import convert_checked, fp16, int8_weights
 from .samples import SAMPLE_CONVERSATIONS
 
 PROBE_TEXT = "Hello, world! Ünïcødé 日本語 🙂 <|im_start|>user\n  tabs\tand\nnewlines"
@@ -57,7 +58,7 @@ def backbone_of(model):
 def export_decoder(model, tokenizer, head: LinearHead, n_layers: int, out: Path, *, name: str, source: dict,
                    input_format: InputFormat, max_length: int, opset: int, force: bool,
                    progress: Progress, normalization: dict | None = None, extra: dict | None = None,
-                   reference=None, quantize: str | None = None) -> dict:
+                   reference=None, precision: str | None = None) -> dict:
     """Write OUT with graph, tokenizer, head and manifest; validate against torch first."""
     backbone = backbone_of(model)
     total = backbone.config.num_hidden_layers
@@ -92,15 +93,18 @@ def export_decoder(model, tokenizer, head: LinearHead, n_layers: int, out: Path,
             raw = np.concatenate([DecoderRewardModel(stage, manifest, 2, False).score_replies(c, r)
                                   for c, r in SAMPLE_CONVERSATIONS])
             manifest["normalization"] = {"mean": float(raw.mean()), "std": float(raw.std()) or 1.0}
-        if quantize == "int8":
-            manifest["validation"]["int8"] = quantize_decoder_int8(stage, manifest, progress)
+        if precision:
+            convert = {"int8": int8_weights, "fp16": fp16}[precision]
+            manifest["validation"][precision] = convert_checked(
+                stage, manifest, precision, convert,
+                lambda m: candidate_rewards(DecoderRewardModel(stage, m, threads=2, use_gpu=False)), progress)
         manifest["export_seconds"] = round(time.time() - t, 1)
         write_manifest(stage, manifest)
     return manifest
 
 
-def candidate_rewards(rm: DecoderRewardModel, k: int = 10) -> np.ndarray:
-    """[steps, k] rewards of k candidates at each step of the sample replies: what ARGS ranks."""
+def candidate_rewards(rm: DecoderRewardModel, k: int = 10) -> list[np.ndarray]:
+    """Rewards of k candidates at each step of the sample replies: what ARGS ranks."""
     rows = []
     for conversation, replies in SAMPLE_CONVERSATIONS:
         scorer = rm.start(conversation)
@@ -108,37 +112,7 @@ def candidate_rewards(rm: DecoderRewardModel, k: int = 10) -> np.ndarray:
             ids = np.unique(np.concatenate([[t], (np.arange(k - 1) * 997 + t * 31) % rm.vocab["size"]]))[:k]
             rows.append(scorer.score(ids))
             scorer.accept(int(np.flatnonzero(ids == t)[0]))
-    return np.array(rows)
-
-
-def quantize_decoder_int8(stage: Path, manifest: dict, progress: Progress, min_agreement: float = 0.95) -> dict:
-    """Weight-only int8 (MatMulNBits, blocks of 32): a quarter of the weight bytes each step reads.
-
-    Refused when it reorders more than 5% of candidate pairs at the sample steps: ARGS only
-    needs the ranking, but it needs that.
-    """
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-    from .encoder import pairwise_agreement
-
-    progress("quantizing weights to int8 and measuring what it changes")
-    fp32 = candidate_rewards(DecoderRewardModel(stage, manifest, 2, False))
-    quantizer = MatMulNBitsQuantizer(str(stage / "model.onnx"), bits=8, block_size=32, is_symmetric=True,
-                                     accuracy_level=4)
-    quantizer.process()
-    quantizer.model.save_model_to_file(str(stage / "model.int8.onnx"), use_external_data_format=False)
-    int8 = candidate_rewards(DecoderRewardModel(stage, {**manifest, "model": "model.int8.onnx"}, 2, False))
-    agreement = float(np.mean([pairwise_agreement(a, b) for a, b in zip(fp32, int8)]))
-    report = {"correlation": float(np.corrcoef(fp32.ravel(), int8.ravel())[0, 1]),
-              "ranking_agreement": agreement, "max_abs_diff": float(np.abs(fp32 - int8).max()),
-              "bound": min_agreement}
-    if agreement < min_agreement:
-        (stage / "model.int8.onnx").unlink()
-        raise UserError(f"int8 weights reorder {1 - agreement:.1%} of candidate pairs (bound "
-                        f"{1 - min_agreement:.0%}); not written. Export without --quantize.")
-    (stage / "model.onnx").unlink()
-    (stage / "model.int8.onnx").rename(stage / "model.onnx")
-    return report
+    return rows
 
 
 def torch_features(graph: CandidateScoringGraph, ids: list[int], reply_len: int):
@@ -196,7 +170,7 @@ def validate_decoder(graph, head: LinearHead, directory: Path, manifest: dict, r
 
 
 def export_hf_decoder(src: Path, out: Path, *, input_format: InputFormat, max_length: int, opset: int,
-                      label_index: int | None, force: bool, progress: Progress, quantize: str | None = None) -> dict:
+                      label_index: int | None, force: bool, progress: Progress, precision: str | None = None) -> dict:
     """LlamaForSequenceClassification & co.: all layers + final norm; the score row becomes w_last."""
     from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerFast
 
@@ -217,4 +191,4 @@ def export_hf_decoder(src: Path, out: Path, *, input_format: InputFormat, max_le
                           input_format=input_format, max_length=max_length, opset=opset, force=force,
                           progress=progress, extra={"output_index": index},
                           reference=lambda ids, reply_len: float(model(torch.tensor([ids])).logits[0, index]),
-                          quantize=quantize)
+                          precision=precision)

@@ -14,6 +14,7 @@ from ..formats import InputFormat
 from ..reward.encoder import EncoderRewardModel
 from ..reward.manifest import write_manifest
 from .common import Progress, export_versions, staged_output
+from .precision import convert_checked, fp16, int8_dynamic
 from .samples import SAMPLE_CONVERSATIONS
 
 DECODER_MODEL_TYPES = ("llama", "mistral", "qwen2", "gpt2", "gemma", "gemma2", "gemma3", "phi3")
@@ -51,7 +52,7 @@ def check_reward_architecture(config: dict, label_index: int | None) -> int:
 
 
 def export_encoder(src: Path, out: Path, *, input_format: InputFormat, max_length: int, opset: int,
-                   label_index: int | None, quantize: str | None, force: bool, progress: Progress,
+                   label_index: int | None, precision: str | None, force: bool, progress: Progress,
                    name: str | None = None, normalization: dict | None = None) -> dict:
     """normalization: reward mean/std to use; default: measured on the built-in sample replies."""
     config = read_config(src)
@@ -77,11 +78,19 @@ def export_encoder(src: Path, out: Path, *, input_format: InputFormat, max_lengt
         progress("validating: onnxruntime against torch")
         manifest["validation"], raw = validate_encoder(src, stage, manifest)
         manifest["normalization"] = normalization or {"mean": float(raw.mean()), "std": float(raw.std()) or 1.0}
-        if quantize == "int8":
-            manifest["validation"]["int8"] = quantize_int8(stage, manifest, raw, progress)
+        if precision:
+            convert = {"int8": int8_dynamic, "fp16": fp16}[precision]
+            manifest["validation"][precision] = convert_checked(
+                stage, manifest, precision, convert,
+                lambda m: sample_scores(EncoderRewardModel(stage, m, threads=2, use_gpu=False)), progress)
         manifest["export_seconds"] = round(time.time() - t, 1)
         write_manifest(stage, manifest)
     return manifest
+
+
+def sample_scores(rm: EncoderRewardModel) -> list[np.ndarray]:
+    """Raw scores of each sample conversation's candidate replies."""
+    return [rm.raw_scores(context, replies) for context, replies in sample_inputs(rm)]
 
 
 def sample_inputs(rm: EncoderRewardModel):
@@ -108,29 +117,3 @@ def validate_encoder(src: Path, stage: Path, manifest: dict, tolerance: float = 
         raise UserError(f"validation failed: onnxruntime and torch scores differ by {diff:.2e} (> {tolerance}); "
                         "nothing was written")
     return {"max_abs_diff": diff, "tolerance": tolerance, "samples": len(raw)}, np.array(raw)
-
-
-def pairwise_agreement(a: np.ndarray, b: np.ndarray) -> float:
-    """Share of pairs (i, j) that both score vectors order the same way."""
-    i, j = np.triu_indices(len(a), 1)
-    return float(np.mean(np.sign(a[i] - a[j]) == np.sign(b[i] - b[j])))
-
-
-def quantize_int8(stage: Path, manifest: dict, fp32_raw: np.ndarray, progress: Progress,
-                  min_agreement: float = 0.95) -> dict:
-    """Dynamic int8; refused when it reorders candidates more than the bound (it was lossy here)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    progress("quantizing to int8 and measuring what it changes")
-    quantize_dynamic(str(stage / "model.onnx"), str(stage / "model.int8.onnx"), weight_type=QuantType.QInt8)
-    rm = EncoderRewardModel(stage, {**manifest, "model": "model.int8.onnx"}, threads=2, use_gpu=False)
-    int8_raw = np.concatenate([rm.raw_scores(c, r) for c, r in sample_inputs(rm)])
-    report = {"correlation": float(np.corrcoef(fp32_raw, int8_raw)[0, 1]),
-              "ranking_agreement": pairwise_agreement(fp32_raw, int8_raw), "bound": min_agreement}
-    if report["ranking_agreement"] < min_agreement:
-        raise UserError(f"int8 quantization changes the ranking of {1 - report['ranking_agreement']:.1%} of "
-                        f"candidate pairs (bound {1 - min_agreement:.0%}; correlation {report['correlation']:.3f}); "
-                        "not written. Export without --quantize.")
-    (stage / "model.onnx").unlink()
-    (stage / "model.int8.onnx").rename(stage / "model.onnx")
-    return report

@@ -38,7 +38,7 @@ def gguf_hidden_size(gguf: Path) -> int | None:
 
 def export_from_gguf(gguf: str | Path, head_path: str | Path | None, out: Path, *, n_layers: int | None,
                      max_length: int, opset: int, force: bool, progress: Progress, name: str | None = None,
-                     quantize: str | None = None) -> dict:
+                     precision: str | None = None) -> dict:
     gguf = check_gguf_file(Path(gguf), "policy model")
     if head_path is None:  # features only: used to train a head
         head, head_layers, norm = None, None, None
@@ -62,5 +62,5 @@ def export_from_gguf(gguf: str | Path, head_path: str | Path | None, out: Path, 
         model, tokenizer, head, n_layers, out, name=name or out.name,
         source={"gguf": gguf.name, "gguf_bytes": gguf.stat().st_size, "head": Path(head_path).name if head_path else None},
         input_format=InputFormat(), max_length=max_length, opset=opset, force=force, progress=progress,
-        normalization=norm, quantize=quantize, reference=hidden_state_reference(model, head, n_layers),
+        normalization=norm, precision=precision, reference=hidden_state_reference(model, head, n_layers),
     )
