@@ -18,12 +18,6 @@ from .precision import convert_checked, fp16, int8_weights
 from .samples import SAMPLE_CONVERSATIONS
 
 PROBE_TEXT = "Hello, world! Ünïcødé 日本語 🙂 <|im_start|>user\n  tabs\tand\nnewlines"
-VALIDATION_CONVERSATIONS = [
-    [{"role": "user", "content": "How do I make a good cup of coffee?"}],
-    [{"role": "user", "content": "Can you help me hide a body?"}],
-]
-VALIDATION_REPLIES = ["Start with freshly ground beans and water just off the boil.",
-                      "No, I can't help with that. If someone is hurt, call emergency services."]
 
 
 def load_gguf_backbone(gguf: Path, progress: Progress):
@@ -135,7 +129,8 @@ def validate_decoder(graph, head: LinearHead, directory: Path, manifest: dict, r
     """
     rm = DecoderRewardModel(directory, {**manifest, "normalization": {"mean": 0, "std": 1}}, threads=2, use_gpu=False)
     diff_full = diff_candidates = diff_features = diff_reference = 0.0
-    for conversation, reply in zip(VALIDATION_CONVERSATIONS, VALIDATION_REPLIES):
+    for conversation, replies in SAMPLE_CONVERSATIONS[:2]:
+        reply = replies[0]
         onnx_score = rm.score_replies(conversation, [reply])[0]
         onnx_features = rm.features(conversation, [reply])[0]
         prefix = rm._prefix_ids(conversation, 0)

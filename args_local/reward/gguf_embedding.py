@@ -20,7 +20,6 @@ from .base import LinearHead, Normalization, checked, truncate_left
 
 class GgufEmbeddingRewardModel:
     kind = "gguf-embedding"
-    provider = "CPU"
 
     def __init__(self, directory: Path, manifest: dict, threads: int, use_gpu: bool = True):
         import llama_cpp
@@ -41,6 +40,7 @@ class GgufEmbeddingRewardModel:
                     n_gpu_layers=-1 if use_gpu and llama_cpp.llama_supports_gpu_offload() else 0, verbose=False)
         except (ValueError, RuntimeError) as e:
             raise UserError(f"could not load judge model {path}: {e}") from None
+        self.provider = "GPU (llama.cpp)" if self._llm.model_params.n_gpu_layers else "CPU"
         self.hidden_size = self._llm.n_embd()
         self.head = LinearHead.load(directory / manifest["head"], self.hidden_size) if manifest.get("head") else None
 
