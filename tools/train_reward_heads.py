@@ -57,7 +57,7 @@ def train_head(chosen: np.ndarray, rejected: np.ndarray, is_dev: np.ndarray) -> 
     both = np.concatenate([chosen[train], rejected[train]])
     mu, sd = both.mean(0), both.std(0) + 1e-6
     diff = (chosen - rejected) / sd
-    x_train, x_dev = diff[train], diff[is_dev]
+    x_train = diff[train]
     folds = np.arange(len(x_train)) % 5
     cv = {}
     for l2 in (1, 3, 10, 30, 100, 300, 1000, 3000):

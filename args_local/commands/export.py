@@ -55,7 +55,6 @@ def run(args) -> int:
     precision = "fp16" if args.fp16 else args.quantize
     _require_export_extra()
     from ..formats import named_format
-    from .. import export as _  # noqa: F401
     from ..export.common import stderr_progress
 
     progress = stderr_progress()
