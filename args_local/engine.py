@@ -17,7 +17,7 @@ from typing import Iterator, Union
 
 import numpy as np
 
-from . import home, search
+from . import home, processors, search
 from .errors import UserError
 from .policy import LlamaPolicy
 from .reward import load_reward_model
@@ -162,11 +162,15 @@ class Engine:
         mode = settings.mode
         if mode in ARGS_MODES:
             ids, values = search.top_k(logits, settings.k)
+            temperature = settings.temperature if mode == "args-stochastic" else None
+            if search.policy_is_sure(logits, settings.adaptive):  # as if all rewards were equal
+                token = int(ids[search.args_choose(ids, values, np.zeros(len(ids)), 0.0, temperature, rng)])
+                scorer.skip(token, self.policy.token_bytes(token))
+                return token
             pieces = [self.policy.token_bytes(int(t)) for t in ids]
             t = time.perf_counter()
             rewards = checked(scorer.score(ids, pieces), step)
             ev.ms_reward = (time.perf_counter() - t) * 1000
-            temperature = settings.temperature if mode == "args-stochastic" else None
             j = search.args_choose(ids, values, rewards, settings.w, temperature, rng)
             scorer.accept(j)
             ev.candidates, ev.logits, ev.rewards, ev.chosen_index = ids.tolist(), values.tolist(), rewards.tolist(), j
@@ -184,6 +188,7 @@ class Engine:
         logits = policy.prefill(prompt_ids)
         ms_prefill = (time.perf_counter() - start) * 1000
         scorer = self.reward.start(conversation) if settings.mode in ARGS_MODES else None
+        chain = processors.processors_for(settings)
         stream = TextStream(settings.stop)
         tokens, rewards, ms_policy, ms_reward = [], [], 0.0, 0.0
         stop_reason = "max_new_tokens"
@@ -193,7 +198,7 @@ class Engine:
                 stop_reason = "cancelled"
                 break
             ev = Step(step=step, token=-1, text="")
-            token = self._choose(logits, settings, scorer, rng, step, ev)
+            token = self._choose(processors.apply_all(chain, tokens, logits), settings, scorer, rng, step, ev)
             ev.token = token
             ms_reward += ev.ms_reward
             if ev.rewards is not None:

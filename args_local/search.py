@@ -69,6 +69,17 @@ def args_choose(ids, logits, rewards, w: float, temperature: float | None = None
     return sample_by_id(scores, np.asarray(ids), temperature, rng)
 
 
+def top_probability(logits: np.ndarray) -> float:
+    """Probability of the most likely token under softmax(logits)."""
+    finite = logits[np.isfinite(logits)]
+    return float(1.0 / np.exp(finite - finite.max()).sum())
+
+
+def policy_is_sure(logits: np.ndarray, threshold: float) -> bool:
+    """Adaptive ARGS: where the top token is this likely, the reward is not worth computing."""
+    return threshold > 0 and top_probability(logits) >= threshold
+
+
 def greedy_token(logits: np.ndarray) -> int:
     return int(np.argmax(logits))  # the first maximum: the lowest id among ties
 

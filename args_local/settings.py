@@ -20,6 +20,11 @@ class DecodingSettings:
     top_p: float = 0.9  # nucleus sampling
     n: int = 4  # best-of-n samples
     max_new_tokens: int = 128
+    # >1 discourages tokens already in the reply (1 = off). On by default, as in llama.cpp: small
+    # policies loop, and the reward model does not see loops as bad (BENCHMARKS.md, alignment)
+    repeat_penalty: float = 1.2
+    no_repeat_ngram: int = 0  # ban repeating any n-gram of this size in the reply (0 = off)
+    adaptive: float = 0.0  # ARGS: skip the RM where the policy's top token has at least this probability (0 = off)
     seed: int = 0
     stop: tuple[str, ...] = field(default_factory=tuple)
 
@@ -43,6 +48,12 @@ class DecodingSettings:
             raise UserError(f"top-p must be in (0, 1] (got {self.top_p})")
         if self.n < 1:
             raise UserError(f"n (best-of-n samples) must be at least 1 (got {self.n})")
+        if not math.isfinite(self.repeat_penalty) or self.repeat_penalty <= 0:
+            raise UserError(f"repeat-penalty must be a positive number, 1 for off (got {self.repeat_penalty})")
+        if self.no_repeat_ngram < 0 or self.no_repeat_ngram == 1:
+            raise UserError(f"no-repeat-ngram must be 0 (off) or at least 2 (got {self.no_repeat_ngram})")
+        if not 0 <= self.adaptive < 1:
+            raise UserError(f"adaptive must be a probability in [0, 1), 0 for off (got {self.adaptive})")
         if self.max_new_tokens < 1:
             raise UserError(f"max-new-tokens must be at least 1 (got {self.max_new_tokens})")
         return self

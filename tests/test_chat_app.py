@@ -298,7 +298,7 @@ async def test_judge_reward_shows_beside_the_guide_reward(engine, tmp_path):
 async def test_quitting_mid_reply_saves_it_as_cancelled(engine, tmp_path):
     app = make_app(engine, tmp_path, settings=DecodingSettings(max_new_tokens=400))
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press(*"Write a long poem about rain.", "enter")
+        await pilot.press(*"Explain in detail, step by step, how a car engine works.", "enter")
         view = app.query_one(ReplyView)
         for _ in range(500):
             await pilot.pause(0.02)

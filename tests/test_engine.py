@@ -42,6 +42,29 @@ def test_w_zero_args_greedy_equals_greedy_token_for_token(engine):
     assert len(args0.rewards) == len(args0.tokens) + (args0.stop_reason == "end_of_turn")
 
 
+@pytest.mark.parametrize("mode", ["greedy", "args-greedy"])
+def test_no_repeat_ngram_holds_on_the_real_policy_in_every_mode(engine, mode):
+    # SmolLM2 loops on this one in both modes, so the rule has real work to do
+    prompt = "List the numbers from one to fifty in words, separated by commas."
+    free = engine.generate(prompt, DecodingSettings(mode=mode, max_new_tokens=60, repeat_penalty=1.0))
+    guarded = engine.generate(prompt, DecodingSettings(mode=mode, max_new_tokens=60, repeat_penalty=1.0,
+                                                       no_repeat_ngram=3))
+    trigrams = [tuple(guarded.tokens[i:i + 3]) for i in range(len(guarded.tokens) - 2)]
+    assert len(trigrams) == len(set(trigrams))
+    assert len({tuple(free.tokens[i:i + 3]) for i in range(len(free.tokens) - 2)}) < len(free.tokens) - 2
+
+
+def test_adaptive_skips_the_reward_only_where_the_policy_is_sure(engine):
+    settings = DecodingSettings(mode="args-greedy", max_new_tokens=40, adaptive=0.5)
+    steps, done = steps_of(engine, COFFEE, settings)
+    scored = [s for s in steps if s.rewards is not None]
+    skipped = [s for s in steps if s.rewards is None and s.token >= 0]
+    assert scored and skipped and done.reward_calls == len(scored) + 1
+    for s in scored:  # the ARGS rule still holds where the reward was computed
+        best = np.argmax(np.array(s.logits) + settings.w * np.array(s.rewards))
+        assert s.candidates[best] == s.token
+
+
 def test_large_w_changes_the_reply_and_raises_its_reward(engine):
     greedy = engine.generate(COFFEE, DecodingSettings(mode="greedy", max_new_tokens=40))
     steered = engine.generate(COFFEE, DecodingSettings(mode="args-greedy", w=5.0, max_new_tokens=40))

@@ -4,6 +4,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+import pytest
 
 from args_local import search
 
@@ -107,3 +108,10 @@ def test_top_k_breaks_ties_at_the_boundary_towards_lower_ids():
     assert ids.tolist() == [7, 30]
     ids, _ = search.top_k(np.zeros(20, np.float32), 3)
     assert ids.tolist() == [0, 1, 2]
+
+
+def test_top_probability_and_the_adaptive_threshold():
+    logits = np.array([np.log(0.7), np.log(0.2), np.log(0.1), -np.inf])  # a banned token adds nothing
+    assert search.top_probability(logits) == pytest.approx(0.7)
+    assert search.policy_is_sure(logits, 0.6) and not search.policy_is_sure(logits, 0.8)
+    assert not search.policy_is_sure(np.array([50.0, 0.0]), 0.0)  # 0 = adaptive mode off

@@ -19,13 +19,16 @@ FIELDS = [  # (field, label, type)
     ("top_p", "top-p (nucleus)", float),
     ("n", "n (best-of-n samples)", int),
     ("max_new_tokens", "max new tokens", int),
+    ("repeat_penalty", "repeat penalty (1 = off)", float),
+    ("no_repeat_ngram", "no-repeat n-gram (0 = off)", int),
+    ("adaptive", "adaptive: skip RM at p >=", float),
     ("seed", "seed", int),
 ]
 
 
 class KnobsScreen(ModalScreen[DecodingSettings | None]):
     DEFAULT_CSS = DIALOG_CSS.format(name="KnobsScreen") + """
-    KnobsScreen Grid { grid-size: 2; grid-columns: 26 1fr; grid-rows: 1; height: auto; grid-gutter: 1 1; margin: 1 0; }
+    KnobsScreen Grid { grid-size: 2; grid-columns: 26 1fr; grid-rows: 1; height: auto; grid-gutter: 0 1; margin: 1 0; }
     KnobsScreen Input, KnobsScreen Select { width: 1fr; }
     KnobsScreen #knobs-error { color: $text-error; }
     """

@@ -22,6 +22,12 @@ class StatusBar(Static):
         text = Text()
         text.append(settings.mode, "bold")
         text.append(f" k={settings.k} w={settings.w:g} T={settings.temperature:g} max={settings.max_new_tokens}")
+        if settings.repeat_penalty != 1:
+            text.append(f" rep={settings.repeat_penalty:g}")
+        if settings.no_repeat_ngram:
+            text.append(f" no-repeat={settings.no_repeat_ngram}")
+        if settings.adaptive:
+            text.append(f" adaptive={settings.adaptive:g}")
         text.append(f" │ colour:{colouring}")
         text.append(" │ history:" + ("on" if history_on else "OFF"), "" if history_on else "bold red")
         if busy:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .. import home
 from ..errors import UserError
+from ..settings import DecodingSettings
 
 
 def register(sub) -> None:
@@ -23,6 +24,8 @@ def register(sub) -> None:
     p.add_argument("--reward", help="decoder RM directory (default: the built-in guide RM)")
     p.add_argument("--encoder", help="encoder RM directory (default: the built-in encoder RM, if built)")
     p.add_argument("--n-gpu-layers", type=int, help="layers to offload (default: all when llama.cpp has GPU support)")
+    p.add_argument("--adaptive", type=float, default=0.0, metavar="P",
+                   help="also measure adaptive ARGS (reward model skipped where the top token has probability >= P)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(run=run)
 
@@ -51,6 +54,7 @@ def run(args) -> int:
     if tokens < 1 or reps < 1:
         raise UserError("--tokens and --reps must be at least 1")
     k_values = parse_k_values(args.k_values)
+    DecodingSettings(adaptive=args.adaptive).validated()  # one message for a bad --adaptive
     threads = args.threads or default_threads()
     rm_threads = args.rm_threads or default_rm_threads()
     prompts = BENCH_PROMPTS[:1] if args.quick else BENCH_PROMPTS
@@ -75,7 +79,10 @@ def run(args) -> int:
         if rm.kind != kind:
             raise UserError(f"{directory} is a {rm.kind} reward model, expected {kind}")
         engine = Engine(policy, rm)
-        configs += [Config(kind, k, engine, current_rss_mb() - before) for k in k_values]
+        rm_mb = current_rss_mb() - before
+        configs += [Config(kind, k, engine, rm_mb) for k in k_values]
+        if args.adaptive:
+            configs += [Config(kind, k, engine, rm_mb, args.adaptive) for k in k_values]
 
     progress(f"measuring {len(configs)} configurations x {reps} repetitions x {len(prompts)} prompt(s) x {tokens} tokens")
     runs = run_bench(configs, list(prompts), tokens, reps, progress)
@@ -104,6 +111,8 @@ def table(result: dict) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for r in [result["plain_greedy"]] + result["runs"]:
         name = "plain greedy" if r["reward_kind"] is None else "ARGS-greedy"
+        if r.get("adaptive"):
+            name += f" adaptive {r['adaptive']:g}"
         kind = "—" if r["reward_kind"] is None else f"{r['reward_kind']} ({r['provider']})"
         k = "—" if r["reward_kind"] is None else r["k"]
         rm_mb = "—" if r["rm_rss_mb"] is None else f"{r['rm_rss_mb']:.0f}"

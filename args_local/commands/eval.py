@@ -10,7 +10,7 @@ from .. import home
 from ..errors import UserError
 from ..cpu import default_rm_threads
 from ..settings import MODES, DecodingSettings
-from .options import add_model_options, load_engine
+from .options import add_model_options, add_tuning_options, load_engine, tuning_from
 
 DEFAULT_METHODS = ("greedy", "top-k", "nucleus", "best-of-n", "args-greedy", "args-stochastic")
 
@@ -36,6 +36,7 @@ def register(sub) -> None:
     p.add_argument("--best-of", type=int, default=d.n, help=f"samples for best-of-n (default {d.n})")
     p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help=f"default {d.max_new_tokens}")
     p.add_argument("--seed", type=int, default=d.seed, help="prompt i uses seed + i (default 0)")
+    add_tuning_options(p)
     p.add_argument("--out", metavar="DIR", help="write replies.jsonl (as they finish), results.json and the plot here")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a Markdown table")
     p.add_argument("--on-bad-line", choices=("stop", "skip"), default="stop",
@@ -86,13 +87,14 @@ def run(args) -> int:
     if args.n < 1:
         raise UserError(f"--n must be at least 1 (got {args.n})")
     base = DecodingSettings(k=args.k, w=args.w, temperature=args.temperature, top_p=args.top_p, n=args.best_of,
-                            max_new_tokens=args.max_new_tokens, seed=args.seed).validated()
+                            max_new_tokens=args.max_new_tokens, seed=args.seed, **tuning_from(args)).validated()
     prompts = load_prompts(args.prompts, args.n, args.on_bad_line, split=args.split,
                            warn=lambda message: print(f"args-local: warning: {message}", file=sys.stderr))
     settings = {"prompts_file": str(Path(args.prompts).expanduser().resolve()), "split": args.split,
                 "methods": methods, "k": args.k,
                 "w": args.w, "sweep_w": sweep_w, "temperature": args.temperature, "top_p": args.top_p,
                 "best_of": args.best_of, "max_new_tokens": args.max_new_tokens, "seed": args.seed,
+                **tuning_from(args),
                 "policy": str(args.policy or home.default_policy()), "reward": str(args.reward or home.default_reward())}
     store = ReplyStore(args.out, settings)  # before loading models: a bad --out fails fast
 

@@ -28,13 +28,30 @@ def add_decoding_options(p: argparse.ArgumentParser, default_mode: str = "args-g
     g.add_argument("--top-p", type=float, default=d.top_p, help="nucleus sampling mass (default 0.9)")
     g.add_argument("--n", type=int, default=d.n, help="best-of-n: samples to draw (default 4)")
     g.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="default 128")
+    add_tuning_options(g)
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
 
 
+def add_tuning_options(g) -> None:
+    """Repetition processors and adaptive ARGS: shared by generate, chat and eval."""
+    d = DecodingSettings()
+    g.add_argument("--repeat-penalty", type=float, default=d.repeat_penalty,
+                   help=f"divide logits of tokens already in the reply by this (default {d.repeat_penalty}; 1 = off)")
+    g.add_argument("--no-repeat-ngram", type=int, default=d.no_repeat_ngram, metavar="N",
+                   help=f"never repeat an N-gram of the reply (default {d.no_repeat_ngram}; 0 = off)")
+    g.add_argument("--adaptive", type=float, default=d.adaptive, metavar="P",
+                   help="ARGS: skip the reward model at steps where the policy's top token has probability >= P "
+                        "(faster; BENCHMARKS.md shows the cost in reward; default 0 = full ARGS)")
+
+
+def tuning_from(args) -> dict:
+    return {"repeat_penalty": args.repeat_penalty, "no_repeat_ngram": args.no_repeat_ngram, "adaptive": args.adaptive}
+
+
 def settings_from(args) -> DecodingSettings:
     return DecodingSettings(mode=args.mode, k=args.k, w=args.w, temperature=args.temperature, top_p=args.top_p,
-                            n=args.n, max_new_tokens=args.max_new_tokens, seed=args.seed,
+                            n=args.n, max_new_tokens=args.max_new_tokens, seed=args.seed, **tuning_from(args),
                             stop=tuple(args.stop)).validated()
 
 

@@ -6,6 +6,7 @@ and, for ARGS, scores k candidate next tokens of a reply in progress in one batc
     scorer = rm.start(conversation)          # once per reply
     rewards = scorer.score(ids, pieces)      # k candidates: token ids and their bytes
     scorer.accept(j)                         # the search took candidate j
+    scorer.skip(token, piece)                # adaptive mode: took a token without scoring candidates
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ..errors import RewardError, UserError
 class CandidateScorer(Protocol):
     def score(self, ids: np.ndarray, pieces: list[bytes]) -> np.ndarray: ...
     def accept(self, index: int) -> None: ...
+    def skip(self, token: int, piece: bytes) -> None: ...
 
 
 class RewardModel(Protocol):

@@ -150,8 +150,10 @@ class DecoderCandidateScorer:
         self.reply_sum = np.zeros(rm.head.w_last.shape, np.float64)
         self.reply_len = 0
         self._last = None  # (hidden, new keys/values) of the last scored candidates
+        self._skipped: list[int] = []  # tokens taken unscored, run as one block before the next score
 
     def score(self, ids: np.ndarray, pieces: list[bytes] | None = None) -> np.ndarray:
+        self._catch_up()
         k, past = len(ids), self.cache.length
         hidden, new = self.rm._run(self.cache, ids, np.full(k, past), candidate_bias(past, k))
         self._last = (hidden, new)
@@ -164,3 +166,16 @@ class DecoderCandidateScorer:
         self.reply_sum += hidden[index]
         self.reply_len += 1
         self._last = None
+
+    def skip(self, token: int, piece: bytes | None = None) -> None:
+        self._skipped.append(int(token))
+
+    def _catch_up(self) -> None:
+        if not self._skipped:
+            return
+        ids, past = self._skipped, self.cache.length
+        hidden, new = self.rm._run(self.cache, ids, past + np.arange(len(ids)), causal_bias(past, len(ids)))
+        self.cache.append(new)
+        self.reply_sum += hidden.sum(axis=0)
+        self.reply_len += len(ids)
+        self._skipped = []

@@ -87,3 +87,6 @@ class EncoderCandidateScorer:
 
     def accept(self, index: int) -> None:
         self.reply += self._pieces[index]
+
+    def skip(self, token: int, piece: bytes) -> None:
+        self.reply += piece

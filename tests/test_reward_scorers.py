@@ -1,0 +1,39 @@
+"""Candidate scorers on the real reward models: skipping tokens (adaptive ARGS) must not change later scores."""
+
+import numpy as np
+import pytest
+
+from args_local.policy import LlamaPolicy
+from args_local.reward import load_reward_model
+
+from .conftest import THREADS
+
+CONVERSATION = [{"role": "user", "content": "How do I make a good cup of coffee?"}]
+REPLY = "Start with fresh beans and grind them just before you brew."
+
+
+@pytest.fixture(scope="module")
+def policy(policy_path):
+    return LlamaPolicy(policy_path, n_ctx=512, n_threads=THREADS)
+
+
+@pytest.mark.parametrize("which", ["guide_dir", "encoder_dir"])
+def test_skipped_tokens_score_like_accepted_ones(which, policy, request):
+    rm = load_reward_model(request.getfixturevalue(which), THREADS, use_gpu=False)
+    tokens = policy.tokenize(REPLY)
+    candidates = np.array(policy.tokenize(" It is")[:1] + policy.tokenize(" Use")[:1] + policy.tokenize(" Never")[:1])
+    pieces = [policy.token_bytes(int(t)) for t in candidates]
+
+    accepted, skipped = rm.start(CONVERSATION), rm.start(CONVERSATION)
+    for i, token in enumerate(tokens):
+        piece = policy.token_bytes(token)
+        accepted.score(np.array([token]), [piece])
+        accepted.accept(0)
+        if i % 3 == 0:  # mix scored and skipped steps, as adaptive mode does
+            skipped.score(np.array([token]), [piece])
+            skipped.accept(0)
+        else:
+            skipped.skip(token, piece)
+    expected = accepted.score(candidates, pieces)
+    np.testing.assert_allclose(skipped.score(candidates, pieces), expected, atol=1e-4)
+    assert np.ptp(expected) > 0  # the candidates really differ in reward
