@@ -122,11 +122,18 @@ class DecoderRewardModel:
         cache.append(new)
         return cache
 
-    def reply_features(self, cache: KVCache, reply: str) -> tuple[np.ndarray, np.ndarray]:
-        """(h_last, h_mean) of a finished reply after the cached prefix (the cache is unchanged)."""
+    def reply_hidden(self, cache: KVCache, reply: str) -> np.ndarray:
+        """[tokens, hidden] of a finished reply (end-of-turn included) after the cached prefix.
+
+        Causal, so row t is also what the reply's first t + 1 tokens alone would give."""
         ids = truncate_left(self.encode(reply + self.format.reply_suffix), self.max_reply)
         past = cache.length
         hidden, _ = self._run(cache, ids, past + np.arange(len(ids)), causal_bias(past, len(ids)))
+        return hidden
+
+    def reply_features(self, cache: KVCache, reply: str) -> tuple[np.ndarray, np.ndarray]:
+        """(h_last, h_mean) of a finished reply after the cached prefix (the cache is unchanged)."""
+        hidden = self.reply_hidden(cache, reply)
         return hidden[-1], hidden.mean(axis=0)
 
     def features(self, conversation: list[dict], replies: list[str]) -> np.ndarray:
