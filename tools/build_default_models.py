@@ -139,6 +139,7 @@ def build_encoder(force: bool) -> None:
         return
     import numpy as np
     import torch
+    import transformers
     from transformers import BertForSequenceClassification
 
     from args_local.export.encoder import export_encoder
@@ -146,7 +147,9 @@ def build_encoder(force: bool) -> None:
 
     src = minilm_source(PROGRESS)
     with tempfile.TemporaryDirectory() as tmp, np.load(head_path) as head:
-        # the head was trained on the first n_layers only: the exported model keeps just those
+        # the head was trained on the first n_layers only: the exported model keeps just those.
+        # transformers would warn that the classifier is untrained: it is set just below
+        transformers.logging.set_verbosity_error()
         model = BertForSequenceClassification.from_pretrained(str(src), num_labels=1,
                                                               num_hidden_layers=int(head["n_layers"]))
         with torch.no_grad():
