@@ -120,12 +120,8 @@ def guide_features(rm, pair) -> tuple[np.ndarray, np.ndarray]:
     its first 25/50/75% of tokens. ARGS scores unfinished replies at every step, where the last
     token is an ordinary one, not the end of turn; a head fitted on finished replies only ranks
     prefixes at .59-.61 on the dev split, one fitted on both at .65-.66 (see models/README.md)."""
-    replies = [pair.chosen, pair.rejected]
-    longest = max(len(rm.encode(r + rm.format.reply_suffix)) for r in replies)
-    cache = rm.prefill(pair.conversation, reply_len=min(longest, rm.max_reply))
     out = []
-    for reply in replies:
-        hidden = rm.reply_hidden(cache, reply)
+    for hidden in rm.replies_hidden(pair.conversation, [pair.chosen, pair.rejected]):
         rows = [np.concatenate([hidden[-1], hidden.mean(axis=0)])]
         for f in PREFIX_FRACTIONS:
             t = max(1, round(f * (len(hidden) - 1)))  # reply tokens, end of turn not counted

@@ -122,25 +122,18 @@ class DecoderRewardModel:
         cache.append(new)
         return cache
 
-    def reply_hidden(self, cache: KVCache, reply: str) -> np.ndarray:
-        """[tokens, hidden] of a finished reply (end-of-turn included) after the cached prefix.
+    def replies_hidden(self, conversation: list[dict], replies: list[str]) -> list[np.ndarray]:
+        """[tokens, hidden] of each finished reply (end of turn included), the shared prefix run once.
 
         Causal, so row t is also what the reply's first t + 1 tokens alone would give."""
-        ids = truncate_left(self.encode(reply + self.format.reply_suffix), self.max_reply)
+        encoded = [truncate_left(self.encode(r + self.format.reply_suffix), self.max_reply) for r in replies]
+        cache = self.prefill(conversation, reply_len=max(len(ids) for ids in encoded))
         past = cache.length
-        hidden, _ = self._run(cache, ids, past + np.arange(len(ids)), causal_bias(past, len(ids)))
-        return hidden
-
-    def reply_features(self, cache: KVCache, reply: str) -> tuple[np.ndarray, np.ndarray]:
-        """(h_last, h_mean) of a finished reply after the cached prefix (the cache is unchanged)."""
-        hidden = self.reply_hidden(cache, reply)
-        return hidden[-1], hidden.mean(axis=0)
+        return [self._run(cache, ids, past + np.arange(len(ids)), causal_bias(past, len(ids)))[0] for ids in encoded]
 
     def features(self, conversation: list[dict], replies: list[str]) -> np.ndarray:
-        """[len(replies), 2 * hidden]: [h_last, h_mean] of each finished reply (shared prefix run once)."""
-        longest = max(len(self.encode(r + self.format.reply_suffix)) for r in replies)
-        cache = self.prefill(conversation, reply_len=min(longest, self.max_reply))
-        return np.stack([np.concatenate(self.reply_features(cache, r)) for r in replies])
+        """[len(replies), 2 * hidden]: [h_last, h_mean] of each finished reply."""
+        return np.stack([np.concatenate([h[-1], h.mean(axis=0)]) for h in self.replies_hidden(conversation, replies)])
 
     def score_replies(self, conversation: list[dict], replies: list[str]) -> np.ndarray:
         f = self.features(conversation, replies)
