@@ -57,11 +57,12 @@ class Config:
     engine: Engine
     rm_rss_mb: float | None = None  # resident memory its reward model added when loaded
     adaptive: float = 0.0
+    repeat_penalty: float = DecodingSettings.repeat_penalty  # 1.0: the paper's rule, to compare with its code
 
     @property
     def settings(self) -> DecodingSettings:
         return DecodingSettings(mode="greedy" if self.reward_kind is None else "args-greedy", k=self.k, w=1.5,
-                                adaptive=self.adaptive)
+                                adaptive=self.adaptive, repeat_penalty=self.repeat_penalty)
 
 
 def measure(engine: Engine, settings: DecodingSettings, prompts, tokens: int) -> dict:
