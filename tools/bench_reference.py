@@ -261,6 +261,10 @@ def table(r: dict) -> str:
               f"{how['warmup']} warm-up: {how['how']}.",
               f"- memory: args-local's policy and guide RM {mem['rss_mb_args_local']:.0f} MB resident; the reference's "
               f"torch models add {mem['rss_mb_reference_models']:.0f} MB"]
+    if max(m["load_average_start"][0], m["load_average_end"][0]) > m["cores"]:
+        lines.append(f"- WARNING: the load average exceeded the {m['cores']} cores: other processes shared them, and "
+                     "torch's threads wait for each other at every op, so the reference slows the most and "
+                     "ARGS / reference is overstated; measure on a quiet machine (or see --torch-threads 1)")
     lines += [f"- agreement, prompt {i + 1}: the reference and args-local ARGS replies share their first "
               f"{a['agree_tokens']} of {a['of']} tokens" for i, a in enumerate(r["agreement"])]
     return "\n".join(lines)
