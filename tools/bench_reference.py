@@ -183,6 +183,7 @@ def run(args) -> dict:
     from args_local.reward import load_reward_model
 
     load_start = os.getloadavg()
+    build = llama_build.status()  # before loading: the wheel on disk may be swapped while this runs
     progress = stderr_progress()
     gguf = Path(args.policy or home.default_policy()).expanduser()
     progress(f"loading args-local: llama.cpp {args.threads} thread(s), onnxruntime {args.rm_threads} thread(s)")
@@ -226,7 +227,7 @@ def run(args) -> dict:
         "machine": {**machine_info(policy, args.threads, args.rm_threads), "load_average_start": list(load_start),
                     "load_average_end": list(os.getloadavg()), "torch": torch.__version__,
                     "torch_threads": args.torch_threads},
-        "llama_build": llama_build.status(),
+        "llama_build": build,
         "method": {"tokens_per_prompt": args.tokens, "prompts": len(prompts), "repetitions": args.reps, "warmup": 1,
                    "k": args.k, "w": configs[1].settings.w, "repeat_penalty": args.repeat_penalty,
                    "reference_rm": args.reference_rm,
@@ -262,9 +263,10 @@ def table(r: dict) -> str:
               f"- memory: args-local's policy and guide RM {mem['rss_mb_args_local']:.0f} MB resident; the reference's "
               f"torch models add {mem['rss_mb_reference_models']:.0f} MB"]
     if max(m["load_average_start"][0], m["load_average_end"][0]) > m["cores"]:
+        why = (f"torch's {m['torch_threads']} threads wait for each other at every op, so the reference slows the "
+               "most and ARGS / reference is overstated" if m["torch_threads"] > 1 else "the three do not slow alike")
         lines.append(f"- WARNING: the load average exceeded the {m['cores']} cores: other processes shared them, and "
-                     "torch's threads wait for each other at every op, so the reference slows the most and "
-                     "ARGS / reference is overstated; measure on a quiet machine (or see --torch-threads 1)")
+                     f"{why}; measure on a quiet machine")
     lines += [f"- agreement, prompt {i + 1}: the reference and args-local ARGS replies share their first "
               f"{a['agree_tokens']} of {a['of']} tokens" for i, a in enumerate(r["agreement"])]
     return "\n".join(lines)
