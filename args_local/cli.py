@@ -11,7 +11,7 @@ import sys
 
 from .errors import UserError
 
-COMMANDS = ("generate", "chat", "score", "export", "eval", "bench", "models")
+COMMANDS = ("generate", "chat", "serve", "score", "export", "eval", "bench", "models")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -17,8 +17,8 @@ want=$(sha256sum pyproject.toml | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing packages (first run compiles llama.cpp: a few minutes)" >&2
   .venv/bin/pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/pip install -q -e ".[export,eval,test]" 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -c "import llama_cpp, onnxruntime, tokenizers, textual, torch, optimum.exporters.onnx, matplotlib" \
+  .venv/bin/pip install -q -e ".[export,eval,serve,test]" 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -c "import llama_cpp, onnxruntime, tokenizers, textual, torch, optimum.exporters.onnx, matplotlib, uvicorn, sse_starlette, openai" \
     || { echo "setup: package installation failed (see above)" >&2; exit 1; }
   echo "$want" > "$stamp"
 fi
