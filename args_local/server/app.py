@@ -102,16 +102,12 @@ async def error_response(request: Request, e: Exception) -> Response:
 
 
 async def read_json(request: Request):
-    """The body parsed as JSON, refused (413) past MAX_BODY_BYTES before it is all in memory."""
-    too_large = APIError(413, f"the request body is over {MAX_BODY_BYTES // 2**20} MiB", code="request_too_large")
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > MAX_BODY_BYTES:
-        raise too_large
+    """The body parsed as JSON, refused (413) as soon as it passes MAX_BODY_BYTES."""
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_BODY_BYTES:
-            raise too_large
+            raise APIError(413, f"the request body is over {MAX_BODY_BYTES // 2**20} MiB", code="request_too_large")
     try:
         return json.loads(body)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
