@@ -27,7 +27,7 @@ def add_decoding_options(p: argparse.ArgumentParser, default_mode: str = "args-g
     g.add_argument("--temperature", type=float, default=d.temperature, help="sampling temperature (default 1.0)")
     g.add_argument("--top-p", type=float, default=d.top_p, help="nucleus sampling mass (default 0.9)")
     g.add_argument("--n", type=int, default=d.n, help="best-of-n: samples to draw (default 4)")
-    g.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="default 128")
+    g.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="default %(default)s")
     add_tuning_options(g)
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
