@@ -54,8 +54,6 @@ class DecodingSettings:
             raise UserError(f"no-repeat-ngram must be 0 (off) or at least 2 (got {self.no_repeat_ngram})")
         if not 0 <= self.adaptive < 1:
             raise UserError(f"adaptive must be a probability in [0, 1), 0 for off (got {self.adaptive})")
-        if self.seed < 0:
-            raise UserError(f"seed must be 0 or more (got {self.seed})")
         if self.max_new_tokens < 1:
             raise UserError(f"max-new-tokens must be at least 1 (got {self.max_new_tokens})")
         return self

@@ -267,3 +267,10 @@ def test_a_port_in_use_is_one_clear_error():
         proc = run_cli("serve", "--port", str(s.getsockname()[1]), timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "cannot listen on 127.0.0.1" in proc.stderr
+
+
+def test_only_loopback_addresses_count_as_private():
+    from args_local.commands.serve import is_loopback
+
+    assert all(map(is_loopback, ["127.0.0.1", "127.0.0.2", "::1", "localhost"]))
+    assert not any(map(is_loopback, ["0.0.0.0", "::", "192.168.1.20", "example.org"]))

@@ -9,6 +9,7 @@ Fields this server does not use are ignored, as OpenAI-compatible servers do.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import get_args, get_origin, get_type_hints
 
 from ..errors import UserError
 from ..settings import DecodingSettings
@@ -37,7 +38,7 @@ def parse_chat_request(body, defaults: DecodingSettings, model_id: str, vocab_si
     if body.get("n") not in (None, 1):
         raise APIError(400, "n must be 1: one reply per request (for reward-reranked samples set "
                             '"args": {"mode": "best-of-n", "n": N})', param="n")
-    changes = {name: value_for(name, body[key], defaults, key)
+    changes = {name: value_for(name, body[key], key)
                for key, name in OPENAI_FIELDS.items() if body.get(key) is not None}
     extra = body.get("args")
     if extra is not None:
@@ -48,7 +49,7 @@ def parse_chat_request(body, defaults: DecodingSettings, model_id: str, vocab_si
             if name not in setting_names():
                 raise APIError(400, f"unknown ARGS setting args.{name}; known: {', '.join(setting_names())}",
                                param=f"args.{name}")
-            changes[name] = value_for(name, value, defaults, f"args.{name}")
+            changes[name] = value_for(name, value, f"args.{name}")
     try:
         settings = defaults.with_(**changes).validated(vocab_size)
     except UserError as e:
@@ -65,36 +66,38 @@ def setting_names() -> list[str]:
     return [f.name for f in fields(DecodingSettings)]
 
 
-def value_for(name: str, value, defaults: DecodingSettings, param: str):
-    """value as the type of the field's default (JSON has one number type and no tuples);
-    a field of another type (a dict, say) is passed on for DecodingSettings.validated to judge."""
-    default = getattr(defaults, name)
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-        kind = "true or false"
-    elif isinstance(default, int):
-        if number and float(value).is_integer():
-            return int(value)
-        kind = "an integer"
-    elif isinstance(default, float):
-        if number:
-            return float(value)
-        kind = "a number"
-    elif isinstance(default, str):
-        if isinstance(value, str):
-            return value
-        kind = "a string"
-    elif isinstance(default, tuple):
-        if isinstance(value, str):
+SCALARS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def value_for(name: str, value, param: str):
+    """value as the field's declared type wants it (JSON has one number type and no tuples).
+    Scalars and tuples of scalars are checked here; anything else (objective weights as
+    {name: weight}, say) is passed on for DecodingSettings itself to convert and validate."""
+    hint = get_type_hints(DecodingSettings)[name]
+    if hint in SCALARS:
+        return scalar(value, hint, param)
+    if get_origin(hint) is tuple:
+        element = get_args(hint)[0]
+        if isinstance(value, str) and element is str:
             return (value,)
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return tuple(value)
-        kind = "a string or a list of strings"
-    else:
+        if isinstance(value, list):
+            if element in SCALARS:
+                return tuple(scalar(v, element, f"{param}[{i}]") for i, v in enumerate(value))
+            return tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        if not isinstance(value, dict):
+            raise APIError(400, f"{param} must be a list (got {value!r})", param=param)
+    return value
+
+
+def scalar(value, kind: type, param: str):
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is bool and isinstance(value, bool) or kind is str and isinstance(value, str):
         return value
-    raise APIError(400, f"{param} must be {kind} (got {value!r})", param=param)
+    if kind is int and number and float(value).is_integer():
+        return int(value)
+    if kind is float and number:
+        return float(value)
+    raise APIError(400, f"{param} must be {SCALARS[kind]} (got {value!r})", param=param)
 
 
 def parse_messages(messages) -> list[dict]:
