@@ -16,7 +16,7 @@ from pathlib import Path
 from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -104,10 +104,14 @@ async def error_response(request: Request, e: Exception) -> Response:
 async def read_json(request: Request):
     """The body parsed as JSON, refused (413) as soon as it passes MAX_BODY_BYTES."""
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise APIError(413, f"the request body is over {MAX_BODY_BYTES // 2**20} MiB", code="request_too_large")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY_BYTES:
+                raise APIError(413, f"the request body is over {MAX_BODY_BYTES // 2**20} MiB",
+                               code="request_too_large")
+    except ClientDisconnect:  # not a bug: the answer goes nowhere, and the log stays quiet
+        raise APIError(400, "the client left before sending the whole body") from None
     try:
         return json.loads(body)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
