@@ -53,24 +53,33 @@ def start_server(threads: int, settings: DecodingSettings) -> tuple[subprocess.P
     sys.exit("bench_serve: the server did not start (see its messages above)")
 
 
-def through_server(client: httpx.Client, prompt: str, tokens: int) -> tuple[int, float]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc), all its threads."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def through_server(client: httpx.Client, prompt: str, tokens: int) -> tuple[int, float, float]:
+    """(tokens, seconds from request to last token, the engine's own decode-only tokens/s)."""
     body = {"model": "args-local", "messages": [{"role": "user", "content": prompt}], "max_tokens": tokens,
             "stream": True, "stream_options": {"include_usage": True}}
     start = time.perf_counter()
-    last = None
+    data = []
     with client.stream("POST", "/v1/chat/completions", json=body) as r:
         r.raise_for_status()
         for line in r.iter_lines():
             if line.startswith("data: {"):
-                last = line
+                data.append(line)
     seconds = time.perf_counter() - start
-    return json.loads(last[6:])["usage"]["completion_tokens"], seconds
+    finish, usage = json.loads(data[-2][6:]), json.loads(data[-1][6:])
+    return usage["usage"]["completion_tokens"], seconds, finish["args"]["tokens_per_s"]
 
 
-def in_process(engine: Engine, prompt: str, settings: DecodingSettings) -> tuple[int, float]:
+def in_process(engine: Engine, prompt: str, settings: DecodingSettings) -> tuple[int, float, float]:
     start = time.perf_counter()
     done = engine.generate(prompt, settings)
-    return len(done.tokens), time.perf_counter() - start
+    return len(done.tokens), time.perf_counter() - start, done.tokens_per_s
 
 
 def main() -> int:
@@ -90,18 +99,25 @@ def main() -> int:
         with httpx.Client(base_url=f"http://{address}", timeout=600) as client:
             sides = {"in-process": lambda p: in_process(engine, p, settings),
                      "server": lambda p: through_server(client, p, args.tokens)}
+            # CPU time spent per side (the server's: its whole process plus this client), a measure
+            # that a busy neighbour disturbs far less than wall time
+            cpu = {"in-process": lambda: time.process_time(),
+                   "server": lambda: cpu_seconds(proc.pid) + time.process_time()}
             for run in sides.values():  # warm-up: first-call allocations, connection
                 run(BENCH_PROMPTS[0])
             rates: dict[str, list[float]] = {name: [] for name in sides}
+            decode_rates: dict[str, list[float]] = {name: [] for name in sides}
             counts: dict[str, list[int]] = {name: [] for name in sides}
+            cpu_ms: dict[str, list[float]] = {name: [] for name in sides}
             for rep in range(args.reps):
                 order = list(sides) if rep % 2 == 0 else list(reversed(sides))  # ABBA: drift hits both
                 for name in order:
-                    n, seconds = 0, 0.0
-                    for prompt in BENCH_PROMPTS:
-                        tokens, s = sides[name](prompt)
-                        n, seconds = n + tokens, seconds + s
-                    rates[name].append(n / seconds)
+                    cpu_start = cpu[name]()
+                    runs = [sides[name](prompt) for prompt in BENCH_PROMPTS]
+                    n = sum(r[0] for r in runs)
+                    cpu_ms[name].append((cpu[name]() - cpu_start) * 1000 / n)
+                    rates[name].append(n / sum(r[1] for r in runs))
+                    decode_rates[name].append(statistics.fmean(r[2] for r in runs))
                     counts[name].append(n)
                 print(f"repetition {rep + 1}/{args.reps} done", file=sys.stderr)
     finally:
@@ -111,7 +127,9 @@ def main() -> int:
     assert counts["in-process"] == counts["server"], f"the two sides decoded different lengths: {counts}"
     median = {name: statistics.median(r) for name, r in rates.items()}
     for name, r in rates.items():
-        print(f"{name:10s}  {median[name]:6.1f} tokens/s  (median of {args.reps}, {min(r):.1f}-{max(r):.1f})")
+        print(f"{name:10s}  {median[name]:6.1f} tokens/s  (median of {args.reps}, {min(r):.1f}-{max(r):.1f}); "
+              f"decode steps alone {statistics.median(decode_rates[name]):.1f} tokens/s (the engine's own timer); "
+              f"CPU {statistics.median(cpu_ms[name]):.1f} ms/token")
     print(f"{'ratio':10s}  {median['server'] / median['in-process']:6.3f}x  server / in-process (target >= 0.95x)")
     print(f"- ARGS-greedy k={args.k}, {len(BENCH_PROMPTS)} prompts x up to {args.tokens} tokens "
           f"({counts['server'][0]} tokens per repetition), one streaming client; timed request to last token, "
