@@ -53,9 +53,11 @@ def run(args) -> int:
     if args.fp16 and args.quantize:
         raise UserError("choose one of --fp16 and --quantize int8")
     precision = "fp16" if args.fp16 else args.quantize
+    from ..export.common import quiet_converters, stderr_progress
+
+    quiet_converters()  # before the converters are imported
     _require_export_extra()
     from ..formats import named_format
-    from ..export.common import stderr_progress
 
     progress = stderr_progress()
     if args.from_gguf:
