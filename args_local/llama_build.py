@@ -285,14 +285,13 @@ def probe_models(extra: Path | str | None = None) -> list[Path]:
     return [m for m in models if m.is_file()]
 
 
-def probe_build(models: list[Path], log) -> list[dict]:
+def probe_build(models: list[Path]) -> list[dict]:
     """Both settings of the installed build on every model; only the first model's speed is timed."""
     results = []
     for extra_bufts in (True, False):
         for i, model in enumerate(models):
             r = run_probe(model, extra_bufts, steps=32 if i == 0 else 2)
             results.append(r)
-            log(f"  {r['setting']:<17} {r['model']:<40} " + (f"ok, {r['tok_s']} tok/s" if r["ok"] else r["error"]))
             if not r["ok"]:
                 break
     return results
@@ -413,7 +412,7 @@ def choose(models: list[Path], allow_build: bool = True, quiet: bool = False, pi
     current = installed_variant() or "unknown"
     tried: list[dict] = []
     log(f"llama.cpp: checking the '{current}' build on {info['model']} ({amx_note(info)})")
-    results = probe_build(models, log)
+    results = probe_build(models)
     setting, speed = verdict(results)
     tried.append({"variant": current, "build_id": build_id(), "probes": results, "extra_bufts": setting, "tok_s": speed})
     if allow_build and setting is not True:  # its fast path crashes: compare the builds that avoid it
@@ -423,7 +422,7 @@ def choose(models: list[Path], allow_build: bool = True, quiet: bool = False, pi
                 continue
             ensure_installed(variant, info, pip, log)
             log(f"llama.cpp: checking the '{variant.name}' build")
-            results = probe_build(models, log)
+            results = probe_build(models)
             s, v = verdict(results)
             tried.append({"variant": variant.name, "build_id": build_id(), "probes": results, "extra_bufts": s, "tok_s": v})
             if s is True:
@@ -434,22 +433,25 @@ def choose(models: list[Path], allow_build: bool = True, quiet: bool = False, pi
     record = {"variant": best["variant"], "extra_bufts": best["extra_bufts"], "tok_s": best["tok_s"],
               "build_id": build_id(), "cpu": cpu_key(info), "cpu_model": info["model"], "amx": amx_note(info),
               "system_info": system_info_of_installed(), "probes": best["probes"],
-              "compared": [{k: t[k] for k in ("variant", "extra_bufts", "tok_s")} for t in tried],
+              "compared": [{k: t[k] for k in ("variant", "extra_bufts", "tok_s", "probes")} for t in tried],
               "checked_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     write_record(record)
     if record["extra_bufts"] is None:
         log("llama.cpp: " + broken_message(record))
     else:
-        log(f"llama.cpp: using the '{record['variant']}' build, "
-            f"{'with' if record['extra_bufts'] else 'without'} extra weight buffers ({record['tok_s']} tok/s decode)"
-            + (f"; compared: {', '.join(describe(t) for t in tried)}" if len(tried) > 1 or setting is not True else ""))
+        others = [describe(t) for t in tried if t is not best]
+        log(f"llama.cpp: using {describe(best)}" + (f"; also tried: {'; '.join(others)}" if others else ""))
     return record
 
 
 def describe(t: dict) -> str:
+    """One build's verdict: its speed, and what crashed on the way (the fast setting, typically)."""
+    crashed = [p for p in t.get("probes", []) if not p["ok"]]
+    why = f" ({crashed[0]['setting']} {crashed[0]['error'].split(' (')[0]} on {crashed[0]['model']})" if crashed else ""
     if t["extra_bufts"] is None:
-        return f"{t['variant']} crashes"
-    return f"{t['variant']}{'' if t['extra_bufts'] else ' without extra buffers'} {t['tok_s']} tok/s"
+        return f"'{t['variant']}' cannot run{why}"
+    setting = "with" if t["extra_bufts"] else "without"
+    return f"'{t['variant']}' {setting} extra weight buffers, {t['tok_s']} tok/s decode{why}"
 
 
 def system_info_of_installed() -> str:
@@ -483,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.action == "choose":
         record = read_record()
         if record_is_current(record) and record.get("extra_bufts") is not None:
-            log(f"llama.cpp: the '{record['variant']}' build, checked on this CPU ({describe(record)})")
+            log(f"llama.cpp: using {describe(record)} (checked on this CPU)")
             return 0
         try:
             record = choose(probe_models())

@@ -70,5 +70,5 @@ def pytest_sessionstart(session):
     if not probe["ok"]:
         info = llama_build.cpu_info()
         pytest.exit(f"llama.cpp cannot run on this CPU ({info['model']}, {llama_build.amx_note(info)}): "
-                    f"a {probe['setting']} prefill was {probe['error']}. Run tools/setup.sh to rebuild it for this CPU.",
+                    f"a multi-token prefill ({probe['setting']}) was {probe['error']}. Run tools/setup.sh to rebuild it for this CPU.",
                     returncode=1)

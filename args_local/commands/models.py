@@ -37,16 +37,14 @@ def run(args) -> int:
         state = f"{r.get('kind') or 'gguf'}, {r['size_mb']} MB" if r["present"] else "missing — run tools/setup.sh"
         print(f"  {r['role']:<20} {state:<28} {r['path']}")
     print(f"llama.cpp on {build['cpu']} ({build['amx']}):")
-    if build["recorded_variant"] is None:
-        print("  not checked on this machine yet — tools/setup.sh (or the first model load) checks it")
-    else:
-        setting = "with" if build["extra_bufts"] else "without"
-        checked = "checked on this CPU" if build["record_current"] else "NOT checked on this CPU and build: run tools/setup.sh"
-        print(f"  build '{build['recorded_variant']}', {setting} extra weight buffers, "
-              f"{build['decode_tok_s']} tok/s decode at setup; {checked}")
-        if build["extra_bufts"] is None:
-            print("  it cannot run here: run tools/setup.sh to rebuild it for this CPU")
-        for c in (build.get("compared") or [])[1:] and build["compared"]:
-            print(f"  compared: {llama_build.describe(c)}")
+    compared = build["compared"] or []
+    if not compared:
+        print("  not checked on this machine yet: tools/setup.sh (or the first model load) checks it")
+    for c in compared:
+        chosen = c["variant"] == build["recorded_variant"] and c["extra_bufts"] == build["extra_bufts"]
+        print(f"  {'using' if chosen else 'tried'}: {llama_build.describe(c)}")
+    if compared and not build["record_current"]:
+        print("  NOT checked with the llama.cpp now installed or on this CPU: run tools/setup.sh")
+    if compared:
         print(f"  features: {build['system_info']}")
     return 0
