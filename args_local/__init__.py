@@ -5,13 +5,24 @@
     print(engine.generate("How do I make a good cup of coffee?").text)
 """
 
-from .engine import Engine, Finished, Notice, Step
 from .errors import RewardError, UserError
 from .settings import DecodingSettings
 
 __all__ = ["DecodingSettings", "Engine", "Finished", "Notice", "RewardError", "Step", "UserError", "load"]
 
 
-def load(policy=None, reward=None, **options) -> Engine:
+def __getattr__(name: str):
+    # The engine (numpy, the model layers) loads on first use, so `args-local` starts at once and
+    # a Ctrl+C during those imports already meets the CLI's handler.
+    if name in ("Engine", "Finished", "Notice", "Step"):
+        from . import engine
+
+        return getattr(engine, name)
+    raise AttributeError(f"module 'args_local' has no attribute {name!r}")
+
+
+def load(policy=None, reward=None, **options):
     """An Engine on the given models (GGUF path, reward-model directory); None means the built-in one."""
+    from .engine import Engine
+
     return Engine.load(policy, reward, **options)

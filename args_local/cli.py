@@ -1,6 +1,7 @@
 """`args-local` — one subcommand per module in args_local/commands/, each with register(subparsers).
 
-User errors (UserError) print one line and exit 2; anything else is a bug and keeps its traceback.
+User errors (UserError) print one line and exit 2; Ctrl+C prints one line and exits 130;
+anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import argparse
 import importlib
 import sys
 
+from . import interrupts
 from .errors import UserError
 
 COMMANDS = ("generate", "chat", "score", "export", "eval", "bench", "models")
@@ -36,8 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    interrupts.install()
     try:
+        args = build_parser().parse_args(argv)  # inside the try: building it imports every command
         return args.run(args) or 0
     except UserError as e:
         print(f"args-local: error: {e}", file=sys.stderr)

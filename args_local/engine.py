@@ -24,6 +24,7 @@ from .reward import load_reward_model
 from .reward.base import checked
 from .settings import DecodingSettings
 from .text_stream import TextStream
+from .user_text import checked_text
 
 ARGS_MODES = ("args-greedy", "args-stochastic")
 
@@ -88,9 +89,14 @@ Event = Union[Step, Notice, Finished]
 
 
 def as_messages(prompt: str | list[dict], system: str | None = None) -> list[dict]:
+    """The chat messages to answer; every prompt passes here, so here it is checked."""
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
     if system is not None:
         messages = [{"role": "system", "content": system}] + [m for m in messages if m["role"] != "system"]
+    for m in messages:
+        checked_text(m["content"], f"the {m['role']} message")
+    if not messages or (messages[-1]["role"] == "user" and not messages[-1]["content"].strip()):
+        raise UserError("the prompt is empty: give the question or message to answer")
     return messages
 
 

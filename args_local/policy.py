@@ -13,14 +13,12 @@ import numpy as np
 
 from .cpu import default_threads
 from .errors import UserError
+from .paths import input_file
 from .quiet import quiet_stderr
 
 
 def check_gguf_file(path: Path, what: str) -> Path:
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise UserError(f"{what} not found: {path}\n"
-                        "Run tools/setup.sh to fetch the default models, or give the path of a .gguf file.")
+    path = input_file(path, what, "\nRun tools/setup.sh to fetch the default models, or give the path of a .gguf file.")
     with open(path, "rb") as f:
         if f.read(4) != b"GGUF":
             raise UserError(f"{what} {path} is not a GGUF file (wrong magic bytes); "

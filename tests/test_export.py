@@ -93,7 +93,7 @@ def assert_user_error(proc, *words):
 
 
 def test_missing_source(tmp_path):
-    assert_user_error(export(tmp_path / "nope", tmp_path / "out"), "is not a directory")
+    assert_user_error(export(tmp_path / "nope", tmp_path / "out"), "source model directory not found")
 
 
 def test_hub_model_id_offline(tmp_path):
