@@ -191,16 +191,18 @@ class Engine:
         policy = self.policy
         conversation = [m for m in messages if m["role"] != "system"]
         start = time.perf_counter()
-        logits = policy.prefill(prompt_ids)
+        logits = policy.prefill(prompt_ids, cancel)
         ms_prefill = (time.perf_counter() - start) * 1000
-        scorer = self.reward.start(conversation) if settings.mode in ARGS_MODES else None
+        scorer = None
+        if logits is not None and settings.mode in ARGS_MODES:
+            scorer = self.reward.start(conversation)
         chain = processors.processors_for(settings)
         stream = TextStream(settings.stop)
         tokens, rewards, ms_policy, ms_reward = [], [], 0.0, 0.0
         stop_reason = "max_new_tokens"
         decode_start = time.perf_counter()
         for step in range(settings.max_new_tokens):
-            if cancel is not None and cancel.is_set():
+            if logits is None or (cancel is not None and cancel.is_set()):
                 stop_reason = "cancelled"
                 break
             ev = Step(step=step, token=-1, text="")

@@ -25,6 +25,10 @@ def check_gguf_file(path: Path, what: str) -> Path:
                             "args-local runs GGUF models (convert with llama.cpp's convert_hf_to_gguf.py).")
     return path
 
+# Tokens per prefill call: small enough that cancelling a long prompt takes effect within a
+# fraction of a second on a CPU, large enough to keep llama.cpp's batched prefill efficient.
+PREFILL_CHUNK = 64
+
 
 @dataclass(frozen=True)
 class PolicyInfo:
@@ -118,8 +122,11 @@ class LlamaPolicy:
     def cached_tokens(self) -> list[int]:
         return self._llm.input_ids[: self._llm.n_tokens].tolist()
 
-    def prefill(self, tokens: list[int]) -> np.ndarray:
-        """Evaluate a prompt, reusing the longest cached prefix; return the next-token logits."""
+    def prefill(self, tokens: list[int], cancel=None) -> np.ndarray | None:
+        """Evaluate a prompt, reusing the longest cached prefix; return the next-token logits.
+
+        It runs in chunks of PREFILL_CHUNK tokens: between chunks a set `cancel` (threading.Event)
+        stops it (None is returned; the chunks done stay cached) and a Ctrl+C gets through."""
         if not tokens:
             raise UserError("the prompt is empty")
         if len(tokens) >= self.n_ctx:
@@ -129,7 +136,10 @@ class LlamaPolicy:
         same = int(np.argmin(np.append(cached[: len(tokens)] == tokens[: len(cached)], False)))
         same = min(same, len(tokens) - 1)  # at least one token must run to produce logits
         self.rollback(same)
-        self._eval(tokens[same:])
+        for start in range(same, len(tokens), PREFILL_CHUNK):
+            if cancel is not None and cancel.is_set():
+                return None
+            self._eval(tokens[start: start + PREFILL_CHUNK])
         return self.logits()
 
     def step(self, token: int) -> np.ndarray:

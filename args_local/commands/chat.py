@@ -31,7 +31,10 @@ def run(args) -> int:
     if args.system:
         app.session.system = args.system
     app.run()
-    return 0
+    if app.crash_log is not None:
+        print(f"args-local: the chat stopped on an unexpected error (a bug); the details are in {app.crash_log}. "
+              "Your history is saved.", file=sys.stderr)
+    return app.return_code or 0
 
 
 def give_textual_its_own_terminal() -> None:
