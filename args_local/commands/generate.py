@@ -25,7 +25,6 @@ def register(sub) -> None:
 def run(args) -> int:
     settings = settings_from(args)
     messages = as_messages(args.prompt, args.system)  # a bad prompt fails before the models load
-    engine = load_engine(args, need_reward=settings.uses_reward)
     trace = None
     if args.trace:
         try:
@@ -33,6 +32,7 @@ def run(args) -> int:
         except OSError as e:
             raise UserError(f"cannot write trace file {args.trace}: {e.strerror}") from None
     try:
+        engine = load_engine(args, need_reward=settings.uses_reward)
         for event in engine.stream(messages, settings):
             if isinstance(event, Step):
                 if trace and event.candidates is not None:

@@ -95,9 +95,15 @@ def check_fits_context(settings: DecodingSettings, args) -> None:
 
 
 def load_engine(args, need_reward: bool = True):
+    from .. import home
     from ..engine import Engine
+    from ..policy import check_gguf_file
+    from ..reward.manifest import read_manifest
 
     check_model_options(args)
+    if need_reward:  # the files' own checks, before the policy takes seconds to load
+        read_manifest(args.reward or home.default_reward())
+    check_gguf_file(args.policy or home.default_policy(), "policy model")
 
     return Engine.load(args.policy, args.reward, n_ctx=args.n_ctx, threads=args.threads, rm_threads=args.rm_threads,
                        n_gpu_layers=args.n_gpu_layers, need_reward=need_reward)
