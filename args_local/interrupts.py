@@ -2,26 +2,48 @@
 
 llama-cpp-python routes llama.cpp's log lines through a Python callback, and model loading logs
 hundreds of lines. A SIGINT that arrives then raises KeyboardInterrupt inside that callback,
-where ctypes cannot pass it on: it prints "Exception ignored" and drops it, and the program runs
-on. Such a dropped interrupt reaches sys.unraisablehook; there it is raised again in the main
-thread, so it lands as soon as the native call returns, in ordinary Python code.
+where ctypes cannot pass it on: it reports it to sys.unraisablehook ("Exception ignored") and
+the program runs on. Our hook only notes it (it must not block: another interrupt could land in
+it); a waiting thread then raises it again in the main thread. If that lands in a callback too
+it comes back here, until it lands in ordinary Python code, at the latest when the native call
+returns.
 """
 
 from __future__ import annotations
 
 import _thread
+import signal
 import sys
 import threading
+import time
 
 _previous_hook = sys.unraisablehook
+_swallowed = _thread.allocate_lock()  # released by the hook: "an interrupt was dropped"
+_watcher: threading.Thread | None = None
+
+
+def _watch() -> None:
+    while True:
+        _swallowed.acquire()  # blocks (no polling) until the hook releases it
+        time.sleep(0.02)  # let the callback that dropped it return first
+        if hasattr(signal, "pthread_kill"):  # a real signal: it also wakes a main thread blocked in a system call
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        else:
+            _thread.interrupt_main()
 
 
 def _redeliver(unraisable) -> None:
-    if isinstance(unraisable.exc_value, KeyboardInterrupt) and threading.current_thread() is threading.main_thread():
-        _thread.interrupt_main()  # raised at the next bytecode; inside another callback, caught here again
-        return
-    _previous_hook(unraisable)
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        if _swallowed.locked():
+            _swallowed.release()  # never blocks: the hook must not wait where another interrupt can land
+    else:
+        _previous_hook(unraisable)
 
 
 def install() -> None:
+    global _watcher
     sys.unraisablehook = _redeliver
+    if _watcher is None:
+        _swallowed.acquire()
+        _watcher = threading.Thread(target=_watch, name="interrupt-redelivery", daemon=True)
+        _watcher.start()

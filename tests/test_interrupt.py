@@ -24,3 +24,35 @@ def test_ctrl_c_stops_generate_at_any_moment(policy_path, guide_dir, delay):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "Exception ignored" not in err
     assert "args-local: interrupted" in err and "tok/s" not in err  # it stopped; the reply never finished
+
+
+NATIVE_LOOP = """
+import ctypes, sys, time
+from args_local import interrupts
+interrupts.install()
+libc = ctypes.CDLL(None)
+compare = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int))(
+    lambda a, b: a[0] - b[0])  # a Python callback, as llama-cpp-python's log callback is
+values = (ctypes.c_int * 300_000)(*range(300_000, 0, -1))
+try:
+    print("sorting", flush=True)
+    libc.qsort(values, len(values), 4, compare)  # C calling Python ~5 million times
+    print("sorted", flush=True)
+    time.sleep(30)
+    print("still running", flush=True)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+
+
+def test_ctrl_c_dropped_inside_a_native_callback_is_delivered_when_the_native_call_returns():
+    """Without a model: qsort calling a Python comparator stands in for llama.cpp calling the log
+    callback while it loads; a SIGINT then lands inside the callback, where ctypes drops it."""
+    proc = subprocess.Popen([sys.executable, "-c", NATIVE_LOOP], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout.readline().strip() == "sorting"
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert out.split() in (["sorted", "interrupted"], ["interrupted"]), (out, err)
+    assert "Exception ignored" not in err
