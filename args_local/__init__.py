@@ -6,7 +6,6 @@
 """
 
 from .errors import RewardError, UserError
-from .settings import DecodingSettings
 
 __all__ = ["DecodingSettings", "Engine", "Finished", "Notice", "RewardError", "Step", "UserError", "load"]
 
@@ -14,6 +13,10 @@ __all__ = ["DecodingSettings", "Engine", "Finished", "Notice", "RewardError", "S
 def __getattr__(name: str):
     # The engine (numpy, the model layers) loads on first use, so `args-local` starts at once and
     # a Ctrl+C during those imports already meets the CLI's handler.
+    if name == "DecodingSettings":
+        from .settings import DecodingSettings
+
+        return DecodingSettings
     if name in ("Engine", "Finished", "Notice", "Step"):
         from . import engine
 

@@ -6,9 +6,20 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-import argparse
-import importlib
+import _signal  # built in: no import time before the handler is set
 import sys
+
+
+def _interrupted_while_starting(signum, frame):
+    print("\nargs-local: interrupted", file=sys.stderr)
+    raise SystemExit(130)  # no traceback: nothing has started yet
+
+
+_signal.signal(_signal.SIGINT, _interrupted_while_starting)  # first of all; main() takes over
+
+import argparse  # noqa: E402
+import importlib  # noqa: E402
+import signal  # noqa: E402
 
 from . import interrupts
 from .errors import UserError
@@ -38,8 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    interrupts.install()
     try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        interrupts.install()
         args = build_parser().parse_args(argv)  # inside the try: building it imports every command
         return args.run(args) or 0
     except UserError as e:
