@@ -186,8 +186,11 @@ def test_a_reply_cancelled_during_the_prefill_ends_at_once(engine):
     assert steps == [] and done.stop_reason == "cancelled" and done.tokens == []
 
 
-def test_the_largest_k_allowed_runs_with_the_decoder_reward_model(engine):
+@pytest.mark.parametrize("kind", ["decoder", "encoder"])
+def test_the_largest_k_allowed_runs_with_either_reward_model(engine, encoder_dir, kind):
+    from args_local.reward import load_reward_model
     from args_local.settings import MAX_K
 
-    steps, done = steps_of(engine, COFFEE, DecodingSettings(k=MAX_K, max_new_tokens=2))
-    assert len(steps[0].candidates) == MAX_K and len(done.tokens) == 2
+    rm = engine.reward if kind == "decoder" else load_reward_model(encoder_dir, THREADS)
+    steps, done = steps_of(Engine(engine.policy, rm), COFFEE, DecodingSettings(k=MAX_K, max_new_tokens=1))
+    assert len(steps[0].candidates) == MAX_K and len(done.rewards) == 1 and all(np.isfinite(done.rewards))
