@@ -10,22 +10,22 @@ from .errors import RewardError, UserError
 __all__ = ["DecodingSettings", "Engine", "Finished", "Notice", "RewardError", "Step", "UserError", "load"]
 
 
-def __getattr__(name: str):
-    # The engine (numpy, the model layers) loads on first use, so `args-local` starts at once and
-    # a Ctrl+C during those imports already meets the CLI's handler.
-    if name == "DecodingSettings":
-        from .settings import DecodingSettings
-
-        return DecodingSettings
-    if name in ("Engine", "Finished", "Notice", "Step"):
-        from . import engine
-
-        return getattr(engine, name)
-    raise AttributeError(f"module 'args_local' has no attribute {name!r}")
-
-
 def load(policy=None, reward=None, **options):
     """An Engine on the given models (GGUF path, reward-model directory); None means the built-in one."""
     from .engine import Engine
 
     return Engine.load(policy, reward, **options)
+
+
+def __getattr__(name):
+    # Lazy, so that `python -m args_local.llama_build` runs before numpy or llama.cpp is installed,
+    # and the CLI can reject bad arguments before importing the native libraries.
+    if name in ("Engine", "Finished", "Notice", "Step"):
+        from . import engine
+
+        return getattr(engine, name)
+    if name == "DecodingSettings":
+        from .settings import DecodingSettings
+
+        return DecodingSettings
+    raise AttributeError(f"module 'args_local' has no attribute {name!r}")
