@@ -57,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"args-local: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Exception) as e:
+        if not interrupts.caused_by_interrupt(e):
+            raise  # a bug: it keeps its traceback
         print("\nargs-local: interrupted", file=sys.stderr)
         return 130
 

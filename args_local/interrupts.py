@@ -47,3 +47,15 @@ def install() -> None:
         _swallowed.acquire()
         _watcher = threading.Thread(target=_watch, name="interrupt-redelivery", daemon=True)
         _watcher.start()
+
+
+def caused_by_interrupt(error: BaseException) -> bool:
+    """True if a Ctrl+C is behind error: native extensions turn a KeyboardInterrupt during their
+    own import into an ImportError (onnxruntime: "initialization failed") caused by it."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
