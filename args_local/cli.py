@@ -19,7 +19,6 @@ _signal.signal(_signal.SIGINT, _interrupted_while_starting)  # first of all; mai
 
 import argparse  # noqa: E402
 import importlib  # noqa: E402
-import signal  # noqa: E402
 
 from . import interrupts
 from .errors import UserError
@@ -50,7 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
         interrupts.install()
         args = build_parser().parse_args(argv)  # inside the try: building it imports every command
         return args.run(args) or 0
@@ -58,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"args-local: error: {e}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Exception) as e:
-        if not interrupts.caused_by_interrupt(e):
+        if not interrupts.interrupted(e):
             raise  # a bug: it keeps its traceback
         print("\nargs-local: interrupted", file=sys.stderr)
         return 130

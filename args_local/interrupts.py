@@ -18,6 +18,7 @@ import threading
 import time
 
 _previous_hook = sys.unraisablehook
+_received = False  # a Ctrl+C arrived in this process
 _swallowed = _thread.allocate_lock()  # released by the hook: "an interrupt was dropped"
 _watcher: threading.Thread | None = None
 
@@ -40,8 +41,15 @@ def _redeliver(unraisable) -> None:
         _previous_hook(unraisable)
 
 
+def _on_sigint(signum, frame) -> None:
+    global _received
+    _received = True
+    raise KeyboardInterrupt
+
+
 def install() -> None:
     global _watcher
+    signal.signal(signal.SIGINT, _on_sigint)
     sys.unraisablehook = _redeliver
     if _watcher is None:
         _swallowed.acquire()
@@ -49,13 +57,14 @@ def install() -> None:
         _watcher.start()
 
 
-def caused_by_interrupt(error: BaseException) -> bool:
-    """True if a Ctrl+C is behind error: native extensions turn a KeyboardInterrupt during their
-    own import into an ImportError (onnxruntime: "initialization failed") caused by it."""
+def interrupted(error: BaseException) -> bool:
+    """True if a Ctrl+C is behind error. Native extensions turn a KeyboardInterrupt during their
+    own import into an ImportError (onnxruntime: "initialization failed"; numpy: "could not import
+    module datetime"), not always chained to it, so an error after a Ctrl+C counts as one too."""
     seen = set()
     while error is not None and id(error) not in seen:
         if isinstance(error, KeyboardInterrupt):
             return True
         seen.add(id(error))
         error = error.__cause__ or error.__context__
-    return False
+    return _received

@@ -14,14 +14,16 @@ from .conftest import ROOT, THREADS
 
 @pytest.fixture(scope="module")
 def python_startup() -> float:
-    """Seconds the interpreter takes to start (site, .pth files) before any args-local code runs:
-    a Ctrl+C then is Python's own business, so the delays below count from after it."""
+    """Seconds the interpreter takes to start (site, .pth files, runpy finding the package) before
+    the CLI's first line runs: a Ctrl+C then is Python's own business, so the delays below count
+    from after it (the slowest of three starts: the machine may be busy)."""
     times = []
     for _ in range(3):
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        subprocess.run([sys.executable, "-c", "import runpy, args_local"], check=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
         times.append(time.perf_counter() - start)
-    return min(times)
+    return max(times)
 
 
 @pytest.mark.parametrize("delay", [0.05, 0.1, 0.2, 0.4, 0.7, 1.0, 1.5])
@@ -33,7 +35,9 @@ def test_ctrl_c_stops_generate_at_any_moment(policy_path, guide_dir, python_star
     time.sleep(python_startup + delay)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 130, err
+    # 130, or killed by SIGINT (Python itself does that at exit when a C extension ran code through
+    # PyRun_* as the interrupt came): the shell reports both as exit status 130
+    assert proc.returncode in (130, -signal.SIGINT), err
     assert "Traceback" not in err and "Exception ignored" not in err
     assert "args-local: interrupted" in err and "tok/s" not in err  # it stopped; the reply never finished
 
