@@ -55,6 +55,8 @@ def staged_output(out: Path, force: bool, sources=()):
     model that loads, and only OUT itself (checked by check_output) is ever replaced."""
     out = check_output(out, force, sources)
     out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.partial-*"):  # left by an export that was killed
+        shutil.rmtree(stale, ignore_errors=True)
     stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
     umask = os.umask(0)
     os.umask(umask)
@@ -64,7 +66,7 @@ def staged_output(out: Path, force: bool, sources=()):
     except OSError as e:
         shutil.rmtree(stage, ignore_errors=True)
         disk = " (out of disk space)" if e.errno == errno.ENOSPC else ""
-        raise UserError(f"could not write {out}: {e.strerror or e}{disk}; nothing was written") from None
+        raise UserError(f"the export failed: {e}{disk}; nothing was written to {out}") from None  # e names the file
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
