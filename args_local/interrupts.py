@@ -48,9 +48,10 @@ def _on_sigint(signum, frame) -> None:
 
 
 def install() -> None:
-    global _watcher
+    global _previous_hook, _watcher
     signal.signal(signal.SIGINT, _on_sigint)
-    sys.unraisablehook = _redeliver
+    if sys.unraisablehook is not _redeliver:
+        _previous_hook, sys.unraisablehook = sys.unraisablehook, _redeliver
     if _watcher is None:
         _swallowed.acquire()
         _watcher = threading.Thread(target=_watch, name="interrupt-redelivery", daemon=True)
