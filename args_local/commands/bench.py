@@ -123,8 +123,10 @@ def table(result: dict) -> str:
                      f"| {r['ms_reward_per_step']:.2f} | {rm_mb} "
                      f"| {r['peak_rss_mb']:.0f} |")
     m, how = result["machine"], result["method"]
-    lines += ["", f"- machine: {m['cpu']}, {m['cores']} cores (load {m['load_average_1m']:.2f} at start); "
-                  f"llama.cpp {m['policy_threads']} thread(s), GPU offload {'yes' if m['llama_cpp_gpu_offload'] else 'no'}; "
+    lines += ["", f"- machine: {m['cpu']} ({m['cpu_amx']}), {m['cores']} cores (load {m['load_average_1m']:.2f} at start); "
+                  f"llama.cpp build '{m['llama_cpp_build']}' "
+                  f"({'with' if m['llama_cpp_extra_buffers'] else 'without'} extra weight buffers), "
+                  f"{m['policy_threads']} thread(s), GPU offload {'yes' if m['llama_cpp_gpu_offload'] else 'no'}; "
                   f"onnxruntime {m['onnxruntime']} {m['rm_threads']} thread(s), providers {', '.join(m['onnxruntime_providers'])}",
               f"- {how['prompts']} prompt(s) x {how['tokens_per_prompt']} tokens, {how['repetitions']} repetitions "
               f"after {how['warmup']} warm-up: {how['how']}.",

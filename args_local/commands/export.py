@@ -47,7 +47,7 @@ def _require_export_extra() -> None:
 
 
 def run(args) -> int:
-    from ..export.common import check_output
+    from ..export.common import check_output, quiet_converters, stderr_progress
 
     # Everything a user can get wrong is checked before the slow imports of the export extra.
     out = check_output(args.out, args.force, (args.src, args.from_gguf, args.head))
@@ -75,9 +75,9 @@ def run(args) -> int:
             raise UserError(f"{args.src} looks like a hub model id; args-local works offline and cannot download "
                             "it. Download the model directory elsewhere and pass its local path.")
         config = read_config(src)
+    quiet_converters()  # before the converters are imported
     _require_export_extra()
     from ..formats import named_format
-    from ..export.common import stderr_progress
 
     progress = stderr_progress()
     if args.from_gguf:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .. import home
+from .. import home, llama_build
 from ..reward.manifest import MANIFEST
 
 
@@ -28,11 +28,25 @@ def run(args) -> int:
             row.update(kind=m.get("kind"), validation=m.get("validation"),
                        size_mb=round(sum(f.stat().st_size for f in path.iterdir() if f.is_file()) / 1e6, 1))
         rows.append(row)
+    build = llama_build.status()
     if args.json:
-        print(json.dumps({"models_dir": str(home.models_dir()), "models": rows}, indent=2))
+        print(json.dumps({"models_dir": str(home.models_dir()), "models": rows, "llama_cpp": build}, indent=2))
         return 0
     print(f"models directory: {home.models_dir()}  (set ARGS_LOCAL_HOME to move it)")
     for r in rows:
         state = f"{r.get('kind') or 'gguf'}, {r['size_mb']} MB" if r["present"] else "missing — run tools/setup.sh"
         print(f"  {r['role']:<20} {state:<28} {r['path']}")
+    print(f"llama.cpp on {build['cpu']} ({build['amx']}):")
+    if build["recorded_variant"] is None:
+        print("  not checked on this machine yet — tools/setup.sh (or the first model load) checks it")
+    else:
+        setting = "with" if build["extra_bufts"] else "without"
+        checked = "checked on this CPU" if build["record_current"] else "NOT checked on this CPU and build: run tools/setup.sh"
+        print(f"  build '{build['recorded_variant']}', {setting} extra weight buffers, "
+              f"{build['decode_tok_s']} tok/s decode at setup; {checked}")
+        if build["extra_bufts"] is None:
+            print("  it cannot run here: run tools/setup.sh to rebuild it for this CPU")
+        for c in (build.get("compared") or [])[1:] and build["compared"]:
+            print(f"  compared: {llama_build.describe(c)}")
+        print(f"  features: {build['system_info']}")
     return 0

@@ -19,6 +19,21 @@ from ..reward.manifest import MANIFEST
 Progress = Callable[[str], None]
 
 
+def quiet_converters() -> None:
+    """Silence what the conversion libraries print that tells a user nothing: GGUF dequantisation
+    progress bars, tokenizer notes, torch TracerWarnings (our own validation against the source
+    model is what counts) and the int8 quantizer's per-node INFO lines. Call before importing them."""
+    import logging
+    import os
+    import warnings
+
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    warnings.filterwarnings("ignore", message=".*registered as constants in the trace")
+    warnings.filterwarnings("ignore", message=".*Converting a tensor to a Python")
+    logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
+
+
 def stderr_progress() -> Progress:
     start = time.time()
 
