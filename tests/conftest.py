@@ -49,11 +49,14 @@ def engine(policy_path, guide_dir):
     return Engine.load(policy_path, guide_dir, threads=THREADS)
 
 
-def run_cli(*args: str, timeout: float = 600, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    """Run `args-local ARGS…` as a user would; returns the finished process (text output)."""
+def run_cli(*args: str | bytes, timeout: float = 600, env_extra: dict | None = None,
+            **kw) -> subprocess.CompletedProcess:
+    """Run `args-local ARGS…` as a user would; returns the finished process (text output).
+
+    Arguments may be bytes (what a shell passes for $'\xff'); kw goes to subprocess.run (e.g. stdin)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
     return subprocess.run([sys.executable, "-m", "args_local.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+                          timeout=timeout, env=env, **kw)
 
 
 def pytest_sessionstart(session):
