@@ -84,3 +84,33 @@ def test_wheels_are_keyed_by_what_they_assume_of_the_cpu():
     assert llama_build.wheel_key(portable, info) == llama_build.wheel_key(portable, other)
     for variant in llama_build.VARIANTS[1:]:
         assert not any("AMX" in arg for arg in variant.cmake_args(set(info["flags"])))
+
+
+ORIGINAL_TILE_SETUP = """inline void ggml_tile_config_init(void) {
+    static thread_local bool done = false;
+    if (done) {
+        return;
+    }
+    alignas(64) tile_config_t tc = {};
+    tc.palette_id = 1;
+    tc.rows[0] = 8;   tc.colsb[0] = 64;
+    _tile_loadconfig(&tc);
+    done = true;
+}
+"""
+
+
+def test_the_amx_patch_replaces_the_stack_config_by_a_constant_ldtilecfg_block(tmp_path):
+    mmq = tmp_path / "vendor" / "llama.cpp" / "ggml" / "src" / "ggml-cpu" / "amx" / "mmq.cpp"
+    mmq.parent.mkdir(parents=True)
+    mmq.write_text(ORIGINAL_TILE_SETUP)
+    assert llama_build.patch_amx(tmp_path)
+    text = mmq.read_text()
+    assert "tile_config_t tc" not in text and "_tile_loadconfig(tc);" in text and "done = true;" in text
+    block = [int(b) for b in text.split("tc[64] = {")[1].split("}")[0].split(",")]
+    assert len(block) == 64 and block[0] == 1  # palette 1, start row 0, reserved bytes zero
+    colsb = [block[16 + 2 * i] | block[17 + 2 * i] << 8 for i in range(16)]
+    assert colsb[:8] == [64, 64, 32, 32, 64, 64, 64, 64] and block[48:56] == [8, 8, 16, 16, 16, 16, 16, 16]
+    assert not any(block[2:16]) and not any(colsb[8:]) and not any(block[56:])
+    mmq.write_text("// a llama.cpp whose AMX code has moved on\n")
+    assert not llama_build.patch_amx(tmp_path)  # then the build is left as it is, and the probe decides
