@@ -99,6 +99,14 @@ CASES = [
     ("chat-n-ctx-tiny", ("chat", "--n-ctx", "20"), "--n-ctx must be between 256"),
     ("chat-threads-negative", ("chat", "--threads", "-1"), "--threads must be between 1"),
     ("chat-no-terminal", ("chat",), "needs a terminal"),
+    # serve: checked before the models load (and before the port is taken, but for --port itself)
+    ("serve-port-negative", ("serve", "--port", "-1"), "--port must be in 0-65535"),
+    ("serve-port-huge", ("serve", "--port", HUGE), "--port must be in 0-65535"),
+    ("serve-max-waiting-negative", ("serve", "--max-waiting", "-1"), "--max-waiting must be 0 or more"),
+    ("serve-n-ctx-tiny", ("serve", "--n-ctx", "20"), "--n-ctx must be between 256"),
+    ("serve-max-new-over-context", ("serve", "--n-ctx", "512"), "leaves no room for the prompt"),
+    ("serve-k-zero", ("serve", "--k", "0"), "k must be"),
+    ("serve-stop-not-utf8", ("serve", "--stop", b"\xff"), "not valid UTF-8"),
     # score
     ("score-limit-zero", S + ("--limit", "0"), "--limit must be at least 1"),
     ("score-limit-negative", S + ("--limit", "-1"), "--limit must be at least 1"),

@@ -274,3 +274,12 @@ def test_only_loopback_addresses_count_as_private():
 
     assert all(map(is_loopback, ["127.0.0.1", "127.0.0.2", "::1", "localhost"]))
     assert not any(map(is_loopback, ["0.0.0.0", "::", "192.168.1.20", "example.org"]))
+
+
+def test_text_that_is_not_unicode_is_400(http):
+    for body in ({"messages": [{"role": "user", "content": "caf\ud800"}]},
+                 {"messages": [{"role": "user", "content": "hi"}], "stop": ["\udcff"]},
+                 {"messages": [{"role": "user", "content": "   "}]}):
+        r = http.post("/v1/chat/completions", content=json.dumps(body))  # json.dumps escapes the surrogates
+        assert r.status_code == 400, r.text
+        assert "UTF-8" in r.json()["error"]["message"] or "empty" in r.json()["error"]["message"]

@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import get_args, get_origin, get_type_hints
 
-from ..errors import UserError
+from ..engine import as_messages
 from ..settings import DecodingSettings
+from ..user_text import checked_text
 from .errors import APIError
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
@@ -50,10 +51,8 @@ def parse_chat_request(body, defaults: DecodingSettings, model_id: str, vocab_si
                 raise APIError(400, f"unknown ARGS setting args.{name}; known: {', '.join(setting_names())}",
                                param=f"args.{name}")
             changes[name] = value_for(name, value, f"args.{name}")
-    try:
+    try:  # a UserError (an invalid value) is answered with a 400 by the app
         settings = defaults.with_(**changes).validated(vocab_size)
-    except UserError as e:
-        raise APIError(400, str(e)) from None
     except (TypeError, ValueError) as e:  # a value of a field's own type that validation could not compare
         raise APIError(400, f"invalid decoding settings: {e}") from None
     options = body.get("stream_options")
@@ -79,7 +78,7 @@ def value_for(name: str, value, param: str):
     if get_origin(hint) is tuple:
         element = get_args(hint)[0]
         if isinstance(value, str) and element is str:
-            return (value,)
+            return (scalar(value, str, param),)
         if isinstance(value, list):
             if element in SCALARS:
                 return tuple(scalar(v, element, f"{param}[{i}]") for i, v in enumerate(value))
@@ -91,8 +90,10 @@ def value_for(name: str, value, param: str):
 
 def scalar(value, kind: type, param: str):
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind is bool and isinstance(value, bool) or kind is str and isinstance(value, str):
+    if kind is bool and isinstance(value, bool):
         return value
+    if kind is str and isinstance(value, str):
+        return checked_text(value, param)  # JSON may carry lone surrogates, which no encoder takes
     if kind is int and number and float(value).is_integer():
         return int(value)
     if kind is float and number:
@@ -113,7 +114,7 @@ def parse_messages(messages) -> list[dict]:
         out.append({"role": ROLES[role], "content": text_of(m.get("content"), i)})
     if not any(m["role"] == "user" for m in out):
         raise APIError(400, "messages needs at least one user message", param="messages")
-    return out
+    return as_messages(out)  # the engine's own checks (valid UTF-8, a prompt that is not empty), before queueing
 
 
 def text_of(content, i: int) -> str:
