@@ -15,6 +15,10 @@ from ..formats import InputFormat
 from .base import Normalization, checked
 from .onnx_session import make_session, provider_of
 
+# Sequences per ONNX run. Attention memory grows with sequences x length², so a large k (up to
+# settings.MAX_K candidates of up to max_length tokens) is scored in slices, not all at once.
+BATCH = 32
+
 
 class EncoderRewardModel:
     kind = "encoder"
@@ -63,8 +67,12 @@ class EncoderRewardModel:
         return {name: arrays[name] for name in self.input_names}
 
     def raw_scores(self, context: str, replies: list[str]) -> np.ndarray:
-        (logits,) = self.session.run(None, self._inputs(context, replies))[:1]
-        return self.normalize(logits.reshape(len(replies), -1)[:, self.output_index])
+        rows = []
+        for start in range(0, len(replies), BATCH):
+            batch = replies[start: start + BATCH]
+            logits = self.session.run(None, self._inputs(context, batch))[0]
+            rows.append(logits.reshape(len(batch), -1)[:, self.output_index])
+        return self.normalize(np.concatenate(rows))
 
     def score_replies(self, conversation: list[dict], replies: list[str]) -> np.ndarray:
         context = self.format.context_text(conversation)
