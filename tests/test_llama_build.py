@@ -61,7 +61,7 @@ def test_setup_falls_back_and_the_runtime_loads_with_what_it_recorded(isolated_h
 
 def test_without_a_record_the_runtime_probes_first_and_a_build_that_cannot_run_is_one_clear_error(isolated_home):
     env_fault = {llama_build.PROBE_FAULT_ENV: "all"}
-    proc = run_cli("generate", "hello there", "--max-new-tokens", "2", "--threads", str(THREADS),
+    proc = run_cli("generate", "hello there", "--mode", "greedy", "--max-new-tokens", "2", "--threads", str(THREADS),
                    env_extra={**env_fault, "ARGS_LOCAL_HOME": str(isolated_home)})
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
