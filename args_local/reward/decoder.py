@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..formats import InputFormat
-from .base import truncate_left
+from .base import finished_reply, truncate_left
 from .heads import CombinedScorer, Heads, Objectives
 from .onnx_session import make_session, provider_of
 
@@ -128,14 +128,10 @@ class DecoderRewardModel(Objectives):
 
         A reply longer than the RM reads keeps its beginning (then the end of turn): what ARGS
         read while writing it. Causal, so row t is also what the reply's first t + 1 tokens alone give."""
-        encoded = [self._reply_ids(r) for r in replies]
+        encoded = [finished_reply(self.encode, r, self.format.reply_suffix, self.max_reply) for r in replies]
         cache = self.prefill(conversation, reply_len=max(len(ids) for ids in encoded))
         past = cache.length
         return [self._run(cache, ids, past + np.arange(len(ids)), causal_bias(past, len(ids)))[0] for ids in encoded]
-
-    def _reply_ids(self, reply: str) -> list[int]:
-        ids, end = self.encode(reply), self.encode(self.format.reply_suffix)
-        return ids[: self.max_reply - len(end)] + end
 
     def features(self, conversation: list[dict], replies: list[str]) -> np.ndarray:
         """[len(replies), 2 * hidden]: [h_last, h_mean] of each finished reply."""
