@@ -141,7 +141,8 @@ def test_a_non_finite_reward_is_an_error_naming_the_step(policy_path, guide_dir,
     for f in guide_dir.iterdir():
         (broken / f.name).symlink_to(f)
     manifest = json.loads((guide_dir / "manifest.json").read_text())
-    manifest["normalization"] = {"mean": 0.0, "std": float("nan")}
+    for head in manifest["heads"].values():  # every objective's reward NaN
+        head["normalization"] = {"mean": 0.0, "std": float("nan")}
     (broken / "manifest.json").unlink()
     (broken / "manifest.json").write_text(json.dumps(manifest))
     engine = Engine.load(policy_path, broken, threads=THREADS)
