@@ -73,7 +73,9 @@ def run(args) -> int:
     from ..export.common import check_output, quiet_converters, stderr_progress
 
     # Everything a user can get wrong is checked before the slow imports of the export extra.
-    out = check_output(args.out, args.force, (args.src, args.from_gguf, args.head))
+    head, objectives = parse_heads(args.head or [])
+    head_files = list(objectives.values()) if objectives else [head]
+    out = check_output(args.out, args.force, (args.src, args.from_gguf, *head_files))
     if args.fp16 and args.quantize:
         raise UserError("choose one of --fp16 and --quantize int8")
     precision = "fp16" if args.fp16 else args.quantize
@@ -86,8 +88,9 @@ def run(args) -> int:
         from ..policy import check_gguf_file
 
         check_gguf_file(args.from_gguf, "policy model")
-        if args.head and not Path(args.head).is_file():
-            raise UserError(f"head file not found: {args.head}")
+        for path in filter(None, head_files):
+            if not Path(path).is_file():
+                raise UserError(f"head file not found: {path}")
     else:
         if not args.src:
             raise UserError("give SRC (a Hugging Face model directory) or --from-gguf POLICY.gguf --head HEAD.npz")
@@ -106,7 +109,6 @@ def run(args) -> int:
     if args.from_gguf:
         from ..export.from_gguf import export_from_gguf
 
-        head, objectives = parse_heads(args.head or [])
         defaults = dict(parse_objectives(args.objective)) if args.objective else None
         if defaults is not None and not objectives:
             raise UserError("--objective needs named heads: --head NAME=HEAD.npz (repeatable)")

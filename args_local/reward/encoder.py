@@ -71,17 +71,17 @@ class EncoderRewardModel(Objectives):
         return {name: arrays[name] for name in self.input_names}
 
     def raw_scores(self, context: str, replies: list[str]) -> np.ndarray:
-        """[replies, 1]: the normalised reward of the one objective."""
+        """[replies]: the normalised reward of the one objective."""
         rows = []
         for start in range(0, len(replies), BATCH):
             batch = replies[start: start + BATCH]
             logits = self.session.run(None, self._inputs(context, batch))[0]
             rows.append(logits.reshape(len(batch), -1)[:, self.output_index])
-        return self.normalize(np.concatenate(rows))[:, None]
+        return self.normalize(np.concatenate(rows))
 
     def reward_matrix(self, conversation: list[dict], replies: list[str]) -> np.ndarray:
         context = self.format.context_text(conversation)
-        return self.raw_scores(context, [r + self.format.reply_suffix for r in replies])
+        return self.raw_scores(context, [r + self.format.reply_suffix for r in replies])[:, None]
 
     def start(self, conversation: list[dict], weights: dict | None = None) -> CombinedScorer:
         scorer = EncoderCandidateScorer(self, self.format.context_text(conversation))
@@ -97,7 +97,7 @@ class EncoderCandidateScorer:
     def score(self, ids: np.ndarray, pieces: list[bytes]) -> np.ndarray:
         self._pieces = pieces
         texts = [(self.reply + p).decode("utf-8", errors="replace") for p in pieces]
-        return self.rm.raw_scores(self.context, texts)
+        return self.rm.raw_scores(self.context, texts)[:, None]  # [k, 1]: the one objective
 
     def accept(self, index: int) -> None:
         self.reply += self._pieces[index]
