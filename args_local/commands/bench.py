@@ -124,8 +124,6 @@ def table(result: dict) -> str:
         if r.get("adaptive"):
             name += f" adaptive {r['adaptive']:g}"
         kind = "—" if r["reward_kind"] is None else f"{r['reward_kind']} ({r['provider']})"
-        if r.get("objectives"):
-            kind += " " + ", ".join(f"{n} {w:g}" for n, w in r["objectives"].items() if w)
         k = "—" if r["reward_kind"] is None else r["k"]
         rm_mb = "—" if r["rm_rss_mb"] is None else f"{r['rm_rss_mb']:.0f}"
         lines.append(f"| {name} | {kind} | {k} | {r['tokens_per_s']:.1f} ({r['tokens_per_s_min']:.1f}-"
@@ -141,5 +139,8 @@ def table(result: dict) -> str:
               f"- {how['prompts']} prompt(s) x {how['tokens_per_prompt']} tokens, {how['repetitions']} repetitions "
               f"after {how['warmup']} warm-up: {how['how']}.",
               f"- memory: policy loaded {result['memory']['rss_mb_with_policy']:.0f} MB; {how['memory']}."]
+    weights = {r["reward_kind"]: r["objectives"] for r in result["runs"] if r.get("objectives")}
+    lines += [f"- objective weights, {kind} RM: " + ", ".join(f"{n} {w:g}" for n, w in w_.items())
+              for kind, w_ in weights.items()]
     lines += [f"- n/a: {why}" for why in result["unavailable"]]
     return "\n".join(lines)
