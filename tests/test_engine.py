@@ -44,11 +44,12 @@ def test_w_zero_args_greedy_equals_greedy_token_for_token(engine):
 
 @pytest.mark.parametrize("mode", ["greedy", "args-greedy"])
 def test_no_repeat_ngram_holds_on_the_real_policy_in_every_mode(engine, mode):
-    # SmolLM2 loops on this one in both modes, so the rule has real work to do
+    # SmolLM2 loops on this one in both modes (guided by harmlessness alone: the helpful head
+    # steers it out of the loop), so the rule has real work to do
     prompt = "List the numbers from one to fifty in words, separated by commas."
-    free = engine.generate(prompt, DecodingSettings(mode=mode, max_new_tokens=60, repeat_penalty=1.0))
-    guarded = engine.generate(prompt, DecodingSettings(mode=mode, max_new_tokens=60, repeat_penalty=1.0,
-                                                       no_repeat_ngram=3))
+    base = DecodingSettings(mode=mode, max_new_tokens=60, repeat_penalty=1.0, objectives={"harmless": 1.0})
+    free = engine.generate(prompt, base)
+    guarded = engine.generate(prompt, base.with_(no_repeat_ngram=3))
     trigrams = [tuple(guarded.tokens[i:i + 3]) for i in range(len(guarded.tokens) - 2)]
     assert len(trigrams) == len(set(trigrams))
     assert len({tuple(free.tokens[i:i + 3]) for i in range(len(free.tokens) - 2)}) < len(free.tokens) - 2
@@ -145,7 +146,8 @@ def test_a_non_finite_reward_is_an_error_naming_the_step(policy_path, guide_dir,
     for f in guide_dir.iterdir():
         (broken / f.name).symlink_to(f)
     manifest = json.loads((guide_dir / "manifest.json").read_text())
-    manifest["normalization"] = {"mean": 0.0, "std": float("nan")}
+    for head in manifest["heads"].values():  # every objective's reward NaN
+        head["normalization"] = {"mean": 0.0, "std": float("nan")}
     (broken / "manifest.json").unlink()
     (broken / "manifest.json").write_text(json.dumps(manifest))
     engine = Engine.load(policy_path, broken, threads=THREADS)

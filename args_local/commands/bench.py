@@ -8,7 +8,7 @@ from pathlib import Path
 from .. import home
 from ..errors import UserError
 from ..settings import DecodingSettings
-from .options import check_model_options
+from .options import add_objective_option, check_model_options, objectives_from
 
 
 def register(sub) -> None:
@@ -27,6 +27,7 @@ def register(sub) -> None:
     p.add_argument("--n-gpu-layers", type=int, help="layers to offload (default: all when llama.cpp has GPU support)")
     p.add_argument("--adaptive", type=float, default=0.0, metavar="P",
                    help="also measure adaptive ARGS (reward model skipped where the top token has probability >= P)")
+    add_objective_option(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(run=run)
 
@@ -56,7 +57,8 @@ def run(args) -> int:
     if tokens < 1 or reps < 1:
         raise UserError(f"--tokens and --reps must be at least 1 (got {tokens} and {reps})")
     k_values = parse_k_values(args.k_values)
-    DecodingSettings(k=max(k_values), adaptive=args.adaptive).validated()  # one message for a bad k or --adaptive
+    settings = DecodingSettings(k=max(k_values), adaptive=args.adaptive, objectives=objectives_from(args))
+    objectives = settings.validated().objectives  # one message for a bad k, --adaptive or --objective
     threads = args.threads or default_threads()
     rm_threads = args.rm_threads or default_rm_threads()
     prompts = BENCH_PROMPTS[:1] if args.quick else BENCH_PROMPTS
@@ -82,9 +84,15 @@ def run(args) -> int:
             raise UserError(f"{directory} is a {rm.kind} reward model, expected {kind}")
         engine = Engine(policy, rm)
         rm_mb = current_rss_mb() - before
-        configs += [Config(kind, k, engine, rm_mb) for k in k_values]
+        lacking = [name for name, _ in objectives if name not in rm.objectives]
+        if lacking and kind != "decoder":  # the guide must take them; another kind may just lack one
+            unavailable.append(f"{kind} RM: has no objective {', '.join(lacking)} (its objectives: "
+                               f"{', '.join(rm.objectives)})")
+            continue
+        engine.objective_weights(DecodingSettings(objectives=objectives))  # UserError if the guide lacks one
+        configs += [Config(kind, k, engine, rm_mb, objectives=objectives) for k in k_values]
         if args.adaptive:
-            configs += [Config(kind, k, engine, rm_mb, args.adaptive) for k in k_values]
+            configs += [Config(kind, k, engine, rm_mb, args.adaptive, objectives) for k in k_values]
 
     progress(f"measuring {len(configs)} configurations x {reps} repetitions x {len(prompts)} prompt(s) x {tokens} tokens")
     runs = run_bench(configs, list(prompts), tokens, reps, progress)
@@ -131,5 +139,8 @@ def table(result: dict) -> str:
               f"- {how['prompts']} prompt(s) x {how['tokens_per_prompt']} tokens, {how['repetitions']} repetitions "
               f"after {how['warmup']} warm-up: {how['how']}.",
               f"- memory: policy loaded {result['memory']['rss_mb_with_policy']:.0f} MB; {how['memory']}."]
+    weights = {r["reward_kind"]: r["objectives"] for r in result["runs"] if r.get("objectives")}
+    lines += [f"- objective weights, {kind} RM: " + ", ".join(f"{n} {w:g}" for n, w in w_.items())
+              for kind, w_ in weights.items()]
     lines += [f"- n/a: {why}" for why in result["unavailable"]]
     return "\n".join(lines)

@@ -6,7 +6,7 @@ import os
 import sys
 
 from ..errors import UserError
-from .options import add_model_options, check_model_options, load_engine, text
+from .options import add_model_options, add_objective_option, check_model_options, load_engine, objectives_from, text
 
 
 def register(sub) -> None:
@@ -16,6 +16,7 @@ def register(sub) -> None:
     add_model_options(p)
     p.add_argument("--db", metavar="PATH", help="history database (default: DATA_DIR/history.sqlite)")
     p.add_argument("--system", type=text, help="system prompt for new conversations (default: the template's own)")
+    add_objective_option(p)
     p.set_defaults(run=run)
 
 
@@ -25,9 +26,11 @@ def run(args) -> int:
         raise UserError("chat needs a terminal (stdin or stdout is redirected); "
                         "for scripts use `args-local generate PROMPT`")
     from ..chat import ChatApp  # Textual only loads for this command
+    from ..settings import DecodingSettings
 
+    settings = DecodingSettings(objectives=objectives_from(args)).validated()  # bad weights: before the app starts
     give_textual_its_own_terminal()
-    app = ChatApp(load_engine=lambda: load_engine(args), db_path=args.db, threads=args.threads)
+    app = ChatApp(load_engine=lambda: load_engine(args), db_path=args.db, threads=args.threads, settings=settings)
     if args.system:
         app.session.system = args.system
     app.run()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import UserError
-from ..settings import MODES, DecodingSettings
+from ..settings import MODES, DecodingSettings, parse_objectives
 from ..user_text import checked_text
 
 # llama.cpp rounds a context below 256 tokens up to 256; above 2**17 the KV cache alone needs
@@ -73,6 +73,17 @@ def add_tuning_options(g) -> None:
     g.add_argument("--adaptive", type=float, default=d.adaptive, metavar="P",
                    help="ARGS: skip the reward model at steps where the policy's top token has probability >= P "
                         "(faster; BENCHMARKS.md shows the cost in reward; default 0 = full ARGS)")
+    add_objective_option(g)
+
+
+def add_objective_option(g) -> None:
+    g.add_argument("--objective", metavar="NAME=W[,NAME=W]",
+                   help="reward = sum of W x each objective's reward, e.g. helpful=1,harmless=0.5 (objectives not "
+                        "named get 0; default: the reward model's own weights, see `args-local models`)")
+
+
+def objectives_from(args) -> tuple[tuple[str, float], ...]:
+    return parse_objectives(args.objective)
 
 
 def tuning_from(args) -> dict:
@@ -82,7 +93,7 @@ def tuning_from(args) -> dict:
 def settings_from(args) -> DecodingSettings:
     settings = DecodingSettings(mode=args.mode, k=args.k, w=args.w, temperature=args.temperature, top_p=args.top_p,
                                 n=args.n, max_new_tokens=args.max_new_tokens, seed=args.seed, **tuning_from(args),
-                                stop=tuple(args.stop)).validated()
+                                stop=tuple(args.stop), objectives=objectives_from(args)).validated()
     check_fits_context(settings, args)
     return settings
 

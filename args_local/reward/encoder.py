@@ -12,7 +12,8 @@ import numpy as np
 
 from ..errors import UserError
 from ..formats import InputFormat
-from .base import Normalization, checked
+from .base import Normalization
+from .heads import CombinedScorer, Objectives, objective_of
 from .onnx_session import make_session, provider_of
 
 # Sequences per ONNX run. Attention memory grows with sequences x length², so a large k (up to
@@ -20,7 +21,9 @@ from .onnx_session import make_session, provider_of
 BATCH = 32
 
 
-class EncoderRewardModel:
+class EncoderRewardModel(Objectives):
+    """One objective: the classifier's output (named by the manifest's `objective`)."""
+
     kind = "encoder"
 
     def __init__(self, directory: Path, manifest: dict, threads: int, use_gpu: bool = True):
@@ -32,6 +35,7 @@ class EncoderRewardModel:
         self.max_length = int(manifest.get("max_length", 512))
         self.output_index = int(manifest.get("output_index", 0))
         self.normalize = Normalization.from_manifest(manifest)
+        self.init_objectives((objective_of(manifest),), manifest)
         tokenizer_path = directory / manifest.get("tokenizer", "tokenizer.json")
         if not tokenizer_path.is_file():
             raise UserError(f"{directory}: tokenizer file {tokenizer_path.name} is missing; re-export the model.")
@@ -67,6 +71,7 @@ class EncoderRewardModel:
         return {name: arrays[name] for name in self.input_names}
 
     def raw_scores(self, context: str, replies: list[str]) -> np.ndarray:
+        """[replies]: the normalised reward of the one objective."""
         rows = []
         for start in range(0, len(replies), BATCH):
             batch = replies[start: start + BATCH]
@@ -74,12 +79,13 @@ class EncoderRewardModel:
             rows.append(logits.reshape(len(batch), -1)[:, self.output_index])
         return self.normalize(np.concatenate(rows))
 
-    def score_replies(self, conversation: list[dict], replies: list[str]) -> np.ndarray:
+    def reward_matrix(self, conversation: list[dict], replies: list[str]) -> np.ndarray:
         context = self.format.context_text(conversation)
-        return checked(self.raw_scores(context, [r + self.format.reply_suffix for r in replies]))
+        return self.raw_scores(context, [r + self.format.reply_suffix for r in replies])[:, None]
 
-    def start(self, conversation: list[dict]) -> "EncoderCandidateScorer":
-        return EncoderCandidateScorer(self, self.format.context_text(conversation))
+    def start(self, conversation: list[dict], weights: dict | None = None) -> CombinedScorer:
+        scorer = EncoderCandidateScorer(self, self.format.context_text(conversation))
+        return CombinedScorer(scorer, self.objectives, self.weight_vector(weights))
 
 
 class EncoderCandidateScorer:
@@ -91,7 +97,7 @@ class EncoderCandidateScorer:
     def score(self, ids: np.ndarray, pieces: list[bytes]) -> np.ndarray:
         self._pieces = pieces
         texts = [(self.reply + p).decode("utf-8", errors="replace") for p in pieces]
-        return self.rm.raw_scores(self.context, texts)
+        return self.rm.raw_scores(self.context, texts)[:, None]  # [k, 1]: the one objective
 
     def accept(self, index: int) -> None:
         self.reply += self._pieces[index]
