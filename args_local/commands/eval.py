@@ -21,11 +21,13 @@ def register(sub) -> None:
                        description="Generate replies to the same prompts with several decoding methods and compare "
                                    "them. With --out DIR the run is resumable: rerun the same command to continue.")
     p.add_argument("--prompts", required=True, metavar="FILE",
-                   help="JSONL (.gz ok): HH-RLHF pairs (chosen/rejected), {\"prompt\": ...} or {\"messages\": [...]}")
+                   help="JSONL (.gz ok): HH-RLHF pairs (chosen/rejected), instruction-style lines or pairs "
+                        "({\"instruction\"|\"prompt\": ...}; one prompt per instruction) or {\"messages\": [...]}")
     p.add_argument("--n", type=int, default=100, help="use the first N prompts (default 100)")
     p.add_argument("--split", choices=("all", "train", "dev"), default="all",
-                   help="dev: only records with index %% 5 == 4, which the built-in reward heads were not trained "
-                        "on; train: the others (choose w there, report on dev)")
+                   help="dev: only the records the built-in reward heads were not trained on (their 'split' field, "
+                        "else instruction_index %% 5 == 4, else index %% 5 == 4); train: the others (choose settings "
+                        "there, report on dev)")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"comma-separated, from: {', '.join(MODES)}")
     p.add_argument("--k", type=int, default=d.k, help=f"candidates per step for ARGS and top-k (default {d.k})")
     p.add_argument("--w", type=float, default=d.w, help=f"ARGS reward weight (default {d.w})")
@@ -41,7 +43,8 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a Markdown table")
     p.add_argument("--on-bad-line", choices=("stop", "skip"), default="stop",
                    help="a malformed prompt line stops the run (default) or is skipped with a warning")
-    p.add_argument("--judge", metavar="DIR", help="judge RM for win/tie/loss (default: the built-in judge, if built)")
+    p.add_argument("--judge", metavar="DIR|NAME", help="judge RM for win/tie/loss: a directory or a built-in name "
+                   "(judge, guide, encoder; default: the built-in judge, if built)")
     p.add_argument("--embedder", metavar="DIR", help="sentence embedder for coherence (default: the built-in MiniLM)")
     add_model_options(p)
     p.set_defaults(run=run)

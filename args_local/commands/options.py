@@ -7,7 +7,7 @@ import argparse
 from ..settings import MODES, DecodingSettings
 
 
-def add_model_options(p: argparse.ArgumentParser, reward_help: str = "reward model directory (default: the built-in guide RM)") -> None:
+def add_model_options(p: argparse.ArgumentParser, reward_help: str = "reward model: a directory, or a built-in name (guide, encoder; default guide)") -> None:
     g = p.add_argument_group("models")
     g.add_argument("--policy", help="GGUF chat model (default: the built-in SmolLM2-135M-Instruct)")
     g.add_argument("--reward", help=reward_help)

@@ -15,12 +15,12 @@ from ..scoring import score_pairs
 
 def register(sub) -> None:
     p = sub.add_parser("score", help="pairwise accuracy of a reward model on preference pairs",
-                       description="Score HH-RLHF-style pairs (chosen/rejected dialogues; the last Assistant "
-                                   "turn is the reply) and report how often chosen scores above rejected.")
-    p.add_argument("--reward", help="reward model directory (default: the built-in guide RM)")
-    p.add_argument("--pairs", required=True, help="JSONL(.gz) with 'chosen' and 'rejected' dialogues")
+                       description="Score preference pairs (HH-RLHF dialogues, whose last Assistant turn is the "
+                                   "reply, or instruction-style pairs) and report how often chosen scores above rejected.")
+    p.add_argument("--reward", help="reward model: a directory, or a built-in name (guide, judge, encoder; default guide)")
+    p.add_argument("--pairs", required=True, help="JSONL(.gz): HH-RLHF pairs (chosen/rejected dialogues) or instruction-style pairs (instruction, chosen, rejected)")
     p.add_argument("--split", choices=("all", "train", "dev"), default="all",
-                   help="dev = pair index %% 5 == 4, the split the built-in heads were never trained on")
+                   help="dev: the pairs the built-in heads were never trained on (a record's 'split' field, else instruction_index %% 5 == 4, else pair index %% 5 == 4)")
     p.add_argument("--limit", type=int, default=0, help="score only the first N pairs (after --split)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", action="store_true", help="print {accuracy, pairs, ...} as JSON")
