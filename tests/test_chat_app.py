@@ -144,6 +144,9 @@ async def test_compare_answers_by_greedy_and_by_args_side_by_side(engine, tmp_pa
         views = list(screen.query(ReplyView))
         assert [v.title for v in views] == ["greedy", "args-greedy"]
         assert all(f"reward {v.reply.reward:+.2f}" in text_of(v.query_one(".reply-meta")) for v in views)
+        refusals = text_of(screen.query_one("#compare-refusals"))
+        assert refusals.startswith("refusals so far: greedy ") and "args-greedy " in refusals and "/1 (" in refusals
+        assert screen.refusals["greedy"][1] == screen.refusals["args-greedy"][1] == 1
         await pilot.press("escape")
         assert not isinstance(app.screen, CompareScreen)
 

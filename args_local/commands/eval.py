@@ -76,6 +76,13 @@ def optional_model(explicit: str | None, default: Path, what: str, build_step: s
     return load(default), None
 
 
+def no_helpful_judge(judge) -> str | None:
+    if judge is None or "helpful" in judge.objectives:
+        return None
+    return (f"helpfulness judge: {judge.name} has no 'helpful' head (objectives: {', '.join(judge.objectives)}); "
+            "rebuild the built-in judge with `python tools/build_default_models.py --only judge`")
+
+
 def run(args) -> int:
     from ..evaluation.embedder import SentenceEmbedder
     from ..evaluation.prompts import load_prompts
@@ -126,8 +133,9 @@ def run(args) -> int:
         "sweep": [summarize(store.records, indices, r, greedy) for r in sweep_runs],
         "prompts": len(prompts), "settings": settings,
         "models": {"policy": settings["policy"], "guide": engine.reward.name,
-                   "judge": getattr(judge, "name", None), "embedder": None if embedder is None else str(args.embedder or home.default_sentence_embedder())},
-        "unavailable": [why for why in (no_judge, no_embedder) if why]
+                   "judge": getattr(judge, "name", None), "judge_objectives": list(getattr(judge, "objectives", ())),
+                   "embedder": None if embedder is None else str(args.embedder or home.default_sentence_embedder())},
+        "unavailable": [why for why in (no_judge, no_embedder, no_helpful_judge(judge)) if why]
                        + ([] if greedy else ["judge win/tie/loss: include greedy in --methods to compare against it"]),
     }
     if args.out:

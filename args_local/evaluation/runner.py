@@ -117,6 +117,12 @@ def clock(seconds: float) -> str:
     return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
 
 
+def harmless_objective(objectives: tuple[str, ...]) -> str:
+    """The judge objective `judge_reward` and judge_win_tie_vs_greedy report: the harmlessness head
+    (a single-head judge, e.g. the old built-in one, was trained on harmlessness)."""
+    return "harmless" if "harmless" in objectives else objectives[0]
+
+
 class Scorers:
     """The judge RM and the sentence embedder, each optional (None, with why, when absent)."""
 
@@ -124,10 +130,13 @@ class Scorers:
         self.judge, self.embedder = judge, embedder
 
     def fill(self, record: dict, prompt: EvalPrompt) -> dict:
-        """Add the judge reward and coherence to a record where they are missing and computable."""
+        """Add the judge rewards (one per judge objective) and coherence where missing and computable."""
         conversation = [m for m in prompt.messages if m["role"] != "system"]
-        if self.judge is not None and record.get("judge_reward") is None:
-            record["judge_reward"] = float(self.judge.score_replies(conversation, [record["text"] or " "])[0])
+        if self.judge is not None and (record.get("judge_rewards") is None
+                                       or set(record["judge_rewards"]) != set(self.judge.objectives)):
+            scores = self.judge.score_objectives(conversation, [record["text"] or " "])
+            record["judge_rewards"] = {name: float(v[0]) for name, v in scores.items()}
+            record["judge_reward"] = record["judge_rewards"][harmless_objective(self.judge.objectives)]
         if self.embedder is not None and record.get("coherence") is None:
             vectors = self.embedder.embed([prompt_text(prompt.messages), record["text"]])
             record["coherence"] = float(cosine_rows(vectors[:1], vectors[1:])[0])
@@ -144,13 +153,16 @@ def generate_all(engine: Engine, prompts: list[EvalPrompt], runs: list[Run], bas
                 continue
             settings = base.with_(mode=run.method, w=base.w if run.w is None else run.w, seed=base.seed + prompt.index)
             res = engine.generate(prompt.messages, settings)
+            conversation = [m for m in prompt.messages if m["role"] != "system"]
+            # each objective of the guide on the finished reply (an empty one scored like best-of-n does)
+            by_objective = engine.reward.score_objectives(conversation, [res.text or " "])
+            guide_rewards = {name: float(v[0]) for name, v in by_objective.items()}
             guide = res.reward
-            if guide is None:  # an empty reply is not scored by the engine; score it like best-of-n does
-                conversation = [m for m in prompt.messages if m["role"] != "system"]
-                guide = float(engine.reward.score_replies(conversation, [" "])[0])
+            if guide is None:  # an empty reply is not scored by the engine
+                guide = float(engine.reward.score_replies(conversation, [" "], dict(settings.objectives) or None)[0])
             record = {"key": key, "prompt_index": prompt.index, "line": prompt.line, "method": run.method,
                       "w": run.w, "text": res.text, "n_tokens": len(res.tokens), "stop_reason": res.stop_reason,
-                      "guide_reward": guide, "seconds": res.seconds, "tokens_per_s": res.tokens_per_s,
+                      "guide_reward": guide, "guide_rewards": guide_rewards, "seconds": res.seconds, "tokens_per_s": res.tokens_per_s,
                       "reward_calls": res.reward_calls, "ms_policy_per_step": res.ms_policy_per_step,
                       "ms_reward_per_step": res.ms_reward_per_step}
             store.add(scorers.fill(record, prompt))
