@@ -5,6 +5,7 @@ import gzip
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from args_local import home
@@ -109,3 +110,25 @@ def test_built_in_names_resolve_to_the_built_in_models(tmp_path, monkeypatch, en
     assert rm.kind == "encoder" and float(rm.score_replies([{"role": "user", "content": "Hi"}], ["Hello!"])[0]) == \
         pytest.approx(float(load_reward_model(encoder_dir, 1, use_gpu=False).score_replies(
             [{"role": "user", "content": "Hi"}], ["Hello!"])[0]))
+
+
+def test_length_report_sets_accuracy_beside_the_longer_wins_baseline():
+    from args_local.conversations import PreferencePair
+    from args_local.scoring import length_report
+
+    conv = [{"role": "user", "content": "?"}]
+    pairs = [PreferencePair(0, conv, "a" * 100, "b" * 10), PreferencePair(1, conv, "a" * 110, "b" * 100),
+             PreferencePair(2, conv, "a" * 100, "b" * 120)]
+    scores = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])  # right, wrong, right
+    report = length_report(pairs, scores)
+    assert report["longer_wins"] == pytest.approx(2 / 3)
+    matched = report["length_matched"]  # pairs 1 and 2 are within 1.25x
+    assert matched["pairs"] == 2 and matched["accuracy"] == 0.5 and matched["longer_wins"] == 0.5
+
+
+def test_score_reads_instruction_pairs_by_built_in_name(capsys, guide_dir):
+    assert main(["score", "--reward", "guide", "--pairs", str(ALPACA), "--split", "dev", "--limit", "6",
+                 "--threads", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["pairs"] == 6 and 0 <= out["accuracy"] <= 1 and out["split"] == "dev"
+    assert 0 <= out["longer_wins"] <= 1 and out["length_matched"]["within"] == 1.25

@@ -10,7 +10,7 @@ from .. import home
 from ..conversations import read_preference_pairs
 from ..errors import UserError
 from ..reward import load_reward_model
-from ..scoring import score_pairs
+from ..scoring import length_report, score_pairs
 
 
 def register(sub) -> None:
@@ -42,8 +42,9 @@ def run(args) -> int:
         if sys.stderr.isatty() and not args.json:
             print(f"\r{done}/{total} pairs", end="", file=sys.stderr, flush=True)
 
-    result, _ = score_pairs(rm, pairs, progress)
-    out = {**result.to_dict(), "reward_model": rm.name, "kind": rm.kind, "split": args.split,
+    result, scores = score_pairs(rm, pairs, progress)
+    lengths = length_report(pairs, scores)
+    out = {**result.to_dict(), **lengths, "reward_model": rm.name, "kind": rm.kind, "split": args.split,
            "seconds": round(time.time() - start, 1)}
     if args.json:
         print(json.dumps(out))
@@ -51,5 +52,10 @@ def run(args) -> int:
         if sys.stderr.isatty():
             print(file=sys.stderr)
         print(f"{rm.name} ({rm.kind}): pairwise accuracy {result.accuracy:.3f} ± {result.ci95:.3f} "
-              f"on {result.pairs} pairs ({result.correct} chosen above rejected, {result.ties} ties)")
+              f"on {result.pairs} pairs ({result.correct} chosen above rejected, {result.ties} ties); "
+              f"\"longer wins\" {lengths['longer_wins']:.3f}")
+        matched = lengths["length_matched"]
+        if matched["pairs"]:
+            print(f"length-matched pairs (within {matched['within']}x): accuracy {matched['accuracy']:.3f} ± "
+                  f"{matched['ci95']:.3f} on {matched['pairs']} pairs; \"longer wins\" {matched['longer_wins']:.3f}")
     return 0
