@@ -5,13 +5,27 @@
     print(engine.generate("How do I make a good cup of coffee?").text)
 """
 
-from .engine import Engine, Finished, Notice, Step
 from .errors import RewardError, UserError
-from .settings import DecodingSettings
 
 __all__ = ["DecodingSettings", "Engine", "Finished", "Notice", "RewardError", "Step", "UserError", "load"]
 
 
-def load(policy=None, reward=None, **options) -> Engine:
+def load(policy=None, reward=None, **options):
     """An Engine on the given models (GGUF path, reward-model directory); None means the built-in one."""
+    from .engine import Engine
+
     return Engine.load(policy, reward, **options)
+
+
+def __getattr__(name):
+    # Lazy, so that `python -m args_local.llama_build` runs before numpy or llama.cpp is installed,
+    # and the CLI can reject bad arguments before importing the native libraries.
+    if name in ("Engine", "Finished", "Notice", "Step"):
+        from . import engine
+
+        return getattr(engine, name)
+    if name == "DecodingSettings":
+        from .settings import DecodingSettings
+
+        return DecodingSettings
+    raise AttributeError(f"module 'args_local' has no attribute {name!r}")

@@ -30,6 +30,11 @@ def default_judge() -> Path:
     return models_dir() / "judge"
 
 
+def default_judge_gguf() -> Path:
+    """The judge's backbone (Gemma-3-270M); the judge directory links to it."""
+    return models_dir() / "gemma-3-270m" / "gemma-3-270m-q4_k_m.gguf"
+
+
 def default_encoder_reward() -> Path:
     return models_dir() / "encoder"
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import llama_build
 from .cpu import default_threads
 from .errors import UserError
 from .quiet import quiet_stderr
@@ -58,8 +59,9 @@ class LlamaPolicy:
         n_threads = n_threads or default_threads()
         if n_gpu_layers is None:
             n_gpu_layers = default_gpu_layers()
+        proven = llama_build.load_options(path)  # probes once per CPU and build, so a bad build is an error here
         try:
-            with quiet_stderr():
+            with quiet_stderr(), llama_build.model_params(**proven):
                 self._llm = llama_cpp.Llama(
                     model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
                     n_gpu_layers=n_gpu_layers, logits_all=False, verbose=False,

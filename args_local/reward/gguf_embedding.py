@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import llama_build
 from ..errors import UserError
 from ..formats import InputFormat
 from ..policy import check_gguf_file
@@ -31,8 +32,9 @@ class GgufEmbeddingRewardModel:
         self.max_length = int(manifest.get("max_length", 384))
         self.normalize = Normalization.from_manifest(manifest)
         path = check_gguf_file(directory / manifest["model"], "judge model")
+        proven = llama_build.load_options(path)
         try:
-            with quiet_stderr():
+            with quiet_stderr(), llama_build.model_params(**proven):
                 self._llm = llama_cpp.Llama(
                     model_path=str(path), n_ctx=self.max_length + 8, n_batch=self.max_length + 8,
                     n_ubatch=self.max_length + 8, n_seq_max=1, n_threads=threads, n_threads_batch=threads,

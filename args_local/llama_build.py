@@ -1,0 +1,456 @@
+"""Which llama.cpp build runs on this machine, and the proof that it runs.
+
+llama-cpp-python ships only source, so every machine compiles llama.cpp, and a build made for one
+CPU can die with SIGILL on another (on Sapphire Rapids VMs, llama.cpp's AMX kernels fault on any
+multi-token prefill). So this module, the one place that knows about llama.cpp builds:
+
+- builds each variant's wheel itself, into a cache keyed by the variant and the CPU features it
+  uses (never pip's own wheel cache, which would hand a -march=native build to another CPU);
+- proves a build by a real multi-token prefill and a few decode steps of the policy and the judge
+  in a child process, with and without llama.cpp's extra (repacked / AMX) weight buffers, timing
+  each, so a crash kills the child and not setup;
+- records the fastest setting that works (`llama-build.json` in the args-local home); the runtime
+  reads that record at load (`load_options()`), and probes once by itself if the record is missing
+  or was made for another CPU or another build.
+
+    python -m args_local.llama_build install   # setup: build/install the preferred variant's wheel
+    python -m args_local.llama_build choose    # setup: probe, fall back if needed, record
+    python -m args_local.llama_build status    # what is installed and chosen (also `args-local models`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import home
+from .errors import UserError
+
+VERSION = "0.3.36"  # pyproject.toml pins the same
+RECORD = "llama-build.json"
+PROBE_FAULT_ENV = "ARGS_LOCAL_PROBE_FAULT"  # tests: "extra_bufts" makes that probe's child die by SIGILL
+
+# Everything the build does not need: the multimodal library (lazily imported by llama-cpp-python).
+COMMON_CMAKE = ["-DLLAVA_BUILD=OFF"]
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    cmake: tuple[str, ...]
+    needs: tuple[str, ...] = ()  # /proc/cpuinfo flags the CPU must have
+    optional: tuple[tuple[str, str], ...] = ()  # (cpu flag, cmake option) turned on when the CPU has it
+
+    def cmake_args(self, flags: set[str]) -> list[str]:
+        return [*COMMON_CMAKE, *self.cmake, *(f"-D{opt}=ON" for flag, opt in self.optional if flag in flags)]
+
+    def fits(self, flags: set[str]) -> bool:
+        return all(f in flags for f in self.needs)
+
+
+_NO_NATIVE = ("-DGGML_NATIVE=OFF",)
+_AVX2 = ("-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON", "-DGGML_BMI2=ON")
+# Fastest first. "native" is -march=native, AMX included where the CPU has it; the others name their
+# instruction sets, so they never use what the CPU lacks (AMX is never named: it is native-only).
+VARIANTS = (
+    Variant("native", ("-DGGML_NATIVE=ON",)),
+    Variant("avx512", (*_NO_NATIVE, *_AVX2, "-DGGML_AVX512=ON"),
+            needs=("avx2", "fma", "f16c", "bmi2", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd"),
+            optional=(("avx512vbmi", "GGML_AVX512_VBMI"), ("avx512_vnni", "GGML_AVX512_VNNI"),
+                      ("avx512_bf16", "GGML_AVX512_BF16"), ("avx_vnni", "GGML_AVX_VNNI"))),
+    Variant("avx2", (*_NO_NATIVE, *_AVX2), needs=("avx2", "fma", "f16c", "bmi2"),
+            optional=(("avx_vnni", "GGML_AVX_VNNI"),)),
+    Variant("portable", (*_NO_NATIVE, "-DGGML_AVX=OFF", "-DGGML_AVX2=OFF", "-DGGML_FMA=OFF", "-DGGML_F16C=OFF",
+                         "-DGGML_BMI2=OFF")),
+)
+BY_NAME = {v.name: v for v in VARIANTS}
+
+
+# --- the CPU --------------------------------------------------------------------------------
+def cpu_info() -> dict:
+    """Model name and feature flags of this CPU (Linux /proc/cpuinfo; elsewhere what platform says)."""
+    info = {"model": platform.processor() or platform.machine(), "flags": []}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "model name":
+                info["model"] = value.strip()
+            elif key in ("vendor_id", "cpu family", "model"):
+                info[key.replace(" ", "_")] = value.strip()
+            elif key == "flags":
+                info["flags"] = sorted(value.split())
+                break
+    return info
+
+
+def cpu_key(info: dict | None = None) -> str:
+    """Identifies the CPU a native build was made on and is valid for."""
+    info = info or cpu_info()
+    text = json.dumps([info.get("vendor_id"), info.get("cpu_family"), info.get("model_"),
+                       info.get("model"), info.get("flags")])
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def wheel_key(variant: Variant, info: dict) -> str:
+    """Native builds are for this CPU only; the others for any CPU with the features they name."""
+    flags = set(info["flags"])
+    if variant.name == "native":
+        return f"native-{cpu_key(info)}"
+    args = " ".join(variant.cmake_args(flags))
+    return f"{variant.name}-{hashlib.sha256(args.encode()).hexdigest()[:8]}"
+
+
+def amx_note(info: dict) -> str:
+    return "this CPU has AMX" if "amx_tile" in info["flags"] else "this CPU has no AMX"
+
+
+# --- the installed build ----------------------------------------------------------------------
+def library_dir() -> Path | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / "lib"
+
+
+def build_id() -> str | None:
+    """A fingerprint of the installed native libraries: a record is valid for these bytes only."""
+    lib = library_dir()
+    if lib is None or not lib.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for path in sorted(lib.glob("*.so*")) + sorted(lib.glob("*.dylib")) + sorted(lib.glob("*.dll")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def installed_variant() -> str | None:
+    """The variant setup installed (stamped beside the package), None for a build setup did not make."""
+    lib = library_dir()
+    stamp = lib.parent / "args-local-variant" if lib else None
+    return stamp.read_text().strip() if stamp and stamp.is_file() else None
+
+
+def record_path() -> Path:
+    return home.home() / RECORD
+
+
+def read_record() -> dict | None:
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads(record_path().read_text())
+    return None
+
+
+def write_record(record: dict) -> None:
+    path = record_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def record_is_current(record: dict | None, build: str | None = None, cpu: str | None = None) -> bool:
+    return bool(record) and record.get("build_id") == (build or build_id()) and record.get("cpu") == (cpu or cpu_key())
+
+
+# --- the runtime side: what LlamaPolicy and the judge load with -------------------------------------
+_checked: dict | None = None
+
+
+def load_options(model: Path | str | None = None) -> dict:
+    """The model parameters the probe proved on this CPU and build: {"use_extra_bufts": bool}.
+
+    Probes once (in a child process, a few seconds) when no current record exists, so a bad build
+    gives a clear error here instead of killing the process at its first prompt."""
+    global _checked
+    if _checked is None:
+        record = read_record()
+        if not record_is_current(record):
+            record = choose(models=probe_models(model), allow_build=False, quiet=True)
+        _checked = record
+    if _checked.get("extra_bufts") is None:
+        raise UserError(broken_message(_checked))
+    return {"use_extra_bufts": bool(_checked["extra_bufts"])}
+
+
+def broken_message(record: dict) -> str:
+    crashes = "; ".join(f"{p['setting']}: {p['error']}" for p in record.get("probes", []) if not p["ok"])
+    return (f"the installed llama.cpp build cannot run on this CPU ({record.get('cpu_model')}, "
+            f"{record.get('amx', '')}): {crashes}. Run tools/setup.sh: it rebuilds llama.cpp for this CPU.")
+
+
+@contextlib.contextmanager
+def model_params(use_extra_bufts: bool):
+    """llama_cpp.Llama() takes no use_extra_bufts argument: give its default params that value."""
+    import llama_cpp.llama_cpp as raw
+
+    default = raw.llama_model_default_params
+
+    def params():
+        p = default()
+        p.use_extra_bufts = use_extra_bufts
+        return p
+
+    raw.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        raw.llama_model_default_params = default
+
+
+def system_info() -> str:
+    import llama_cpp
+
+    return llama_cpp.llama_print_system_info().decode(errors="replace").strip()
+
+
+# --- probing (in a child process) --------------------------------------------------------------
+PROBE_TEXT = ("The quick brown fox jumps over the lazy dog. " * 8).strip()
+
+
+def probe_child(model: str, extra_bufts: bool, steps: int) -> dict:
+    """Runs in the child: load, prefill a multi-token prompt (batched matmuls), decode `steps` tokens."""
+    if extra_bufts and os.environ.get(PROBE_FAULT_ENV) == "extra_bufts":
+        os.kill(os.getpid(), signal.SIGILL)  # tests: a real crash by signal, as a bad build gives
+    import llama_cpp
+
+    with model_params(extra_bufts):
+        llm = llama_cpp.Llama(model_path=model, n_ctx=512, n_threads=1, n_threads_batch=1, n_gpu_layers=0,
+                              verbose=False)
+    tokens = llm.tokenize(PROBE_TEXT.encode(), add_bos=False)[:96]
+    llm.eval(tokens)
+    best = float("inf")
+    for _ in range(3):  # best of 3: a 2-core machine is rarely quiet
+        llm.n_tokens = len(tokens)
+        start = time.perf_counter()
+        for i in range(steps):
+            llm.eval([tokens[i % len(tokens)]])
+        best = min(best, time.perf_counter() - start)
+    return {"tok_s": round(steps / best, 1)}
+
+
+def run_probe(model: Path, extra_bufts: bool, steps: int = 32, timeout: float = 300) -> dict:
+    """Probe in a child process; a crash (by signal) or a hang is a result, not our death."""
+    code = ("import json, sys; from args_local.llama_build import probe_child; "
+            f"print(json.dumps(probe_child({str(model)!r}, {extra_bufts!r}, {steps})))")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    setting = "extra buffers" if extra_bufts else "no extra buffers"
+    result = {"model": Path(model).name, "setting": setting, "extra_bufts": extra_bufts, "ok": False}
+    try:
+        child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {**result, "error": f"no answer in {timeout:.0f} s"}
+    if child.returncode < 0:
+        name = signal.Signals(-child.returncode).name
+        what = " (illegal instruction: the build uses an instruction this CPU cannot run)" if name == "SIGILL" else ""
+        return {**result, "error": f"killed by {name}{what}"}
+    if child.returncode != 0:
+        last = (child.stderr.strip().splitlines() or ["no output"])[-1]
+        return {**result, "error": f"exit code {child.returncode}: {last}"}
+    return {**result, "ok": True, **json.loads(child.stdout.strip().splitlines()[-1])}
+
+
+def probe_models(extra: Path | str | None = None) -> list[Path]:
+    """The built-in policy (timed) and judge, plus the model being loaded, where present."""
+    models = [home.default_policy(), home.default_judge_gguf()]
+    if extra is not None and Path(extra).is_file() and Path(extra) not in models:
+        models.append(Path(extra))
+    return [m for m in models if m.is_file()]
+
+
+def probe_build(models: list[Path], log) -> list[dict]:
+    """Both settings of the installed build on every model; only the first model's speed is timed."""
+    results = []
+    for extra_bufts in (True, False):
+        for i, model in enumerate(models):
+            r = run_probe(model, extra_bufts, steps=32 if i == 0 else 2)
+            results.append(r)
+            log(f"  {r['setting']:<17} {r['model']:<40} " + (f"ok, {r['tok_s']} tok/s" if r["ok"] else r["error"]))
+            if not r["ok"]:
+                break
+    return results
+
+
+def verdict(results: list[dict]) -> tuple[bool | None, float]:
+    """(extra_bufts setting to use or None if neither works, the policy's decode tok/s with it)."""
+    best: tuple[bool | None, float] = (None, 0.0)
+    for setting in (True, False):
+        mine = [r for r in results if r["extra_bufts"] == setting]
+        if mine and all(r["ok"] for r in mine) and mine[0]["tok_s"] > best[1]:
+            best = (setting, mine[0]["tok_s"])
+    return best
+
+
+# --- building and installing wheels ----------------------------------------------------------------
+def wheel_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "args-local" / "llama-wheels"
+
+
+def _run(cmd: list[str], log_file: Path, env: dict | None = None) -> None:
+    with open(log_file, "a") as out:
+        done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"setup: `{' '.join(cmd[:4])} …` failed; the log is {log_file}")
+
+
+def build_wheel(variant: Variant, info: dict, pip: list[str], log) -> Path:
+    """The variant's wheel from the cache, or compiled now (a few minutes on 2 cores) and cached."""
+    out = wheel_cache() / f"{VERSION}-{wheel_key(variant, info)}"
+    found = sorted(out.glob("llama_cpp_python-*.whl"))
+    if found:
+        return found[0]
+    out.mkdir(parents=True, exist_ok=True)
+    log_file = out / "build.log"
+    with tempfile.TemporaryDirectory(prefix="args-local-llama-") as tmp:
+        tmp = Path(tmp)
+        log(f"llama.cpp: compiling the '{variant.name}' build (a few minutes; log: {log_file})")
+        _run([*pip, "download", "-q", "--no-deps", "--no-binary", ":all:", f"llama-cpp-python=={VERSION}",
+              "-d", str(tmp)], log_file)
+        with tarfile.open(next(tmp.glob("llama_cpp_python-*.tar.gz"))) as tar:
+            tar.extractall(tmp, filter="data")
+        source = next(p for p in tmp.iterdir() if p.is_dir())
+        env = {**os.environ, "CMAKE_ARGS": " ".join(variant.cmake_args(set(info["flags"]))),
+               "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2)}
+        _run([*pip, "wheel", "-q", "--no-deps", "--no-cache-dir", "-w", str(tmp / "wheel"), str(source)], log_file, env)
+        built = next((tmp / "wheel").glob("*.whl"))
+        shutil.move(str(built), out / built.name)
+        (out / "build.json").write_text(json.dumps({"variant": variant.name, "cmake_args": env["CMAKE_ARGS"],
+                                                    "cpu": info.get("model")}, indent=2))
+    return next(out.glob("llama_cpp_python-*.whl"))
+
+
+def install_wheel(wheel: Path, variant: Variant, pip: list[str], log) -> None:
+    log(f"llama.cpp: installing the '{variant.name}' build")
+    _run([*pip, "install", "-q", "--force-reinstall", "--no-cache-dir", "--no-deps", str(wheel)],
+         wheel.parent / "build.log")
+    lib = library_dir()
+    (lib.parent / "args-local-variant").write_text(variant.name + "\n")
+
+
+def ensure_installed(variant: Variant, info: dict, pip: list[str], log) -> None:
+    if installed_variant() != variant.name:
+        install_wheel(build_wheel(variant, info, pip, log), variant, pip, log)
+
+
+# --- choosing -----------------------------------------------------------------------------------
+def preferred(info: dict) -> Variant:
+    """What setup installs first: the recorded choice for this CPU, else the native build."""
+    record = read_record()
+    if record and record.get("cpu") == cpu_key(info) and record.get("variant") in BY_NAME:
+        return BY_NAME[record["variant"]]
+    return VARIANTS[0]
+
+
+def choose(models: list[Path], allow_build: bool = True, quiet: bool = False, pip: list[str] | None = None) -> dict:
+    """Probe the installed build; if it cannot run with its fast setting, try the next variants
+    (when allowed to build), keep the fastest that works, install it, and record the choice."""
+    log = (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    if not models:
+        raise UserError("no model to probe llama.cpp with: run tools/setup.sh to fetch the built-in models")
+    info = cpu_info()
+    pip = pip or [sys.executable, "-m", "pip"]
+    current = installed_variant() or "unknown"
+    tried: list[dict] = []
+    log(f"llama.cpp: checking the '{current}' build on {info['model']} ({amx_note(info)})")
+    results = probe_build(models, log)
+    setting, speed = verdict(results)
+    tried.append({"variant": current, "build_id": build_id(), "probes": results, "extra_bufts": setting, "tok_s": speed})
+    if allow_build and setting is not True:  # its fast path crashes: compare the builds that avoid it
+        start = VARIANTS.index(BY_NAME[current]) + 1 if current in BY_NAME else 0
+        for variant in VARIANTS[start:]:
+            if not variant.fits(set(info["flags"])):
+                continue
+            ensure_installed(variant, info, pip, log)
+            log(f"llama.cpp: checking the '{variant.name}' build")
+            results = probe_build(models, log)
+            s, v = verdict(results)
+            tried.append({"variant": variant.name, "build_id": build_id(), "probes": results, "extra_bufts": s, "tok_s": v})
+            if s is True:
+                break
+    best = max(tried, key=lambda t: (t["extra_bufts"] is not None, t["tok_s"]))
+    if best["variant"] != installed_variant() and best["variant"] in BY_NAME:
+        ensure_installed(BY_NAME[best["variant"]], info, pip, log)
+    record = {"variant": best["variant"], "extra_bufts": best["extra_bufts"], "tok_s": best["tok_s"],
+              "build_id": build_id(), "cpu": cpu_key(info), "cpu_model": info["model"], "amx": amx_note(info),
+              "system_info": system_info_of_installed(), "probes": best["probes"],
+              "compared": [{k: t[k] for k in ("variant", "extra_bufts", "tok_s")} for t in tried],
+              "checked_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    write_record(record)
+    if record["extra_bufts"] is None:
+        log("llama.cpp: " + broken_message(record))
+    else:
+        log(f"llama.cpp: using the '{record['variant']}' build, "
+            f"{'with' if record['extra_bufts'] else 'without'} extra weight buffers ({record['tok_s']} tok/s decode)"
+            + (f"; compared: {', '.join(describe(t) for t in tried)}" if len(tried) > 1 or setting is not True else ""))
+    return record
+
+
+def describe(t: dict) -> str:
+    if t["extra_bufts"] is None:
+        return f"{t['variant']} crashes"
+    return f"{t['variant']}{'' if t['extra_bufts'] else ' without extra buffers'} {t['tok_s']} tok/s"
+
+
+def system_info_of_installed() -> str:
+    """llama.cpp's own feature line, read in a child (loading the library is what may crash)."""
+    code = "import llama_cpp; print(llama_cpp.llama_print_system_info().decode(errors='replace'))"
+    with contextlib.suppress(subprocess.SubprocessError, OSError):
+        child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        if child.returncode == 0:
+            return child.stdout.strip()
+    return "unknown"
+
+
+def status() -> dict:
+    record = read_record() or {}
+    info = cpu_info()
+    return {"cpu": info["model"], "amx": amx_note(info), "installed_variant": installed_variant(),
+            "recorded_variant": record.get("variant"), "extra_bufts": record.get("extra_bufts"),
+            "decode_tok_s": record.get("tok_s"), "record_current": record_is_current(record),
+            "system_info": record.get("system_info"), "compared": record.get("compared"), "record": str(record_path())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m args_local.llama_build", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=("install", "choose", "status"))
+    args = parser.parse_args(argv)
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    if args.action == "install":
+        info = cpu_info()
+        ensure_installed(preferred(info), info, [sys.executable, "-m", "pip"], log)
+    elif args.action == "choose":
+        record = read_record()
+        if record_is_current(record) and record.get("extra_bufts") is not None:
+            log(f"llama.cpp: the '{record['variant']}' build, checked on this CPU ({describe(record)})")
+            return 0
+        try:
+            record = choose(probe_models())
+        except UserError as e:
+            log(f"setup: {e}")
+            return 2
+        return 0 if record["extra_bufts"] is not None else 1
+    else:
+        print(json.dumps(status(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
