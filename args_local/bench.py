@@ -57,11 +57,12 @@ class Config:
     engine: Engine
     rm_rss_mb: float | None = None  # resident memory its reward model added when loaded
     adaptive: float = 0.0
+    objectives: tuple[tuple[str, float], ...] = ()  # empty: the reward model's default weights
 
     @property
     def settings(self) -> DecodingSettings:
         return DecodingSettings(mode="greedy" if self.reward_kind is None else "args-greedy", k=self.k, w=1.5,
-                                adaptive=self.adaptive)
+                                adaptive=self.adaptive, objectives=self.objectives if self.reward_kind else ())
 
 
 def measure(engine: Engine, settings: DecodingSettings, prompts, tokens: int) -> dict:
@@ -94,7 +95,7 @@ def run_bench(configs: list[Config], prompts, tokens: int, reps: int, progress: 
         results.append({
             "reward_kind": c.reward_kind, "reward_name": None if c.reward_kind is None else c.engine.reward.name,
             "provider": None if c.reward_kind is None else c.engine.reward.provider, "k": c.k,
-            "adaptive": c.adaptive,
+            "adaptive": c.adaptive, "objectives": c.engine.objective_weights(c.settings) if c.reward_kind else None,
             "tokens_per_s": statistics.median(rates), "tokens_per_s_min": min(rates), "tokens_per_s_max": max(rates),
             "ms_policy_per_step": statistics.median(r["ms_policy_per_step"] for r in runs),
             "ms_reward_per_step": statistics.median(r["ms_reward_per_step"] for r in runs),

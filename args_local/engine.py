@@ -41,6 +41,15 @@ class Step:
     chosen_index: int = 0
     ms_policy: float = 0.0
     ms_reward: float = 0.0
+    # each objective's reward of all k candidates (rewards = Σ weight · these)
+    candidate_objective_rewards: dict[str, list[float]] | None = None
+
+    @property
+    def objective_rewards(self) -> dict[str, float] | None:
+        """The chosen candidate's reward by objective."""
+        if self.candidate_objective_rewards is None:
+            return None
+        return {name: r[self.chosen_index] for name, r in self.candidate_objective_rewards.items()}
 
     @property
     def reward(self) -> float | None:
@@ -69,6 +78,8 @@ class Finished:
     ms_policy_per_step: float
     ms_reward_per_step: float
     reward_calls: int
+    objective_rewards: dict[str, float] | None = None  # the whole reply's reward by objective
+    objective_weights: dict[str, float] | None = None  # the weights `reward` combined them with
     extra: dict = field(default_factory=dict)
 
     @property
@@ -81,6 +92,7 @@ class Finished:
                 "ms_policy_per_step": self.ms_policy_per_step, "ms_reward_per_step": self.ms_reward_per_step,
                 "ms_prefill": self.ms_prefill, "prompt_tokens": self.prompt_tokens,
                 "dropped_turns": self.dropped_turns, "reward_calls": self.reward_calls,
+                "objective_rewards": self.objective_rewards, "objective_weights": self.objective_weights,
                 "settings": self.settings, **self.extra}
 
 
@@ -131,6 +143,7 @@ class Engine:
         settings = (settings or DecodingSettings()).validated(self.policy.n_vocab)
         if settings.uses_reward and self.reward is None:
             raise UserError(f"mode {settings.mode} needs a reward model; none is loaded")
+        self.objective_weights(settings)  # an objective the reward model lacks: before any work
         messages = as_messages(prompt, system)
         with self._lock:
             messages, prompt_ids, dropped = self._fit(messages, settings, drop_old_turns)
@@ -141,6 +154,23 @@ class Engine:
                 yield from self._best_of_n(messages, prompt_ids, settings, rng, cancel, dropped)
             else:
                 yield from self._decode(messages, prompt_ids, settings, rng, cancel, dropped)
+
+    def objective_weights(self, settings: DecodingSettings) -> dict[str, float] | None:
+        """The weights of the reward model's objectives these settings ask for (UserError if it
+        lacks one, or if all are 0 in a reward-guided mode); None without a reward model."""
+        if self.reward is None:
+            return None
+        vector = self.reward.weight_vector(dict(settings.objectives) if settings.objectives else None)
+        if settings.uses_reward and not vector.any():
+            raise UserError(f"all objective weights of {self.reward.name} are 0: mode {settings.mode} "
+                            "needs at least one positive weight")
+        return dict(zip(self.reward.objectives, vector.tolist()))
+
+    def _final_rewards(self, conversation, texts: list[str], weights: dict) -> tuple[np.ndarray, list[dict]]:
+        """Each finished reply's combined reward and its rewards by objective, from one pass."""
+        by_objective = self.reward.score_objectives(conversation, texts)
+        combined = checked(self.reward.combine(by_objective, weights))
+        return combined, [{n: float(r[i]) for n, r in by_objective.items()} for i in range(len(texts))]
 
     def _fit(self, messages: list[dict], settings: DecodingSettings, drop_old_turns: bool):
         """Prompt tokens that leave room for the reply; in chat, drop the oldest turns until they do."""
@@ -174,6 +204,7 @@ class Engine:
             j = search.args_choose(ids, values, rewards, settings.w, temperature, rng)
             scorer.accept(j)
             ev.candidates, ev.logits, ev.rewards, ev.chosen_index = ids.tolist(), values.tolist(), rewards.tolist(), j
+            ev.candidate_objective_rewards = {n: r.tolist() for n, r in scorer.last_by_objective.items()}
             return int(ids[j])
         if mode == "greedy" or settings.temperature == 0:
             return search.greedy_token(logits)
@@ -187,7 +218,8 @@ class Engine:
         start = time.perf_counter()
         logits = policy.prefill(prompt_ids)
         ms_prefill = (time.perf_counter() - start) * 1000
-        scorer = self.reward.start(conversation) if settings.mode in ARGS_MODES else None
+        weights = self.objective_weights(settings)
+        scorer = self.reward.start(conversation, weights) if settings.mode in ARGS_MODES else None
         chain = processors.processors_for(settings)
         stream = TextStream(settings.stop)
         tokens, rewards, ms_policy, ms_reward = [], [], 0.0, 0.0
@@ -229,15 +261,17 @@ class Engine:
         if tail:
             yield Step(step=len(tokens), token=-1, text=tail)
         n_steps = max(1, len(tokens) + (stop_reason == "end_of_turn"))
-        reward = None
+        reward, by_objective = None, None
         if score_final and self.reward is not None and stream.text.strip():
-            reward = float(self.reward.score_replies(conversation, [stream.text])[0])
+            combined, (by_objective,) = self._final_rewards(conversation, [stream.text], weights)
+            reward = float(combined[0])
         yield Finished(
             text=stream.text, tokens=tokens, stop_reason=stop_reason, rewards=rewards, reward=reward,
             settings=settings.to_dict(), prompt_tokens=len(prompt_ids), dropped_turns=dropped,
             seconds=seconds, ms_prefill=ms_prefill, ms_policy_per_step=ms_policy / n_steps,
             ms_reward_per_step=ms_reward / n_steps,
             reward_calls=len(rewards) + (reward is not None),
+            objective_rewards=by_objective, objective_weights=weights,
         )
 
     def _best_of_n(self, messages, prompt_ids, settings, rng, cancel, dropped):
@@ -256,11 +290,13 @@ class Engine:
             if done.stop_reason == "cancelled":
                 break
         texts = [d.text for _, d in samples]
-        scores = self.reward.score_replies(conversation, [t if t.strip() else " " for t in texts])
+        scores, by_objective = self._final_rewards(conversation, [t if t.strip() else " " for t in texts],
+                                                   self.objective_weights(settings))
         best = search.best_of_n(scores)
         steps, done = samples[best]
         yield from steps
         done.reward = float(scores[best])
+        done.objective_rewards = by_objective[best]
         done.seconds = time.perf_counter() - start
         done.reward_calls = len(samples)
         done.extra = {"candidates_rewards": [float(s) for s in scores], "chosen_sample": best}

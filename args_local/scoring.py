@@ -40,11 +40,12 @@ class PairwiseResult:
                 "ties": self.ties, "chosen_mean_reward": self.chosen_mean, "rejected_mean_reward": self.rejected_mean}
 
 
-def score_pairs(rm, pairs: list[PreferencePair], progress=None) -> tuple[PairwiseResult, np.ndarray]:
-    """Score chosen and rejected of every pair; returns the result and a [pairs, 2] score array."""
+def score_pairs(rm, pairs: list[PreferencePair], progress=None, weights: dict | None = None) -> tuple[PairwiseResult, np.ndarray]:
+    """Score chosen and rejected of every pair; returns the result and a [pairs, 2] score array.
+    weights: by objective (e.g. {"helpful": 1} scores that head alone); None: the model's defaults."""
     scores = np.zeros((len(pairs), 2))
     for i, pair in enumerate(pairs):
-        scores[i] = rm.score_replies(pair.conversation, [pair.chosen, pair.rejected])
+        scores[i] = rm.score_replies(pair.conversation, [pair.chosen, pair.rejected], weights)
         if progress:
             progress(i + 1, len(pairs))
     correct = int(np.sum(scores[:, 0] > scores[:, 1]))

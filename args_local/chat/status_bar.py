@@ -18,7 +18,9 @@ class StatusBar(Static):
     }
     """
 
-    def show(self, settings: DecodingSettings, colouring: str, history_on: bool, busy: bool) -> None:
+    def show(self, settings: DecodingSettings, colouring: str, history_on: bool, busy: bool,
+             objectives: dict[str, float] | None = None) -> None:
+        """objectives: the weights the reward model will use (its defaults unless the knobs set them)."""
         text = Text()
         text.append(settings.mode, "bold")
         text.append(f" k={settings.k} w={settings.w:g} T={settings.temperature:g} max={settings.max_new_tokens}")
@@ -28,6 +30,8 @@ class StatusBar(Static):
             text.append(f" no-repeat={settings.no_repeat_ngram}")
         if settings.adaptive:
             text.append(f" adaptive={settings.adaptive:g}")
+        if objectives and settings.uses_reward:
+            text.append(" " + " ".join(f"{name}={weight:g}" for name, weight in objectives.items()))
         text.append(f" │ colour:{colouring}")
         text.append(" │ history:" + ("on" if history_on else "OFF"), "" if history_on else "bold red")
         if busy:

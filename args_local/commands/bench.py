@@ -8,6 +8,7 @@ from pathlib import Path
 from .. import home
 from ..errors import UserError
 from ..settings import DecodingSettings
+from .options import add_objective_option, objectives_from
 
 
 def register(sub) -> None:
@@ -26,6 +27,7 @@ def register(sub) -> None:
     p.add_argument("--n-gpu-layers", type=int, help="layers to offload (default: all when llama.cpp has GPU support)")
     p.add_argument("--adaptive", type=float, default=0.0, metavar="P",
                    help="also measure adaptive ARGS (reward model skipped where the top token has probability >= P)")
+    add_objective_option(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(run=run)
 
@@ -54,7 +56,7 @@ def run(args) -> int:
     if tokens < 1 or reps < 1:
         raise UserError("--tokens and --reps must be at least 1")
     k_values = parse_k_values(args.k_values)
-    DecodingSettings(adaptive=args.adaptive).validated()  # one message for a bad --adaptive
+    objectives = DecodingSettings(adaptive=args.adaptive, objectives=objectives_from(args)).validated().objectives
     threads = args.threads or default_threads()
     rm_threads = args.rm_threads or default_rm_threads()
     prompts = BENCH_PROMPTS[:1] if args.quick else BENCH_PROMPTS
@@ -80,9 +82,15 @@ def run(args) -> int:
             raise UserError(f"{directory} is a {rm.kind} reward model, expected {kind}")
         engine = Engine(policy, rm)
         rm_mb = current_rss_mb() - before
-        configs += [Config(kind, k, engine, rm_mb) for k in k_values]
+        lacking = [name for name, _ in objectives if name not in rm.objectives]
+        if lacking and kind != "decoder":  # the guide must take them; another kind may just lack one
+            unavailable.append(f"{kind} RM: has no objective {', '.join(lacking)} (its objectives: "
+                               f"{', '.join(rm.objectives)})")
+            continue
+        engine.objective_weights(DecodingSettings(objectives=objectives))  # UserError if the guide lacks one
+        configs += [Config(kind, k, engine, rm_mb, objectives=objectives) for k in k_values]
         if args.adaptive:
-            configs += [Config(kind, k, engine, rm_mb, args.adaptive) for k in k_values]
+            configs += [Config(kind, k, engine, rm_mb, args.adaptive, objectives) for k in k_values]
 
     progress(f"measuring {len(configs)} configurations x {reps} repetitions x {len(prompts)} prompt(s) x {tokens} tokens")
     runs = run_bench(configs, list(prompts), tokens, reps, progress)
@@ -114,6 +122,8 @@ def table(result: dict) -> str:
         if r.get("adaptive"):
             name += f" adaptive {r['adaptive']:g}"
         kind = "—" if r["reward_kind"] is None else f"{r['reward_kind']} ({r['provider']})"
+        if r.get("objectives"):
+            kind += " " + ", ".join(f"{n} {w:g}" for n, w in r["objectives"].items() if w)
         k = "—" if r["reward_kind"] is None else r["k"]
         rm_mb = "—" if r["rm_rss_mb"] is None else f"{r['rm_rss_mb']:.0f}"
         lines.append(f"| {name} | {kind} | {k} | {r['tokens_per_s']:.1f} ({r['tokens_per_s_min']:.1f}-"

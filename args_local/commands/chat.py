@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from .options import add_model_options, load_engine
+from .options import add_model_options, add_objective_option, load_engine, objectives_from
 
 
 def register(sub) -> None:
@@ -15,14 +15,17 @@ def register(sub) -> None:
     add_model_options(p)
     p.add_argument("--db", metavar="PATH", help="history database (default: DATA_DIR/history.sqlite)")
     p.add_argument("--system", help="system prompt for new conversations (default: the template's own)")
+    add_objective_option(p)
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
     from ..chat import ChatApp  # Textual only loads for this command
+    from ..settings import DecodingSettings
 
+    settings = DecodingSettings(objectives=objectives_from(args)).validated()  # bad weights: before the app starts
     give_textual_its_own_terminal()
-    app = ChatApp(load_engine=lambda: load_engine(args), db_path=args.db, threads=args.threads)
+    app = ChatApp(load_engine=lambda: load_engine(args), db_path=args.db, threads=args.threads, settings=settings)
     if args.system:
         app.session.system = args.system
     app.run()

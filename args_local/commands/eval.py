@@ -10,7 +10,7 @@ from .. import home
 from ..errors import UserError
 from ..cpu import default_rm_threads
 from ..settings import MODES, DecodingSettings
-from .options import add_model_options, add_tuning_options, load_engine, tuning_from
+from .options import add_model_options, add_tuning_options, load_engine, objectives_from, tuning_from
 
 DEFAULT_METHODS = ("greedy", "top-k", "nucleus", "best-of-n", "args-greedy", "args-stochastic")
 
@@ -97,14 +97,15 @@ def run(args) -> int:
     if args.n < 1:
         raise UserError(f"--n must be at least 1 (got {args.n})")
     base = DecodingSettings(k=args.k, w=args.w, temperature=args.temperature, top_p=args.top_p, n=args.best_of,
-                            max_new_tokens=args.max_new_tokens, seed=args.seed, **tuning_from(args)).validated()
+                            max_new_tokens=args.max_new_tokens, seed=args.seed, **tuning_from(args),
+                            objectives=objectives_from(args)).validated()
     prompts = load_prompts(args.prompts, args.n, args.on_bad_line, split=args.split,
                            warn=lambda message: print(f"args-local: warning: {message}", file=sys.stderr))
     settings = {"prompts_file": str(Path(args.prompts).expanduser().resolve()), "split": args.split,
                 "methods": methods, "k": args.k,
                 "w": args.w, "sweep_w": sweep_w, "temperature": args.temperature, "top_p": args.top_p,
                 "best_of": args.best_of, "max_new_tokens": args.max_new_tokens, "seed": args.seed,
-                **tuning_from(args),
+                **tuning_from(args), **({"objectives": dict(base.objectives)} if base.objectives else {}),
                 "policy": str(args.policy or home.default_policy()), "reward": str(args.reward or home.default_reward())}
     store = ReplyStore(args.out, settings)  # before loading models: a bad --out fails fast
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from ..errors import UserError
+from ..settings import parse_objectives
 
 
 def register(sub) -> None:
@@ -20,7 +22,11 @@ def register(sub) -> None:
     r.add_argument("--kind", default="auto", choices=("auto", "encoder", "decoder"),
                    help="encoder (BERT-like, own tokenizer) or decoder (KV-cached, shares the policy's vocabulary)")
     r.add_argument("--from-gguf", metavar="POLICY.gguf", help="use a GGUF chat model's backbone as a decoder RM")
-    r.add_argument("--head", metavar="HEAD.npz", help="with --from-gguf: the trained head (w_last, w_mean, bias, n_layers)")
+    r.add_argument("--head", metavar="[NAME=]HEAD.npz", action="append",
+                   help="with --from-gguf: the trained head (w_last, w_mean, bias, n_layers); repeat as "
+                        "--head helpful=A.npz --head harmless=B.npz for one head per objective on the same pass")
+    r.add_argument("--objective", metavar="NAME=W[,NAME=W]",
+                   help="with named heads: the default weights of the objectives (default: 1 each)")
     r.add_argument("--layers", type=int, help="with --from-gguf: cut the backbone after this many layers")
     r.add_argument("--label-index", type=int, help="which output label is the reward, for multi-label models")
     r.add_argument("--max-length", type=int, default=None, help="tokens the RM reads (default 512; 384 for --from-gguf)")
@@ -46,6 +52,23 @@ def _require_export_extra() -> None:
                         "pip install 'args-local[export]' (tools/setup.sh installs it)") from None
 
 
+def parse_heads(values: list[str]) -> tuple[str | None, dict[str, str] | None]:
+    """--head FILE (one head) or --head NAME=FILE, repeated (one per objective)."""
+    named = [v.partition("=") for v in values if "=" in v]
+    if not named:
+        if len(values) > 1:
+            raise UserError("several --head files need objective names: --head helpful=A.npz --head harmless=B.npz")
+        return (values[0] if values else None), None
+    if len(named) < len(values):
+        raise UserError("give every --head an objective name (NAME=HEAD.npz), or give one --head without a name")
+    objectives = {}
+    for name, _, path in named:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", name) or name in objectives:
+            raise UserError(f"objective names in --head must be distinct words (letters, digits, - or _); got {name!r}")
+        objectives[name] = path
+    return None, objectives
+
+
 def run(args) -> int:
     out = Path(args.out).expanduser()
     if out.exists() and not args.force:  # before the slow imports
@@ -61,9 +84,14 @@ def run(args) -> int:
     if args.from_gguf:
         from ..export.from_gguf import export_from_gguf
 
-        manifest = export_from_gguf(args.from_gguf, args.head, out, n_layers=args.layers,
+        head, objectives = parse_heads(args.head or [])
+        defaults = dict(parse_objectives(args.objective)) if args.objective else None
+        if defaults is not None and not objectives:
+            raise UserError("--objective needs named heads: --head NAME=HEAD.npz (repeatable)")
+        manifest = export_from_gguf(args.from_gguf, head, out, n_layers=args.layers,
                                     max_length=args.max_length or 384, opset=args.opset, force=args.force,
-                                    progress=progress, precision=precision)
+                                    progress=progress, precision=precision, objectives=objectives,
+                                    default_objectives=defaults)
     else:
         if not args.src:
             raise UserError("give SRC (a Hugging Face model directory) or --from-gguf POLICY.gguf --head HEAD.npz")

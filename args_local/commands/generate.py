@@ -37,6 +37,7 @@ def run(args) -> int:
                 if trace and event.candidates is not None:
                     trace.write(json.dumps({"step": event.step, "candidates": event.candidates,
                                             "logits": event.logits, "rewards": event.rewards,
+                                            "objective_rewards": event.candidate_objective_rewards,
                                             "chosen": event.token, "w": settings.w}) + "\n")
                 if not args.json and event.text:
                     sys.stdout.write(event.text)
@@ -49,6 +50,8 @@ def run(args) -> int:
                 else:
                     sys.stdout.write("\n")
                     reward = "" if event.reward is None else f", reward {event.reward:+.3f}"
+                    if event.objective_rewards and len(event.objective_rewards) > 1:
+                        reward += " (" + ", ".join(f"{n} {r:+.3f}" for n, r in event.objective_rewards.items()) + ")"
                     print(f"[{len(event.tokens)} tokens, {event.tokens_per_s:.1f} tok/s, "
                           f"{event.stop_reason}{reward}]", file=sys.stderr)
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from .. import home
+from ..reward.heads import head_specs
 from ..reward.manifest import MANIFEST
 
 
@@ -25,7 +26,9 @@ def run(args) -> int:
         row = {"role": role, "path": str(path), "present": manifest_path.is_file()}
         if row["present"]:
             m = json.loads(manifest_path.read_text())
+            specs = head_specs(m) if m.get("kind") != "encoder" else {m.get("objective") or "reward": {}}
             row.update(kind=m.get("kind"), validation=m.get("validation"),
+                       objectives=m.get("default_objectives") or {name: 1.0 for name in specs},
                        size_mb=round(sum(f.stat().st_size for f in path.iterdir() if f.is_file()) / 1e6, 1))
         rows.append(row)
     if args.json:
@@ -35,4 +38,7 @@ def run(args) -> int:
     for r in rows:
         state = f"{r.get('kind') or 'gguf'}, {r['size_mb']} MB" if r["present"] else "missing — run tools/setup.sh"
         print(f"  {r['role']:<20} {state:<28} {r['path']}")
+        if r.get("objectives"):
+            print(f"  {'':<20} objectives (default weights): "
+                  + ", ".join(f"{name}={weight:g}" for name, weight in r["objectives"].items()))
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..settings import MODES, DecodingSettings
+from ..settings import MODES, DecodingSettings, parse_objectives
 
 
 def add_model_options(p: argparse.ArgumentParser, reward_help: str = "reward model: a directory, or a built-in name (guide, encoder; default guide)") -> None:
@@ -43,6 +43,17 @@ def add_tuning_options(g) -> None:
     g.add_argument("--adaptive", type=float, default=d.adaptive, metavar="P",
                    help="ARGS: skip the reward model at steps where the policy's top token has probability >= P "
                         "(faster; BENCHMARKS.md shows the cost in reward; default 0 = full ARGS)")
+    add_objective_option(g)
+
+
+def add_objective_option(g) -> None:
+    g.add_argument("--objective", metavar="NAME=W[,NAME=W]",
+                   help="reward = sum of W x each objective's reward, e.g. helpful=1,harmless=0.5 (objectives not "
+                        "named get 0; default: the reward model's own weights, see `args-local models`)")
+
+
+def objectives_from(args) -> tuple[tuple[str, float], ...]:
+    return parse_objectives(args.objective)
 
 
 def tuning_from(args) -> dict:
@@ -52,7 +63,7 @@ def tuning_from(args) -> dict:
 def settings_from(args) -> DecodingSettings:
     return DecodingSettings(mode=args.mode, k=args.k, w=args.w, temperature=args.temperature, top_p=args.top_p,
                             n=args.n, max_new_tokens=args.max_new_tokens, seed=args.seed, **tuning_from(args),
-                            stop=tuple(args.stop)).validated()
+                            stop=tuple(args.stop), objectives=objectives_from(args)).validated()
 
 
 def load_engine(args, need_reward: bool = True):

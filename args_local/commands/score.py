@@ -21,6 +21,8 @@ def register(sub) -> None:
     p.add_argument("--pairs", required=True, help="JSONL(.gz): HH-RLHF pairs (chosen/rejected dialogues) or instruction-style pairs (instruction, chosen, rejected)")
     p.add_argument("--split", choices=("all", "train", "dev"), default="all",
                    help="dev: the pairs the built-in heads were never trained on (a record's 'split' field, else instruction_index %% 5 == 4, else pair index %% 5 == 4)")
+    p.add_argument("--objective", metavar="NAME",
+                   help="score this objective's head alone (default: the model's default weights over its objectives)")
     p.add_argument("--limit", type=int, default=0, help="score only the first N pairs (after --split)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", action="store_true", help="print {accuracy, pairs, ...} as JSON")
@@ -36,22 +38,26 @@ def run(args) -> int:
     if not pairs:
         raise UserError("no pairs to score")
     rm = load_reward_model(args.reward or home.default_reward(), threads=args.threads)
+    weights = {args.objective: 1.0} if args.objective else None
+    rm.weight_vector(weights)  # an objective the model lacks: before scoring anything
     start = time.time()
 
     def progress(done: int, total: int) -> None:
         if sys.stderr.isatty() and not args.json:
             print(f"\r{done}/{total} pairs", end="", file=sys.stderr, flush=True)
 
-    result, scores = score_pairs(rm, pairs, progress)
+    result, scores = score_pairs(rm, pairs, progress, weights)
     lengths = length_report(pairs, scores)
     out = {**result.to_dict(), **lengths, "reward_model": rm.name, "kind": rm.kind, "split": args.split,
+           "objectives": dict(zip(rm.objectives, rm.weight_vector(weights).tolist())),
            "seconds": round(time.time() - start, 1)}
     if args.json:
         print(json.dumps(out))
     else:
         if sys.stderr.isatty():
             print(file=sys.stderr)
-        print(f"{rm.name} ({rm.kind}): pairwise accuracy {result.accuracy:.3f} ± {result.ci95:.3f} "
+        print(f"{rm.name} ({rm.kind}{', ' + args.objective if args.objective else ''}): pairwise accuracy "
+              f"{result.accuracy:.3f} ± {result.ci95:.3f} "
               f"on {result.pairs} pairs ({result.correct} chosen above rejected, {result.ties} ties); "
               f"\"longer wins\" {lengths['longer_wins']:.3f}")
         matched = lengths["length_matched"]

@@ -52,8 +52,12 @@ def backbone_of(model):
 def export_decoder(model, tokenizer, head: LinearHead, n_layers: int, out: Path, *, name: str, source: dict,
                    input_format: InputFormat, max_length: int, opset: int, force: bool,
                    progress: Progress, normalization: dict | None = None, extra: dict | None = None,
-                   reference=None, precision: str | None = None) -> dict:
-    """Write OUT with graph, tokenizer, head and manifest; validate against torch first."""
+                   reference=None, precision: str | None = None, objectives: dict | None = None,
+                   default_objectives: dict | None = None) -> dict:
+    """Write OUT with graph, tokenizer, head and manifest; validate against torch first.
+
+    objectives: {name: (LinearHead, normalization or None)}: one head per objective instead of
+    `head` (which is then the one validated; the others read the same validated features)."""
     backbone = backbone_of(model)
     total = backbone.config.num_hidden_layers
     if not 1 <= n_layers <= total:
@@ -92,9 +96,35 @@ def export_decoder(model, tokenizer, head: LinearHead, n_layers: int, out: Path,
             manifest["validation"][precision] = convert_checked(
                 stage, manifest, precision, convert,
                 lambda m: candidate_rewards(DecoderRewardModel(stage, m, threads=2, use_gpu=False)), progress)
+        if objectives:
+            write_heads(stage, manifest, objectives, default_objectives)
         manifest["export_seconds"] = round(time.time() - t, 1)
         write_manifest(stage, manifest)
     return manifest
+
+
+def write_heads(directory: Path, manifest: dict, objectives: dict, default_objectives: dict | None) -> None:
+    """Replace the manifest's single head by one head file per objective (manifest `heads`);
+    a head without normalisation gets it measured on the sample replies."""
+    from ..reward.heads import check_weights
+
+    rm = DecoderRewardModel(directory, manifest, threads=2, use_gpu=False)
+    features = None
+    heads = {}
+    for name, (head, norm) in objectives.items():
+        if norm is None:
+            if features is None:
+                features = np.concatenate([rm.features(c, r) for c, r in SAMPLE_CONVERSATIONS])
+            d = features.shape[1] // 2
+            raw = head(features[:, :d], features[:, d:])
+            norm = {"mean": float(raw.mean()), "std": float(raw.std()) or 1.0}
+        head.save(directory / f"head-{name}.npz")
+        heads[name] = {"file": f"head-{name}.npz", "normalization": norm}
+    (directory / manifest.pop("head")).unlink()
+    manifest.pop("normalization", None)
+    manifest["heads"] = heads
+    manifest["default_objectives"] = check_weights(default_objectives or {n: 1.0 for n in heads}, tuple(heads),
+                                                   "default_objectives")
 
 
 def candidate_rewards(rm: DecoderRewardModel, k: int = 10) -> list[np.ndarray]:

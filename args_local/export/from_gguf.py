@@ -1,4 +1,5 @@
 """`export reward --from-gguf POLICY.gguf --head HEAD.npz`: a GGUF chat model's backbone as a decoder RM.
+`--head helpful=A.npz --head harmless=B.npz`: one head per objective on the same backbone pass.
 
 The head file (see tools/train_reward_heads.py) says which layer it reads (`n_layers`) and
 may carry the reward normalisation measured when it was trained.
@@ -36,22 +37,35 @@ def gguf_hidden_size(gguf: Path) -> int | None:
     return None
 
 
+def read_heads(paths: dict[str, Path], gguf: Path) -> tuple[dict, int | None]:
+    """{objective: (head, normalization)} and the layer they read; checked before the slow load:
+    a head from another backbone is a common mistake."""
+    hidden = gguf_hidden_size(gguf)
+    heads, layers = {}, set()
+    for objective, path in paths.items():
+        if not Path(path).is_file():
+            raise UserError(f"head file not found: {path}")
+        head, head_layers, norm = read_head(Path(path))
+        if hidden and head.w_last.shape != (hidden,):
+            raise UserError(f"the head {Path(path).name} expects hidden size {head.w_last.shape[0]} "
+                            f"but {gguf.name} has {hidden}")
+        heads[objective] = (head, norm)
+        layers.add(head_layers)
+    if len(layers - {None}) > 1:
+        raise UserError(f"the heads read different layers ({', '.join(str(n) for n in sorted(layers - {None}))}); "
+                        "heads on one backbone pass must read the same layer")
+    return heads, max(layers - {None}, default=None)
+
+
 def export_from_gguf(gguf: str | Path, head_path: str | Path | None, out: Path, *, n_layers: int | None,
                      max_length: int, opset: int, force: bool, progress: Progress, name: str | None = None,
-                     precision: str | None = None) -> dict:
+                     precision: str | None = None, objectives: dict[str, Path] | None = None,
+                     default_objectives: dict[str, float] | None = None) -> dict:
+    """head_path: one head (None: features only, to train a head); or `objectives`, one head file per objective."""
     gguf = check_gguf_file(Path(gguf), "policy model")
-    if head_path is None:  # features only: used to train a head
-        head, head_layers, norm = None, None, None
-    else:
-        if not Path(head_path).is_file():
-            raise UserError(f"head file not found: {head_path}")
-        head, head_layers, norm = read_head(Path(head_path))
+    heads, head_layers = read_heads(objectives or ({None: head_path} if head_path else {}), gguf)
+    head, norm = next(iter(heads.values()), (None, None))
     n_layers = n_layers or head_layers
-    if head is not None:  # before the slow load: a head from another backbone is a common mistake
-        hidden = gguf_hidden_size(gguf)
-        if hidden and head.w_last.shape != (hidden,):
-            raise UserError(f"the head {Path(head_path).name} expects hidden size {head.w_last.shape[0]} "
-                            f"but {gguf.name} has {hidden}")
     model, tokenizer = load_gguf_backbone(gguf, progress)
     hidden = model.config.hidden_size
     if n_layers is None:
@@ -60,7 +74,10 @@ def export_from_gguf(gguf: str | Path, head_path: str | Path | None, out: Path, 
         head = LinearHead(np.zeros(hidden, np.float32), np.zeros(hidden, np.float32), 0.0)
     return export_decoder(
         model, tokenizer, head, n_layers, out, name=name or out.name,
-        source={"gguf": gguf.name, "gguf_bytes": gguf.stat().st_size, "head": Path(head_path).name if head_path else None},
+        source={"gguf": gguf.name, "gguf_bytes": gguf.stat().st_size,
+                **({"heads": {o: Path(p).name for o, p in objectives.items()}} if objectives
+                   else {"head": Path(head_path).name if head_path else None})},
         input_format=InputFormat(), max_length=max_length, opset=opset, force=force, progress=progress,
         normalization=norm, precision=precision, reference=hidden_state_reference(model, head, n_layers),
+        objectives=heads if objectives else None, default_objectives=default_objectives,
     )

@@ -7,11 +7,14 @@ and, for ARGS, scores k candidate next tokens of a reply in progress in one batc
     rewards = scorer.score(ids, pieces)      # k candidates: token ids and their bytes
     scorer.accept(j)                         # the search took candidate j
     scorer.skip(token, piece)                # adaptive mode: took a token without scoring candidates
+
+It may have several objectives (heads on one backbone, see heads.py); every reward above is
+then Σ weight_i · reward_i, the weights given to `score_replies` / `start` (None: the model's
+defaults), and `score_objectives` / `scorer.last_by_objective` give each objective's own.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -22,6 +25,8 @@ from ..errors import RewardError, UserError
 
 
 class CandidateScorer(Protocol):
+    last_by_objective: dict[str, np.ndarray]  # each objective's rewards of the last scored candidates
+
     def score(self, ids: np.ndarray, pieces: list[bytes]) -> np.ndarray: ...
     def accept(self, index: int) -> None: ...
     def skip(self, token: int, piece: bytes) -> None: ...
@@ -32,9 +37,13 @@ class RewardModel(Protocol):
     name: str
     provider: str
     manifest: dict
+    objectives: tuple[str, ...]
+    default_objectives: dict[str, float]
 
-    def score_replies(self, conversation: list[dict], replies: list[str]) -> np.ndarray: ...
-    def start(self, conversation: list[dict]) -> CandidateScorer: ...
+    def score_objectives(self, conversation: list[dict], replies: list[str]) -> dict[str, np.ndarray]: ...
+    def score_replies(self, conversation: list[dict], replies: list[str],
+                      weights: dict | None = None) -> np.ndarray: ...
+    def start(self, conversation: list[dict], weights: dict | None = None) -> CandidateScorer: ...
 
 
 @dataclass(frozen=True)
@@ -85,8 +94,8 @@ class LinearHead:
 def checked(rewards: np.ndarray, step: int | None = None) -> np.ndarray:
     """Rewards as float64, or a RewardError if any is NaN or infinite."""
     rewards = np.asarray(rewards, dtype=np.float64)
-    if not np.all(np.isfinite(rewards)):
-        bad = [i for i, r in enumerate(rewards) if not math.isfinite(r)]
+    if not np.all(np.isfinite(rewards)):  # [k] or [k, objectives]: name the candidates
+        bad = sorted(set(np.argwhere(~np.isfinite(rewards))[:, 0].tolist()))
         raise RewardError(f"the reward model returned a non-finite reward for candidate(s) {bad}; "
                           "the model file may be damaged (re-export it)", step=step)
     return rewards
@@ -94,3 +103,13 @@ def checked(rewards: np.ndarray, step: int | None = None) -> np.ndarray:
 
 def truncate_left(ids: list[int], keep: int) -> list[int]:
     return ids[max(0, len(ids) - keep):] if keep > 0 else []
+
+
+def finished_reply(encode, reply: str, suffix: str, keep: int) -> list[int]:
+    """A finished reply's tokens with its end of turn, at most `keep` in all: a longer reply keeps
+    its beginning, what ARGS read while writing it (and where an answer usually is)."""
+    ids = encode(reply + suffix)
+    if len(ids) <= keep:
+        return ids
+    end = encode(suffix)
+    return encode(reply)[: max(0, keep - len(end))] + end

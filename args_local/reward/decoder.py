@@ -13,7 +13,8 @@ import numpy as np
 
 from ..errors import UserError
 from ..formats import InputFormat
-from .base import LinearHead, Normalization, checked, truncate_left
+from .base import finished_reply, truncate_left
+from .heads import CombinedScorer, Heads, Objectives
 from .onnx_session import make_session, provider_of
 
 NEG_INF = np.float32(-np.inf)
@@ -70,7 +71,7 @@ def candidate_bias(past: int, k: int) -> np.ndarray:
     return bias
 
 
-class DecoderRewardModel:
+class DecoderRewardModel(Objectives):
     kind = "decoder"
 
     def __init__(self, directory: Path, manifest: dict, threads: int, use_gpu: bool = True):
@@ -80,8 +81,8 @@ class DecoderRewardModel:
         self.name = manifest.get("name", directory.name)
         graph = manifest["graph"]
         self.n_layers, self.kv_heads, self.head_dim = graph["n_layers"], graph["kv_heads"], graph["head_dim"]
-        self.head = LinearHead.load(directory / manifest["head"], graph["hidden_size"])
-        self.normalize = Normalization.from_manifest(manifest)
+        self.heads = Heads.load(directory, manifest, graph["hidden_size"])
+        self.init_objectives(self.heads.names, manifest)
         self.format = InputFormat.from_dict(manifest.get("input_format", {}))
         self.max_length = int(manifest.get("max_length", 512))
         self.vocab = manifest["vocab"]
@@ -125,8 +126,9 @@ class DecoderRewardModel:
     def replies_hidden(self, conversation: list[dict], replies: list[str]) -> list[np.ndarray]:
         """[tokens, hidden] of each finished reply (end of turn included), the shared prefix run once.
 
-        Causal, so row t is also what the reply's first t + 1 tokens alone would give."""
-        encoded = [truncate_left(self.encode(r + self.format.reply_suffix), self.max_reply) for r in replies]
+        A reply longer than the RM reads keeps its beginning (then the end of turn): what ARGS
+        read while writing it. Causal, so row t is also what the reply's first t + 1 tokens alone give."""
+        encoded = [finished_reply(self.encode, r, self.format.reply_suffix, self.max_reply) for r in replies]
         cache = self.prefill(conversation, reply_len=max(len(ids) for ids in encoded))
         past = cache.length
         return [self._run(cache, ids, past + np.arange(len(ids)), causal_bias(past, len(ids)))[0] for ids in encoded]
@@ -135,30 +137,32 @@ class DecoderRewardModel:
         """[len(replies), 2 * hidden]: [h_last, h_mean] of each finished reply."""
         return np.stack([np.concatenate([h[-1], h.mean(axis=0)]) for h in self.replies_hidden(conversation, replies)])
 
-    def score_replies(self, conversation: list[dict], replies: list[str]) -> np.ndarray:
+    def reward_matrix(self, conversation: list[dict], replies: list[str]) -> np.ndarray:
         f = self.features(conversation, replies)
         d = f.shape[1] // 2
-        return checked(self.normalize(self.head(f[:, :d], f[:, d:])))
+        return self.heads(f[:, :d], f[:, d:])
 
-    def start(self, conversation: list[dict]) -> "DecoderCandidateScorer":
-        return DecoderCandidateScorer(self, self.prefill(conversation))
+    def start(self, conversation: list[dict], weights: dict | None = None) -> CombinedScorer:
+        w = self.weight_vector(weights)
+        return CombinedScorer(DecoderCandidateScorer(self, self.prefill(conversation)), self.objectives, w)
 
 
 class DecoderCandidateScorer:
     def __init__(self, rm: DecoderRewardModel, cache: KVCache):
         self.rm, self.cache = rm, cache
-        self.reply_sum = np.zeros(rm.head.w_last.shape, np.float64)
+        self.reply_sum = np.zeros(rm.heads.hidden_size, np.float64)
         self.reply_len = 0
         self._last = None  # (hidden, new keys/values) of the last scored candidates
         self._skipped: list[int] = []  # tokens taken unscored, run as one block before the next score
 
     def score(self, ids: np.ndarray, pieces: list[bytes] | None = None) -> np.ndarray:
+        """[k, objectives]: every head on the same pass."""
         self._catch_up()
         k, past = len(ids), self.cache.length
         hidden, new = self.rm._run(self.cache, ids, np.full(k, past), candidate_bias(past, k))
         self._last = (hidden, new)
         mean = (self.reply_sum + hidden) / (self.reply_len + 1)
-        return self.rm.normalize(self.rm.head(hidden, mean))
+        return self.rm.heads(hidden, mean)
 
     def accept(self, index: int) -> None:
         hidden, new = self._last

@@ -12,11 +12,14 @@ import numpy as np
 
 from ..errors import UserError
 from ..formats import InputFormat
-from .base import Normalization, checked
+from .base import Normalization
+from .heads import CombinedScorer, Objectives, objective_of
 from .onnx_session import make_session, provider_of
 
 
-class EncoderRewardModel:
+class EncoderRewardModel(Objectives):
+    """One objective: the classifier's output (named by the manifest's `objective`)."""
+
     kind = "encoder"
 
     def __init__(self, directory: Path, manifest: dict, threads: int, use_gpu: bool = True):
@@ -28,6 +31,7 @@ class EncoderRewardModel:
         self.max_length = int(manifest.get("max_length", 512))
         self.output_index = int(manifest.get("output_index", 0))
         self.normalize = Normalization.from_manifest(manifest)
+        self.init_objectives((objective_of(manifest),), manifest)
         tokenizer_path = directory / manifest.get("tokenizer", "tokenizer.json")
         if not tokenizer_path.is_file():
             raise UserError(f"{directory}: tokenizer file {tokenizer_path.name} is missing; re-export the model.")
@@ -63,15 +67,17 @@ class EncoderRewardModel:
         return {name: arrays[name] for name in self.input_names}
 
     def raw_scores(self, context: str, replies: list[str]) -> np.ndarray:
+        """[replies, 1]: the normalised reward of the one objective."""
         (logits,) = self.session.run(None, self._inputs(context, replies))[:1]
-        return self.normalize(logits.reshape(len(replies), -1)[:, self.output_index])
+        return self.normalize(logits.reshape(len(replies), -1)[:, self.output_index])[:, None]
 
-    def score_replies(self, conversation: list[dict], replies: list[str]) -> np.ndarray:
+    def reward_matrix(self, conversation: list[dict], replies: list[str]) -> np.ndarray:
         context = self.format.context_text(conversation)
-        return checked(self.raw_scores(context, [r + self.format.reply_suffix for r in replies]))
+        return self.raw_scores(context, [r + self.format.reply_suffix for r in replies])
 
-    def start(self, conversation: list[dict]) -> "EncoderCandidateScorer":
-        return EncoderCandidateScorer(self, self.format.context_text(conversation))
+    def start(self, conversation: list[dict], weights: dict | None = None) -> CombinedScorer:
+        scorer = EncoderCandidateScorer(self, self.format.context_text(conversation))
+        return CombinedScorer(scorer, self.objectives, self.weight_vector(weights))
 
 
 class EncoderCandidateScorer:

@@ -16,10 +16,11 @@ from ..errors import UserError
 from ..formats import InputFormat
 from ..policy import check_gguf_file
 from ..quiet import quiet_stderr
-from .base import LinearHead, Normalization, checked, truncate_left
+from .base import finished_reply, truncate_left
+from .heads import Heads, Objectives, head_specs
 
 
-class GgufEmbeddingRewardModel:
+class GgufEmbeddingRewardModel(Objectives):
     kind = "gguf-embedding"
 
     def __init__(self, directory: Path, manifest: dict, threads: int, use_gpu: bool = True):
@@ -30,7 +31,6 @@ class GgufEmbeddingRewardModel:
         self.name = manifest.get("name", directory.name)
         self.format = InputFormat.from_dict(manifest.get("input_format", {}))
         self.max_length = int(manifest.get("max_length", 384))
-        self.normalize = Normalization.from_manifest(manifest)
         path = check_gguf_file(directory / manifest["model"], "judge model")
         proven = llama_build.load_options(path)
         try:
@@ -44,7 +44,8 @@ class GgufEmbeddingRewardModel:
             raise UserError(f"could not load judge model {path}: {e}") from None
         self.provider = "GPU (llama.cpp)" if self._llm.model_params.n_gpu_layers else "CPU"
         self.hidden_size = self._llm.n_embd()
-        self.head = LinearHead.load(directory / manifest["head"], self.hidden_size) if manifest.get("head") else None
+        self.heads = Heads.load(directory, manifest, self.hidden_size) if head_specs(manifest) else None
+        self.init_objectives(self.heads.names if self.heads else (), manifest)
 
     def encode(self, text: str, bos: bool = False) -> list[int]:
         return self._llm.tokenize(text.encode("utf-8"), add_bos=bos, special=True)
@@ -73,7 +74,7 @@ class GgufEmbeddingRewardModel:
     def features(self, conversation: list[dict], replies: list[str]) -> np.ndarray:
         """[len(replies), 2 * hidden]: [h_last, h_mean] of each finished reply (shared prefix run once)."""
         max_reply = self.max_length * 3 // 4  # a long reply still leaves room for some context
-        reply_ids = [truncate_left(self.encode(r + self.format.reply_suffix), max_reply) for r in replies]
+        reply_ids = [finished_reply(self.encode, r, self.format.reply_suffix, max_reply) for r in replies]
         prefix = self.encode(self.format.context_text(conversation) + self.format.reply_prefix, bos=True)
         keep = self.max_length - max(len(r) for r in reply_ids)
         prefix = prefix[:1] + truncate_left(prefix[1:], keep - 1)
@@ -84,13 +85,13 @@ class GgufEmbeddingRewardModel:
             rows.append(np.concatenate([hidden[-1], hidden.mean(axis=0)]))
         return np.stack(rows)
 
-    def score_replies(self, conversation: list[dict], replies: list[str]) -> np.ndarray:
-        if self.head is None:
+    def reward_matrix(self, conversation: list[dict], replies: list[str]) -> np.ndarray:
+        if self.heads is None:
             raise UserError(f"{self.directory} has no head: it can give features but not rewards")
         f = self.features(conversation, replies)
         d = f.shape[1] // 2
-        return checked(self.normalize(self.head(f[:, :d], f[:, d:])))
+        return self.heads(f[:, :d], f[:, d:])
 
-    def start(self, conversation):
+    def start(self, conversation, weights=None):
         raise UserError(f"{self.name} is a judge ({self.kind}): it scores finished replies only. "
                         "Guide ARGS with a decoder or encoder reward model.")

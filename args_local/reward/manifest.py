@@ -10,6 +10,10 @@ manifest.json (written by `args-local export`, read here):
   max_length      tokens the RM reads; longer inputs lose their oldest tokens
   normalization   {"mean", "std"}: reward = (raw - mean) / std, measured on sample replies
   head            decoder / gguf-embedding: .npz with w_last, w_mean, bias over [last, reply-mean]
+  objective       optional name of a single-head (or encoder) model's objective, e.g. "harmless"
+  heads           instead of head + normalization, one head per objective on the same backbone:
+                  {"harmless": {"file": "head.npz", "normalization": {"mean", "std"}}, "helpful": {...}}
+  default_objectives  {objective: weight}: reward = Σ weight · normalised reward (default: 1 each)
   output_index    encoder: which logit is the reward
   vocab           decoder: {"size", "probe_text", "probe_ids"}: checked against the policy
   graph           decoder: {"n_layers", "kv_heads", "head_dim", "hidden_size"}

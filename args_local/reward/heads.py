@@ -1,0 +1,157 @@
+"""Several objectives on one backbone: every linear head stacked in one matrix.
+
+A reward model directory may hold one head per objective (manifest `heads`), all reading the
+same [h_last, mean(h over the reply)] features. Stacked, all objectives cost one small matmul
+on the same backbone pass, and the search still sees one reward per candidate:
+
+    reward = Σ weight_i · reward_i        (each reward_i normalised by its own mean and std)
+
+Old manifests with a single `head` + `normalization` load as one objective, named by the
+manifest's optional `objective` key, else "reward".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+from .base import LinearHead, checked
+
+DEFAULT_OBJECTIVE = "reward"  # the one objective of a single-head model that does not name it
+
+
+def head_specs(manifest: dict) -> dict[str, dict]:
+    """{objective: {"file", "normalization"}}: from `heads`, or from an old single `head`."""
+    if "heads" in manifest:
+        heads = manifest["heads"]
+        if not isinstance(heads, dict) or not heads or not all(isinstance(h, dict) and "file" in h for h in heads.values()):
+            raise UserError("manifest.json: `heads` must map each objective to {\"file\", \"normalization\"}; "
+                            "re-export the model.")
+        return heads
+    if manifest.get("head"):
+        return {objective_of(manifest): {"file": manifest["head"], "normalization": manifest.get("normalization") or {}}}
+    return {}
+
+
+def objective_of(manifest: dict) -> str:
+    return str(manifest.get("objective") or DEFAULT_OBJECTIVE)
+
+
+def default_weights(manifest: dict, names: tuple[str, ...]) -> dict[str, float]:
+    """The manifest's `default_objectives`, else weight 1 on each objective."""
+    weights = manifest.get("default_objectives") or {name: 1.0 for name in names}
+    return check_weights(weights, names, "the manifest's default_objectives")
+
+
+def check_weights(weights: dict, names: tuple[str, ...], model: str) -> dict[str, float]:
+    """Weights by objective name, each known to the model, finite and >= 0; unnamed objectives get 0."""
+    out = {name: 0.0 for name in names}
+    for name, weight in weights.items():
+        if name not in names:
+            have = ", ".join(names) if names else "none (it has no head)"
+            raise UserError(f"{model} has no objective {name!r}; its objectives: {have}")
+        try:
+            weight = float(weight)
+        except (TypeError, ValueError):
+            raise UserError(f"the weight of objective {name!r} must be a number (got {weight!r})") from None
+        if not math.isfinite(weight) or weight < 0:
+            raise UserError(f"the weight of objective {name!r} must be a finite number >= 0 (got {weight})")
+        out[name] = weight
+    return out
+
+
+@dataclass(frozen=True)
+class Heads:
+    """Linear heads as columns: rewards[..., i] = normalised objective i. Normalisation is folded
+    into the weights, so scoring all objectives is two [hidden, n] matmuls and an add."""
+
+    names: tuple[str, ...]
+    w_last: np.ndarray  # [hidden, n]
+    w_mean: np.ndarray  # [hidden, n]
+    bias: np.ndarray  # [n]
+
+    @classmethod
+    def stack(cls, heads: dict[str, LinearHead], normalization: dict[str, dict]) -> "Heads":
+        names = tuple(heads)
+        std = np.array([float((normalization.get(n) or {}).get("std", 1.0)) or 1.0 for n in names])
+        mean = np.array([float((normalization.get(n) or {}).get("mean", 0.0)) for n in names])
+        w_last = np.stack([heads[n].w_last for n in names], axis=1) / std
+        w_mean = np.stack([heads[n].w_mean for n in names], axis=1) / std
+        bias = (np.array([heads[n].bias for n in names]) - mean) / std
+        return cls(names, w_last.astype(np.float32), w_mean.astype(np.float32), bias)
+
+    @classmethod
+    def load(cls, directory: Path, manifest: dict, hidden_size: int | None = None) -> "Heads":
+        specs = head_specs(manifest)
+        heads = {name: LinearHead.load(directory / spec["file"], hidden_size) for name, spec in specs.items()}
+        return cls.stack(heads, {name: spec.get("normalization") or {} for name, spec in specs.items()})
+
+    @property
+    def hidden_size(self) -> int:
+        return self.w_last.shape[0]
+
+    def __call__(self, h_last: np.ndarray, h_mean: np.ndarray) -> np.ndarray:
+        """[..., hidden] features → [..., n] normalised rewards, float64."""
+        return (h_last @ self.w_last + h_mean @ self.w_mean).astype(np.float64) + self.bias
+
+
+class Objectives:
+    """What every backend shares: objective names, default weights, and weights → one reward.
+
+    A backend sets `objectives` and `default_objectives` (see `init_objectives`) and implements
+    `reward_matrix(conversation, replies) -> [replies, objectives]` (normalised)."""
+
+    name: str
+    objectives: tuple[str, ...] = ()
+    default_objectives: dict[str, float] = {}
+
+    def init_objectives(self, names: tuple[str, ...], manifest: dict) -> None:
+        self.objectives = tuple(names)
+        self.default_objectives = default_weights(manifest, self.objectives) if names else {}
+
+    def weight_vector(self, weights: dict | None = None) -> np.ndarray:
+        """The weights, by position in `objectives`; None: the model's defaults. UserError if invalid."""
+        checked_weights = check_weights(self.default_objectives if weights is None else weights,
+                                        self.objectives, f"the reward model {self.name}")
+        return np.array([checked_weights[n] for n in self.objectives])
+
+    def score_objectives(self, conversation: list[dict], replies: list[str]) -> dict[str, np.ndarray]:
+        """Each objective's normalised reward of each finished reply."""
+        return self.by_objective(self.reward_matrix(conversation, replies))
+
+    def score_replies(self, conversation: list[dict], replies: list[str], weights: dict | None = None) -> np.ndarray:
+        """Σ weight_i · reward_i of each finished reply (weights None: the manifest's defaults)."""
+        return checked(self.reward_matrix(conversation, replies) @ self.weight_vector(weights))
+
+    def by_objective(self, matrix: np.ndarray) -> dict[str, np.ndarray]:
+        matrix = checked(matrix)
+        return {name: matrix[:, i] for i, name in enumerate(self.objectives)}
+
+    def combine(self, by_objective: dict[str, np.ndarray], weights: dict | None = None) -> np.ndarray:
+        """Σ weight_i · reward_i from rewards already scored per objective (no second pass)."""
+        w = self.weight_vector(weights)
+        return sum(w[i] * np.asarray(by_objective[n], np.float64) for i, n in enumerate(self.objectives))
+
+
+class CombinedScorer:
+    """Wraps a backend's candidate scorer (which returns [k, objectives]): `score` gives the
+    weighted reward the search uses, and keeps each objective's rewards of the last k candidates."""
+
+    def __init__(self, inner, names: tuple[str, ...], weights: np.ndarray):
+        self.inner, self.names, self.weights = inner, names, weights
+        self.last_by_objective: dict[str, np.ndarray] = {}
+
+    def score(self, ids: np.ndarray, pieces: list[bytes] | None = None) -> np.ndarray:
+        matrix = np.asarray(self.inner.score(ids, pieces), np.float64)  # the engine checks the sum
+        self.last_by_objective = {name: matrix[:, i] for i, name in enumerate(self.names)}
+        return matrix @ self.weights
+
+    def accept(self, index: int) -> None:
+        self.inner.accept(index)
+
+    def skip(self, token: int, piece: bytes | None = None) -> None:
+        self.inner.skip(token, piece)

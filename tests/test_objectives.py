@@ -1,0 +1,143 @@
+"""Several objectives on one reward model: the stacked heads' math, the weights' validation, and
+the real built-in guide's two heads (helpful, harmless) on one backbone pass."""
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+
+from args_local.errors import UserError
+from args_local.reward import load_reward_model
+from args_local.reward.base import LinearHead
+from args_local.reward.heads import Heads, check_weights, head_specs
+from args_local.settings import DecodingSettings, parse_objectives
+
+from .conftest import THREADS
+
+CONVERSATION = [{"role": "user", "content": "Why can I see the moon during the day?"}]
+REPLIES = ["The moon reflects sunlight and is bright enough to be seen in daylight.", "No.",
+           "I'm sorry, I can't help with that."]
+
+
+def random_head(rng, d=16):
+    return LinearHead(rng.normal(size=d).astype(np.float32), rng.normal(size=d).astype(np.float32), float(rng.normal()))
+
+
+def test_stacked_heads_give_each_head_normalised_as_alone():
+    rng = np.random.default_rng(0)
+    a, b = random_head(rng), random_head(rng)
+    norm = {"a": {"mean": 0.5, "std": 2.0}, "b": {"mean": -1.0, "std": 0.25}}
+    heads = Heads.stack({"a": a, "b": b}, norm)
+    h_last, h_mean = rng.normal(size=(10, 16)), rng.normal(size=(10, 16))
+    got = heads(h_last, h_mean)
+    assert got.shape == (10, 2)
+    for i, (name, head) in enumerate((("a", a), ("b", b))):
+        alone = (head(h_last, h_mean) - norm[name]["mean"]) / norm[name]["std"]
+        np.testing.assert_allclose(got[:, i], alone, rtol=1e-5, atol=1e-5)
+
+
+def test_old_single_head_manifest_is_one_objective_named_by_its_objective_key():
+    old = {"head": "head.npz", "normalization": {"mean": 1.0, "std": 2.0}}
+    assert head_specs(old) == {"reward": {"file": "head.npz", "normalization": {"mean": 1.0, "std": 2.0}}}
+    assert list(head_specs({**old, "objective": "harmless"})) == ["harmless"]
+    assert head_specs({"kind": "gguf-embedding"}) == {}
+
+
+@pytest.mark.parametrize("weights, words", [
+    ({"helpfull": 1}, "has no objective 'helpfull'; its objectives: helpful, harmless"),
+    ({"helpful": -1}, "must be a finite number >= 0"),
+    ({"helpful": math.nan}, "must be a finite number >= 0"),
+    ({"helpful": math.inf}, "must be a finite number >= 0"),
+])
+def test_bad_weights_are_one_clear_error(weights, words):
+    with pytest.raises(UserError, match=words.replace("(", r"\(")):
+        check_weights(weights, ("helpful", "harmless"), "guide")
+
+
+def test_objectives_not_named_get_weight_zero():
+    assert check_weights({"helpful": 2}, ("helpful", "harmless"), "guide") == {"helpful": 2.0, "harmless": 0.0}
+
+
+@pytest.mark.parametrize("text, words", [
+    ("helpful", "NAME=WEIGHT"), ("helpful=x", "NAME=WEIGHT"), ("=1", "NAME=WEIGHT"), ("helpful=1,", "NAME=WEIGHT"),
+])
+def test_malformed_objective_option(text, words):
+    with pytest.raises(UserError, match=words):
+        parse_objectives(text)
+
+
+def test_settings_validate_objective_weights():
+    assert parse_objectives("helpful=1, harmless=0.5") == (("helpful", 1.0), ("harmless", 0.5))
+    with pytest.raises(UserError, match="all objective weights are 0"):
+        DecodingSettings(objectives={"helpful": 0, "harmless": 0}).validated()
+    DecodingSettings(mode="greedy", objectives={"helpful": 0}).validated()  # no reward guides greedy
+    with pytest.raises(UserError, match="given once"):
+        DecodingSettings(objectives=(("helpful", 1.0), ("helpful", 2.0))).validated()
+    with pytest.raises(UserError, match="finite number >= 0"):
+        DecodingSettings(objectives={"helpful": -0.5}).validated()
+    assert DecodingSettings(objectives={"helpful": 1.0}).to_dict()["objectives"] == {"helpful": 1.0}
+
+
+# --- the real built-in guide: two heads on one pass -------------------------------------------
+
+@pytest.fixture(scope="module")
+def guide(guide_dir):
+    return load_reward_model(guide_dir, THREADS, use_gpu=False)
+
+
+def test_builtin_guide_has_both_objectives_and_scores_each(guide):
+    assert set(guide.objectives) == {"helpful", "harmless"}
+    assert set(guide.default_objectives) == {"helpful", "harmless"}
+    by = guide.score_objectives(CONVERSATION, REPLIES)
+    assert set(by) == set(guide.objectives) and all(r.shape == (3,) for r in by.values())
+    assert not np.allclose(by["helpful"], by["harmless"])  # two different heads
+    for name in guide.objectives:
+        np.testing.assert_allclose(guide.score_replies(CONVERSATION, REPLIES, {name: 1.0}), by[name])
+    weights = {"helpful": 1.0, "harmless": 0.5}
+    np.testing.assert_allclose(guide.score_replies(CONVERSATION, REPLIES, weights),
+                               by["helpful"] + 0.5 * by["harmless"])
+    np.testing.assert_allclose(guide.score_replies(CONVERSATION, REPLIES),
+                               sum(w * by[n] for n, w in guide.default_objectives.items()))
+
+
+def single_head_copy(guide_dir, tmp_path, name):
+    """The guide with only one of its heads, as an old single-head manifest would have it."""
+    out = tmp_path / name
+    shutil.copytree(guide_dir, out, symlinks=True)
+    manifest = json.loads((out / "manifest.json").read_text())
+    spec = manifest.pop("heads")[name]
+    manifest.pop("default_objectives")
+    manifest.update(head=spec["file"], normalization=spec["normalization"], objective=name)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+def test_a_step_with_two_heads_equals_each_head_computed_alone(guide, guide_dir, tmp_path):
+    weights = {"helpful": 1.0, "harmless": 0.5}
+    alone = {n: load_reward_model(single_head_copy(guide_dir, tmp_path, n), THREADS, use_gpu=False)
+             for n in weights}
+    reply = guide.encode(REPLIES[0])
+    candidates = np.array(sorted(set(guide.encode(" It is bright. Sunlight reflects"))))
+    both = guide.start(CONVERSATION, weights)
+    singles = {n: rm.start(CONVERSATION) for n, rm in alone.items()}
+    for token in reply[:6]:
+        for scorer in (both, *singles.values()):
+            scorer.score(np.array([token]))
+            scorer.accept(0)
+    combined = both.score(candidates)
+    separate = {n: s.score(candidates) for n, s in singles.items()}
+    for n in weights:
+        np.testing.assert_allclose(both.last_by_objective[n], separate[n], atol=1e-4)
+    np.testing.assert_allclose(combined, sum(w * separate[n] for n, w in weights.items()), atol=1e-4)
+    assert np.ptp(combined) > 0
+
+
+def test_the_encoder_is_one_objective_and_refuses_another(encoder_dir):
+    rm = load_reward_model(encoder_dir, THREADS, use_gpu=False)
+    assert rm.objectives == ("harmless",)
+    by = rm.score_objectives(CONVERSATION, REPLIES)
+    np.testing.assert_allclose(rm.score_replies(CONVERSATION, REPLIES), by["harmless"])
+    with pytest.raises(UserError, match="has no objective 'helpful'; its objectives: harmless"):
+        rm.start(CONVERSATION, {"helpful": 1.0})
