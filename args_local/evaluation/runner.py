@@ -153,13 +153,12 @@ def generate_all(engine: Engine, prompts: list[EvalPrompt], runs: list[Run], bas
                 continue
             settings = base.with_(mode=run.method, w=base.w if run.w is None else run.w, seed=base.seed + prompt.index)
             res = engine.generate(prompt.messages, settings)
-            conversation = [m for m in prompt.messages if m["role"] != "system"]
-            # each objective of the guide on the finished reply (an empty one scored like best-of-n does)
-            by_objective = engine.reward.score_objectives(conversation, [res.text or " "])
-            guide_rewards = {name: float(v[0]) for name, v in by_objective.items()}
-            guide = res.reward
-            if guide is None:  # an empty reply is not scored by the engine
-                guide = float(engine.reward.score_replies(conversation, [" "], dict(settings.objectives) or None)[0])
+            guide, guide_rewards = res.reward, res.objective_rewards
+            if guide is None:  # an empty reply is not scored by the engine; score it like best-of-n does
+                conversation = [m for m in prompt.messages if m["role"] != "system"]
+                weights = dict(settings.objectives) or None
+                guide = float(engine.reward.score_replies(conversation, [" "], weights)[0])
+                guide_rewards = {n: float(v[0]) for n, v in engine.reward.score_objectives(conversation, [" "]).items()}
             record = {"key": key, "prompt_index": prompt.index, "line": prompt.line, "method": run.method,
                       "w": run.w, "text": res.text, "n_tokens": len(res.tokens), "stop_reason": res.stop_reason,
                       "guide_reward": guide, "guide_rewards": guide_rewards, "seconds": res.seconds, "tokens_per_s": res.tokens_per_s,
