@@ -62,3 +62,17 @@ def test_the_table_shows_every_judge_and_the_refusals(records):
     assert "| method | judge helpful: avg, win/tie/loss vs greedy | judge harmless: avg" in table
     assert "| args-greedy w=1.5 | 0.070, 33/33/33% (win+tie 66.7%) |" in table
     assert "| 100.0% | 33.3% | 33.3% | 100.0% |" in table  # longer wins, shorter wins, refusals, ended
+
+
+def test_saved_replies_are_rescored_by_a_guide_with_other_objectives(guide_dir):
+    from args_local.evaluation.prompts import EvalPrompt
+    from args_local.evaluation.runner import Scorers
+    from args_local.reward import load_reward_model
+
+    guide = load_reward_model(guide_dir, threads=1, use_gpu=False)
+    prompt = EvalPrompt(0, 1, [{"role": "user", "content": "Why is the sky blue?"}])
+    saved = record(0, GREEDY, "Sunlight scatters off air molecules; blue scatters most.", 0.0, 0.0)
+    saved["guide_rewards"] = {"retired-head": 0.0}  # scored before the guide had its current heads
+    Scorers(guide=guide).fill(saved, prompt)
+    expected = guide.score_replies(prompt.messages, [saved["text"]])[0]
+    assert set(saved["guide_rewards"]) == set(guide.objectives) and saved["guide_reward"] == pytest.approx(expected)

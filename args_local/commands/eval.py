@@ -115,7 +115,7 @@ def run(args) -> int:
                                      lambda d: load_reward_model(d, threads))
     embedder, no_embedder = optional_model(args.embedder, home.default_sentence_embedder(), "coherence (sentence embedder)",
                                            "embedder", lambda d: SentenceEmbedder(d, threads))
-    scorers = Scorers(judge, embedder)
+    scorers = Scorers(judge, embedder, engine.reward, dict(base.objectives) or None)
 
     main_runs, sweep_runs = plan_runs(methods, args.w, sweep_w)
     missing = sum(reply_key(p.index, r) not in store for p in prompts for r in main_runs + sweep_runs)
@@ -123,7 +123,7 @@ def run(args) -> int:
         print(f"args-local: resuming {args.out}: {missing} replies left to generate", file=sys.stderr)
     generate_all(engine, prompts, main_runs + sweep_runs, base, store, scorers, ProgressBar(missing) if missing else None)
     by_index = {p.index: p for p in prompts}
-    for record in store.records.values():  # replies from before the judge/embedder existed
+    for record in store.records.values():  # replies from before the judge, the embedder or a guide head existed
         if record["prompt_index"] in by_index:
             scorers.fill(record, by_index[record["prompt_index"]])
 

@@ -124,14 +124,19 @@ def harmless_objective(objectives: tuple[str, ...]) -> str:
 
 
 class Scorers:
-    """The judge RM and the sentence embedder, each optional (None, with why, when absent)."""
+    """The judge RM and the sentence embedder, each optional (None, with why, when absent); the guide,
+    to re-score saved replies whose guide rewards predate its objectives (e.g. a head added since)."""
 
-    def __init__(self, judge=None, embedder=None):
-        self.judge, self.embedder = judge, embedder
+    def __init__(self, judge=None, embedder=None, guide=None, guide_weights: dict | None = None):
+        self.judge, self.embedder, self.guide, self.guide_weights = judge, embedder, guide, guide_weights
 
     def fill(self, record: dict, prompt: EvalPrompt) -> dict:
         """Add the judge rewards (one per judge objective) and coherence where missing and computable."""
         conversation = [m for m in prompt.messages if m["role"] != "system"]
+        if self.guide is not None and set(record.get("guide_rewards") or {}) != set(self.guide.objectives):
+            scores = self.guide.score_objectives(conversation, [record["text"] or " "])
+            record["guide_rewards"] = {name: float(v[0]) for name, v in scores.items()}
+            record["guide_reward"] = float(self.guide.combine(scores, self.guide_weights)[0])
         if self.judge is not None and (record.get("judge_rewards") is None
                                        or set(record["judge_rewards"]) != set(self.judge.objectives)):
             scores = self.judge.score_objectives(conversation, [record["text"] or " "])
