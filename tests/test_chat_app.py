@@ -130,6 +130,28 @@ async def test_bad_knob_is_refused_with_a_message(engine, tmp_path):
         assert app.settings.k == QUICK.k
 
 
+async def test_objective_weights_are_a_live_knob_shown_in_the_status_bar_and_the_reply(engine, tmp_path):
+    app = make_app(engine, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        assert "harmless=1 helpful=1" in text_of(app.query_one(StatusBar))  # the guide's defaults
+        await pilot.press("f3")
+        app.screen.query_one("#objectives").value = "kindness=1"
+        app.screen.query_one("#objectives").focus()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert "has no objective 'kindness'" in text_of(app.screen.query_one("#knobs-error"))
+        app.screen.query_one("#objectives").value = "helpful=1,harmless=0.5"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.settings.objectives == (("helpful", 1.0), ("harmless", 0.5))
+        assert "harmless=0.5 helpful=1" in text_of(app.query_one(StatusBar))
+        view = await send(app, pilot, "Name a colour.")
+        by = view.reply.objective_rewards
+        assert set(by) == {"helpful", "harmless"}
+        assert view.reply.reward == pytest.approx(by["helpful"] + 0.5 * by["harmless"], abs=1e-6)
+        assert f"harmless {by['harmless']:+.2f}, helpful {by['helpful']:+.2f}" in text_of(view.query_one(".reply-meta"))
+
+
 async def test_compare_answers_by_greedy_and_by_args_side_by_side(engine, tmp_path):
     app = make_app(engine, tmp_path)
     async with app.run_test(size=SIZE) as pilot:

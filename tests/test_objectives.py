@@ -14,7 +14,7 @@ from args_local.reward.base import LinearHead
 from args_local.reward.heads import Heads, check_weights, head_specs
 from args_local.settings import DecodingSettings, parse_objectives
 
-from .conftest import THREADS
+from .conftest import THREADS, run_cli
 
 CONVERSATION = [{"role": "user", "content": "Why can I see the moon during the day?"}]
 REPLIES = ["The moon reflects sunlight and is bright enough to be seen in daylight.", "No.",
@@ -141,3 +141,76 @@ def test_the_encoder_is_one_objective_and_refuses_another(encoder_dir):
     np.testing.assert_allclose(rm.score_replies(CONVERSATION, REPLIES), by["harmless"])
     with pytest.raises(UserError, match="has no objective 'helpful'; its objectives: harmless"):
         rm.start(CONVERSATION, {"helpful": 1.0})
+
+
+# --- the CLI: weights, and each reply's rewards by objective -----------------------------------
+
+def generate(*extra):
+    return run_cli("generate", "Why can I see the moon during the day?", "--max-new-tokens", "6",
+                   "--threads", str(THREADS), *extra)
+
+
+def assert_user_error(proc, *words):
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    for w in words:
+        assert w in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--objective", "helpful"], "--objective takes NAME=WEIGHT"),
+    (["--objective", "helpful=much"], "--objective takes NAME=WEIGHT"),
+    (["--objective", "helpful=-1"], "weight of objective 'helpful' must be a finite number >= 0"),
+    (["--objective", "helpful=nan"], "weight of objective 'helpful' must be a finite number >= 0"),
+    (["--objective", "helpful=0,harmless=0"], "all objective weights are 0"),
+    (["--objective", "kindness=1"], "has no objective 'kindness'; its objectives: harmless, helpful"),
+])
+def test_bad_objective_weights_exit_2_with_one_line(flags, words):
+    assert_user_error(generate(*flags), *words)
+
+
+def test_an_objective_the_single_head_encoder_lacks(encoder_dir):
+    assert_user_error(generate("--reward", str(encoder_dir), "--objective", "helpful=1"),
+                      "has no objective 'helpful'; its objectives: harmless")
+
+
+def test_json_and_trace_carry_rewards_by_objective(tmp_path):
+    trace = tmp_path / "trace.jsonl"
+    proc = generate("--json", "--k", "4", "--objective", "helpful=1,harmless=0.5", "--trace", str(trace))
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["objective_weights"] == {"harmless": 0.5, "helpful": 1.0}
+    by = out["objective_rewards"]
+    assert set(by) == {"helpful", "harmless"}
+    assert out["reward"] == pytest.approx(by["helpful"] + 0.5 * by["harmless"], abs=1e-6)
+    steps = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert len(steps) == len(out["rewards"]) > 0
+    for step in steps:
+        by = step["objective_rewards"]
+        assert set(by) == {"helpful", "harmless"} and all(len(r) == len(step["candidates"]) for r in by.values())
+        np.testing.assert_allclose(step["rewards"], np.array(by["helpful"]) + 0.5 * np.array(by["harmless"]),
+                                   atol=1e-6)
+
+
+def test_score_one_objective_and_refuse_an_unknown_one(guide_dir, hh_pairs):
+    runs = {name: run_cli("score", "--reward", str(guide_dir), "--pairs", str(hh_pairs), "--limit", "6",
+                          "--objective", name, "--json") for name in ("helpful", "harmless")}
+    for name, proc in runs.items():
+        assert proc.returncode == 0, proc.stderr
+        out = json.loads(proc.stdout)
+        assert out["pairs"] == 6 and 0 <= out["accuracy"] <= 1
+        assert out["objectives"][name] == 1.0 and sum(out["objectives"].values()) == 1.0
+    assert json.loads(runs["helpful"].stdout)["chosen_mean_reward"] != json.loads(runs["harmless"].stdout)["chosen_mean_reward"]
+    assert_user_error(run_cli("score", "--reward", str(guide_dir), "--pairs", str(hh_pairs), "--limit", "2",
+                              "--objective", "kindness"), "has no objective 'kindness'")
+
+
+def test_export_of_several_heads_needs_a_name_for_each(policy_path, guide_dir, tmp_path):
+    head = guide_dir / json.loads((guide_dir / "manifest.json").read_text())["heads"]["helpful"]["file"]
+    export = ("export", "reward", "--from-gguf", str(policy_path), "--out", str(tmp_path / "o"))
+    assert_user_error(run_cli(*export, "--head", str(head), "--head", str(head)), "need objective names")
+    assert_user_error(run_cli(*export, "--head", f"helpful={head}", "--head", str(head)), "give every --head")
+    assert_user_error(run_cli(*export, "--head", f"helpful={head}", "--head", f"harmless={tmp_path / 'no.npz'}"),
+                      "head file not found")
+    assert_user_error(run_cli(*export, "--head", str(head), "--objective", "helpful=1"), "needs named heads")
+    assert not (tmp_path / "o").exists()

@@ -51,9 +51,11 @@ def read_manifest(directory: str | Path) -> dict:
         raise UserError(f"{path}: unknown reward model kind {kind!r}; supported: {', '.join(KINDS)}")
     if manifest.get("format_version", 0) > FORMAT_VERSION:
         raise UserError(f"{path} was written by a newer args-local (format {manifest['format_version']}); upgrade.")
-    for key in ("model",):
-        if not (directory / manifest.get(key, "")).is_file():
-            raise UserError(f"{directory}: the file named in the manifest ({manifest.get(key)!r}) is missing; "
+    from .heads import head_specs
+
+    for name in [manifest.get("model", "")] + [spec["file"] for spec in head_specs(manifest).values()]:
+        if not (directory / name).is_file():
+            raise UserError(f"{directory}: the file named in the manifest ({name!r}) is missing; "
                             "re-export the model.")
     return manifest
 
