@@ -107,25 +107,18 @@ def run_bench(configs: list[Config], prompts, tokens: int, reps: int, progress: 
     return results
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_info(policy, policy_threads: int, rm_threads: int) -> dict:
     import llama_cpp
     import onnxruntime as ort
 
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "load_average_1m": os.getloadavg()[0],
+    from . import llama_build
+
+    build = llama_build.status()
+    return {"cpu": build["cpu"], "cpu_amx": build["amx"], "cores": os.cpu_count(), "load_average_1m": os.getloadavg()[0],
             "policy_threads": policy_threads, "rm_threads": rm_threads,
             "onnxruntime": ort.__version__, "onnxruntime_providers": ort.get_available_providers(),
-            "llama_cpp_python": llama_cpp.__version__,
+            "llama_cpp_python": llama_cpp.__version__, "llama_cpp_build": build["recorded_variant"],
+            "llama_cpp_extra_buffers": build["extra_bufts"], "llama_cpp_features": llama_build.system_info(),
             "llama_cpp_gpu_support": bool(llama_cpp.llama_supports_gpu_offload()),
             "llama_cpp_gpu_offload": policy.info.gpu_offload, "n_gpu_layers": policy.info.n_gpu_layers,
             "python": platform.python_version(), "platform": platform.platform()}

@@ -1,17 +1,29 @@
 """`args-local` — one subcommand per module in args_local/commands/, each with register(subparsers).
 
-User errors (UserError) print one line and exit 2; anything else is a bug and keeps its traceback.
+User errors (UserError) print one line and exit 2; Ctrl+C prints one line and exits 130;
+anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
+import _signal  # built in: no import time before the handler is set
 import sys
 
+
+def _interrupted_while_starting(signum, frame):
+    print("\nargs-local: interrupted", file=sys.stderr)
+    raise SystemExit(130)  # no traceback: nothing has started yet
+
+
+_signal.signal(_signal.SIGINT, _interrupted_while_starting)  # first of all; main() takes over
+
+import argparse  # noqa: E402
+import importlib  # noqa: E402
+
+from . import interrupts
 from .errors import UserError
 
-COMMANDS = ("generate", "chat", "score", "export", "eval", "bench", "models")
+COMMANDS = ("generate", "chat", "serve", "score", "export", "eval", "bench", "models")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,13 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        interrupts.install()
+        args = build_parser().parse_args(argv)  # inside the try: building it imports every command
         return args.run(args) or 0
     except UserError as e:
         print(f"args-local: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Exception) as e:
+        if not interrupts.interrupted(e):
+            raise  # a bug: it keeps its traceback
         print("\nargs-local: interrupted", file=sys.stderr)
         return 130
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import UserError
+from .paths import input_file
 
 Message = dict  # {"role": "system" | "user" | "assistant", "content": str}
 
@@ -150,11 +151,7 @@ def open_text(path: Path):
 def jsonl_records(path: str | Path, what: str = "file") -> Iterator[tuple[int, int, dict | str]]:
     """(line number, record index, object) for each non-empty line. The object is the problem (a str)
     when the line is not a JSON object; the caller stops or skips. An unreadable file is a UserError."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        raise UserError(f"{what} {path} is a directory; give a .jsonl or .jsonl.gz file")
-    if not path.is_file():
-        raise UserError(f"{what} {path}: no such file")
+    path = input_file(path, what, " (a .jsonl or .jsonl.gz file)")
     try:
         with open_text(path) as f:
             index = 0

@@ -24,6 +24,7 @@ from .reward import load_reward_model
 from .reward.base import checked
 from .settings import DecodingSettings
 from .text_stream import TextStream
+from .user_text import checked_text
 
 ARGS_MODES = ("args-greedy", "args-stochastic")
 
@@ -100,9 +101,14 @@ Event = Union[Step, Notice, Finished]
 
 
 def as_messages(prompt: str | list[dict], system: str | None = None) -> list[dict]:
+    """The chat messages to answer; every prompt passes here, so here it is checked."""
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
     if system is not None:
         messages = [{"role": "system", "content": system}] + [m for m in messages if m["role"] != "system"]
+    for m in messages:
+        checked_text(m["content"], f"the {m['role']} message")
+    if not messages or (messages[-1]["role"] == "user" and not messages[-1]["content"].strip()):
+        raise UserError("the prompt is empty: give the question or message to answer")
     return messages
 
 
@@ -216,17 +222,19 @@ class Engine:
         policy = self.policy
         conversation = [m for m in messages if m["role"] != "system"]
         start = time.perf_counter()
-        logits = policy.prefill(prompt_ids)
+        logits = policy.prefill(prompt_ids, cancel)
         ms_prefill = (time.perf_counter() - start) * 1000
         weights = self.objective_weights(settings)
-        scorer = self.reward.start(conversation, weights) if settings.mode in ARGS_MODES else None
+        scorer = None
+        if logits is not None and settings.mode in ARGS_MODES:
+            scorer = self.reward.start(conversation, weights)
         chain = processors.processors_for(settings)
         stream = TextStream(settings.stop)
         tokens, rewards, ms_policy, ms_reward = [], [], 0.0, 0.0
         stop_reason = "max_new_tokens"
         decode_start = time.perf_counter()
         for step in range(settings.max_new_tokens):
-            if cancel is not None and cancel.is_set():
+            if logits is None or (cancel is not None and cancel.is_set()):
                 stop_reason = "cancelled"
                 break
             ev = Step(step=step, token=-1, text="")

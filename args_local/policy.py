@@ -14,19 +14,21 @@ import numpy as np
 from . import llama_build
 from .cpu import default_threads
 from .errors import UserError
+from .paths import input_file
 from .quiet import quiet_stderr
 
 
 def check_gguf_file(path: Path, what: str) -> Path:
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise UserError(f"{what} not found: {path}\n"
-                        "Run tools/setup.sh to fetch the default models, or give the path of a .gguf file.")
+    path = input_file(path, what, "\nRun tools/setup.sh to fetch the default models, or give the path of a .gguf file.")
     with open(path, "rb") as f:
         if f.read(4) != b"GGUF":
             raise UserError(f"{what} {path} is not a GGUF file (wrong magic bytes); "
                             "args-local runs GGUF models (convert with llama.cpp's convert_hf_to_gguf.py).")
     return path
+
+# Tokens per prefill call: small enough that cancelling a long prompt takes effect within a
+# fraction of a second on a CPU, large enough to keep llama.cpp's batched prefill efficient.
+PREFILL_CHUNK = 64
 
 
 @dataclass(frozen=True)
@@ -122,8 +124,11 @@ class LlamaPolicy:
     def cached_tokens(self) -> list[int]:
         return self._llm.input_ids[: self._llm.n_tokens].tolist()
 
-    def prefill(self, tokens: list[int]) -> np.ndarray:
-        """Evaluate a prompt, reusing the longest cached prefix; return the next-token logits."""
+    def prefill(self, tokens: list[int], cancel=None) -> np.ndarray | None:
+        """Evaluate a prompt, reusing the longest cached prefix; return the next-token logits.
+
+        It runs in chunks of PREFILL_CHUNK tokens: between chunks a set `cancel` (threading.Event)
+        stops it (None is returned; the chunks done stay cached) and a Ctrl+C gets through."""
         if not tokens:
             raise UserError("the prompt is empty")
         if len(tokens) >= self.n_ctx:
@@ -133,7 +138,10 @@ class LlamaPolicy:
         same = int(np.argmin(np.append(cached[: len(tokens)] == tokens[: len(cached)], False)))
         same = min(same, len(tokens) - 1)  # at least one token must run to produce logits
         self.rollback(same)
-        self._eval(tokens[same:])
+        for start in range(same, len(tokens), PREFILL_CHUNK):
+            if cancel is not None and cancel.is_set():
+                return None
+            self._eval(tokens[start: start + PREFILL_CHUNK])
         return self.logits()
 
     def step(self, token: int) -> np.ndarray:

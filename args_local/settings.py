@@ -9,6 +9,11 @@ from .errors import UserError
 
 MODES = ("args-greedy", "args-stochastic", "greedy", "top-k", "nucleus", "best-of-n")
 REWARD_GUIDED = ("args-greedy", "args-stochastic", "best-of-n")
+# A step holds k candidates at once: the decoder RM's attention bias is k x (context + k) floats and
+# its new keys/values k rows per layer, so k near the vocabulary size needs gigabytes. 1024 keeps a
+# step in megabytes, far above the k the ARGS paper found useful (10-40).
+MAX_K = 1024
+MAX_SEED = 2**63 - 1  # numpy's generators take any non-negative integer; this keeps it one int64
 
 
 @dataclass(frozen=True)
@@ -43,8 +48,8 @@ class DecodingSettings:
         """Return self, or raise UserError naming the first bad field and its allowed range."""
         if self.mode not in MODES:
             raise UserError(f"unknown mode {self.mode!r}; choose one of: {', '.join(MODES)}")
-        if self.k < 1:
-            raise UserError(f"k must be at least 1 (got {self.k})")
+        if not 1 <= self.k <= MAX_K:
+            raise UserError(f"k must be at least 1 and at most {MAX_K} (got {self.k})")
         if vocab_size is not None and self.k > vocab_size:
             raise UserError(f"k must be at most the vocabulary size {vocab_size} (got {self.k})")
         if not math.isfinite(self.w):
@@ -63,6 +68,8 @@ class DecodingSettings:
             raise UserError(f"adaptive must be a probability in [0, 1), 0 for off (got {self.adaptive})")
         if self.max_new_tokens < 1:
             raise UserError(f"max-new-tokens must be at least 1 (got {self.max_new_tokens})")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise UserError(f"seed must be a non-negative integer (got {self.seed})")
         self._validate_objectives()
         return self
 

@@ -49,8 +49,29 @@ def engine(policy_path, guide_dir):
     return Engine.load(policy_path, guide_dir, threads=THREADS)
 
 
-def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run `args-local ARGS…` as a user would; returns the finished process (text output)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def run_cli(*args: str | bytes, timeout: float = 600, env_extra: dict | None = None,
+            **kw) -> subprocess.CompletedProcess:
+    """Run `args-local ARGS…` as a user would; returns the finished process (text output).
+
+    Arguments may be bytes (what a shell passes for $'\xff'); kw goes to subprocess.run (e.g. stdin)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
     return subprocess.run([sys.executable, "-m", "args_local.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+                          timeout=timeout, env=env, **kw)
+
+
+def pytest_sessionstart(session):
+    """A real multi-token prefill in a child process before anything loads llama.cpp in this one:
+    a build that cannot run on this CPU fails the run with one line, not a SIGILL that takes pytest down."""
+    from args_local import llama_build
+
+    policy = home.default_policy()
+    if not policy.is_file():
+        return  # the fixtures say what is missing
+    record = llama_build.read_record() or {}
+    extra_bufts = bool(record.get("extra_bufts")) if llama_build.record_is_current(record) else False
+    probe = llama_build.run_probe(policy, extra_bufts, steps=2)
+    if not probe["ok"]:
+        info = llama_build.cpu_info()
+        pytest.exit(f"llama.cpp cannot run on this CPU ({info['model']}, {llama_build.amx_note(info)}): "
+                    f"a multi-token prefill ({probe['setting']}) was {probe['error']}. Run tools/setup.sh to rebuild it for this CPU.",
+                    returncode=1)

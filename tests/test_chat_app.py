@@ -333,3 +333,69 @@ async def test_quitting_mid_reply_saves_it_as_cancelled(engine, tmp_path):
         await pilot.pause()
     role, content, _, stop_reason, _ = stored_messages(tmp_path)[-1]
     assert (role, stop_reason) == ("assistant", "cancelled") and len(content) > 10
+
+
+# --- faults (issue 12) ----------------------------------------------------------------------------
+async def test_a_bug_exits_1_with_its_traceback_in_a_log_and_the_history_intact(tmp_path, monkeypatch):
+    from args_local.chat.history import History
+
+    monkeypatch.setenv("ARGS_LOCAL_HOME", str(tmp_path / "home"))
+    db = tmp_path / "history.sqlite"
+    history = History(db)
+    earlier = history.create_conversation("earlier")
+    history.add_message(earlier, "user", "a turn saved before the crash")
+    history.close()
+    app = ChatApp(db_path=db, judge_path=tmp_path / "no-judge", threads=1)
+    async with app.run_test(size=SIZE):
+        app.call_later(lambda: 1 / 0)  # stands in for any bug in a handler
+    assert app.return_code == 1
+    log = app.crash_log
+    assert log is not None and log.parent == tmp_path / "home" / "logs"
+    assert "Traceback" in log.read_text() and "ZeroDivisionError" in log.read_text()
+    assert [m.content for m in History(db).messages(earlier)] == ["a turn saved before the crash"]
+
+
+async def test_knobs_refuse_a_negative_seed(tmp_path):
+    app = ChatApp(db_path=tmp_path / "history.sqlite", judge_path=tmp_path / "no-judge", threads=1)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f3")
+        app.screen.query_one("#seed").value = "-1"
+        app.screen.query_one("#seed").focus()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, KnobsScreen)
+        assert "seed must be a non-negative integer" in text_of(app.screen.query_one("#knobs-error"))
+        assert app.settings.seed == 0
+
+
+async def test_escape_during_the_prefill_of_a_long_prompt_stops_it_within_a_chunk(engine, tmp_path):
+    app = make_app(engine, tmp_path, settings=DecodingSettings(max_new_tokens=64))
+    prompt = "Summarise this text. " + "The quick brown fox jumps over the lazy dog again. " * 100  # ~5,000 characters
+    prompt_tokens = len(engine.policy.tokenize(engine.policy.render_chat([{"role": "user", "content": prompt}])))
+    async with app.run_test(size=SIZE) as pilot:
+        app.query_one(PromptInput).value = prompt
+        app.query_one(PromptInput).focus()
+        await pilot.press("enter", "escape")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        reply = list(app.query(ReplyView))[-1].reply
+        assert reply.stop_reason == "cancelled" and reply.text == "" and not app.busy
+        assert engine.policy.n_cached < prompt_tokens  # the prefill stopped part-way
+        await pilot.press(*"Hi.", "enter")  # and the next prompt is taken at once
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert list(app.query(ReplyView))[-1].reply.stop_reason in ("end_of_turn", "max_new_tokens")
+
+
+@pytest.mark.skipif(not home.default_judge().is_dir(), reason="no judge reward model installed")
+def test_a_cancelled_reply_is_not_sent_to_the_judge(engine):
+    import threading
+
+    from args_local.chat.generation import run_reply
+    from args_local.chat.judge import Judge
+
+    judge, cancel = Judge(home.default_judge(), threads=1), threading.Event()
+    cancel.set()  # Esc: the reply must end now, not after the judge has loaded and scored it
+    reply = run_reply(engine, [{"role": "user", "content": "Tell me about tea."}], QUICK, system=None,
+                      cancel=cancel, judge=judge)
+    assert reply.stop_reason == "cancelled" and reply.judge_reward is None and judge._model is None

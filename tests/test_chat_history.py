@@ -114,3 +114,42 @@ def test_export_writes_markdown_where_asked(tmp_path):
     text = path.read_text()
     assert path.parent == tmp_path.resolve()
     assert "## You\n\nCapital of France?" in text and "Paris." in text and "reward +0.50" in text
+
+
+@pytest.fixture
+def read_only():
+    """Make a path read-only for this process (chattr +i when root, whom permissions do not stop)."""
+    import os
+    import subprocess
+
+    made = []
+
+    def make(path):
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "+i", str(path)], check=True)
+        else:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        made.append(path)
+
+    yield make
+    for path in made:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+        else:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+@pytest.mark.parametrize("what", ["file", "folder"])
+def test_a_read_only_history_is_refused_at_once_and_called_read_only(tmp_path, read_only, what):
+    db = tmp_path / "h.sqlite"
+    history = History(db)
+    history.add_message(history.create_conversation("kept"), "user", "hello")
+    history.close()
+    for leftover in tmp_path.glob("h.sqlite-*"):
+        leftover.unlink()
+    before = db.read_bytes()
+    read_only(db if what == "file" else tmp_path)
+    with pytest.raises(HistoryError, match="is read-only") as e:
+        History(db)  # at open, not at the first turn, which would then be lost
+    assert "unreadable" not in str(e.value)
+    assert db.read_bytes() == before

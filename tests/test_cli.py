@@ -83,7 +83,7 @@ def test_onnx_file_that_is_not_a_reward_model(guide_dir, encoder_dir, tmp_path):
 
 @pytest.mark.parametrize("flags, words", [
     (["--k", "0"], "k must be at least 1"),
-    (["--k", "60000"], "at most the vocabulary size 49152"),
+    (["--k", "60000"], "at most 1024"),
     (["--temperature", "-1"], "temperature must be >= 0"),
     (["--w", "nan"], "w must be a finite number"),
     (["--w", "inf"], "w must be a finite number"),
@@ -125,3 +125,36 @@ def test_onnx_file_named_in_the_manifest_is_missing(encoder_dir, tmp_path):
     shutil.copytree(encoder_dir, rm)
     (rm / "model.onnx").unlink()
     assert_user_error(generate("--reward", str(rm)), "is missing", "re-export")
+
+
+def test_chat_in_a_real_terminal_starts_and_quits_with_code_0(tmp_path):
+    """The other side of `chat needs a terminal`: in a pseudo-terminal it runs (no model needed:
+    the load fails inside the app) and Ctrl+Q quits it cleanly."""
+    import os
+    import select
+    import subprocess
+    import sys
+    import time
+
+    from .conftest import ROOT
+
+    master, slave = os.openpty()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TERM": "xterm-256color", "ARGS_LOCAL_HOME": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "args_local.cli", "chat", "--policy", str(tmp_path / "none.gguf")],
+                            stdin=slave, stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    screen, deadline = b"", time.time() + 60
+    while b"not found" not in screen.replace(b"\x1b", b"") and time.time() < deadline:  # the app shows why
+        if select.select([master], [], [], 0.5)[0]:
+            screen += os.read(master, 65536)
+    os.write(master, b"\x11")  # Ctrl+Q
+    deadline = time.time() + 30
+    while proc.poll() is None and time.time() < deadline:
+        if select.select([master], [], [], 0.5)[0]:
+            try:
+                os.read(master, 65536)
+            except OSError:
+                break
+    os.close(master)
+    assert proc.wait(timeout=30) == 0
+    assert b"needs a terminal" not in screen and len(screen) > 500

@@ -153,3 +153,44 @@ def test_a_non_finite_reward_is_an_error_naming_the_step(policy_path, guide_dir,
     proc = run_cli("generate", COFFEE, "--reward", str(broken), "--max-new-tokens", "4", "--threads", str(THREADS))
     assert proc.returncode == 2
     assert "step 0" in proc.stderr and "Traceback" not in proc.stderr
+
+
+class CancelAfterChecks:
+    """The user's Esc, arriving after the cancel flag has been checked n times."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def is_set(self) -> bool:
+        self.n -= 1
+        return self.n < 0
+
+
+def test_prefill_runs_in_chunks_and_a_cancel_stops_it_between_two(engine):
+    from args_local.policy import PREFILL_CHUNK
+
+    policy = engine.policy
+    ids = policy.tokenize(policy.render_chat([{"role": "user", "content": "Count the words. " + "one two three " * 200}]))
+    assert len(ids) > 3 * PREFILL_CHUNK
+    policy.rollback(0)
+    assert policy.prefill(ids, CancelAfterChecks(2)) is None  # cancelled before the third chunk
+    assert policy.n_cached == 2 * PREFILL_CHUNK and policy.cached_tokens() == ids[: 2 * PREFILL_CHUNK]
+    logits = policy.prefill(ids)  # resumes from the chunks already cached
+    policy.rollback(0)
+    assert np.array_equal(logits, policy.prefill(ids))  # the same logits as one uninterrupted prefill
+
+
+def test_a_reply_cancelled_during_the_prefill_ends_at_once(engine):
+    steps, done = steps_of(engine, COFFEE + " Explain in detail." * 40, DecodingSettings(max_new_tokens=32),
+                           cancel=CancelAfterChecks(1))
+    assert steps == [] and done.stop_reason == "cancelled" and done.tokens == []
+
+
+@pytest.mark.parametrize("kind", ["decoder", "encoder"])
+def test_the_largest_k_allowed_runs_with_either_reward_model(engine, encoder_dir, kind):
+    from args_local.reward import load_reward_model
+    from args_local.settings import MAX_K
+
+    rm = engine.reward if kind == "decoder" else load_reward_model(encoder_dir, THREADS)
+    steps, done = steps_of(Engine(engine.policy, rm), COFFEE, DecodingSettings(k=MAX_K, max_new_tokens=1))
+    assert len(steps[0].candidates) == MAX_K and len(done.rewards) == 1 and all(np.isfinite(done.rewards))

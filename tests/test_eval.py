@@ -108,7 +108,7 @@ def test_unknown_method_exits_2(capsys):
     assert "'beam'" in err and "args-greedy" in err
 
 
-@pytest.mark.parametrize("content, message", [(None, "no such file"), ("", "no usable prompts"),
+@pytest.mark.parametrize("content, message", [(None, "prompt file not found"), ("", "no usable prompts"),
                                               ('{"other": 1}\n', "expected a 'chosen'")])
 def test_bad_prompt_files_exit_2(tmp_path, capsys, content, message):
     prompts = tmp_path / "prompts.jsonl"

@@ -93,7 +93,7 @@ def assert_user_error(proc, *words):
 
 
 def test_missing_source(tmp_path):
-    assert_user_error(export(tmp_path / "nope", tmp_path / "out"), "is not a directory")
+    assert_user_error(export(tmp_path / "nope", tmp_path / "out"), "source model directory not found")
 
 
 def test_hub_model_id_offline(tmp_path):
@@ -101,7 +101,32 @@ def test_hub_model_id_offline(tmp_path):
 
 
 def test_directory_that_is_not_a_model(tmp_path):
-    assert_user_error(export(tmp_path, tmp_path / "out"), "no config.json")
+    (tmp_path / "src").mkdir()
+    assert_user_error(export(tmp_path / "src", tmp_path / "out"), "no config.json")
+
+
+def test_an_output_that_overlaps_the_source_is_refused_and_the_source_kept(tiny_bert, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(tiny_bert, src)
+    before = {p.name: p.read_bytes() for p in src.iterdir()}
+    for out in (src, src / "onnx", tmp_path):  # the source itself, inside it, around it
+        assert_user_error(export(src, out, "--force"), "overlaps the source")
+    assert {p.name: p.read_bytes() for p in src.iterdir()} == before
+
+
+def test_force_replaces_an_earlier_export_and_nothing_else(tiny_bert, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    assert_user_error(export(tiny_bert, mine, "--force"), "not an args-local model")
+    assert [p.name for p in mine.iterdir()] == ["thesis.tex"]
+    earlier = tmp_path / "rm"
+    earlier.mkdir()
+    (earlier / "manifest.json").write_text(json.dumps({"kind": "encoder", "name": "old"}))
+    proc = export(tiny_bert, earlier, "--force")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((earlier / "manifest.json").read_text())["name"] == "rm"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "rm"]  # no staging folders left
 
 
 def test_architecture_that_is_not_a_reward_model(tiny_bert, tmp_path):

@@ -8,13 +8,14 @@ import shutil
 import numpy as np
 import pytest
 
+from args_local import home
 from args_local.errors import UserError
 from args_local.reward import load_reward_model
 from args_local.reward.base import LinearHead
 from args_local.reward.heads import Heads, check_weights, head_specs
 from args_local.settings import DecodingSettings, parse_objectives
 
-from .conftest import THREADS, run_cli
+from .conftest import THREADS, require, run_cli
 
 CONVERSATION = [{"role": "user", "content": "Why can I see the moon during the day?"}]
 REPLIES = ["The moon reflects sunlight and is bright enough to be seen in daylight.", "No.",
@@ -100,6 +101,17 @@ def test_builtin_guide_has_both_objectives_and_scores_each(guide):
                                by["helpful"] + 0.5 * by["harmless"])
     np.testing.assert_allclose(guide.score_replies(CONVERSATION, REPLIES),
                                sum(w * by[n] for n, w in guide.default_objectives.items()))
+
+
+def test_builtin_judge_has_both_objectives_and_scores_each():
+    judge = load_reward_model(require(home.default_judge()), THREADS, use_gpu=False)
+    assert set(judge.objectives) == {"helpful", "harmless"}
+    by = judge.score_objectives(CONVERSATION, REPLIES)
+    assert all(r.shape == (3,) and np.all(np.isfinite(r)) for r in by.values())
+    assert not np.allclose(by["helpful"], by["harmless"])
+    np.testing.assert_allclose(judge.score_replies(CONVERSATION, REPLIES, {"helpful": 1.0}), by["helpful"])
+    with pytest.raises(UserError, match="scores finished replies only"):
+        judge.start(CONVERSATION)
 
 
 def single_head_copy(guide_dir, tmp_path, name):

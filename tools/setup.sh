@@ -35,7 +35,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # compiled with -march=native must not be reused on another CPU); pip then finds it installed.
   .venv/bin/python -m args_local.llama_build install
   quiet_pip install -q -e ".[export,eval,serve,test]"
-  .venv/bin/python -c "import llama_cpp, onnxruntime, tokenizers, textual, torch, optimum.exporters.onnx, matplotlib" \
+  .venv/bin/python -c "import llama_cpp, onnxruntime, tokenizers, textual, torch, optimum.exporters.onnx, matplotlib, uvicorn, sse_starlette, openai" \
     || { say "package installation failed (see .venv/setup-pip.log)"; exit 1; }
   echo "$want" > "$stamp"
   say "packages ready ($((SECONDS - t))s)"

@@ -24,6 +24,7 @@ from .. import home
 from ..errors import UserError
 from ..settings import MODES, DecodingSettings
 from .compare_screen import CompareScreen
+from .crash_log import write_crash_log
 from .dialogs import TextPromptScreen
 from .generation import run_reply
 from .help_screen import HelpScreen
@@ -86,6 +87,16 @@ class ChatApp(App):
         self.cancel = threading.Event()
         self.busy = False
         self.session = ChatSession(None, self.history_failed)
+        self.crash_log: Path | None = None  # set when a bug stopped the app
+
+    def _handle_exception(self, error: Exception) -> None:
+        """A bug. Textual would print the whole traceback on the terminal and exit with code 0;
+        the traceback goes to a log file and the app exits with code 1 (`args-local chat` then says
+        where the log is). Every finished turn is already in the history; a reply in progress stops."""
+        self.cancel.set()
+        if self.crash_log is None:
+            self.crash_log = write_crash_log(error)
+        self.exit(return_code=1)
 
     def compose(self) -> ComposeResult:
         yield VerticalScroll(id="conversation")

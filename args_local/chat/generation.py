@@ -28,7 +28,7 @@ def run_reply(engine: Engine, conversation: list[dict], settings: DecodingSettin
                 on_notice(event.message)
             elif isinstance(event, Finished):
                 reply.finish(event)
-        if judge is not None and judge.available:
+        if judge is not None and judge.available and not cancel.is_set():  # Esc: done now, not after the judge
             reply.judge_reward = judge.score(conversation, reply.text)
             if judge.error:  # reported once: the judge is unavailable from now on
                 on_notice(judge.error)

@@ -8,6 +8,7 @@ deleted or recreated (the app then runs without history).
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -70,8 +71,13 @@ class History:
         self.path = Path(path).expanduser()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise HistoryError(f"cannot create the folder of the history database {self.path}: {e.strerror or e}; "
+                               "chat history is off for this session (pass --db OTHER.sqlite)") from None
+        self._check_writable()
+        try:
             self._db = sqlite3.connect(self.path, timeout=2.0, check_same_thread=False)
-        except (OSError, sqlite3.Error) as e:
+        except sqlite3.Error as e:
             raise HistoryError(f"cannot open the history database {self.path}: {e}") from None
         try:
             # Read-only checks first: a damaged file must not be written to.
@@ -86,8 +92,20 @@ class History:
             self._db.close()
             raise HistoryError(self._explain(e)) from None
 
+    def _check_writable(self) -> None:
+        """Every turn is saved as it happens, so a history that cannot be written is off from the
+        start, said at once, rather than failing at the first turn (which would then be lost)."""
+        for path, what in ((self.path, "the file"), (self.path.parent, "its folder")):
+            if path.exists() and not os.access(path, os.W_OK):
+                raise HistoryError(f"the history database {self.path} is read-only ({what} is not writable; SQLite "
+                                   "also writes beside it); chat history is off for this session. Make it writable "
+                                   "or pass --db OTHER.sqlite.")
+
     def _explain(self, e: sqlite3.Error) -> str:
         text = str(e)
+        if "readonly" in text:
+            return (f"the history database {self.path} is read-only ({text}); chat history is off for this session. "
+                    "Make it writable or pass --db OTHER.sqlite.")
         if "locked" in text or "busy" in text:
             return (f"the history database {self.path} is locked by another program ({text}); "
                     "chat history is off for this session")

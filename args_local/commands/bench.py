@@ -8,7 +8,7 @@ from pathlib import Path
 from .. import home
 from ..errors import UserError
 from ..settings import DecodingSettings
-from .options import add_objective_option, objectives_from
+from .options import add_objective_option, check_model_options, objectives_from
 
 
 def register(sub) -> None:
@@ -51,12 +51,14 @@ def run(args) -> int:
     from ..policy import LlamaPolicy
     from ..reward import load_reward_model
 
-    tokens = args.tokens or (32 if args.quick else 128)
-    reps = args.reps or (3 if args.quick else 5)
+    check_model_options(args)
+    tokens = (32 if args.quick else 128) if args.tokens is None else args.tokens
+    reps = (3 if args.quick else 5) if args.reps is None else args.reps
     if tokens < 1 or reps < 1:
-        raise UserError("--tokens and --reps must be at least 1")
+        raise UserError(f"--tokens and --reps must be at least 1 (got {tokens} and {reps})")
     k_values = parse_k_values(args.k_values)
-    objectives = DecodingSettings(adaptive=args.adaptive, objectives=objectives_from(args)).validated().objectives
+    settings = DecodingSettings(k=max(k_values), adaptive=args.adaptive, objectives=objectives_from(args))
+    objectives = settings.validated().objectives  # one message for a bad k, --adaptive or --objective
     threads = args.threads or default_threads()
     rm_threads = args.rm_threads or default_rm_threads()
     prompts = BENCH_PROMPTS[:1] if args.quick else BENCH_PROMPTS
@@ -131,8 +133,10 @@ def table(result: dict) -> str:
                      f"| {r['ms_reward_per_step']:.2f} | {rm_mb} "
                      f"| {r['peak_rss_mb']:.0f} |")
     m, how = result["machine"], result["method"]
-    lines += ["", f"- machine: {m['cpu']}, {m['cores']} cores (load {m['load_average_1m']:.2f} at start); "
-                  f"llama.cpp {m['policy_threads']} thread(s), GPU offload {'yes' if m['llama_cpp_gpu_offload'] else 'no'}; "
+    lines += ["", f"- machine: {m['cpu']} ({m['cpu_amx']}), {m['cores']} cores (load {m['load_average_1m']:.2f} at start); "
+                  f"llama.cpp build '{m['llama_cpp_build']}' "
+                  f"({'with' if m['llama_cpp_extra_buffers'] else 'without'} extra weight buffers), "
+                  f"{m['policy_threads']} thread(s), GPU offload {'yes' if m['llama_cpp_gpu_offload'] else 'no'}; "
                   f"onnxruntime {m['onnxruntime']} {m['rm_threads']} thread(s), providers {', '.join(m['onnxruntime_providers'])}",
               f"- {how['prompts']} prompt(s) x {how['tokens_per_prompt']} tokens, {how['repetitions']} repetitions "
               f"after {how['warmup']} warm-up: {how['how']}.",

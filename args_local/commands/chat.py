@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import sys
 
-from .options import add_model_options, add_objective_option, load_engine, objectives_from
+from ..errors import UserError
+from .options import add_model_options, add_objective_option, check_model_options, load_engine, objectives_from, text
 
 
 def register(sub) -> None:
@@ -14,12 +15,16 @@ def register(sub) -> None:
                                    "greedy-vs-ARGS compare and saved history. F1 in the app lists the keys.")
     add_model_options(p)
     p.add_argument("--db", metavar="PATH", help="history database (default: DATA_DIR/history.sqlite)")
-    p.add_argument("--system", help="system prompt for new conversations (default: the template's own)")
+    p.add_argument("--system", type=text, help="system prompt for new conversations (default: the template's own)")
     add_objective_option(p)
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
+    check_model_options(args)
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):  # Textual would wait forever on a pipe
+        raise UserError("chat needs a terminal (stdin or stdout is redirected); "
+                        "for scripts use `args-local generate PROMPT`")
     from ..chat import ChatApp  # Textual only loads for this command
     from ..settings import DecodingSettings
 
@@ -29,7 +34,10 @@ def run(args) -> int:
     if args.system:
         app.session.system = args.system
     app.run()
-    return 0
+    if app.crash_log is not None:
+        print(f"args-local: the chat stopped on an unexpected error (a bug); the details are in {app.crash_log}. "
+              "Your history is saved.", file=sys.stderr)
+    return app.return_code or 0
 
 
 def give_textual_its_own_terminal() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from .. import home
 from ..errors import UserError
 from ..cpu import default_rm_threads
 from ..settings import MODES, DecodingSettings
-from .options import add_model_options, add_tuning_options, load_engine, objectives_from, tuning_from
+from .options import add_model_options, add_tuning_options, check_fits_context, load_engine, objectives_from, tuning_from
 
 DEFAULT_METHODS = ("greedy", "top-k", "nucleus", "best-of-n", "args-greedy", "args-stochastic")
 
@@ -61,9 +62,12 @@ def parse_methods(text: str) -> list[str]:
 
 def parse_floats(text: str, option: str) -> list[float]:
     try:
-        return list(dict.fromkeys(float(x) for x in text.split(",") if x.strip()))
+        values = list(dict.fromkeys(float(x) for x in text.split(",") if x.strip()))
     except ValueError:
-        raise UserError(f"{option} takes comma-separated numbers, e.g. 0,0.5,1,1.5,2 (got {text!r})") from None
+        values = [math.nan]
+    if not all(map(math.isfinite, values)):
+        raise UserError(f"{option} takes comma-separated numbers, e.g. 0,0.5,1,1.5,2 (got {text!r})")
+    return values
 
 
 def optional_model(explicit: str | None, default: Path, what: str, build_step: str, load):
@@ -99,6 +103,7 @@ def run(args) -> int:
     base = DecodingSettings(k=args.k, w=args.w, temperature=args.temperature, top_p=args.top_p, n=args.best_of,
                             max_new_tokens=args.max_new_tokens, seed=args.seed, **tuning_from(args),
                             objectives=objectives_from(args)).validated()
+    check_fits_context(base, args)
     prompts = load_prompts(args.prompts, args.n, args.on_bad_line, split=args.split,
                            warn=lambda message: print(f"args-local: warning: {message}", file=sys.stderr))
     settings = {"prompts_file": str(Path(args.prompts).expanduser().resolve()), "split": args.split,

@@ -70,15 +70,37 @@ def parse_heads(values: list[str]) -> tuple[str | None, dict[str, str] | None]:
 
 
 def run(args) -> int:
-    out = Path(args.out).expanduser()
-    if out.exists() and not args.force:  # before the slow imports
-        raise UserError(f"{out} already exists; pass --force to replace it")
+    from ..export.common import check_output, quiet_converters, stderr_progress
+
+    # Everything a user can get wrong is checked before the slow imports of the export extra.
+    out = check_output(args.out, args.force, (args.src, args.from_gguf, args.head))
     if args.fp16 and args.quantize:
         raise UserError("choose one of --fp16 and --quantize int8")
     precision = "fp16" if args.fp16 else args.quantize
+    for option, value, least in (("--layers", args.layers, 1), ("--max-length", args.max_length, 16),
+                                 ("--label-index", args.label_index, 0), ("--opset", args.opset, 14)):
+        if value is not None and value < least:
+            raise UserError(f"{option} must be at least {least} (got {value})")
+    config = None
+    if args.from_gguf:
+        from ..policy import check_gguf_file
+
+        check_gguf_file(args.from_gguf, "policy model")
+        if args.head and not Path(args.head).is_file():
+            raise UserError(f"head file not found: {args.head}")
+    else:
+        if not args.src:
+            raise UserError("give SRC (a Hugging Face model directory) or --from-gguf POLICY.gguf --head HEAD.npz")
+        from ..export.encoder import read_config
+
+        src = Path(args.src).expanduser()
+        if not src.exists() and "/" in args.src and not args.src.startswith((".", "/", "~")):
+            raise UserError(f"{args.src} looks like a hub model id; args-local works offline and cannot download "
+                            "it. Download the model directory elsewhere and pass its local path.")
+        config = read_config(src)
+    quiet_converters()  # before the converters are imported
     _require_export_extra()
     from ..formats import named_format
-    from ..export.common import stderr_progress
 
     progress = stderr_progress()
     if args.from_gguf:
@@ -93,15 +115,8 @@ def run(args) -> int:
                                     progress=progress, precision=precision, objectives=objectives,
                                     default_objectives=defaults)
     else:
-        if not args.src:
-            raise UserError("give SRC (a Hugging Face model directory) or --from-gguf POLICY.gguf --head HEAD.npz")
-        from ..export.encoder import detect_kind, export_encoder, read_config
+        from ..export.encoder import detect_kind, export_encoder
 
-        src = Path(args.src).expanduser()
-        if not src.exists() and "/" in args.src and not args.src.startswith((".", "/", "~")):
-            raise UserError(f"{args.src} looks like a hub model id; args-local works offline and cannot download "
-                            "it. Download the model directory elsewhere and pass its local path.")
-        config = read_config(src)
         kind = detect_kind(config) if args.kind == "auto" else args.kind
         if kind == "encoder":
             manifest = export_encoder(src, out, input_format=named_format(args.format or "pair-last-user"),

@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 import sys
 
-from ..engine import Finished, Notice, Step
+from ..engine import Finished, Notice, Step, as_messages
 from ..errors import UserError
-from .options import add_decoding_options, add_model_options, load_engine, settings_from
+from .options import add_decoding_options, add_model_options, load_engine, settings_from, text
 
 
 def register(sub) -> None:
     p = sub.add_parser("generate", help="answer one prompt, streaming the reply",
                        description="Answer one prompt with the chosen decoding mode, streaming the text.")
-    p.add_argument("prompt", help="the user's message")
-    p.add_argument("--system", help="system prompt (default: the model template's own)")
+    p.add_argument("prompt", type=text, help="the user's message")
+    p.add_argument("--system", type=text, help="system prompt (default: the model template's own)")
     add_decoding_options(p)
     add_model_options(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
@@ -24,7 +24,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     settings = settings_from(args)
-    engine = load_engine(args, need_reward=settings.uses_reward)
+    messages = as_messages(args.prompt, args.system)  # a bad prompt fails before the models load
     trace = None
     if args.trace:
         try:
@@ -32,7 +32,8 @@ def run(args) -> int:
         except OSError as e:
             raise UserError(f"cannot write trace file {args.trace}: {e.strerror}") from None
     try:
-        for event in engine.stream(args.prompt, settings, system=args.system):
+        engine = load_engine(args, need_reward=settings.uses_reward)
+        for event in engine.stream(messages, settings):
             if isinstance(event, Step):
                 if trace and event.candidates is not None:
                     trace.write(json.dumps({"step": event.step, "candidates": event.candidates,

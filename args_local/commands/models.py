@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .. import home
+from .. import home, llama_build
 from ..reward.heads import head_specs
 from ..reward.manifest import MANIFEST
 
@@ -31,8 +31,9 @@ def run(args) -> int:
                        objectives=m.get("default_objectives") or {name: 1.0 for name in specs},
                        size_mb=round(sum(f.stat().st_size for f in path.iterdir() if f.is_file()) / 1e6, 1))
         rows.append(row)
+    build = llama_build.status()
     if args.json:
-        print(json.dumps({"models_dir": str(home.models_dir()), "models": rows}, indent=2))
+        print(json.dumps({"models_dir": str(home.models_dir()), "models": rows, "llama_cpp": build}, indent=2))
         return 0
     print(f"models directory: {home.models_dir()}  (set ARGS_LOCAL_HOME to move it)")
     for r in rows:
@@ -41,4 +42,15 @@ def run(args) -> int:
         if r.get("objectives"):
             print(f"  {'':<20} objectives (default weights): "
                   + ", ".join(f"{name}={weight:g}" for name, weight in r["objectives"].items()))
+    print(f"llama.cpp on {build['cpu']} ({build['amx']}):")
+    compared = build["compared"] or []
+    if not compared:
+        print("  not checked on this machine yet: tools/setup.sh (or the first model load) checks it")
+    for c in compared:
+        chosen = c["variant"] == build["recorded_variant"] and c["extra_bufts"] == build["extra_bufts"]
+        print(f"  {'using' if chosen else 'tried'}: {llama_build.describe(c)}")
+    if compared and not build["record_current"]:
+        print("  NOT checked with the llama.cpp now installed or on this CPU: run tools/setup.sh")
+    if compared:
+        print(f"  features: {build['system_info']}")
     return 0

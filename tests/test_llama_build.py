@@ -1,0 +1,116 @@
+"""The llama.cpp build check: probes in child processes, a real crash by signal, the fallback
+setup records, and the runtime loading with what was recorded (issue: SIGILL on AMX CPUs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from args_local import llama_build
+
+from .conftest import ROOT, THREADS, run_cli
+
+
+@pytest.fixture
+def isolated_home(tmp_path, policy_path, monkeypatch):
+    """An args-local home holding only the built-in policy, so records written here touch nothing else."""
+    models = tmp_path / "models" / policy_path.parent.name
+    models.mkdir(parents=True)
+    (models / policy_path.name).symlink_to(policy_path)
+    monkeypatch.setenv("ARGS_LOCAL_HOME", str(tmp_path))
+    return tmp_path
+
+
+def test_a_probe_reports_speed_for_a_build_that_runs(policy_path):
+    result = llama_build.run_probe(policy_path, extra_bufts=False, steps=4)
+    assert result["ok"], result
+    assert result["tok_s"] > 0
+
+
+def test_a_child_killed_by_sigill_is_a_result_not_our_death(policy_path, monkeypatch):
+    monkeypatch.setenv(llama_build.PROBE_FAULT_ENV, "extra_bufts")
+    result = llama_build.run_probe(policy_path, extra_bufts=True, steps=2)
+    assert not result["ok"]
+    assert "SIGILL" in result["error"] and "illegal instruction" in result["error"]
+
+
+def test_setup_falls_back_and_the_runtime_loads_with_what_it_recorded(isolated_home, monkeypatch):
+    monkeypatch.setenv(llama_build.PROBE_FAULT_ENV, "extra_bufts")  # the fast setting "crashes" here
+    record = llama_build.choose(llama_build.probe_models(), allow_build=False, quiet=True)
+    assert record["extra_bufts"] is False
+    assert [p["ok"] for p in record["probes"] if p["extra_bufts"]] == [False]
+    saved = json.loads((isolated_home / llama_build.RECORD).read_text())
+    assert saved["extra_bufts"] is False and saved["cpu"] == llama_build.cpu_key()
+    assert saved["build_id"] == llama_build.build_id()
+    # a fresh process (the runtime) reads the record and loads without extra buffers, probing nothing
+    code = ("from args_local.policy import LlamaPolicy; from args_local import home, llama_build; "
+            "p = LlamaPolicy(home.default_policy(), n_ctx=512, n_threads=1); "
+            "print(p._llm.model_params.use_extra_bufts, len(p.prefill(p.tokenize('one two three four five six'))))")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop(llama_build.PROBE_FAULT_ENV)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    use_extra, n_vocab = out.stdout.split()
+    assert use_extra == "False" and int(n_vocab) > 1000
+
+
+def test_without_a_record_the_runtime_probes_first_and_a_build_that_cannot_run_is_one_clear_error(isolated_home):
+    env_fault = {llama_build.PROBE_FAULT_ENV: "all"}
+    proc = run_cli("generate", "hello there", "--max-new-tokens", "2", "--threads", str(THREADS),
+                   env_extra={**env_fault, "ARGS_LOCAL_HOME": str(isolated_home)})
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "cannot run on this CPU" in proc.stderr and "SIGILL" in proc.stderr and "tools/setup.sh" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_record_for_another_cpu_is_not_trusted(isolated_home):
+    llama_build.write_record({"variant": "native", "extra_bufts": True, "cpu": "another-cpu",
+                              "build_id": llama_build.build_id()})
+    assert not llama_build.record_is_current(llama_build.read_record())
+
+
+def test_wheels_are_keyed_by_what_they_assume_of_the_cpu():
+    info = llama_build.cpu_info()
+    other = {**info, "model": "Some Other CPU", "flags": [f for f in info["flags"] if not f.startswith("amx")]}
+    native = llama_build.BY_NAME["native"]
+    assert llama_build.wheel_key(native, info) != llama_build.wheel_key(native, other)
+    portable = llama_build.BY_NAME["portable"]
+    assert llama_build.wheel_key(portable, info) == llama_build.wheel_key(portable, other)
+    for variant in llama_build.VARIANTS[1:]:
+        assert not any("AMX" in arg for arg in variant.cmake_args(set(info["flags"])))
+
+
+ORIGINAL_TILE_SETUP = """inline void ggml_tile_config_init(void) {
+    static thread_local bool done = false;
+    if (done) {
+        return;
+    }
+    alignas(64) tile_config_t tc = {};
+    tc.palette_id = 1;
+    tc.rows[0] = 8;   tc.colsb[0] = 64;
+    _tile_loadconfig(&tc);
+    done = true;
+}
+"""
+
+
+def test_the_amx_patch_replaces_the_stack_config_by_a_constant_ldtilecfg_block(tmp_path):
+    mmq = tmp_path / "vendor" / "llama.cpp" / "ggml" / "src" / "ggml-cpu" / "amx" / "mmq.cpp"
+    mmq.parent.mkdir(parents=True)
+    mmq.write_text(ORIGINAL_TILE_SETUP)
+    assert llama_build.patch_amx(tmp_path)
+    text = mmq.read_text()
+    assert "tile_config_t tc" not in text and "_tile_loadconfig(tc);" in text and "done = true;" in text
+    block = [int(b) for b in text.split("tc[64] = {")[1].split("}")[0].split(",")]
+    assert len(block) == 64 and block[0] == 1  # palette 1, start row 0, reserved bytes zero
+    colsb = [block[16 + 2 * i] | block[17 + 2 * i] << 8 for i in range(16)]
+    assert colsb[:8] == [64, 64, 32, 32, 64, 64, 64, 64] and block[48:56] == [8, 8, 16, 16, 16, 16, 16, 16]
+    assert not any(block[2:16]) and not any(colsb[8:]) and not any(block[56:])
+    mmq.write_text("// a llama.cpp whose AMX code has moved on\n")
+    assert not llama_build.patch_amx(tmp_path)  # then the build is left as it is, and the probe decides

@@ -1,0 +1,285 @@
+"""`args-local serve` as clients use it: a real server process on 127.0.0.1 with the built-in models,
+driven by the official `openai` package and by httpx for what that package hides (raw bodies,
+headers, dropped connections)."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+
+from args_local.server.app import MAX_BODY_BYTES
+
+from .conftest import ROOT, THREADS, run_cli
+
+KEY = "test-key"
+Q = "How do I make a good cup of coffee?"
+LONG_Q = "Write a very long story about a dragon who learns to bake bread, with many chapters."
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, policy_path, guide_dir):
+    """One server for the module: an API key, at most one request waiting, short replies by default."""
+    port = free_port()
+    stderr_path = tmp_path_factory.mktemp("serve") / "stderr.txt"
+    with open(stderr_path, "w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "args_local.cli", "serve", "--port", str(port), "--threads", str(THREADS),
+             "--api-key", KEY, "--max-waiting", "1", "--max-new-tokens", "16"],
+            stdout=subprocess.PIPE, stderr=stderr, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        lines: queue.Queue = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+        deadline, announced = time.monotonic() + 300, ""
+        while f"http://127.0.0.1:{port}" not in announced:
+            assert proc.poll() is None, stderr_path.read_text()
+            assert time.monotonic() < deadline, "the server did not announce its address in 300 s"
+            try:
+                announced = lines.get(timeout=1)
+            except queue.Empty:
+                pass
+        yield f"http://127.0.0.1:{port}"
+        assert proc.poll() is None, "the server died: " + stderr_path.read_text()
+        assert "Traceback" not in stderr_path.read_text(), stderr_path.read_text()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+
+
+@pytest.fixture
+def client(server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server}/v1", api_key=KEY, max_retries=0, timeout=120)
+
+
+@pytest.fixture
+def http(server):
+    with httpx.Client(base_url=server, headers={"Authorization": f"Bearer {KEY}"}, timeout=120) as c:
+        yield c
+
+
+def chat(client, content=Q, **kw):
+    return client.chat.completions.create(model="args-local", messages=[{"role": "user", "content": content}],
+                                          max_tokens=kw.pop("max_tokens", 16), seed=0, **kw)
+
+
+def streamed(client, content=Q, **kw) -> tuple[str, list]:
+    chunks = list(chat(client, content, stream=True, stream_options={"include_usage": True}, **kw))
+    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices), chunks
+
+
+def wait_for(http, condition, seconds=30.0) -> dict:
+    """Poll /health until condition(health) holds; fail after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        health = http.get("/health").json()
+        if condition(health):
+            return health
+        assert time.monotonic() < deadline, f"/health never got there: {health}"
+        time.sleep(0.1)
+
+
+# -- replies --------------------------------------------------------------------------------
+def test_non_streaming_reply_has_text_usage_and_rewards(client):
+    r = chat(client)
+    choice = r.choices[0]
+    assert choice.message.role == "assistant" and choice.message.content.strip()
+    assert choice.finish_reason in ("stop", "length")
+    assert r.model == "args-local" and r.object == "chat.completion"
+    assert r.usage.prompt_tokens > 5 and 0 < r.usage.completion_tokens <= 16
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+    args = r.model_extra["args"]
+    assert isinstance(args["reward"], float)
+    assert len(args["rewards"]) >= r.usage.completion_tokens  # one per ARGS step
+    assert args["settings"]["mode"] == "args-greedy" and args["settings"]["max_new_tokens"] == 16
+
+
+def test_stream_joins_to_the_non_streaming_text(client):
+    whole = chat(client, max_tokens=24)
+    text, chunks = streamed(client, max_tokens=24)
+    assert text == whole.choices[0].message.content
+    assert chunks[0].choices[0].delta.role == "assistant"
+    finish = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert len(finish) == 1 and finish[0].choices[0].finish_reason == whole.choices[0].finish_reason
+    assert finish[0].model_extra["args"]["reward"] == pytest.approx(whole.model_extra["args"]["reward"])
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_extra_body_args_are_honoured(client):
+    args_w0 = chat(client, extra_body={"args": {"mode": "args-greedy", "w": 0, "k": 5}})
+    greedy = chat(client, extra_body={"args": {"mode": "greedy"}})
+    assert args_w0.choices[0].message.content == greedy.choices[0].message.content  # w = 0: the logits alone
+    settings = args_w0.model_extra["args"]["settings"]
+    assert (settings["mode"], settings["w"], settings["k"]) == ("args-greedy", 0.0, 5)
+    assert greedy.model_extra["args"]["rewards"] == []  # plain greedy consults no reward model per step
+
+
+def test_openai_fields_map_onto_the_settings(client):
+    r = chat(client, max_tokens=8, temperature=0.7, top_p=0.5, stop=["\n\n"],
+             extra_body={"args": {"mode": "nucleus", "seed": 3}})
+    settings = r.model_extra["args"]["settings"]
+    assert (settings["temperature"], settings["top_p"], settings["stop"], settings["seed"]) == (0.7, 0.5, ["\n\n"], 3)
+    assert r.usage.completion_tokens <= 8 and "\n\n" not in r.choices[0].message.content
+
+
+def test_bad_args_value_is_a_400_with_the_reason(client):
+    with pytest.raises(openai.BadRequestError, match="k must be at least 1"):
+        chat(client, extra_body={"args": {"k": 0}})
+    with pytest.raises(openai.BadRequestError, match="unknown ARGS setting args.kk"):
+        chat(client, extra_body={"args": {"kk": 3}})
+    with pytest.raises(openai.BadRequestError, match="n must be 1"):
+        chat(client, n=2)
+
+
+def test_models_lists_the_served_model(client):
+    assert [m.id for m in client.models.list()] == ["args-local"]
+
+
+# -- many clients ---------------------------------------------------------------------------
+def test_two_clients_at_once_both_get_their_own_complete_reply(client):
+    prompts = ["What is the capital of France?", "Name three colours of the rainbow."]
+    alone = [chat(client, p).choices[0].message.content for p in prompts]
+    results: dict = {}
+
+    def ask(i):
+        results[i] = streamed(client, prompts[i])[0] if i else chat(client, prompts[i]).choices[0].message.content
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=180)
+    assert [results.get(0), results.get(1)] == alone
+
+
+def test_a_dropped_stream_stops_its_generation(http):
+    before = http.get("/health").json()["generations"].get("cancelled", 0)
+    body = {"model": "args-local", "messages": [{"role": "user", "content": LONG_Q}], "stream": True,
+            "max_tokens": 2000}
+    with http.stream("POST", "/v1/chat/completions", json=body) as r:
+        assert r.status_code == 200
+        contents = 0
+        for line in r.iter_lines():
+            if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
+                contents += 1
+                mid = http.get("/health", timeout=10).json()  # answers while a generation runs
+                assert mid["running"] is True
+                if contents == 2:
+                    break
+    health = wait_for(http, lambda h: not h["running"] and h["generations"].get("cancelled", 0) > before, 20)
+    assert health["waiting"] == 0
+
+
+def test_a_full_queue_gets_429_with_retry_after(http, server):
+    body = {"model": "args-local", "messages": [{"role": "user", "content": LONG_Q}], "stream": True,
+            "max_tokens": 2000}
+    waiter_status: list = []
+
+    def waiter():  # waits in line behind the running stream, then leaves after its first line
+        with httpx.Client(base_url=server, headers={"Authorization": f"Bearer {KEY}"}, timeout=120) as c:
+            with c.stream("POST", "/v1/chat/completions", json=body) as r:
+                waiter_status.append(r.status_code)
+
+    with http.stream("POST", "/v1/chat/completions", json=body) as running:
+        lines = running.iter_lines()  # kept: a dropped iterator closes the response
+        next(lines)
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        wait_for(http, lambda h: h["waiting"] == 1)
+        r = http.post("/v1/chat/completions", json={**body, "stream": False})
+        assert r.status_code == 429, r.text
+        assert int(r.headers["Retry-After"]) >= 1
+        assert r.json()["error"]["code"] == "queue_full"
+    thread.join(timeout=120)
+    assert waiter_status == [200]
+    wait_for(http, lambda h: not h["running"] and h["waiting"] == 0)
+
+
+# -- bad requests ---------------------------------------------------------------------------
+def test_no_key_or_a_wrong_key_is_401(server):
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        r = httpx.post(f"{server}/v1/chat/completions", json={"messages": [{"role": "user", "content": Q}]},
+                       headers=headers, timeout=30)
+        assert r.status_code == 401
+        assert r.json()["error"]["code"] == "invalid_api_key"
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{server}/v1", api_key="wrong", max_retries=0).models.list()
+    assert httpx.get(f"{server}/health", timeout=30).status_code == 200  # health needs no key
+
+
+def test_bad_json_is_400_and_unknown_fields_are_ignored(http):
+    r = http.post("/v1/chat/completions", content=b'{"messages": [', headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
+    assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+    assert "not valid JSON" in r.json()["error"]["message"]
+    r = http.post("/v1/chat/completions", json={"model": "args-local", "messages": [{"role": "user", "content": Q}],
+                                                "max_tokens": 8, "frobnicate": {"x": 1}, "presence_penalty": 0.5})
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"]
+    for bad in ({"messages": []}, {"messages": [{"role": "tool", "content": "x"}]}, [1, 2]):
+        r = http.post("/v1/chat/completions", json=bad)
+        assert r.status_code == 400 and r.json()["error"]["message"]
+
+
+def test_unknown_model_is_404(client):
+    with pytest.raises(openai.NotFoundError, match="not served here"):
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": Q}], max_tokens=8)
+
+
+def test_an_overlong_prompt_is_400_with_the_reason(client):
+    with pytest.raises(openai.BadRequestError, match="does not fit the 4096-token context"):
+        chat(client, "coffee " * 5000)
+
+
+def test_an_oversized_body_is_413(http):
+    body = json.dumps({"messages": [{"role": "user", "content": "x" * MAX_BODY_BYTES}]}).encode()
+    r = http.post("/v1/chat/completions", content=body)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+
+
+def test_max_tokens_is_capped_by_the_context(client):
+    r = chat(client, max_tokens=1_000_000, stop=[".", ","], extra_body={"args": {"mode": "greedy"}})
+    assert r.model_extra["args"]["settings"]["max_new_tokens"] == 4096 - r.usage.prompt_tokens
+
+
+# -- the command ----------------------------------------------------------------------------
+def test_a_port_in_use_is_one_clear_error():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        proc = run_cli("serve", "--port", str(s.getsockname()[1]), timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "cannot listen on 127.0.0.1" in proc.stderr
+
+
+def test_only_loopback_addresses_count_as_private():
+    from args_local.commands.serve import is_loopback
+
+    assert all(map(is_loopback, ["127.0.0.1", "127.0.0.2", "::1", "localhost"]))
+    assert not any(map(is_loopback, ["0.0.0.0", "::", "192.168.1.20", "example.org"]))
+
+
+def test_text_that_is_not_unicode_is_400(http):
+    for body in ({"messages": [{"role": "user", "content": "caf\ud800"}]},
+                 {"messages": [{"role": "user", "content": "hi"}], "stop": ["\udcff"]},
+                 {"messages": [{"role": "user", "content": "   "}]}):
+        r = http.post("/v1/chat/completions", content=json.dumps(body))  # json.dumps escapes the surrogates
+        assert r.status_code == 400, r.text
+        assert "UTF-8" in r.json()["error"]["message"] or "empty" in r.json()["error"]["message"]
