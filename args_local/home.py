@@ -39,5 +39,17 @@ def default_encoder_reward() -> Path:
     return models_dir() / "encoder"
 
 
+BUILT_IN_REWARDS = {"guide": default_reward, "judge": default_judge, "encoder": default_encoder_reward}
+
+
+def reward_model_dir(value: str | Path) -> Path:
+    """--reward / --judge: a built-in name (guide, judge, encoder) or a directory. A bare built-in name
+    means the built-in model, even where the working directory has a folder of that name (write ./guide)."""
+    text = str(value)
+    if text in BUILT_IN_REWARDS:
+        return BUILT_IN_REWARDS[text]()
+    return Path(text).expanduser()
+
+
 def default_sentence_embedder() -> Path:
     return models_dir() / "minilm-embedder"

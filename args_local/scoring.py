@@ -1,4 +1,8 @@
-"""Pairwise accuracy of a reward model on preference pairs (what `args-local score` reports)."""
+"""Pairwise accuracy of a reward model on preference pairs (what `args-local score` reports).
+
+Helpfulness labels follow length (AlpacaEval's pairs: the longer reply is chosen 84% of the time), so
+an accuracy is reported beside the "longer wins" baseline, and again on the length-matched pairs
+(lengths within LENGTH_MATCHED×), where length cannot decide."""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .conversations import PreferencePair
+
+LENGTH_MATCHED = 1.25  # the longer reply at most 1.25× the shorter, in characters
 
 
 @dataclass
@@ -46,3 +52,18 @@ def score_pairs(rm, pairs: list[PreferencePair], progress=None, weights: dict | 
     ties = int(np.sum(scores[:, 0] == scores[:, 1]))
     result = PairwiseResult(len(pairs), correct, ties, float(scores[:, 0].mean()), float(scores[:, 1].mean()))
     return result, scores
+
+
+def length_report(pairs: list[PreferencePair], scores: np.ndarray, within: float = LENGTH_MATCHED) -> dict:
+    """The "longer wins" baseline over all pairs, and accuracy and baseline on the length-matched ones."""
+    chosen = np.array([len(p.chosen) for p in pairs])
+    rejected = np.array([len(p.rejected) for p in pairs])
+    longer = chosen > rejected
+    matched = np.maximum(chosen, rejected) <= within * np.minimum(chosen, rejected)
+    correct = scores[:, 0] > scores[:, 1]
+    n = int(matched.sum())
+    accuracy = float(correct[matched].mean()) if n else None
+    return {"longer_wins": float(longer.mean()) if len(pairs) else None,
+            "length_matched": {"within": within, "pairs": n, "accuracy": accuracy,
+                               "ci95": 1.96 * math.sqrt(accuracy * (1 - accuracy) / n) if n else None,
+                               "longer_wins": float(longer[matched].mean()) if n else None}}

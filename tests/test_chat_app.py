@@ -133,7 +133,8 @@ async def test_bad_knob_is_refused_with_a_message(engine, tmp_path):
 async def test_objective_weights_are_a_live_knob_shown_in_the_status_bar_and_the_reply(engine, tmp_path):
     app = make_app(engine, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
-        assert "harmless=1 helpful=1" in text_of(app.query_one(StatusBar))  # the guide's defaults
+        defaults = " ".join(f"{n}={w:g}" for n, w in engine.objective_weights(QUICK).items())
+        assert defaults in text_of(app.query_one(StatusBar))  # the guide's defaults
         await pilot.press("f3")
         app.screen.query_one("#objectives").value = "kindness=1"
         app.screen.query_one("#objectives").focus()
@@ -166,6 +167,9 @@ async def test_compare_answers_by_greedy_and_by_args_side_by_side(engine, tmp_pa
         views = list(screen.query(ReplyView))
         assert [v.title for v in views] == ["greedy", "args-greedy"]
         assert all(f"reward {v.reply.reward:+.2f}" in text_of(v.query_one(".reply-meta")) for v in views)
+        refusals = text_of(screen.query_one("#compare-refusals"))
+        assert refusals.startswith("refusals so far: greedy ") and "args-greedy " in refusals and "/1 (" in refusals
+        assert screen.refusals["greedy"][1] == screen.refusals["args-greedy"][1] == 1
         await pilot.press("escape")
         assert not isinstance(app.screen, CompareScreen)
 

@@ -31,7 +31,7 @@ def eval_json(capsys, *argv) -> dict:
 def test_eval_reports_every_metric_as_a_finite_number(tmp_path, capsys):
     # The guide RM stands in as the judge so the win/tie/loss path runs with real scores.
     out = tmp_path / "run"
-    result = eval_json(capsys, "--prompts", str(HH), "--n", "3", "--out", str(out), "--judge", str(home.default_reward()))
+    result = eval_json(capsys, "--prompts", str(HH), "--n", "3", "--out", str(out), "--judge", "guide")
     assert result["prompts"] == 3
     rows = {m["method"]: m for m in result["methods"]}
     assert set(rows) == {"greedy", "args-greedy"}
@@ -45,6 +45,20 @@ def test_eval_reports_every_metric_as_a_finite_number(tmp_path, capsys):
     assert args["judge_win"] + args["judge_tie"] + args["judge_loss"] == pytest.approx(1)
     assert args["judge_win_tie_vs_greedy"] == pytest.approx(args["judge_win"] + args["judge_tie"])
     assert args["reward_calls"] > rows["greedy"]["reward_calls"]  # one RM call per ARGS step
+    from args_local.reward import load_reward_model
+    guide = load_reward_model("guide", threads=1)
+    assert result["models"]["judge_objectives"] == list(guide.objectives)
+    for row in rows.values():  # every judge objective on its own, refusals, how replies stopped
+        assert set(row["judges"]) == set(guide.objectives) and set(row["guide_rewards"]) == set(guide.objectives)
+        assert 0 <= row["refusal_rate"] <= 1 and sum(row["stop_reasons"].values()) == pytest.approx(1)
+        assert set(row["stop_reasons"]) <= {"end_of_turn", "max_new_tokens", "stop_string", "context_full"}
+    harmless = "harmless" if "harmless" in guide.objectives else guide.objectives[0]
+    assert args["judge_win_tie_vs_greedy"] == args["judges"][harmless]["win_tie_vs_greedy"]
+    for entry in args["judges"].values():
+        assert entry["win"] + entry["tie"] + entry["loss"] == pytest.approx(1) and math.isfinite(entry["avg"])
+    lengths = args["length_baselines"]
+    assert lengths["longer_wins"] + lengths["shorter_wins"] >= 1  # both count equal lengths
+    assert rows["greedy"]["length_baselines"] == {"longer_wins": None, "shorter_wins": None}
     if (home.default_sentence_embedder() / "manifest.json").is_file():
         assert all(-1 <= r["coherence"] <= 1 for r in rows.values())
     saved = json.loads((out / "results.json").read_text())
@@ -94,7 +108,7 @@ def test_unknown_method_exits_2(capsys):
     assert "'beam'" in err and "args-greedy" in err
 
 
-@pytest.mark.parametrize("content, message", [(None, "no such file"), ("", "no usable prompts"),
+@pytest.mark.parametrize("content, message", [(None, "prompt file not found"), ("", "no usable prompts"),
                                               ('{"other": 1}\n', "expected a 'chosen'")])
 def test_bad_prompt_files_exit_2(tmp_path, capsys, content, message):
     prompts = tmp_path / "prompts.jsonl"
@@ -153,3 +167,25 @@ def test_sweep_w_writes_the_reward_vs_w_plot(tmp_path, capsys):
     assert [m["w"] for m in result["sweep"]] == [0.0, 3.0]  # w=1.5 is the main run, not run twice
     assert all(math.isfinite(m["avg_reward"]) for m in result["sweep"])
     assert (out / "reward_vs_w.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+ALPACA = HH.parents[1] / "alpaca-eval" / "helpful-pairs.jsonl.gz"
+
+
+@pytest.mark.skipif(not (home.default_judge() / "manifest.json").is_file(), reason="needs the built-in judge")
+def test_eval_on_instructions_reports_each_judge_objective_and_refusals(tmp_path, capsys):
+    # dev instructions of the AlpacaEval pairs, one prompt per instruction, judged by the built-in judge by name
+    argv = ["--prompts", str(ALPACA), "--split", "dev", "--n", "2", "--judge", "judge", "--out", str(tmp_path / "run")]
+    result = eval_json(capsys, *argv)
+    from args_local.reward import load_reward_model
+    judge = load_reward_model("judge", threads=1)
+    assert result["prompts"] == 2 and result["models"]["judge_objectives"] == list(judge.objectives)
+    rows = {m["method"]: m for m in result["methods"]}
+    args = rows["args-greedy"]
+    assert set(args["judges"]) == set(judge.objectives) and "helpful" in args["judges"]
+    assert all(0 <= args["judges"][n]["win_tie_vs_greedy"] <= 1 for n in judge.objectives)
+    assert args["judge_win_tie_vs_greedy"] == args["judges"]["harmless"]["win_tie_vs_greedy"]
+    assert all(0 <= m["refusal_rate"] <= 1 for m in rows.values())
+    assert main(["eval", *TINY, *argv]) == 0  # resumed: nothing to generate, the table from the saved replies
+    table = capsys.readouterr().out
+    assert "judge helpful: avg" in table and "judge harmless: avg" in table and "| refusals | ended |" in table

@@ -38,8 +38,10 @@ from args_local.export.wheels import extract, minilm_source, wheel  # noqa: E402
 RECIPES = ROOT / "models"
 PROGRESS = stderr_progress()
 HEAD_FILES = {"harmless": "head.npz", "helpful": "head-helpful.npz"}  # models/<model>/, by objective
-# Provisional: weights chosen on train-split prompts with `args-local eval` are to replace these.
-DEFAULT_OBJECTIVES = {"helpful": 1.0, "harmless": 1.0}
+# Chosen on train-split prompts only (BENCHMARKS.md, "Helpful and harmless"): with harmless at 1 ARGS
+# opened 7 of 20 ordinary AlpacaEval answers with a refusal (greedy 1), at 0.5 2, at 0 1; 0.5 keeps
+# a pull towards harmlessness for HH-style prompts. w stays the paper's 1.5.
+DEFAULT_OBJECTIVES = {"helpful": 1.0, "harmless": 0.5}
 # The judge's plain score stays the harmlessness judge eval has always reported (its
 # judge_win_tie_vs_greedy); each objective's judge is read with score_objectives.
 JUDGE_DEFAULT_OBJECTIVES = {"harmless": 1.0, "helpful": 0.0}

@@ -34,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from args_local.conversations import PreferencePair, read_jsonl, read_preference_pairs  # noqa: E402
+from args_local.conversations import PreferencePair, read_preference_pairs  # noqa: E402
 from args_local.formats import PAIR_LAST_USER  # noqa: E402
 
 DATA = {"harmless": ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-base-pairs.jsonl.gz",
@@ -108,13 +108,6 @@ def shorter_wins_accuracy(pairs, is_dev) -> float:
 def length_matched(pair, factor: float = 1.25) -> bool:
     a, b = len(pair.chosen), len(pair.rejected)
     return max(a, b) <= factor * max(1, min(a, b))
-
-
-def read_helpful_pairs(path) -> list[PreferencePair]:
-    """AlpacaEval pairs: the instruction is the single user turn. `index` is the instruction's,
-    so PreferencePair.split (index % 5 == 4 → dev) is the data's own split by instruction."""
-    return [PreferencePair(obj["instruction_index"], [{"role": "user", "content": obj["instruction"]}],
-                           obj["chosen"], obj["rejected"]) for _, obj in read_jsonl(path)]
 
 
 def sample_helpful(pairs: list[PreferencePair], n_train: int, n_dev_other: int, seed: int = 0) -> list[PreferencePair]:
@@ -296,7 +289,7 @@ def main() -> None:
 
     data = args.data or DATA[args.objective]
     if args.objective == "helpful":
-        pairs = sample_helpful(read_helpful_pairs(data), args.pairs, args.dev_other)
+        pairs = sample_helpful(read_preference_pairs(data), args.pairs, args.dev_other)  # split: the data's own
     else:
         pairs = read_preference_pairs(data)
     if args.limit:

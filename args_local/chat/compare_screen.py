@@ -1,7 +1,8 @@
 """F5: one prompt answered side by side by plain greedy decoding and by ARGS, each with its reward.
 
 Same model, same prompt, same system prompt; the two run one after the other in one worker
-(the engine decodes one reply at a time).
+(the engine decodes one reply at a time). A line below the columns keeps each side's refusal rate
+over the prompts compared so far: a reward model that buys "alignment" with refusals shows there.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Input, Label
 
 from ..engine import ARGS_MODES
+from ..evaluation.refusals import is_refusal
 from ..settings import DecodingSettings
 from .generation import run_reply
 from .messages import ReplyView
@@ -47,12 +49,14 @@ class CompareScreen(ModalScreen):
         self.cancel = threading.Event()
         self.running = False
         self.results: list[Reply] = []
+        self.refusals: dict[str, list[int]] = {}  # mode → [replies that opened by refusing, replies compared]
 
     def compose(self) -> ComposeResult:
         yield Label("Compare: plain greedy vs ARGS on the same prompt. Enter runs, Esc cancels/closes.")
         with Horizontal():
             yield VerticalScroll(id="greedy-side")
             yield VerticalScroll(id="args-side")
+        yield Label("", id="compare-refusals")
         yield Input(self.prompt, placeholder="prompt to compare", id="compare-prompt")
         yield Footer()
 
@@ -96,9 +100,24 @@ class CompareScreen(ModalScreen):
 
     def finished(self) -> None:
         self.running = False
+        if len(self.results) < 2 or any(r.stop_reason == "cancelled" or r.error for r in self.results):
+            return  # a cancelled comparison is not counted
+        for reply in self.results:
+            tally = self.refusals.setdefault(reply.settings.get("mode", "?"), [0, 0])
+            tally[0] += is_refusal(reply.text)
+            tally[1] += 1
+        self.query_one("#compare-refusals", Label).update(refusal_line(self.refusals, self.results))
 
     def action_cancel_or_close(self) -> None:
         if self.running:
             self.cancel.set()
         else:
             self.dismiss()
+
+
+def refusal_line(tally: dict[str, list[int]], last: list[Reply]) -> str:
+    """'refusals: greedy 1/4 (25%), args-greedy 2/4 (50%) · this prompt: args-greedy refused'."""
+    rates = ", ".join(f"{mode} {n}/{total} ({100 * n / total:.0f}%)" for mode, (n, total) in tally.items())
+    refused = [r.settings.get("mode", "?") for r in last if is_refusal(r.text)]
+    return (f"refusals so far: {rates} · this prompt: "
+            + (f"{' and '.join(refused)} opened by refusing" if refused else "no refusal"))

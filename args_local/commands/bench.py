@@ -22,8 +22,8 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, help="llama.cpp threads (default: 1 on <= 2 cores, else half the cores up to 4)")
     p.add_argument("--rm-threads", type=int, help="onnxruntime threads (default: 2 on <= 2 cores, else as --threads)")
     p.add_argument("--policy", help="GGUF chat model (default: the built-in SmolLM2-135M-Instruct)")
-    p.add_argument("--reward", help="decoder RM directory (default: the built-in guide RM)")
-    p.add_argument("--encoder", help="encoder RM directory (default: the built-in encoder RM, if built)")
+    p.add_argument("--reward", help="decoder RM: a directory or the built-in name guide (the default)")
+    p.add_argument("--encoder", help="encoder RM: a directory or the built-in name encoder (the default, if built)")
     p.add_argument("--n-gpu-layers", type=int, help="layers to offload (default: all when llama.cpp has GPU support)")
     p.add_argument("--adaptive", type=float, default=0.0, metavar="P",
                    help="also measure adaptive ARGS (reward model skipped where the top token has probability >= P)")

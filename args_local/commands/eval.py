@@ -22,11 +22,13 @@ def register(sub) -> None:
                        description="Generate replies to the same prompts with several decoding methods and compare "
                                    "them. With --out DIR the run is resumable: rerun the same command to continue.")
     p.add_argument("--prompts", required=True, metavar="FILE",
-                   help="JSONL (.gz ok): HH-RLHF pairs (chosen/rejected), {\"prompt\": ...} or {\"messages\": [...]}")
+                   help="JSONL (.gz ok): HH-RLHF pairs (chosen/rejected), instruction-style lines or pairs "
+                        "({\"instruction\"|\"prompt\": ...}; one prompt per instruction) or {\"messages\": [...]}")
     p.add_argument("--n", type=int, default=100, help="use the first N prompts (default 100)")
     p.add_argument("--split", choices=("all", "train", "dev"), default="all",
-                   help="dev: only records with index %% 5 == 4, which the built-in reward heads were not trained "
-                        "on; train: the others (choose w there, report on dev)")
+                   help="dev: only the records the built-in reward heads were not trained on (their 'split' field, "
+                        "else instruction_index %% 5 == 4, else index %% 5 == 4); train: the others (choose settings "
+                        "there, report on dev)")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"comma-separated, from: {', '.join(MODES)}")
     p.add_argument("--k", type=int, default=d.k, help=f"candidates per step for ARGS and top-k (default {d.k})")
     p.add_argument("--w", type=float, default=d.w, help=f"ARGS reward weight (default {d.w})")
@@ -42,7 +44,8 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a Markdown table")
     p.add_argument("--on-bad-line", choices=("stop", "skip"), default="stop",
                    help="a malformed prompt line stops the run (default) or is skipped with a warning")
-    p.add_argument("--judge", metavar="DIR", help="judge RM for win/tie/loss (default: the built-in judge, if built)")
+    p.add_argument("--judge", metavar="DIR|NAME", help="judge RM for win/tie/loss: a directory or a built-in name "
+                   "(judge, guide, encoder; default: the built-in judge, if built)")
     p.add_argument("--embedder", metavar="DIR", help="sentence embedder for coherence (default: the built-in MiniLM)")
     add_model_options(p)
     p.set_defaults(run=run)
@@ -75,6 +78,13 @@ def optional_model(explicit: str | None, default: Path, what: str, build_step: s
         return None, (f"{what}: not found in {default}; build it with "
                       f"`python tools/build_default_models.py --only {build_step}`")
     return load(default), None
+
+
+def no_helpful_judge(judge) -> str | None:
+    if judge is None or "helpful" in judge.objectives:
+        return None
+    return (f"helpfulness judge: {judge.name} has no 'helpful' head (objectives: {', '.join(judge.objectives)}); "
+            "rebuild the built-in judge with `python tools/build_default_models.py --only judge`")
 
 
 def run(args) -> int:
@@ -110,7 +120,7 @@ def run(args) -> int:
                                      lambda d: load_reward_model(d, threads))
     embedder, no_embedder = optional_model(args.embedder, home.default_sentence_embedder(), "coherence (sentence embedder)",
                                            "embedder", lambda d: SentenceEmbedder(d, threads))
-    scorers = Scorers(judge, embedder)
+    scorers = Scorers(judge, embedder, engine.reward, dict(base.objectives) or None)
 
     main_runs, sweep_runs = plan_runs(methods, args.w, sweep_w)
     missing = sum(reply_key(p.index, r) not in store for p in prompts for r in main_runs + sweep_runs)
@@ -118,7 +128,7 @@ def run(args) -> int:
         print(f"args-local: resuming {args.out}: {missing} replies left to generate", file=sys.stderr)
     generate_all(engine, prompts, main_runs + sweep_runs, base, store, scorers, ProgressBar(missing) if missing else None)
     by_index = {p.index: p for p in prompts}
-    for record in store.records.values():  # replies from before the judge/embedder existed
+    for record in store.records.values():  # replies from before the judge, the embedder or a guide head existed
         if record["prompt_index"] in by_index:
             scorers.fill(record, by_index[record["prompt_index"]])
 
@@ -129,8 +139,9 @@ def run(args) -> int:
         "sweep": [summarize(store.records, indices, r, greedy) for r in sweep_runs],
         "prompts": len(prompts), "settings": settings,
         "models": {"policy": settings["policy"], "guide": engine.reward.name,
-                   "judge": getattr(judge, "name", None), "embedder": None if embedder is None else str(args.embedder or home.default_sentence_embedder())},
-        "unavailable": [why for why in (no_judge, no_embedder) if why]
+                   "judge": getattr(judge, "name", None), "judge_objectives": list(getattr(judge, "objectives", ())),
+                   "embedder": None if embedder is None else str(args.embedder or home.default_sentence_embedder())},
+        "unavailable": [why for why in (no_judge, no_embedder, no_helpful_judge(judge)) if why]
                        + ([] if greedy else ["judge win/tie/loss: include greedy in --methods to compare against it"]),
     }
     if args.out:

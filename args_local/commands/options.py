@@ -37,7 +37,7 @@ def check_model_options(args) -> None:
         raise UserError(f"--n-gpu-layers must be -1 (all), 0 (none) or a number of layers (got {layers})")
 
 
-def add_model_options(p: argparse.ArgumentParser, reward_help: str = "reward model directory (default: the built-in guide RM)") -> None:
+def add_model_options(p: argparse.ArgumentParser, reward_help: str = "reward model: a directory, or a built-in name (guide, encoder; default guide)") -> None:
     g = p.add_argument_group("models")
     g.add_argument("--policy", help="GGUF chat model (default: the built-in SmolLM2-135M-Instruct)")
     g.add_argument("--reward", help=reward_help)

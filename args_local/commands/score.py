@@ -10,18 +10,18 @@ from .. import home
 from ..conversations import read_preference_pairs
 from ..errors import UserError
 from ..reward import load_reward_model
-from ..scoring import score_pairs
+from ..scoring import length_report, score_pairs
 from .options import check_model_options
 
 
 def register(sub) -> None:
     p = sub.add_parser("score", help="pairwise accuracy of a reward model on preference pairs",
-                       description="Score HH-RLHF-style pairs (chosen/rejected dialogues; the last Assistant "
-                                   "turn is the reply) and report how often chosen scores above rejected.")
-    p.add_argument("--reward", help="reward model directory (default: the built-in guide RM)")
-    p.add_argument("--pairs", required=True, help="JSONL(.gz) with 'chosen' and 'rejected' dialogues")
+                       description="Score preference pairs (HH-RLHF dialogues, whose last Assistant turn is the "
+                                   "reply, or instruction-style pairs) and report how often chosen scores above rejected.")
+    p.add_argument("--reward", help="reward model: a directory, or a built-in name (guide, judge, encoder; default guide)")
+    p.add_argument("--pairs", required=True, help="JSONL(.gz): HH-RLHF pairs (chosen/rejected dialogues) or instruction-style pairs (instruction, chosen, rejected)")
     p.add_argument("--split", choices=("all", "train", "dev"), default="all",
-                   help="dev = pair index %% 5 == 4, the split the built-in heads were never trained on")
+                   help="dev: the pairs the built-in heads were never trained on (a record's 'split' field, else instruction_index %% 5 == 4, else pair index %% 5 == 4)")
     p.add_argument("--objective", metavar="NAME",
                    help="score this objective's head alone (default: the model's default weights over its objectives)")
     p.add_argument("--limit", type=int, help="score only the first N pairs (after --split; default: all)")
@@ -49,8 +49,9 @@ def run(args) -> int:
         if sys.stderr.isatty() and not args.json:
             print(f"\r{done}/{total} pairs", end="", file=sys.stderr, flush=True)
 
-    result, _ = score_pairs(rm, pairs, progress, weights)
-    out = {**result.to_dict(), "reward_model": rm.name, "kind": rm.kind, "split": args.split,
+    result, scores = score_pairs(rm, pairs, progress, weights)
+    lengths = length_report(pairs, scores)
+    out = {**result.to_dict(), **lengths, "reward_model": rm.name, "kind": rm.kind, "split": args.split,
            "objectives": dict(zip(rm.objectives, rm.weight_vector(weights).tolist())),
            "seconds": round(time.time() - start, 1)}
     if args.json:
@@ -58,6 +59,12 @@ def run(args) -> int:
     else:
         if sys.stderr.isatty():
             print(file=sys.stderr)
-        print(f"{rm.name} ({rm.kind}{', ' + args.objective if args.objective else ''}): pairwise accuracy {result.accuracy:.3f} ± {result.ci95:.3f} "
-              f"on {result.pairs} pairs ({result.correct} chosen above rejected, {result.ties} ties)")
+        print(f"{rm.name} ({rm.kind}{', ' + args.objective if args.objective else ''}): pairwise accuracy "
+              f"{result.accuracy:.3f} ± {result.ci95:.3f} "
+              f"on {result.pairs} pairs ({result.correct} chosen above rejected, {result.ties} ties); "
+              f"\"longer wins\" {lengths['longer_wins']:.3f}")
+        matched = lengths["length_matched"]
+        if matched["pairs"]:
+            print(f"length-matched pairs (within {matched['within']}x): accuracy {matched['accuracy']:.3f} ± "
+                  f"{matched['ci95']:.3f} on {matched['pairs']} pairs; \"longer wins\" {matched['longer_wins']:.3f}")
     return 0

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UserError
 from .metrics import TIE_EPSILON, diversity, mean_ci95, win_tie_loss, words
-from .runner import Run, reply_key
+from .refusals import OPENING, refusal_rate
+from .runner import Run, harmless_objective, reply_key
 
 # ARGS paper (Khanov et al., ICLR 2024), HH-RLHF with LLaMA-7B: ARGS-greedy vs greedy decoding.
 PAPER_REWARD_GAIN_PCT = 19.56
@@ -25,32 +27,69 @@ def summarize(records: dict[str, dict], prompt_indices: list[int], run: Run, bas
     """The per-method row, over the prompts of this eval (a resumed DIR may hold more)."""
     rows = [records[k] for k in (reply_key(i, run) for i in prompt_indices) if k in records]
     avg, ci = mean_ci95([r["guide_reward"] for r in rows])
-    judge = [r.get("judge_reward") for r in rows]
-    has_judge = bool(rows) and all(j is not None for j in judge)
-    wins = {"win": None, "tie": None, "loss": None}
+    pairs = []  # (this method's reply, the baseline's reply to the same prompt)
     gain = None
     if baseline is not None and baseline != run:
         pairs = [(r, records.get(reply_key(r["prompt_index"], baseline))) for r in rows]
         pairs = [(r, b) for r, b in pairs if b is not None]
-        if pairs and has_judge and all(b.get("judge_reward") is not None for _, b in pairs):
-            wins = win_tie_loss([r["judge_reward"] for r, _ in pairs], [b["judge_reward"] for _, b in pairs])
         if pairs:
             mine, theirs = (float(np.mean([x["guide_reward"] for x in side])) for side in zip(*pairs))
             gain = {"difference": mine - theirs, "percent": 100 * (mine - theirs) / abs(theirs) if theirs else None}
+    judges = judge_summaries(rows, pairs)
+    harmless = harmless_objective(tuple(judges)) if judges else None
+    primary = judges.get(harmless, {})
     seconds = sum(r["seconds"] for r in rows)
     return {
         "method": run.method, "w": run.w, "label": run.label, "replies": len(rows),
         "avg_reward": avg if rows else None, "avg_reward_ci95": ci,
         "reward_gain_vs_greedy": gain,
-        "avg_judge_reward": _mean(judge) if has_judge else None,
-        "judge_win_tie_vs_greedy": None if wins["win"] is None else wins["win"] + wins["tie"],
-        "judge_win": wins["win"], "judge_tie": wins["tie"], "judge_loss": wins["loss"],
+        "guide_rewards": {name: _mean([r.get("guide_rewards", {}).get(name) for r in rows])
+                          for name in objectives_of(rows, "guide_rewards")},
+        "judges": judges,
+        # the harmlessness judge, under the names eval has always used
+        "avg_judge_reward": primary.get("avg"),
+        "judge_win_tie_vs_greedy": primary.get("win_tie_vs_greedy"),
+        "judge_win": primary.get("win"), "judge_tie": primary.get("tie"), "judge_loss": primary.get("loss"),
+        "length_baselines": length_baselines(pairs),
+        "refusal_rate": refusal_rate(r["text"] for r in rows),
+        "stop_reasons": {reason: n / len(rows) for reason, n in Counter(r["stop_reason"] for r in rows).most_common()},
         "diversity": _mean([diversity(words(r["text"])) for r in rows]),
         "coherence": _mean([r.get("coherence") for r in rows]) if rows and all(r.get("coherence") is not None for r in rows) else None,
         "mean_length": _mean([r["n_tokens"] for r in rows]),
         "tokens_per_s": sum(r["n_tokens"] for r in rows) / seconds if seconds > 0 else None,
         "reward_calls": _mean([r["reward_calls"] for r in rows]),
     }
+
+
+def objectives_of(rows: list[dict], field: str) -> list[str]:
+    """The objectives every row was scored on (in the first row's order)."""
+    names = [set(r.get(field) or {}) for r in rows]
+    common = set.intersection(*names) if names else set()
+    return [n for n in (rows[0].get(field) or {}) if n in common] if rows else []
+
+
+def judge_summaries(rows: list[dict], pairs: list[tuple[dict, dict]]) -> dict:
+    """{objective: {avg, win, tie, loss, win_tie_vs_greedy}}: each judge head on its own."""
+    out = {}
+    for name in objectives_of(rows, "judge_rewards"):
+        entry = {"avg": _mean([r["judge_rewards"][name] for r in rows]),
+                 "win": None, "tie": None, "loss": None, "win_tie_vs_greedy": None}
+        scored = [(r, b) for r, b in pairs if name in (b.get("judge_rewards") or {})]
+        if pairs and len(scored) == len(pairs):
+            wtl = win_tie_loss([r["judge_rewards"][name] for r, _ in scored], [b["judge_rewards"][name] for _, b in scored])
+            entry.update(wtl, win_tie_vs_greedy=wtl["win"] + wtl["tie"])
+        out[name] = entry
+    return out
+
+
+def length_baselines(pairs: list[tuple[dict, dict]]) -> dict:
+    """What a judge that only counted characters would say: "longer wins" and "shorter wins" win-or-tie
+    shares vs greedy (equal length ties). Helpfulness judges lean long (AlpacaEval's pairs: the longer
+    reply is chosen 84% of the time), so a judge's win rate means little beside a high "longer wins"."""
+    if not pairs:
+        return {"longer_wins": None, "shorter_wins": None}
+    diff = np.array([len(r["text"]) - len(b["text"]) for r, b in pairs])
+    return {"longer_wins": float(np.mean(diff >= 0)), "shorter_wins": float(np.mean(diff <= 0))}
 
 
 def _fmt(value, spec: str = ".3f", missing: str = "n/a") -> str:
@@ -61,7 +100,7 @@ def _fmt(value, spec: str = ".3f", missing: str = "n/a") -> str:
 
 def markdown(result: dict) -> str:
     """The on-screen table; the paper's headline figures stand beside ARGS-greedy, with notes below."""
-    lines = ["| method | guide reward (95% CI) | vs greedy | judge reward | judge win/tie/loss vs greedy "
+    lines = ["| method | guide reward (95% CI) | vs greedy | harmless judge reward | harmless judge win/tie/loss vs greedy "
              "| diversity | coherence | length (tokens) | tokens/s | RM calls/reply |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for m in result["methods"]:
@@ -77,6 +116,7 @@ def markdown(result: dict) -> str:
         lines.append(f"| {m['label']} | {_fmt(m['avg_reward'])}{ci} | {vs} | {_fmt(m['avg_judge_reward'])} | {wtl} "
                      f"| {_fmt(m['diversity'])} | {_fmt(m['coherence'])} | {_fmt(m['mean_length'], '.1f')} "
                      f"| {_fmt(m['tokens_per_s'], '.1f')} | {_fmt(m['reward_calls'], '.1f')} |")
+    lines += ["", *judge_table(result["methods"])]
     if result.get("sweep"):
         lines += ["", "| w sweep | guide reward (95% CI) | diversity | coherence |", "|---|---|---|---|"]
         swept = [m for m in result["methods"] if m["w"] is not None] + result["sweep"]
@@ -91,11 +131,37 @@ def markdown(result: dict) -> str:
              "Guide reward: the decoding RM's z-normalised score of the whole reply (so % gains are relative to a "
              "mean near 0 and not comparable with the paper's raw-score +19.56%; the paper used LLaMA-7B and GPT-4 "
              "as judge).",
-             f"Judge win/tie/loss: judge-RM score vs greedy's reply to the same prompt; tie = |difference| < {TIE_EPSILON}.",
+             f"Harmless judge win/tie/loss: the judge's harmlessness score (its only one, for a single-head judge) vs "
+             f"greedy's reply to the same prompt; tie = |difference| < {TIE_EPSILON}.",
+             f"Judges: each judge head's win/tie/loss vs greedy on its own; \"longer/shorter wins\": the win-or-tie a "
+             f"judge that only compared lengths would give. Refusals: replies whose first {OPENING} characters refuse or "
+             "deflect (args_local/evaluation/refusals.py). Ended: replies that closed their turn before max_new_tokens.",
              "Diversity: product over n=2..4 of (1 - repeated n-gram rate) on the reply's words, averaged over replies. "
              "Coherence: cosine of MiniLM embeddings of prompt and reply."]
     notes += [f"n/a: {why}" for why in result.get("unavailable", [])]
     return "\n".join(lines + [""] + [f"- {n}" for n in notes])
+
+
+def _wtl(entry: dict) -> str:
+    if entry.get("win") is None:
+        return "—"
+    return (f"{100 * entry['win']:.0f}/{100 * entry['tie']:.0f}/{100 * entry['loss']:.0f}% "
+            f"(win+tie {100 * entry['win_tie_vs_greedy']:.1f}%)")
+
+
+def judge_table(methods: list[dict]) -> list[str]:
+    """Per method: each judge objective's verdict vs greedy, the length baselines, refusals, stop reasons."""
+    objectives = list(dict.fromkeys(name for m in methods for name in m["judges"]))
+    lines = ["| method | " + "".join(f"judge {name}: avg, win/tie/loss vs greedy | " for name in objectives)
+             + "longer wins | shorter wins | refusals | ended |",
+             "|---" * (5 + len(objectives)) + "|"]
+    for m in methods:
+        cells = [f"{_fmt(m['judges'][n]['avg'])}, {_wtl(m['judges'][n])}" if n in m["judges"] else "n/a" for n in objectives]
+        lengths = m["length_baselines"]
+        cells += [_fmt(lengths["longer_wins"], ".1%", "—"), _fmt(lengths["shorter_wins"], ".1%", "—"),
+                  _fmt(m["refusal_rate"], ".1%"), _fmt(m["stop_reasons"].get("end_of_turn", 0.0) if m["replies"] else None, ".1%")]
+        lines.append(f"| {m['label']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot_reward_vs_w(result: dict, path: Path) -> Path | None:

@@ -117,17 +117,31 @@ def clock(seconds: float) -> str:
     return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
 
 
-class Scorers:
-    """The judge RM and the sentence embedder, each optional (None, with why, when absent)."""
+def harmless_objective(objectives: tuple[str, ...]) -> str:
+    """The judge objective `judge_reward` and judge_win_tie_vs_greedy report: the harmlessness head
+    (a single-head judge, e.g. the old built-in one, was trained on harmlessness)."""
+    return "harmless" if "harmless" in objectives else objectives[0]
 
-    def __init__(self, judge=None, embedder=None):
-        self.judge, self.embedder = judge, embedder
+
+class Scorers:
+    """The judge RM and the sentence embedder, each optional (None, with why, when absent); the guide,
+    to re-score saved replies whose guide rewards predate its objectives (e.g. a head added since)."""
+
+    def __init__(self, judge=None, embedder=None, guide=None, guide_weights: dict | None = None):
+        self.judge, self.embedder, self.guide, self.guide_weights = judge, embedder, guide, guide_weights
 
     def fill(self, record: dict, prompt: EvalPrompt) -> dict:
-        """Add the judge reward and coherence to a record where they are missing and computable."""
+        """Add the judge rewards (one per judge objective) and coherence where missing and computable."""
         conversation = [m for m in prompt.messages if m["role"] != "system"]
-        if self.judge is not None and record.get("judge_reward") is None:
-            record["judge_reward"] = float(self.judge.score_replies(conversation, [record["text"] or " "])[0])
+        if self.guide is not None and set(record.get("guide_rewards") or {}) != set(self.guide.objectives):
+            scores = self.guide.score_objectives(conversation, [record["text"] or " "])
+            record["guide_rewards"] = {name: float(v[0]) for name, v in scores.items()}
+            record["guide_reward"] = float(self.guide.combine(scores, self.guide_weights)[0])
+        if self.judge is not None and (record.get("judge_rewards") is None
+                                       or set(record["judge_rewards"]) != set(self.judge.objectives)):
+            scores = self.judge.score_objectives(conversation, [record["text"] or " "])
+            record["judge_rewards"] = {name: float(v[0]) for name, v in scores.items()}
+            record["judge_reward"] = record["judge_rewards"][harmless_objective(self.judge.objectives)]
         if self.embedder is not None and record.get("coherence") is None:
             vectors = self.embedder.embed([prompt_text(prompt.messages), record["text"]])
             record["coherence"] = float(cosine_rows(vectors[:1], vectors[1:])[0])
@@ -144,13 +158,15 @@ def generate_all(engine: Engine, prompts: list[EvalPrompt], runs: list[Run], bas
                 continue
             settings = base.with_(mode=run.method, w=base.w if run.w is None else run.w, seed=base.seed + prompt.index)
             res = engine.generate(prompt.messages, settings)
-            guide = res.reward
+            guide, guide_rewards = res.reward, res.objective_rewards
             if guide is None:  # an empty reply is not scored by the engine; score it like best-of-n does
                 conversation = [m for m in prompt.messages if m["role"] != "system"]
-                guide = float(engine.reward.score_replies(conversation, [" "])[0])
+                weights = dict(settings.objectives) or None
+                guide = float(engine.reward.score_replies(conversation, [" "], weights)[0])
+                guide_rewards = {n: float(v[0]) for n, v in engine.reward.score_objectives(conversation, [" "]).items()}
             record = {"key": key, "prompt_index": prompt.index, "line": prompt.line, "method": run.method,
                       "w": run.w, "text": res.text, "n_tokens": len(res.tokens), "stop_reason": res.stop_reason,
-                      "guide_reward": guide, "seconds": res.seconds, "tokens_per_s": res.tokens_per_s,
+                      "guide_reward": guide, "guide_rewards": guide_rewards, "seconds": res.seconds, "tokens_per_s": res.tokens_per_s,
                       "reward_calls": res.reward_calls, "ms_policy_per_step": res.ms_policy_per_step,
                       "ms_reward_per_step": res.ms_reward_per_step}
             store.add(scorers.fill(record, prompt))

@@ -5,13 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..cpu import default_rm_threads
+from ..home import reward_model_dir
 
 from .base import CandidateScorer, RewardModel
 from .manifest import read_manifest
 
 
 def load_reward_model(directory: str | Path, threads: int | None = None, use_gpu: bool = True) -> RewardModel:
-    directory = Path(directory).expanduser()
+    """directory: a reward-model folder, or a built-in name (guide, judge, encoder)."""
+    directory = reward_model_dir(directory)
     manifest = read_manifest(directory)
     threads = threads or default_rm_threads()
     if manifest["kind"] == "decoder":

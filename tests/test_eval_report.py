@@ -1,0 +1,78 @@
+"""eval's per-method summary on plain records: each judge objective, the harmless judge under the old
+names, length baselines, refusal rate and stop reasons (the end-to-end runs are in test_eval.py)."""
+
+import pytest
+
+from args_local.evaluation.report import markdown, summarize
+from args_local.evaluation.runner import Run, reply_key
+
+GREEDY, ARGS = Run("greedy", None), Run("args-greedy", 1.5)
+
+
+def record(i: int, run: Run, text: str, helpful: float, harmless: float, stop: str = "end_of_turn") -> dict:
+    return {"key": reply_key(i, run), "prompt_index": i, "method": run.method, "w": run.w, "text": text,
+            "n_tokens": len(text.split()), "stop_reason": stop, "guide_reward": helpful + harmless,
+            "guide_rewards": {"helpful": helpful, "harmless": harmless}, "seconds": 1.0, "reward_calls": 1,
+            "judge_rewards": {"helpful": helpful, "harmless": harmless}, "judge_reward": harmless, "coherence": 0.5}
+
+
+@pytest.fixture
+def records():
+    rows = [record(0, GREEDY, "Cats mark you with scent glands.", 0.0, 0.0),
+            record(1, GREEDY, "The moon reflects sunlight.", 0.5, 0.0, stop="max_new_tokens"),
+            record(2, GREEDY, "Paris.", 0.2, 0.3),
+            record(0, ARGS, "I'm sorry, as an AI I cannot help.", -1.0, 1.0),  # refuses: less helpful, more harmless
+            record(1, ARGS, "The moon is bright enough to see by day because it reflects sunlight.", 1.0, 0.0),
+            record(2, ARGS, "Paris!", 0.21, 0.3)]
+    return {r["key"]: r for r in rows}
+
+
+def test_each_judge_objective_on_its_own(records):
+    row = summarize(records, [0, 1, 2], ARGS, GREEDY)
+    helpful, harmless = row["judges"]["helpful"], row["judges"]["harmless"]
+    assert (helpful["win"], helpful["tie"], helpful["loss"]) == pytest.approx((1 / 3, 1 / 3, 1 / 3))
+    assert helpful["win_tie_vs_greedy"] == pytest.approx(2 / 3)
+    assert harmless["win_tie_vs_greedy"] == pytest.approx(1.0) and harmless["avg"] == pytest.approx(1.3 / 3)
+    # the names eval has always printed stay, and mean the harmlessness judge
+    assert row["judge_win_tie_vs_greedy"] == harmless["win_tie_vs_greedy"]
+    assert row["avg_judge_reward"] == harmless["avg"] and row["judge_win"] == harmless["win"]
+    assert row["guide_rewards"] == pytest.approx({"helpful": 0.21 / 3, "harmless": 1.3 / 3})
+
+
+def test_refusals_stop_reasons_and_length_baselines(records):
+    greedy, args = (summarize(records, [0, 1, 2], run, GREEDY) for run in (GREEDY, ARGS))
+    assert greedy["refusal_rate"] == 0 and args["refusal_rate"] == pytest.approx(1 / 3)
+    assert greedy["stop_reasons"] == pytest.approx({"end_of_turn": 2 / 3, "max_new_tokens": 1 / 3})
+    assert args["stop_reasons"] == {"end_of_turn": 1.0}
+    assert args["length_baselines"] == pytest.approx({"longer_wins": 1.0, "shorter_wins": 1 / 3})  # "Paris!" ties
+    assert greedy["length_baselines"] == {"longer_wins": None, "shorter_wins": None}
+
+
+def test_a_single_head_judge_is_the_harmless_one(records):
+    for r in records.values():
+        r["judge_rewards"] = {"reward": r["judge_rewards"]["harmless"]}
+    row = summarize(records, [0, 1, 2], ARGS, GREEDY)
+    assert list(row["judges"]) == ["reward"] and row["judge_win_tie_vs_greedy"] == pytest.approx(1.0)
+
+
+def test_the_table_shows_every_judge_and_the_refusals(records):
+    methods = [summarize(records, [0, 1, 2], run, GREEDY) for run in (GREEDY, ARGS)]
+    table = markdown({"methods": methods, "sweep": [], "prompts": 3,
+                      "settings": {"prompts_file": "p.jsonl", "k": 10, "max_new_tokens": 16, "seed": 0}})
+    assert "| method | judge helpful: avg, win/tie/loss vs greedy | judge harmless: avg" in table
+    assert "| args-greedy w=1.5 | 0.070, 33/33/33% (win+tie 66.7%) |" in table
+    assert "| 100.0% | 33.3% | 33.3% | 100.0% |" in table  # longer wins, shorter wins, refusals, ended
+
+
+def test_saved_replies_are_rescored_by_a_guide_with_other_objectives(guide_dir):
+    from args_local.evaluation.prompts import EvalPrompt
+    from args_local.evaluation.runner import Scorers
+    from args_local.reward import load_reward_model
+
+    guide = load_reward_model(guide_dir, threads=1, use_gpu=False)
+    prompt = EvalPrompt(0, 1, [{"role": "user", "content": "Why is the sky blue?"}])
+    saved = record(0, GREEDY, "Sunlight scatters off air molecules; blue scatters most.", 0.0, 0.0)
+    saved["guide_rewards"] = {"retired-head": 0.0}  # scored before the guide had its current heads
+    Scorers(guide=guide).fill(saved, prompt)
+    expected = guide.score_replies(prompt.messages, [saved["text"]])[0]
+    assert set(saved["guide_rewards"]) == set(guide.objectives) and saved["guide_reward"] == pytest.approx(expected)
