@@ -144,7 +144,7 @@ CASES = [
     ("eval-methods-empty", E + ("--methods", ""), "--methods"),
     ("eval-n-ctx-tiny", E + ("--n-ctx", "20"), "--n-ctx must be between 256"),
     ("eval-threads-negative", E + ("--threads", "-1"), "--threads must be between 1"),
-    ("eval-prompts-missing", ("eval", "--prompts", "{missing}"), "no such file"),
+    ("eval-prompts-missing", ("eval", "--prompts", "{missing}"), "not found"),
     ("eval-prompts-empty", E, "no usable prompts"),
     ("eval-prompts-latin1", ("eval", "--prompts", "{latin1}"), "{latin1}"),
     # bench
