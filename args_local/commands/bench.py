@@ -92,7 +92,7 @@ def run(args) -> int:
         engine.objective_weights(DecodingSettings(objectives=objectives))  # UserError if the guide lacks one
         configs += [Config(kind, k, engine, rm_mb, objectives=objectives) for k in k_values]
         if args.adaptive:
-            configs += [Config(kind, k, engine, rm_mb, args.adaptive, objectives) for k in k_values]
+            configs += [Config(kind, k, engine, rm_mb, adaptive=args.adaptive, objectives=objectives) for k in k_values]
 
     progress(f"measuring {len(configs)} configurations x {reps} repetitions x {len(prompts)} prompt(s) x {tokens} tokens")
     runs = run_bench(configs, list(prompts), tokens, reps, progress)
