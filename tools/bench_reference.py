@@ -91,6 +91,9 @@ class ReferenceArgs:
                                       provider=f"torch {torch_threads} thread(s)")
         self.replies: dict[str, list[int]] = {}  # the last reply per prompt, for the agreement check
 
+    def objective_weights(self, settings) -> dict:
+        return dict(self.guide.default_objectives)  # what bench reports beside each configuration
+
     def generate(self, prompt: str, settings) -> Decoded:
         import torch
 
