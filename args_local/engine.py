@@ -9,8 +9,10 @@ The CLI, the chat app and the eval harness all consume `Engine.stream(...)`:
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Union
@@ -113,9 +115,13 @@ def as_messages(prompt: str | list[dict], system: str | None = None) -> list[dic
 
 
 class Engine:
-    def __init__(self, policy: LlamaPolicy, reward=None):
+    def __init__(self, policy: LlamaPolicy, reward=None, overlap: bool | None = None):
+        """overlap: run the reward model beside llama.cpp's next step (see `_score_while_guessing`);
+        default on wherever there is a second core. The replies are the same either way."""
         self.policy = policy
         self.reward = reward
+        self.overlap = (os.cpu_count() or 1) >= 2 if overlap is None else overlap
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="args-local-rm") if self.overlap else None
         if reward is not None and reward.kind == "decoder":
             reward.check_policy_vocabulary(Path(policy.info.path).name, policy.n_vocab,
                                            policy.tokenize(reward.vocab["probe_text"]))
@@ -127,13 +133,13 @@ class Engine:
     @classmethod
     def load(cls, policy: str | Path | None = None, reward: str | Path | None = None, *, n_ctx: int = 4096,
              threads: int | None = None, rm_threads: int | None = None, n_gpu_layers: int | None = None,
-             use_gpu: bool = True, need_reward: bool = True) -> "Engine":
+             use_gpu: bool = True, need_reward: bool = True, overlap: bool | None = None) -> "Engine":
         """Load models (the built-in defaults when a path is None). need_reward=False skips the RM.
 
         threads: llama.cpp's; rm_threads: onnxruntime's (defaults: args_local.cpu)."""
         p = LlamaPolicy(policy or home.default_policy(), n_ctx=n_ctx, n_threads=threads, n_gpu_layers=n_gpu_layers)
         rm = load_reward_model(reward or home.default_reward(), rm_threads, use_gpu) if need_reward else None
-        return cls(p, rm)
+        return cls(p, rm, overlap)
 
     # ------------------------------------------------------------------------------------
     def generate(self, prompt: str | list[dict], settings: DecodingSettings | None = None, **kw) -> Finished:
@@ -194,7 +200,9 @@ class Engine:
             del messages[turns[0]]
             dropped += 1
 
-    def _choose(self, logits, settings: DecodingSettings, scorer, rng, step: int, ev: Step) -> int:
+    def _choose(self, logits, settings: DecodingSettings, scorer, rng, step: int, ev: Step,
+                may_guess: bool = False) -> tuple[int, np.ndarray | None]:
+        """The next token, and the logits after it when llama.cpp already ran it (else None)."""
         mode = settings.mode
         if mode in ARGS_MODES:
             ids, values = search.top_k(logits, settings.k)
@@ -202,21 +210,48 @@ class Engine:
             if search.policy_is_sure(logits, settings.adaptive):  # as if all rewards were equal
                 token = int(ids[search.args_choose(ids, values, np.zeros(len(ids)), 0.0, temperature, rng)])
                 scorer.skip(token, self.policy.token_bytes(token))
-                return token
+                return token, None
             pieces = [self.policy.token_bytes(int(t)) for t in ids]
-            t = time.perf_counter()
-            rewards = checked(scorer.score(ids, pieces), step)
-            ev.ms_reward = (time.perf_counter() - t) * 1000
+            guess = int(ids[0]) if may_guess and not self.policy.is_end_of_turn(int(ids[0])) else None
+            rewards, ahead = self._score_while_guessing(scorer, ids, pieces, guess, step, ev)
             j = search.args_choose(ids, values, rewards, settings.w, temperature, rng)
             scorer.accept(j)
             ev.candidates, ev.logits, ev.rewards, ev.chosen_index = ids.tolist(), values.tolist(), rewards.tolist(), j
             ev.candidate_objective_rewards = {n: r.tolist() for n, r in scorer.last_by_objective.items()}
-            return int(ids[j])
+            token = int(ids[j])
+            if ahead is not None and token != guess:
+                self.policy.rollback(self.policy.n_cached - 1)  # the guess was wrong: forget it
+                ahead = None
+            return token, ahead
         if mode == "greedy" or settings.temperature == 0:
-            return search.greedy_token(logits)
+            return search.greedy_token(logits), None
         if mode == "top-k" or mode == "best-of-n":
-            return search.sample_top_k(logits, settings.k, settings.temperature, rng)
-        return search.sample_nucleus(logits, settings.top_p, settings.temperature, rng)
+            return search.sample_top_k(logits, settings.k, settings.temperature, rng), None
+        return search.sample_nucleus(logits, settings.top_p, settings.temperature, rng), None
+
+    def _score_while_guessing(self, scorer, ids, pieces, guess: int | None, step: int, ev: Step):
+        """The k candidates' rewards, and the policy's logits after `guess` (None: no guess).
+
+        The reward model scores on a worker thread while llama.cpp runs the policy's own favourite
+        candidate, the one ARGS takes at about 9 steps in 10: then the next step's logits are
+        ready when the choice is made. Both libraries release the GIL, so on two cores the step
+        costs about max(policy, RM) instead of their sum."""
+        def timed_score():
+            t = time.perf_counter()
+            rewards = scorer.score(ids, pieces)
+            return rewards, (time.perf_counter() - t) * 1000
+
+        if guess is None or self._worker is None:
+            rewards, ev.ms_reward = timed_score()
+            return checked(rewards, step), None
+        future = self._worker.submit(timed_score)
+        t = time.perf_counter()
+        try:
+            ahead = self.policy.step(guess)
+        finally:
+            ev.ms_policy = (time.perf_counter() - t) * 1000
+            rewards, ev.ms_reward = future.result()  # never leave the worker running on the scorer
+        return checked(rewards, step), ahead
 
     def _decode(self, messages, prompt_ids, settings, rng, cancel, dropped, score_final: bool = True):
         policy = self.policy
@@ -238,7 +273,9 @@ class Engine:
                 stop_reason = "cancelled"
                 break
             ev = Step(step=step, token=-1, text="")
-            token = self._choose(processors.apply_all(chain, tokens, logits), settings, scorer, rng, step, ev)
+            may_guess = step + 1 < settings.max_new_tokens and policy.n_cached + 1 < policy.n_ctx
+            token, ahead = self._choose(processors.apply_all(chain, tokens, logits), settings, scorer, rng, step, ev,
+                                        may_guess)
             ev.token = token
             ms_reward += ev.ms_reward
             if ev.rewards is not None:
@@ -259,9 +296,12 @@ class Engine:
                     yield ev
                     stop_reason = "context_full"
                     break
-                t = time.perf_counter()
-                logits = policy.step(token)
-                ev.ms_policy = (time.perf_counter() - t) * 1000
+                if ahead is not None:
+                    logits = ahead
+                else:
+                    t = time.perf_counter()
+                    logits = policy.step(token)
+                    ev.ms_policy += (time.perf_counter() - t) * 1000
                 ms_policy += ev.ms_policy
             yield ev
         seconds = time.perf_counter() - decode_start

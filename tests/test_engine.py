@@ -42,6 +42,18 @@ def test_w_zero_args_greedy_equals_greedy_token_for_token(engine):
     assert len(args0.rewards) == len(args0.tokens) + (args0.stop_reason == "end_of_turn")
 
 
+def test_overlapping_the_reward_model_with_the_guessed_step_changes_no_token(engine):
+    """The RM scores on a worker thread while llama.cpp runs the policy's favourite candidate;
+    where ARGS takes another one the guess is rolled back. Both paths must give the sequential reply."""
+    sequential = Engine(engine.policy, engine.reward, overlap=False)
+    settings = DecodingSettings(mode="args-greedy", w=3.0, max_new_tokens=48)
+    steps, overlapped = steps_of(engine, COFFEE, settings)
+    assert engine.overlap
+    assert any(s.chosen_index == 0 for s in steps) and any(s.chosen_index > 0 for s in steps)  # hits and misses
+    alone = sequential.generate(COFFEE, settings)
+    assert overlapped.tokens == alone.tokens and overlapped.rewards == alone.rewards  # from the cache it left
+
+
 @pytest.mark.parametrize("mode", ["greedy", "args-greedy"])
 def test_no_repeat_ngram_holds_on_the_real_policy_in_every_mode(engine, mode):
     # SmolLM2 loops on this one in both modes (guided by harmlessness alone: the helpful head
