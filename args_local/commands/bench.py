@@ -106,7 +106,9 @@ def run(args) -> int:
         "method": {"tokens_per_prompt": tokens, "prompts": len(prompts), "repetitions": reps, "warmup": 1,
                    "how": "end-of-turn is ignored so every run decodes exactly the same number of tokens; "
                           "tokens/s is decode time only (prefill and the final reply score excluded); "
-                          "repetitions are interleaved across configurations; median with min-max",
+                          "repetitions are interleaved across configurations; median with min-max; "
+                          "the RM scores beside llama.cpp's guessed next step (Engine overlap), so the two "
+                          "ms/step columns overlap in time",
                    "memory": "peak_rss_mb: process peak (ru_maxrss) after the configuration's last repetition, "
                              "cumulative over all models loaded; rm_rss_mb: resident memory its reward model "
                              "added when loaded"},
