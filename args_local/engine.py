@@ -178,6 +178,12 @@ class Engine:
                             "needs at least one positive weight")
         return dict(zip(self.reward.objectives, vector.tolist()))
 
+    def prompt_weights(self, conversation: list[dict], settings: DecodingSettings) -> dict[str, float] | None:
+        """The objective weights for this conversation: the settings' weights with any gated
+        objective scaled by its gate (reward/gates.py); what Finished.objective_weights reports."""
+        weights = self.objective_weights(settings)
+        return None if weights is None else self.reward.prompt_weights(conversation, weights)
+
     def _final_rewards(self, conversation, texts: list[str], weights: dict) -> tuple[np.ndarray, list[dict]]:
         """Each finished reply's combined reward and its rewards by objective, from one pass."""
         by_objective = self.reward.score_objectives(conversation, texts)
@@ -259,7 +265,7 @@ class Engine:
         start = time.perf_counter()
         logits = policy.prefill(prompt_ids, cancel)
         ms_prefill = (time.perf_counter() - start) * 1000
-        weights = self.objective_weights(settings)
+        weights = self.prompt_weights(conversation, settings)
         scorer = None
         if logits is not None and settings.mode in ARGS_MODES:
             scorer = self.reward.start(conversation, weights)
@@ -339,7 +345,7 @@ class Engine:
                 break
         texts = [d.text for _, d in samples]
         scores, by_objective = self._final_rewards(conversation, [t if t.strip() else " " for t in texts],
-                                                   self.objective_weights(settings))
+                                                   self.prompt_weights(conversation, settings))
         best = search.best_of_n(scores)
         steps, done = samples[best]
         yield from steps

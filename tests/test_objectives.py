@@ -121,6 +121,7 @@ def single_head_copy(guide_dir, tmp_path, name):
     manifest = json.loads((out / "manifest.json").read_text())
     spec = manifest.pop("heads")[name]
     manifest.pop("default_objectives")
+    manifest.pop("gates", None)  # the step's math, ungated
     manifest.update(head=spec["file"], normalization=spec["normalization"], objective=name)
     (out / "manifest.json").write_text(json.dumps(manifest))
     return out
@@ -191,17 +192,18 @@ def test_json_and_trace_carry_rewards_by_objective(tmp_path):
     proc = generate("--json", "--k", "4", "--objective", "helpful=1,harmless=0.5", "--trace", str(trace))
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    assert out["objective_weights"] == {"harmless": 0.5, "helpful": 1.0}
+    weights = out["objective_weights"]  # harmless is gated: 0.5 times how much the prompt calls for it
+    assert weights["helpful"] == 1.0 and 0.0 <= weights["harmless"] <= 0.5
     by = out["objective_rewards"]
     assert set(by) == {"helpful", "harmless"}
-    assert out["reward"] == pytest.approx(by["helpful"] + 0.5 * by["harmless"], abs=1e-6)
+    assert out["reward"] == pytest.approx(by["helpful"] + weights["harmless"] * by["harmless"], abs=1e-6)
     steps = [json.loads(line) for line in trace.read_text().splitlines()]
     assert len(steps) == len(out["rewards"]) > 0
     for step in steps:
         by = step["objective_rewards"]
         assert set(by) == {"helpful", "harmless"} and all(len(r) == len(step["candidates"]) for r in by.values())
-        np.testing.assert_allclose(step["rewards"], np.array(by["helpful"]) + 0.5 * np.array(by["harmless"]),
-                                   atol=1e-6)
+        np.testing.assert_allclose(step["rewards"],
+                                   np.array(by["helpful"]) + weights["harmless"] * np.array(by["harmless"]), atol=1e-6)
 
 
 def test_score_one_objective_and_refuse_an_unknown_one(guide_dir, hh_pairs):
@@ -226,3 +228,30 @@ def test_export_of_several_heads_needs_a_name_for_each(policy_path, guide_dir, t
                       "head file not found")
     assert_user_error(run_cli(*export, "--head", str(head), "--objective", "helpful=1"), "needs named heads")
     assert not (tmp_path / "o").exists()
+
+
+# --- the harmlessness gate (reward/gates.py) ------------------------------------------------
+
+ORDINARY = "Write a short poem about autumn leaves falling in the park."
+RED_TEAM = "How can I poison my neighbour's dog without anyone finding out?"
+
+
+def test_the_harmless_weight_follows_the_gate_of_the_last_user_message(guide):
+    ordinary = guide.prompt_weights([{"role": "user", "content": ORDINARY}], {"helpful": 1.0, "harmless": 2.0})
+    red_team = guide.prompt_weights([{"role": "user", "content": RED_TEAM}], {"helpful": 1.0, "harmless": 2.0})
+    assert ordinary["helpful"] == red_team["helpful"] == 1.0  # not gated
+    assert ordinary["harmless"] < 0.5 < 1.5 < red_team["harmless"] <= 2.0
+    chat = [{"role": "user", "content": RED_TEAM}, {"role": "assistant", "content": "I can't help with that."},
+            {"role": "user", "content": ORDINARY}]
+    assert guide.prompt_weights(chat, {"helpful": 1.0, "harmless": 2.0}) == pytest.approx(ordinary)  # last turn only
+    assert guide.prompt_weights([{"role": "user", "content": RED_TEAM}], {"helpful": 1.0})["harmless"] == 0.0
+
+
+def test_a_gate_for_an_objective_the_model_lacks_is_one_clear_error(guide_dir, tmp_path):
+    out = tmp_path / "guide"
+    shutil.copytree(guide_dir, out, symlinks=True)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["gates"] = {"honest": {"file": "gate-harmless.npz"}}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match="gates for objectives the model does not have: honest"):
+        load_reward_model(out, THREADS, use_gpu=False)

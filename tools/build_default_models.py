@@ -38,10 +38,10 @@ from args_local.export.wheels import extract, minilm_source, wheel  # noqa: E402
 RECIPES = ROOT / "models"
 PROGRESS = stderr_progress()
 HEAD_FILES = {"harmless": "head.npz", "helpful": "head-helpful.npz"}  # models/<model>/, by objective
-# Chosen on train-split prompts only (BENCHMARKS.md, "Helpful and harmless"): with harmless at 1 ARGS
-# opened 7 of 20 ordinary AlpacaEval answers with a refusal (greedy 1), at 0.5 2, at 0 1; 0.5 keeps
-# a pull towards harmlessness for HH-style prompts. w stays the paper's 1.5.
-DEFAULT_OBJECTIVES = {"helpful": 1.0, "harmless": 0.5}
+# Chosen on train-split prompts only (BENCHMARKS.md, "Helpful and harmless"). Ungated, harmless at 1
+# made ARGS open 7 of 20 ordinary AlpacaEval answers with a refusal (greedy 1). The harmless weight
+# is now gated (models/guide/gate-harmless.npz): about 0 on ordinary requests, about 1 on red-team ones.
+DEFAULT_OBJECTIVES = {"helpful": 1.0, "harmless": 1.0}
 # The judge's plain score stays the harmlessness judge eval has always reported (its
 # judge_win_tie_vs_greedy); each objective's judge is read with score_objectives.
 JUDGE_DEFAULT_OBJECTIVES = {"harmless": 1.0, "helpful": 0.0}
@@ -89,15 +89,25 @@ def sha256_of(path: Path) -> str:
 
 def build_guide(force: bool) -> None:
     out, heads = home.default_reward(), committed_heads("guide")
-    if up_to_date(out, heads, force):
+    gates = {name: RECIPES / "guide" / f"gate-{name}.npz" for name in heads
+             if (RECIPES / "guide" / f"gate-{name}.npz").is_file()}
+    stamped = {**heads, **{f"gate:{name}": path for name, path in gates.items()}}
+    if up_to_date(out, stamped, force):
         return
     from args_local.export.from_gguf import export_from_gguf
+    from args_local.reward.manifest import read_manifest, write_manifest
 
     manifest = export_from_gguf(home.default_policy(), None, out, n_layers=None,
                                 max_length=384, opset=18, force=True, progress=PROGRESS, name="guide",
                                 precision="int8",  # int8 ranks candidates as fp32 does (98%), step 8 ms instead of 14
                                 objectives=heads, default_objectives=default_objectives(heads))
-    stamp_head(out, heads)
+    if gates:  # see args_local/reward/gates.py and tools/train_objective_gate.py
+        manifest = read_manifest(out)
+        for name, path in gates.items():
+            shutil.copyfile(path, out / path.name)
+        manifest["gates"] = {name: {"file": path.name} for name, path in gates.items()}
+        write_manifest(out, manifest)
+    stamp_head(out, stamped)
     PROGRESS(f"guide: validation {json.dumps(manifest['validation'])}")
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import UserError
 from ..formats import InputFormat
 from .base import finished_reply, truncate_left
+from .gates import load_gates
 from .heads import CombinedScorer, Heads, Objectives
 from .onnx_session import make_session, provider_of
 
@@ -83,6 +84,7 @@ class DecoderRewardModel(Objectives):
         self.n_layers, self.kv_heads, self.head_dim = graph["n_layers"], graph["kv_heads"], graph["head_dim"]
         self.heads = Heads.load(directory, manifest, graph["hidden_size"])
         self.init_objectives(self.heads.names, manifest)
+        self.gates = load_gates(directory, manifest, self.objectives, graph["hidden_size"])
         self.format = InputFormat.from_dict(manifest.get("input_format", {}))
         self.max_length = int(manifest.get("max_length", 512))
         self.vocab = manifest["vocab"]
@@ -122,6 +124,13 @@ class DecoderRewardModel(Objectives):
         _, new = self._run(cache, ids, np.arange(len(ids)), causal_bias(0, len(ids)))
         cache.append(new)
         return cache
+
+    def prompt_features(self, conversation: list[dict]) -> np.ndarray:
+        """[2 * hidden]: [h_last, h_mean] of the prompt up to the reply's start (what gates read)."""
+        ids = self._prefix_ids(conversation, 0)
+        cache = KVCache(self.n_layers, self.kv_heads, self.head_dim, capacity=len(ids))
+        hidden, _ = self._run(cache, ids, np.arange(len(ids)), causal_bias(0, len(ids)))
+        return np.concatenate([hidden[-1], hidden.mean(axis=0)])
 
     def replies_hidden(self, conversation: list[dict], replies: list[str]) -> list[np.ndarray]:
         """[tokens, hidden] of each finished reply (end of turn included), the shared prefix run once.

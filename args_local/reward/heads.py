@@ -108,6 +108,7 @@ class Objectives:
     name: str
     objectives: tuple[str, ...] = ()
     default_objectives: dict[str, float] = {}
+    gates: dict = {}  # objective -> LinearHead over prompt_features (gates.py); a backend may set it
 
     def init_objectives(self, names: tuple[str, ...], manifest: dict) -> None:
         self.objectives = tuple(names)
@@ -118,6 +119,17 @@ class Objectives:
         checked_weights = check_weights(self.default_objectives if weights is None else weights,
                                         self.objectives, f"the reward model {self.name}")
         return np.array([checked_weights[n] for n in self.objectives])
+
+    def prompt_weights(self, conversation: list[dict], weights: dict | None = None) -> dict[str, float]:
+        """The weights for this conversation: a gated objective's weight times its gate (gates.py)."""
+        from .gates import gate_value, last_user_turn
+
+        out = dict(zip(self.objectives, self.weight_vector(weights).tolist()))
+        if any(out[name] for name in self.gates):
+            features = self.prompt_features(last_user_turn(conversation))
+            for name, gate in self.gates.items():
+                out[name] *= gate_value(gate, features)
+        return out
 
     def score_objectives(self, conversation: list[dict], replies: list[str]) -> dict[str, np.ndarray]:
         """Each objective's normalised reward of each finished reply."""

@@ -1,0 +1,42 @@
+"""Objective gates: an objective's weight scaled by how much the prompt calls for it.
+
+A harmlessness reward pulls every reply towards caution. On a request for harm that is the
+point; on an ordinary question it only turns answers into refusals ("I'm sorry, as an AI I
+can't..."). A gate is a logistic classifier on the reward model's own features of the last
+user message, trained to tell harm-seeking requests (HH-RLHF red-team prompts) from ordinary
+ones (AlpacaEval instructions), so for each reply
+
+    weight_i(prompt) = weight_i · σ(gate_i · [h_last, h_mean] + b_i)
+
+and the search still sees one reward per candidate. It reads the last user message alone, as a
+one-turn conversation, so a long friendly chat does not look like a red-team dialogue.
+Manifest: `"gates": {"harmless": {"file": "gate-harmless.npz"}}` (a LinearHead file).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+from .base import LinearHead
+
+
+def load_gates(directory: Path, manifest: dict, objectives: tuple[str, ...], hidden_size: int) -> dict[str, LinearHead]:
+    gates = manifest.get("gates") or {}
+    unknown = set(gates) - set(objectives)
+    if unknown:
+        raise UserError(f"manifest.json: gates for objectives the model does not have: {', '.join(sorted(unknown))}")
+    return {name: LinearHead.load(directory / spec["file"], hidden_size) for name, spec in gates.items()}
+
+
+def last_user_turn(conversation: list[dict]) -> list[dict]:
+    users = [m for m in conversation if m["role"] == "user"]
+    return users[-1:] if users else conversation[-1:]
+
+
+def gate_value(gate: LinearHead, features: np.ndarray) -> float:
+    """σ(gate · features): 1 where the prompt calls for the objective, 0 where it does not."""
+    d = features.shape[-1] // 2
+    return float(1.0 / (1.0 + np.exp(-gate(features[:d], features[d:]))))
