@@ -147,10 +147,13 @@ async def test_objective_weights_are_a_live_knob_shown_in_the_status_bar_and_the
         assert app.settings.objectives == (("helpful", 1.0), ("harmless", 0.5))
         assert "harmless=0.5 helpful=1" in text_of(app.query_one(StatusBar))
         view = await send(app, pilot, "Name a colour.")
-        by = view.reply.objective_rewards
+        by, weights = view.reply.objective_rewards, view.reply.objective_weights
         assert set(by) == {"helpful", "harmless"}
-        assert view.reply.reward == pytest.approx(by["helpful"] + 0.5 * by["harmless"], abs=1e-6)
-        assert f"harmless {by['harmless']:+.2f}, helpful {by['helpful']:+.2f}" in text_of(view.query_one(".reply-meta"))
+        assert weights["helpful"] == 1.0 and 0 <= weights["harmless"] <= 0.5  # after the harmless gate
+        assert view.reply.reward == pytest.approx(by["helpful"] + weights["harmless"] * by["harmless"], abs=1e-6)
+        meta = text_of(view.query_one(".reply-meta"))
+        assert f"harmless {by['harmless']:+.2f}, helpful {by['helpful']:+.2f}" in meta
+        assert f"weights harmless {weights['harmless']:.2g}, helpful 1" in meta
 
 
 async def test_compare_answers_by_greedy_and_by_args_side_by_side(engine, tmp_path):

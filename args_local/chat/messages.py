@@ -126,6 +126,8 @@ class ReplyView(Vertical):
         parts.append("reward " + ("n/a" if reply.reward is None else f"{reply.reward:+.2f}"))
         if reply.objective_rewards and len(reply.objective_rewards) > 1:
             parts[-1] += " (" + ", ".join(f"{n} {r:+.2f}" for n, r in reply.objective_rewards.items()) + ")"
+        if reply.objective_weights and len(reply.objective_weights) > 1:
+            parts.append("weights " + ", ".join(f"{n} {w:.2g}" for n, w in reply.objective_weights.items()))
         if reply.judge_reward is not None:
             parts.append(f"judge {reply.judge_reward:+.2f}")
         overrides = reply.override_rate

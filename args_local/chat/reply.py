@@ -25,6 +25,7 @@ class Reply:
     tokens_per_s: float = 0.0
     error: str | None = None
     objective_rewards: dict[str, float] | None = None  # the whole reply's guide reward by objective (not stored)
+    objective_weights: dict[str, float] | None = None  # the weights after the gate (reward/gates.py; not stored)
 
     @property
     def text(self) -> str:
@@ -45,6 +46,7 @@ class Reply:
         self.stop_reason = finished.stop_reason
         self.reward = finished.reward
         self.objective_rewards = finished.objective_rewards
+        self.objective_weights = finished.objective_weights
         self.settings = finished.settings
         self.tokens_per_s = finished.tokens_per_s
 
