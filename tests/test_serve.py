@@ -4,6 +4,7 @@ headers, dropped connections)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -32,21 +33,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, policy_path, guide_dir):
-    """One server for the module: an API key, at most one request waiting, short replies by default."""
+@contextlib.contextmanager
+def running_server(stderr_path, *flags, env_extra: dict | None = None):
+    """A real `args-local serve` process; yields its announced base URL once it accepts requests."""
     port = free_port()
-    stderr_path = tmp_path_factory.mktemp("serve") / "stderr.txt"
+    env = {k: v for k, v in os.environ.items() if k != "ARGS_LOCAL_API_KEY"}  # a user's own key must not leak in
+    env.update(PYTHONPATH=str(ROOT), **(env_extra or {}))
     with open(stderr_path, "w") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "args_local.cli", "serve", "--port", str(port), "--threads", str(THREADS),
-             "--api-key", KEY, "--max-waiting", "1", "--max-new-tokens", "16"],
-            stdout=subprocess.PIPE, stderr=stderr, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+            [sys.executable, "-m", "args_local.cli", "serve", "--port", str(port), "--threads", str(THREADS), *flags],
+            stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
     try:
         lines: queue.Queue = queue.Queue()
         threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
         deadline, announced = time.monotonic() + 300, ""
-        while f"http://127.0.0.1:{port}" not in announced:
+        while f"http://127.0.0.1:{port}" not in announced and f":{port}" not in announced:
             assert proc.poll() is None, stderr_path.read_text()
             assert time.monotonic() < deadline, "the server did not announce its address in 300 s"
             try:
@@ -63,6 +64,14 @@ def server(tmp_path_factory, policy_path, guide_dir):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, policy_path, guide_dir):
+    """One server for the module: an API key, at most one request waiting, short replies by default."""
+    stderr_path = tmp_path_factory.mktemp("serve") / "stderr.txt"
+    with running_server(stderr_path, "--api-key", KEY, "--max-waiting", "1", "--max-new-tokens", "16") as url:
+        yield url
 
 
 @pytest.fixture
@@ -283,3 +292,30 @@ def test_text_that_is_not_unicode_is_400(http):
         r = http.post("/v1/chat/completions", content=json.dumps(body))  # json.dumps escapes the surrogates
         assert r.status_code == 400, r.text
         assert "UTF-8" in r.json()["error"]["message"] or "empty" in r.json()["error"]["message"]
+
+
+def test_the_key_may_come_from_the_environment_and_all_addresses_need_no_warning_then(tmp_path, policy_path):
+    with running_server(tmp_path / "stderr.txt", "--host", "0.0.0.0",
+                        env_extra={"ARGS_LOCAL_API_KEY": "from-env"}) as url:
+        assert httpx.get(f"{url}/v1/models", timeout=60).status_code == 401
+        ok = httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer from-env"}, timeout=60)
+        assert ok.status_code == 200, ok.text
+    assert "warning" not in (tmp_path / "stderr.txt").read_text()
+
+
+def test_listening_beyond_loopback_without_a_key_warns(tmp_path, policy_path):
+    with running_server(tmp_path / "stderr.txt", "--host", "0.0.0.0") as url:
+        assert httpx.get(f"{url}/v1/models", timeout=60).status_code == 200
+    assert "without an API key" in (tmp_path / "stderr.txt").read_text()
+
+
+def test_the_legacy_completions_endpoint_is_an_openai_shaped_404(http):
+    r = http.post("/v1/completions", json={"model": "args-local", "prompt": "Hello"})
+    assert r.status_code == 404
+    assert "/v1/chat/completions" in r.json()["error"]["message"]
+
+
+def test_the_serving_benchmark_starts():  # a tool nobody runs in CI breaks silently otherwise
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_serve.py"), "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "--reps" in proc.stdout, proc.stderr

@@ -27,7 +27,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from args_local.bench import BENCH_PROMPTS, cpu_model  # noqa: E402
+from args_local import llama_build  # noqa: E402
+from args_local.bench import BENCH_PROMPTS  # noqa: E402
 from args_local.cpu import default_threads  # noqa: E402
 from args_local.engine import Engine  # noqa: E402
 from args_local.settings import DecodingSettings  # noqa: E402
@@ -134,7 +135,7 @@ def main() -> int:
     print(f"- ARGS-greedy k={args.k}, {len(BENCH_PROMPTS)} prompts x up to {args.tokens} tokens "
           f"({counts['server'][0]} tokens per repetition), one streaming client; timed request to last token, "
           f"prefill and final reward score included on both sides")
-    print(f"- machine: {cpu_model()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f} at the end")
+    print(f"- machine: {llama_build.status()['cpu']}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f} at the end")
     return 0
 
 
