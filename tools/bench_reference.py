@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF loader draws a bar of its own; read at import
 
@@ -86,7 +88,6 @@ class ReferenceArgs:
     def __init__(self, policy, rm, guide, prompt_ids, rm_full: bool, torch_threads: int):
         self.policy, self.rm, self.guide = policy, rm, guide  # guide: args-local's RM (tokens, head, normalization)
         self.prompt_ids, self.rm_full = prompt_ids, rm_full
-        self.weights = guide.weight_vector()  # the guide's default objective weights, as ARGS-greedy uses
         self.reward = SimpleNamespace(name=f"{guide.name} (torch fp32, {'no RM cache' if rm_full else 'RM KV cache'})",
                                       provider=f"torch {torch_threads} thread(s)")
         self.replies: dict[str, list[int]] = {}  # the last reply per prompt, for the agreement check
@@ -99,6 +100,7 @@ class ReferenceArgs:
 
         k, w = settings.k, settings.w
         conversation = [{"role": "user", "content": prompt}]
+        weights = np.array(list(self.guide.prompt_weights(conversation).values()))  # gated, as args-local's
         rm_prefix = self.guide.encode(self.guide.format.context_text(conversation) + self.guide.format.reply_prefix)
         reply: list[int] = []
         reply_sum = torch.zeros(self.policy.config.hidden_size)
@@ -119,7 +121,7 @@ class ReferenceArgs:
                     rm_out = self.rm(input_ids=ids[:, None], past_key_values=rm_cache, use_cache=True)
                     last = rm_out.last_hidden_state[:, -1]
                     mean = (reply_sum + last) / (len(reply) + 1)
-                rewards = self.guide.heads(last.numpy(), mean.numpy()) @ self.weights  # args-local's objective weights
+                rewards = self.guide.heads(last.numpy(), mean.numpy()) @ weights
                 j = int(torch.argmax(values + w * torch.from_numpy(rewards).to(values.dtype)))
                 if not self.rm_full:
                     rm_cache = rm_out.past_key_values
