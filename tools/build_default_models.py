@@ -40,8 +40,10 @@ PROGRESS = stderr_progress()
 HEAD_FILES = {"harmless": "head.npz", "helpful": "head-helpful.npz"}  # models/<model>/, by objective
 # Chosen on train-split prompts only (BENCHMARKS.md, "Helpful and harmless"). Ungated, harmless at 1
 # made ARGS open 7 of 20 ordinary AlpacaEval answers with a refusal (greedy 1). The harmless weight
-# is now gated (models/guide/gate-harmless.npz): about 0 on ordinary requests, about 1 on red-team ones.
-DEFAULT_OBJECTIVES = {"helpful": 1.0, "harmless": 1.0}
+# is now gated (models/guide/gate-harmless.npz): about 0 on ordinary requests, about 1 on red-team
+# ones. On 60 train prompts of each kind, harmless 2 kept ordinary refusals below greedy's (4 vs 9)
+# and won or tied 67% under the harmlessness judge on HH prompts (harmless 1: 57%).
+DEFAULT_OBJECTIVES = {"helpful": 1.0, "harmless": 2.0}
 # The judge's plain score stays the harmlessness judge eval has always reported (its
 # judge_win_tie_vs_greedy); each objective's judge is read with score_objectives.
 JUDGE_DEFAULT_OBJECTIVES = {"harmless": 1.0, "helpful": 0.0}
@@ -76,10 +78,12 @@ def stamp_head(out: Path, heads: dict[str, Path]) -> None:
 
 
 def heads_digest(heads: dict[str, Path]) -> str:
-    """One sha256 over every head file and its objective (so a model built before it had them rebuilds)."""
+    """One sha256 over every head file and its objective (so a model built before it had them rebuilds),
+    and over the default weights (so a changed default reaches models built before it)."""
     digest = hashlib.sha256()
     for name in sorted(heads):
         digest.update(f"{name}:{sha256_of(heads[name])}\n".encode())
+    digest.update(json.dumps([DEFAULT_OBJECTIVES, JUDGE_DEFAULT_OBJECTIVES], sort_keys=True).encode())
     return digest.hexdigest()
 
 
