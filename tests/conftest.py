@@ -59,6 +59,16 @@ def run_cli(*args: str | bytes, timeout: float = 600, env_extra: dict | None = N
                           timeout=timeout, env=env, **kw)
 
 
+def assert_user_error(proc, *words, one_line: bool = False) -> None:
+    """Exit 2 with the given words and no traceback (one_line: and nothing else printed)."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr, proc.stderr
+    if one_line:
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    for w in words:
+        assert w in proc.stderr, proc.stderr
+
+
 def pytest_sessionstart(session):
     """A real multi-token prefill in a child process before anything loads llama.cpp in this one:
     a build that cannot run on this CPU fails the run with one line, not a SIGILL that takes pytest down."""

@@ -5,20 +5,13 @@ import shutil
 
 import pytest
 
-from .conftest import THREADS, run_cli
+from .conftest import THREADS, assert_user_error, run_cli
 
 Q = "How do I make a good cup of coffee?"
 
 
 def generate(*extra):
     return run_cli("generate", Q, "--max-new-tokens", "8", "--threads", str(THREADS), *extra)
-
-
-def assert_user_error(proc, *words):
-    assert proc.returncode == 2, (proc.returncode, proc.stderr)
-    assert "Traceback" not in proc.stderr
-    for w in words:
-        assert w in proc.stderr, proc.stderr
 
 
 def test_generate_json_has_the_documented_fields():

@@ -11,7 +11,7 @@ from args_local.errors import UserError
 from args_local.export.common import staged_output
 from args_local.settings import DecodingSettings
 
-from .conftest import THREADS, run_cli
+from .conftest import THREADS, assert_user_error, run_cli
 
 
 def save_tiny(model_cls, config, directory, tokenizer_json):
@@ -83,13 +83,6 @@ def test_int8_decoder_export_reports_what_it_changed(tiny_llama, tmp_path):
     assert proc.returncode == 0, proc.stderr
     report = json.loads((out / "manifest.json").read_text())["validation"]["int8"]
     assert report["ranking_agreement"] >= report["bound"] and -1 <= report["correlation"] <= 1
-
-
-def assert_user_error(proc, *words):
-    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
-    assert "Traceback" not in proc.stderr
-    for w in words:
-        assert w in proc.stderr, proc.stderr
 
 
 def test_missing_source(tmp_path):

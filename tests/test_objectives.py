@@ -15,6 +15,7 @@ from args_local.reward.base import LinearHead
 from args_local.reward.heads import Heads, check_weights, head_specs
 from args_local.settings import DecodingSettings, parse_objectives
 
+from . import conftest
 from .conftest import THREADS, require, run_cli
 
 CONVERSATION = [{"role": "user", "content": "Why can I see the moon during the day?"}]
@@ -163,11 +164,8 @@ def generate(*extra):
                    "--threads", str(THREADS), *extra)
 
 
-def assert_user_error(proc, *words):
-    assert proc.returncode == 2, (proc.returncode, proc.stderr)
-    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    for w in words:
-        assert w in proc.stderr, proc.stderr
+def assert_user_error(proc, *words):  # every objective error is one line
+    conftest.assert_user_error(proc, *words, one_line=True)
 
 
 @pytest.mark.parametrize("flags, words", [
