@@ -34,20 +34,22 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(stderr_path, *flags, env_extra: dict | None = None):
-    """A real `args-local serve` process; yields its announced base URL once it accepts requests."""
+def running_server(stderr_path, *flags, host: str | None = None, env_extra: dict | None = None):
+    """A real `args-local serve [--host HOST]` process; yields a loopback base URL for it once it
+    announces http://HOST:PORT (127.0.0.1, the default, when no host is given)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "ARGS_LOCAL_API_KEY"}  # a user's own key must not leak in
     env.update(PYTHONPATH=str(ROOT), **(env_extra or {}))
     with open(stderr_path, "w") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "args_local.cli", "serve", "--port", str(port), "--threads", str(THREADS), *flags],
+            [sys.executable, "-m", "args_local.cli", "serve", "--port", str(port), "--threads", str(THREADS),
+             *(["--host", host] if host else []), *flags],
             stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
     try:
         lines: queue.Queue = queue.Queue()
         threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
         deadline, announced = time.monotonic() + 300, ""
-        while f"http://127.0.0.1:{port}" not in announced and f":{port}" not in announced:
+        while f"http://{host or '127.0.0.1'}:{port}" not in announced:
             assert proc.poll() is None, stderr_path.read_text()
             assert time.monotonic() < deadline, "the server did not announce its address in 300 s"
             try:
@@ -295,7 +297,7 @@ def test_text_that_is_not_unicode_is_400(http):
 
 
 def test_the_key_may_come_from_the_environment_and_all_addresses_need_no_warning_then(tmp_path, policy_path):
-    with running_server(tmp_path / "stderr.txt", "--host", "0.0.0.0",
+    with running_server(tmp_path / "stderr.txt", host="0.0.0.0",
                         env_extra={"ARGS_LOCAL_API_KEY": "from-env"}) as url:
         assert httpx.get(f"{url}/v1/models", timeout=60).status_code == 401
         ok = httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer from-env"}, timeout=60)
@@ -304,7 +306,7 @@ def test_the_key_may_come_from_the_environment_and_all_addresses_need_no_warning
 
 
 def test_listening_beyond_loopback_without_a_key_warns(tmp_path, policy_path):
-    with running_server(tmp_path / "stderr.txt", "--host", "0.0.0.0") as url:
+    with running_server(tmp_path / "stderr.txt", host="0.0.0.0") as url:
         assert httpx.get(f"{url}/v1/models", timeout=60).status_code == 200
     assert "without an API key" in (tmp_path / "stderr.txt").read_text()
 
