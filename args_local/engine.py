@@ -265,7 +265,8 @@ class Engine:
         start = time.perf_counter()
         logits = policy.prefill(prompt_ids, cancel)
         ms_prefill = (time.perf_counter() - start) * 1000
-        weights = self.prompt_weights(conversation, settings)
+        # the gate's prefill only where the weights are used: best-of-n weighs once, after its samples
+        weights = self.prompt_weights(conversation, settings) if score_final or settings.mode in ARGS_MODES else None
         scorer = None
         if logits is not None and settings.mode in ARGS_MODES:
             scorer = self.reward.start(conversation, weights)
@@ -344,13 +345,14 @@ class Engine:
             if done.stop_reason == "cancelled":
                 break
         texts = [d.text for _, d in samples]
-        scores, by_objective = self._final_rewards(conversation, [t if t.strip() else " " for t in texts],
-                                                   self.prompt_weights(conversation, settings))
+        weights = self.prompt_weights(conversation, settings)
+        scores, by_objective = self._final_rewards(conversation, [t if t.strip() else " " for t in texts], weights)
         best = search.best_of_n(scores)
         steps, done = samples[best]
         yield from steps
         done.reward = float(scores[best])
         done.objective_rewards = by_objective[best]
+        done.objective_weights = weights
         done.seconds = time.perf_counter() - start
         done.reward_calls = len(samples)
         done.extra = {"candidates_rewards": [float(s) for s in scores], "chosen_sample": best}

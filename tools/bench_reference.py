@@ -100,7 +100,8 @@ class ReferenceArgs:
 
         k, w = settings.k, settings.w
         conversation = [{"role": "user", "content": prompt}]
-        weights = np.array(list(self.guide.prompt_weights(conversation).values()))  # gated, as args-local's
+        by_name = self.guide.prompt_weights(conversation)  # gated, as args-local's
+        weights = np.array([by_name[n] for n in self.guide.objectives])
         rm_prefix = self.guide.encode(self.guide.format.context_text(conversation) + self.guide.format.reply_prefix)
         reply: list[int] = []
         reply_sum = torch.zeros(self.policy.config.hidden_size)

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import UserError
 from .base import LinearHead, checked
+from .gates import gate_value, last_user_turn
 
 DEFAULT_OBJECTIVE = "reward"  # the one objective of a single-head model that does not name it
 
@@ -122,8 +123,6 @@ class Objectives:
 
     def prompt_weights(self, conversation: list[dict], weights: dict | None = None) -> dict[str, float]:
         """The weights for this conversation: a gated objective's weight times its gate (gates.py)."""
-        from .gates import gate_value, last_user_turn
-
         out = dict(zip(self.objectives, self.weight_vector(weights).tolist()))
         if any(out[name] for name in self.gates):
             features = self.prompt_features(last_user_turn(conversation))
