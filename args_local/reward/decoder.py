@@ -64,11 +64,14 @@ def causal_bias(past: int, n: int) -> np.ndarray:
     return bias
 
 
-def candidate_bias(past: int, k: int) -> np.ndarray:
-    """k candidates at the same position: each sees the cache and itself, not the others."""
-    bias = np.full((k, past + k), NEG_INF, np.float32)
-    bias[:, :past] = 0
-    bias[np.arange(k), past + np.arange(k)] = 0
+def candidate_bias(past: int, k: int, taken: int = 0) -> np.ndarray:
+    """`taken` tokens (causal), then k candidates at the next position: each candidate sees the cache,
+    the taken tokens and itself, not the other candidates."""
+    n = taken + k
+    bias = np.full((n, past + n), NEG_INF, np.float32)
+    bias[:taken, : past + taken] = causal_bias(past, taken)
+    bias[taken:, : past + taken] = 0
+    bias[taken + np.arange(k), past + taken + np.arange(k)] = 0
     return bias
 
 
@@ -165,10 +168,18 @@ class DecoderCandidateScorer:
         self._skipped: list[int] = []  # tokens taken unscored, run as one block before the next score
 
     def score(self, ids: np.ndarray, pieces: list[bytes] | None = None) -> np.ndarray:
-        """[k, objectives]: every head on the same pass."""
-        self._catch_up()
-        k, past = len(ids), self.cache.length
-        hidden, new = self.rm._run(self.cache, ids, np.full(k, past), candidate_bias(past, k))
+        """[k, objectives]: every head on the same pass. Tokens taken unscored since the last call
+        ride in the same pass, ahead of the candidates: one graph run per scored step."""
+        taken, self._skipped = self._skipped, []
+        k, past, t = len(ids), self.cache.length, len(taken)
+        positions = np.concatenate([past + np.arange(t), np.full(k, past + t)])
+        hidden, new = self.rm._run(self.cache, np.concatenate([np.asarray(taken, np.int64), ids]), positions,
+                                   candidate_bias(past, k, t))
+        if t:
+            self.cache.append(new, rows=slice(0, t))
+            self.reply_sum += hidden[:t].sum(axis=0)
+            self.reply_len += t
+            hidden, new = hidden[t:], [a[t:] for a in new]
         self._last = (hidden, new)
         mean = (self.reply_sum + hidden) / (self.reply_len + 1)
         return self.rm.heads(hidden, mean)
@@ -182,13 +193,3 @@ class DecoderCandidateScorer:
 
     def skip(self, token: int, piece: bytes | None = None) -> None:
         self._skipped.append(int(token))
-
-    def _catch_up(self) -> None:
-        if not self._skipped:
-            return
-        ids, past = self._skipped, self.cache.length
-        hidden, new = self.rm._run(self.cache, ids, past + np.arange(len(ids)), causal_bias(past, len(ids)))
-        self.cache.append(new)
-        self.reply_sum += hidden.sum(axis=0)
-        self.reply_len += len(ids)
-        self._skipped = []
