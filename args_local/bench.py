@@ -57,13 +57,14 @@ class Config:
     engine: Engine
     rm_rss_mb: float | None = None  # resident memory its reward model added when loaded
     adaptive: float = 0.0
+    min_p: float = 0.0
     repeat_penalty: float = DecodingSettings.repeat_penalty  # 1.0: the paper's rule, to compare with its code
     objectives: tuple[tuple[str, float], ...] = ()  # empty: the reward model's default weights
 
     @property
     def settings(self) -> DecodingSettings:
         return DecodingSettings(mode="greedy" if self.reward_kind is None else "args-greedy", k=self.k, w=1.5,
-                                adaptive=self.adaptive, repeat_penalty=self.repeat_penalty,
+                                adaptive=self.adaptive, min_p=self.min_p, repeat_penalty=self.repeat_penalty,
                                 objectives=self.objectives if self.reward_kind else ())
 
 
@@ -97,7 +98,7 @@ def run_bench(configs: list[Config], prompts, tokens: int, reps: int, progress: 
         results.append({
             "reward_kind": c.reward_kind, "reward_name": None if c.reward_kind is None else c.engine.reward.name,
             "provider": None if c.reward_kind is None else c.engine.reward.provider, "k": c.k,
-            "adaptive": c.adaptive, "objectives": c.engine.objective_weights(c.settings) if c.reward_kind else None,
+            "adaptive": c.adaptive, "min_p": c.min_p, "objectives": c.engine.objective_weights(c.settings) if c.reward_kind else None,
             "tokens_per_s": statistics.median(rates), "tokens_per_s_min": min(rates), "tokens_per_s_max": max(rates),
             "ms_policy_per_step": statistics.median(r["ms_policy_per_step"] for r in runs),
             "ms_reward_per_step": statistics.median(r["ms_reward_per_step"] for r in runs),

@@ -211,9 +211,9 @@ class Engine:
         """The next token, and the logits after it when llama.cpp already ran it (else None)."""
         mode = settings.mode
         if mode in ARGS_MODES:
-            ids, values = search.top_k(logits, settings.k)
+            ids, values = search.plausible(*search.top_k(logits, settings.k), settings.min_p)
             temperature = settings.temperature if mode == "args-stochastic" else None
-            if search.policy_is_sure(logits, settings.adaptive):  # as if all rewards were equal
+            if len(ids) == 1 or search.policy_is_sure(logits, settings.adaptive):  # as if all rewards were equal
                 token = int(ids[search.args_choose(ids, values, np.zeros(len(ids)), 0.0, temperature, rng)])
                 scorer.skip(token, self.policy.token_bytes(token))
                 return token, None

@@ -34,6 +34,17 @@ def top_k(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return idx.astype(np.int64), logits[idx].astype(np.float64)
 
 
+def plausible(ids: np.ndarray, logits: np.ndarray, min_p: float) -> tuple[np.ndarray, np.ndarray]:
+    """The candidates (best first) at least min_p times as likely as the best one; min_p 0 keeps all.
+
+    A floor relative to the top token, as in min-p sampling (Nguyen et al., 2024): where the policy
+    is sure, few candidates are left for the reward to choose among; where it is unsure, many."""
+    if min_p <= 0:
+        return ids, logits
+    keep = logits >= logits[0] + np.log(min_p)
+    return ids[keep], logits[keep]
+
+
 def args_scores(logits: np.ndarray, rewards: np.ndarray, w: float) -> np.ndarray:
     """score = logit + w * reward, elementwise over the k candidates."""
     return np.asarray(logits, dtype=np.float64) + w * np.asarray(rewards, dtype=np.float64)

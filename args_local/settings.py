@@ -30,6 +30,9 @@ class DecodingSettings:
     repeat_penalty: float = 1.2
     no_repeat_ngram: int = 0  # ban repeating any n-gram of this size in the reply (0 = off)
     adaptive: float = 0.0  # ARGS: skip the RM where the policy's top token has at least this probability (0 = off)
+    # ARGS: of the k candidates, keep those at least this many times as likely as the top one (0 = all k).
+    # The reward then chooses among tokens the policy finds plausible, so it cannot steer into gibberish.
+    min_p: float = 0.0
     seed: int = 0
     stop: tuple[str, ...] = field(default_factory=tuple)
     # reward = Σ weight · reward of each objective (head) of the reward model, e.g.
@@ -66,6 +69,8 @@ class DecodingSettings:
             raise UserError(f"no-repeat-ngram must be 0 (off) or at least 2 (got {self.no_repeat_ngram})")
         if not 0 <= self.adaptive < 1:
             raise UserError(f"adaptive must be a probability in [0, 1), 0 for off (got {self.adaptive})")
+        if not 0 <= self.min_p < 1:
+            raise UserError(f"min-p must be in [0, 1), 0 for off (got {self.min_p})")
         if self.max_new_tokens < 1:
             raise UserError(f"max-new-tokens must be at least 1 (got {self.max_new_tokens})")
         if not 0 <= self.seed <= MAX_SEED:

@@ -155,6 +155,7 @@ CASES = [
     ("bench-k-values-nan", ("bench", "--k-values", "nan"), "--k-values"),
     ("bench-k-values-huge", ("bench", "--k-values", "5," + HUGE), "at most 1024"),
     ("bench-adaptive-nan", ("bench", "--adaptive", "nan"), "adaptive"),
+    ("bench-min-p-negative", ("bench", "--min-p", "-0.1"), "min-p"),
     ("bench-threads-zero", ("bench", "--threads", "0"), "--threads must be between 1"),
     ("bench-gpu-layers", ("bench", "--n-gpu-layers", "-2"), "--n-gpu-layers"),
     # models, and no command at all

@@ -32,10 +32,12 @@ def test_bench_quick_json_reports_plain_and_args_speeds(capsys):
 
 
 def test_bench_table_and_bad_k_values(capsys):
-    assert main(["bench", "--quick", "--tokens", "4", "--reps", "1", "--k-values", "5", "--adaptive", "0.5"]) == 0
+    assert main(["bench", "--quick", "--tokens", "4", "--reps", "1", "--k-values", "5", "--adaptive", "0.5",
+                 "--min-p", "0.2"]) == 0
     table = capsys.readouterr().out
     assert "| plain greedy |" in table and "| ARGS-greedy | decoder (CPU) | 5 |" in table
     assert "| ARGS-greedy adaptive 0.5 | decoder (CPU) | 5 |" in table
+    assert "| ARGS-greedy min-p 0.2 | decoder (CPU) | 5 |" in table
     assert "end-of-turn is ignored" in table
     assert main(["bench", "--k-values", "0,x"]) == 2
     assert "--k-values" in capsys.readouterr().err

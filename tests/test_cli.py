@@ -82,6 +82,7 @@ def test_onnx_file_that_is_not_a_reward_model(guide_dir, encoder_dir, tmp_path):
     (["--w", "inf"], "w must be a finite number"),
     (["--mode", "beam"], "unknown mode 'beam'"),
     (["--adaptive", "1"], "adaptive must be a probability in [0, 1)"),
+    (["--min-p", "1"], "min-p must be in [0, 1)"),
     (["--repeat-penalty", "0"], "repeat-penalty must be a positive number"),
     (["--no-repeat-ngram", "1"], "no-repeat-ngram must be 0 (off) or at least 2"),
 ])

@@ -78,6 +78,17 @@ def test_adaptive_skips_the_reward_only_where_the_policy_is_sure(engine):
         assert s.candidates[best] == s.token
 
 
+def test_min_p_scores_only_plausible_candidates_and_skips_single_ones(engine):
+    settings = DecodingSettings(mode="args-greedy", max_new_tokens=40, min_p=0.2)
+    steps, done = steps_of(engine, COFFEE, settings)
+    scored = [s for s in steps if s.rewards is not None]
+    assert scored and done.reward_calls == len(scored) + 1 < len(steps) + 1  # some steps had one candidate
+    for s in scored:
+        assert 2 <= len(s.candidates) <= settings.k
+        assert min(s.logits) >= max(s.logits) + np.log(settings.min_p) - 1e-9
+        assert s.candidates[int(np.argmax(np.array(s.logits) + settings.w * np.array(s.rewards)))] == s.token
+
+
 def test_large_w_changes_the_reply_and_raises_its_reward(engine):
     greedy = engine.generate(COFFEE, DecodingSettings(mode="greedy", max_new_tokens=40))
     steered = engine.generate(COFFEE, DecodingSettings(mode="args-greedy", w=5.0, max_new_tokens=40))

@@ -115,3 +115,11 @@ def test_top_probability_and_the_adaptive_threshold():
     assert search.top_probability(logits) == pytest.approx(0.7)
     assert search.policy_is_sure(logits, 0.6) and not search.policy_is_sure(logits, 0.8)
     assert not search.policy_is_sure(np.array([50.0, 0.0]), 0.0)  # 0 = adaptive mode off
+
+
+def test_plausible_keeps_candidates_within_min_p_of_the_top():
+    ids, logits = np.array([5, 9, 2, 7]), np.log(np.array([0.5, 0.2, 0.1, 0.04]))
+    kept_ids, kept_logits = search.plausible(ids, logits, 0.3)  # floor: 0.3 * 0.5 = 0.15
+    assert kept_ids.tolist() == [5, 9] and kept_logits.tolist() == logits[:2].tolist()
+    assert search.plausible(ids, logits, 0.0)[0].tolist() == ids.tolist()  # 0 = off
+    assert search.plausible(ids, logits, 0.9)[0].tolist() == [5]  # the top token always stays

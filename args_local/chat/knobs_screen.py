@@ -24,6 +24,7 @@ FIELDS = [  # (field, label, type)
     ("repeat_penalty", "repeat penalty (1 = off)", float),
     ("no_repeat_ngram", "no-repeat n-gram (0 = off)", int),
     ("adaptive", "adaptive: skip RM at p >=", float),
+    ("min_p", "min-p (of top token; 0 = off)", float),
     ("seed", "seed", int),
 ]
 

@@ -30,6 +30,8 @@ class StatusBar(Static):
             text.append(f" no-repeat={settings.no_repeat_ngram}")
         if settings.adaptive:
             text.append(f" adaptive={settings.adaptive:g}")
+        if settings.min_p:
+            text.append(f" min-p={settings.min_p:g}")
         if objectives and settings.uses_reward:
             text.append(" " + " ".join(f"{name}={weight:g}" for name, weight in objectives.items()))
         text.append(f" │ colour:{colouring}")

@@ -27,6 +27,8 @@ def register(sub) -> None:
     p.add_argument("--n-gpu-layers", type=int, help="layers to offload (default: all when llama.cpp has GPU support)")
     p.add_argument("--adaptive", type=float, default=0.0, metavar="P",
                    help="also measure adaptive ARGS (reward model skipped where the top token has probability >= P)")
+    p.add_argument("--min-p", type=float, default=0.0, metavar="P",
+                   help="also measure ARGS with only candidates at least P times as likely as the top one")
     add_objective_option(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(run=run)
@@ -57,8 +59,9 @@ def run(args) -> int:
     if tokens < 1 or reps < 1:
         raise UserError(f"--tokens and --reps must be at least 1 (got {tokens} and {reps})")
     k_values = parse_k_values(args.k_values)
-    settings = DecodingSettings(k=max(k_values), adaptive=args.adaptive, objectives=objectives_from(args))
-    objectives = settings.validated().objectives  # one message for a bad k, --adaptive or --objective
+    settings = DecodingSettings(k=max(k_values), adaptive=args.adaptive, min_p=args.min_p,
+                                objectives=objectives_from(args))
+    objectives = settings.validated().objectives  # one message for a bad k, --adaptive, --min-p or --objective
     threads = args.threads or default_threads()
     rm_threads = args.rm_threads or default_rm_threads()
     prompts = BENCH_PROMPTS[:1] if args.quick else BENCH_PROMPTS
@@ -91,8 +94,9 @@ def run(args) -> int:
             continue
         engine.objective_weights(DecodingSettings(objectives=objectives))  # UserError if the guide lacks one
         configs += [Config(kind, k, engine, rm_mb, objectives=objectives) for k in k_values]
-        if args.adaptive:
-            configs += [Config(kind, k, engine, rm_mb, adaptive=args.adaptive, objectives=objectives) for k in k_values]
+        for variant in ({"adaptive": args.adaptive}, {"min_p": args.min_p}):
+            if any(variant.values()):
+                configs += [Config(kind, k, engine, rm_mb, objectives=objectives, **variant) for k in k_values]
 
     progress(f"measuring {len(configs)} configurations x {reps} repetitions x {len(prompts)} prompt(s) x {tokens} tokens")
     runs = run_bench(configs, list(prompts), tokens, reps, progress)
@@ -125,6 +129,8 @@ def table(result: dict) -> str:
         name = "plain greedy" if r["reward_kind"] is None else "ARGS-greedy"
         if r.get("adaptive"):
             name += f" adaptive {r['adaptive']:g}"
+        if r.get("min_p"):
+            name += f" min-p {r['min_p']:g}"
         kind = "—" if r["reward_kind"] is None else f"{r['reward_kind']} ({r['provider']})"
         k = "—" if r["reward_kind"] is None else r["k"]
         rm_mb = "—" if r["rm_rss_mb"] is None else f"{r['rm_rss_mb']:.0f}"

@@ -73,6 +73,9 @@ def add_tuning_options(g) -> None:
     g.add_argument("--adaptive", type=float, default=d.adaptive, metavar="P",
                    help="ARGS: skip the reward model at steps where the policy's top token has probability >= P "
                         "(faster; BENCHMARKS.md shows the cost in reward; default 0 = full ARGS)")
+    g.add_argument("--min-p", type=float, default=d.min_p, metavar="P",
+                   help="ARGS: only candidates at least P times as likely as the policy's top token compete "
+                        f"(keeps replies on topic; default {d.min_p:g}; 0 = all k)")
     add_objective_option(g)
 
 
@@ -87,7 +90,8 @@ def objectives_from(args) -> tuple[tuple[str, float], ...]:
 
 
 def tuning_from(args) -> dict:
-    return {"repeat_penalty": args.repeat_penalty, "no_repeat_ngram": args.no_repeat_ngram, "adaptive": args.adaptive}
+    return {"repeat_penalty": args.repeat_penalty, "no_repeat_ngram": args.no_repeat_ngram, "adaptive": args.adaptive,
+            "min_p": args.min_p}
 
 
 def settings_from(args) -> DecodingSettings:

@@ -127,7 +127,7 @@ def markdown(result: dict) -> str:
     notes = [f"{result['prompts']} prompts from {s['prompts_file']}; k={s['k']}, max_new_tokens={s['max_new_tokens']}, "
              f"seed={s['seed']}, repeat_penalty={s.get('repeat_penalty', 1.0)} (every method)"
              + (f", no_repeat_ngram={s['no_repeat_ngram']}" if s.get("no_repeat_ngram") else "")
-             + (f", adaptive={s['adaptive']} (ARGS)" if s.get("adaptive") else "") + ".",
+             + (f", adaptive={s['adaptive']} (ARGS)" if s.get("adaptive") else "") + (f", min-p={s['min_p']} (ARGS)" if s.get("min_p") else "") + ".",
              "Guide reward: the decoding RM's z-normalised score of the whole reply (so % gains are relative to a "
              "mean near 0 and not comparable with the paper's raw-score +19.56%; the paper used LLaMA-7B and GPT-4 "
              "as judge).",
