@@ -12,7 +12,7 @@ from args_local import home
 from args_local.errors import UserError
 from args_local.reward import load_reward_model
 from args_local.reward.base import LinearHead
-from args_local.reward.heads import Heads, check_weights, head_specs
+from args_local.reward.heads import Heads, check_weights, head_specs, head_warmups, warmup_factor
 from args_local.settings import DecodingSettings, parse_objectives
 
 from . import conftest
@@ -144,8 +144,20 @@ def test_a_step_with_two_heads_equals_each_head_computed_alone(guide, guide_dir,
     separate = {n: s.score(candidates) for n, s in singles.items()}
     for n in weights:
         np.testing.assert_allclose(both.last_by_objective[n], separate[n], atol=1e-4)
-    np.testing.assert_allclose(combined, sum(w * separate[n] for n, w in weights.items()), atol=1e-4)
+    ramp = dict(zip(guide.objectives, warmup_factor(len(reply[:6]) + 1, guide.warmup)))
+    np.testing.assert_allclose(combined, sum(w * ramp[n] * separate[n] for n, w in weights.items()), atol=1e-4)
     assert np.ptp(combined) > 0
+
+
+def test_the_warmup_ramps_each_objective_in_over_the_first_reply_tokens():
+    warmup = np.array([0.0, 4.0, 16.0])
+    assert warmup_factor(1, warmup).tolist() == [1.0, 0.25, 1 / 16]
+    assert warmup_factor(4, warmup).tolist() == [1.0, 1.0, 0.25]
+    assert warmup_factor(40, warmup).tolist() == [1.0, 1.0, 1.0]
+    assert head_warmups({"heads": {"a": {"file": "a.npz", "warmup_tokens": 8}, "b": {"file": "b.npz"}}},
+                        ("a", "b")).tolist() == [8.0, 0.0]
+    with pytest.raises(UserError, match="warmup_tokens must be a number >= 0"):
+        head_warmups({"heads": {"a": {"file": "a.npz", "warmup_tokens": -1}}}, ("a",))
 
 
 def test_the_encoder_is_one_objective_and_refuses_another(encoder_dir):
@@ -197,11 +209,14 @@ def test_json_and_trace_carry_rewards_by_objective(tmp_path):
     assert out["reward"] == pytest.approx(by["helpful"] + weights["harmless"] * by["harmless"], abs=1e-6)
     steps = [json.loads(line) for line in trace.read_text().splitlines()]
     assert len(steps) == len(out["rewards"]) > 0
-    for step in steps:
+    names = ("helpful", "harmless")
+    warmup = head_warmups(json.loads((home.default_reward() / "manifest.json").read_text()), names)
+    for i, step in enumerate(steps):
         by = step["objective_rewards"]
-        assert set(by) == {"helpful", "harmless"} and all(len(r) == len(step["candidates"]) for r in by.values())
-        np.testing.assert_allclose(step["rewards"],
-                                   np.array(by["helpful"]) + weights["harmless"] * np.array(by["harmless"]), atol=1e-6)
+        assert set(by) == set(names) and all(len(r) == len(step["candidates"]) for r in by.values())
+        ramp = dict(zip(names, warmup_factor(i + 1, warmup)))  # each objective's weight grows over its warm-up
+        np.testing.assert_allclose(step["rewards"], sum(weights[n] * ramp[n] * np.array(by[n]) for n in names),
+                                   atol=1e-6)
 
 
 def test_score_one_objective_and_refuse_an_unknown_one(guide_dir, hh_pairs):

@@ -44,6 +44,10 @@ HEAD_FILES = {"harmless": "head.npz", "helpful": "head-helpful.npz"}  # models/<
 # ones. On 60 train prompts of each kind, harmless 2 kept ordinary refusals below greedy's (4 vs 9)
 # and won or tied 67% under the harmlessness judge on HH prompts (harmless 1: 57%).
 DEFAULT_OBJECTIVES = {"helpful": 1.0, "harmless": 2.0}
+# The guide's heads were fitted on whole replies and their 25-75% prefixes, never on a reply's first
+# few tokens; there ARGS took word fragments and openers that lost the topic. Each reward grows in
+# over the first tokens (args_local/reward/heads.py, warmup_factor); chosen on train prompts (BENCHMARKS.md).
+WARMUP_TOKENS = {"helpful": 32, "harmless": 16}
 # The judge's plain score stays the harmlessness judge eval has always reported (its
 # judge_win_tie_vs_greedy); each objective's judge is read with score_objectives.
 JUDGE_DEFAULT_OBJECTIVES = {"harmless": 1.0, "helpful": 0.0}
@@ -83,7 +87,7 @@ def heads_digest(heads: dict[str, Path]) -> str:
     digest = hashlib.sha256()
     for name in sorted(heads):
         digest.update(f"{name}:{sha256_of(heads[name])}\n".encode())
-    digest.update(json.dumps([DEFAULT_OBJECTIVES, JUDGE_DEFAULT_OBJECTIVES], sort_keys=True).encode())
+    digest.update(json.dumps([DEFAULT_OBJECTIVES, JUDGE_DEFAULT_OBJECTIVES, WARMUP_TOKENS], sort_keys=True).encode())
     return digest.hexdigest()
 
 
@@ -105,12 +109,14 @@ def build_guide(force: bool) -> None:
                                 max_length=384, opset=18, force=True, progress=PROGRESS, name="guide",
                                 precision="int8",  # int8 ranks candidates as fp32 does (98%), step 8 ms instead of 14
                                 objectives=heads, default_objectives=default_objectives(heads))
-    if gates:  # see args_local/reward/gates.py and tools/train_objective_gate.py
-        manifest = read_manifest(out)
-        for name, path in gates.items():
-            shutil.copyfile(path, out / path.name)
+    manifest = read_manifest(out)
+    for name, spec in manifest["heads"].items():
+        spec["warmup_tokens"] = WARMUP_TOKENS.get(name, 0)
+    for name, path in gates.items():  # see args_local/reward/gates.py and tools/train_objective_gate.py
+        shutil.copyfile(path, out / path.name)
+    if gates:
         manifest["gates"] = {name: {"file": path.name} for name, path in gates.items()}
-        write_manifest(out, manifest)
+    write_manifest(out, manifest)
     stamp_head(out, stamped)
     PROGRESS(f"guide: validation {json.dumps(manifest['validation'])}")
 

@@ -110,10 +110,12 @@ class Objectives:
     objectives: tuple[str, ...] = ()
     default_objectives: dict[str, float] = {}
     gates: dict = {}  # objective -> LinearHead over prompt_features (gates.py); a backend may set it
+    warmup: np.ndarray = np.zeros(0)  # per objective: reply tokens over which its reward ramps in
 
     def init_objectives(self, names: tuple[str, ...], manifest: dict) -> None:
         self.objectives = tuple(names)
         self.default_objectives = default_weights(manifest, self.objectives) if names else {}
+        self.warmup = head_warmups(manifest, self.objectives)
 
     def weight_vector(self, weights: dict | None = None) -> np.ndarray:
         """The weights, by position in `objectives`; None: the model's defaults. UserError if invalid."""
@@ -148,21 +150,50 @@ class Objectives:
         return sum(w[i] * np.asarray(by_objective[n], np.float64) for i, n in enumerate(self.objectives))
 
 
+def warmup_factor(reply_tokens: int, warmup: np.ndarray) -> np.ndarray:
+    """min(1, reply_tokens / warmup) per objective; a warm-up of 0 is always 1.
+
+    A head fitted on whole replies and their longer prefixes judges a reply of a few tokens out of
+    its distribution: the built-in helpful head ranks word fragments ('L', 'K') above ordinary
+    openers ('Yes', 'Here'), and ARGS took them, so the reply lost its topic. The reward grows in
+    over the first tokens instead (manifest `heads.NAME.warmup_tokens`; BENCHMARKS.md)."""
+    return np.where(warmup > 0, np.minimum(1.0, reply_tokens / np.maximum(warmup, 1)), 1.0)
+
+
+def head_warmups(manifest: dict, names: tuple[str, ...]) -> np.ndarray:
+    specs = head_specs(manifest)
+    try:
+        warmup = np.array([float((specs.get(n) or {}).get("warmup_tokens", 0)) for n in names])
+    except (TypeError, ValueError):
+        warmup = np.array([np.nan])
+    if not np.all(np.isfinite(warmup) & (warmup >= 0)):
+        raise UserError("manifest.json: a head's warmup_tokens must be a number >= 0; re-export the model.")
+    return warmup
+
+
 class CombinedScorer:
     """Wraps a backend's candidate scorer (which returns [k, objectives]): `score` gives the
     weighted reward the search uses, and keeps each objective's rewards of the last k candidates."""
 
-    def __init__(self, inner, names: tuple[str, ...], weights: np.ndarray):
+    def __init__(self, inner, names: tuple[str, ...], weights: np.ndarray, warmup: np.ndarray | None = None):
         self.inner, self.names, self.weights = inner, names, weights
+        self.warmup = np.zeros(len(names)) if warmup is None else warmup
         self.last_by_objective: dict[str, np.ndarray] = {}
+        self.reply_tokens = 0  # before the candidates
 
     def score(self, ids: np.ndarray, pieces: list[bytes] | None = None) -> np.ndarray:
         matrix = np.asarray(self.inner.score(ids, pieces), np.float64)  # the engine checks the sum
         self.last_by_objective = {name: matrix[:, i] for i, name in enumerate(self.names)}
-        return matrix @ self.weights
+        return matrix @ self.step_weights()
+
+    def step_weights(self) -> np.ndarray:
+        """The weights at this step: each objective's, ramped in over its head's warm-up."""
+        return self.weights * warmup_factor(self.reply_tokens + 1, self.warmup)
 
     def accept(self, index: int) -> None:
         self.inner.accept(index)
+        self.reply_tokens += 1
 
     def skip(self, token: int, piece: bytes | None = None) -> None:
         self.inner.skip(token, piece)
+        self.reply_tokens += 1

@@ -13,7 +13,10 @@ manifest.json (written by `args-local export`, read here):
   objective       optional name of a single-head (or encoder) model's objective, e.g. "harmless"
   heads           instead of head + normalization, one head per objective on the same backbone:
                   {"harmless": {"file": "head.npz", "normalization": {"mean", "std"}}, "helpful": {...}}
+                  optional "warmup_tokens" per head: its weight grows from 1/N to 1 over the reply's first
+                  N tokens (a head never fitted on such short prefixes; reward/heads.py, warmup_factor)
   default_objectives  {objective: weight}: reward = Σ weight · normalised reward (default: 1 each)
+  gates           {objective: {"file": "gate-NAME.npz"}}: that weight times a prompt classifier (gates.py)
   output_index    encoder: which logit is the reward
   vocab           decoder: {"size", "probe_text", "probe_ids"}: checked against the policy
   graph           decoder: {"n_layers", "kv_heads", "head_dim", "hidden_size"}
