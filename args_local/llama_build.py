@@ -47,6 +47,7 @@ from .errors import UserError
 VERSION = "0.3.36"  # pyproject.toml pins the same
 PATCH_LEVEL = 1  # bump when patch_amx changes, so cached wheels are rebuilt
 RECORD = "llama-build.json"
+EXTRA_BUFTS_ENV = "ARGS_LOCAL_EXTRA_BUFTS"  # "0": never use llama.cpp's extra (repacked / AMX) weight buffers
 PROBE_FAULT_ENV = "ARGS_LOCAL_PROBE_FAULT"  # tests: "extra_bufts" or "all" makes those probes' children die by SIGILL
 
 # Everything the build does not need: the multimodal library (lazily imported by llama-cpp-python).
@@ -196,6 +197,8 @@ def load_options(model: Path | str | None = None) -> dict:
         _checked = record
     if _checked.get("extra_bufts") is None:
         raise UserError(broken_message(_checked))
+    if os.environ.get(EXTRA_BUFTS_ENV) == "0":  # the user's override (e.g. to keep AMX out, see policy.py)
+        return {"use_extra_bufts": False}
     return {"use_extra_bufts": bool(_checked["extra_bufts"])}
 
 

@@ -31,6 +31,15 @@ def check_gguf_file(path: Path, what: str) -> Path:
 PREFILL_CHUNK = 64
 
 
+# Seen on a Sapphire Rapids VM with a guide quantised to dynamic int8 (MatMulInteger): llama.cpp's
+# AMX kernels load their tile configuration once per thread (ggml_tile_config_init), onnxruntime's
+# int8 GEMM then loads its own on the same thread, and llama.cpp multiplies with the wrong tile
+# shapes. Better one line that says so than a crash deep in the search.
+NAN_LOGITS = ("llama.cpp returned NaN logits. On a CPU with AMX this happens when a dynamically quantised "
+              "(int8) reward model runs in the same process: use one exported without --quantize, or the "
+              "AMX kernels off (ARGS_LOCAL_EXTRA_BUFTS=0).")
+
+
 @dataclass(frozen=True)
 class PolicyInfo:
     path: str
@@ -164,7 +173,10 @@ class LlamaPolicy:
     def logits(self) -> np.ndarray:
         """Next-token logits at the last evaluated position (a copy: llama.cpp reuses its buffer)."""
         ptr = self._lib.llama_get_logits_ith(self._llm.ctx, -1)
-        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
+        logits = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
+        if np.isnan(logits).any():
+            raise UserError(NAN_LOGITS)
+        return logits
 
     def close(self) -> None:
         self._llm.close()

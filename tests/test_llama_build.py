@@ -59,6 +59,18 @@ def test_setup_falls_back_and_the_runtime_loads_with_what_it_recorded(isolated_h
     assert use_extra == "False" and int(n_vocab) > 1000
 
 
+def test_the_user_can_keep_the_extra_weight_buffers_off():
+    """ARGS_LOCAL_EXTRA_BUFTS=0: no repacked / AMX buffers, whatever the record says (policy.NAN_LOGITS)."""
+    code = ("from args_local.policy import LlamaPolicy; from args_local import home; "
+            "p = LlamaPolicy(home.default_policy(), n_ctx=512, n_threads=1); "
+            "print(p._llm.model_params.use_extra_bufts, len(p.prefill(p.tokenize('one two three four five six'))))")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), llama_build.EXTRA_BUFTS_ENV: "0"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    use_extra, n_vocab = out.stdout.split()
+    assert use_extra == "False" and int(n_vocab) > 1000
+
+
 def test_without_a_record_the_runtime_probes_first_and_a_build_that_cannot_run_is_one_clear_error(isolated_home):
     env_fault = {llama_build.PROBE_FAULT_ENV: "all"}
     proc = run_cli("generate", "hello there", "--mode", "greedy", "--max-new-tokens", "2", "--threads", str(THREADS),
