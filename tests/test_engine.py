@@ -90,8 +90,9 @@ def test_min_p_scores_only_plausible_candidates_and_skips_single_ones(engine):
 
 
 def test_large_w_changes_the_reply_and_raises_its_reward(engine):
-    greedy = engine.generate(COFFEE, DecodingSettings(mode="greedy", max_new_tokens=40))
-    steered = engine.generate(COFFEE, DecodingSettings(mode="args-greedy", w=5.0, max_new_tokens=40))
+    # twice the helpful head's warm-up (32 tokens): the reward steers most of the reply at full weight
+    greedy = engine.generate(COFFEE, DecodingSettings(mode="greedy", max_new_tokens=64))
+    steered = engine.generate(COFFEE, DecodingSettings(mode="args-greedy", w=5.0, max_new_tokens=64))
     assert steered.tokens != greedy.tokens
     assert steered.reward > greedy.reward
 
