@@ -31,7 +31,7 @@ class DecodingSettings:
     no_repeat_ngram: int = 0  # ban repeating any n-gram of this size in the reply (0 = off)
     adaptive: float = 0.0  # ARGS: skip the RM where the policy's top token has at least this probability (0 = off)
     # ARGS: of the k candidates, keep those at least this many times as likely as the top one (0 = all k).
-    # The reward then chooses among tokens the policy finds plausible, so it cannot steer into gibberish.
+    # A speed knob: where one is left the RM is skipped (BENCHMARKS.md measures what it costs).
     min_p: float = 0.0
     seed: int = 0
     stop: tuple[str, ...] = field(default_factory=tuple)
