@@ -268,3 +268,16 @@ def test_a_gate_for_an_objective_the_model_lacks_is_one_clear_error(guide_dir, t
     (out / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(UserError, match="gates for objectives the model does not have: honest"):
         load_reward_model(out, THREADS, use_gpu=False)
+
+
+def test_models_lists_the_guide_objectives_and_their_warmup():
+    proc = run_cli("models", "--json")
+    assert proc.returncode == 0, proc.stderr
+    guide = next(r for r in json.loads(proc.stdout)["models"] if r["role"].startswith("guide"))
+    manifest = json.loads((home.default_reward() / "manifest.json").read_text())
+    assert guide["objectives"] == manifest["default_objectives"]
+    assert guide["warmup_tokens"] == {n: h["warmup_tokens"] for n, h in manifest["heads"].items() if h.get("warmup_tokens")}
+    assert guide["warmup_tokens"]  # the built-in guide ramps its rewards in (tools/build_default_models.py)
+    text = run_cli("models").stdout
+    ramps = ", ".join(f"{n} {w:g}" for n, w in guide["warmup_tokens"].items())
+    assert f"each reward ramps in over the reply's first tokens: {ramps}" in text

@@ -29,6 +29,8 @@ def run(args) -> int:
             specs = head_specs(m) if m.get("kind") != "encoder" else {m.get("objective") or "reward": {}}
             row.update(kind=m.get("kind"), validation=m.get("validation"),
                        objectives=m.get("default_objectives") or {name: 1.0 for name in specs},
+                       warmup_tokens={name: spec["warmup_tokens"] for name, spec in specs.items()
+                                      if spec.get("warmup_tokens")},
                        size_mb=round(sum(f.stat().st_size for f in path.iterdir() if f.is_file()) / 1e6, 1))
         rows.append(row)
     build = llama_build.status()
@@ -42,6 +44,9 @@ def run(args) -> int:
         if r.get("objectives"):
             print(f"  {'':<20} objectives (default weights): "
                   + ", ".join(f"{name}={weight:g}" for name, weight in r["objectives"].items()))
+        if r.get("warmup_tokens"):
+            print(f"  {'':<20} each reward ramps in over the reply's first tokens: "
+                  + ", ".join(f"{name} {n:g}" for name, n in r["warmup_tokens"].items()))
     print(f"llama.cpp on {build['cpu']} ({build['amx']}):")
     compared = build["compared"] or []
     if not compared:
