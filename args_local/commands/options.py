@@ -74,8 +74,8 @@ def add_tuning_options(g) -> None:
                    help="ARGS: skip the reward model at steps where the policy's top token has probability >= P "
                         "(faster; BENCHMARKS.md shows the cost in reward; default 0 = full ARGS)")
     g.add_argument("--min-p", type=float, default=d.min_p, metavar="P",
-                   help="ARGS: only candidates at least P times as likely as the policy's top token compete "
-                        f"(keeps replies on topic; default {d.min_p:g}; 0 = all k)")
+                   help="ARGS: only candidates at least P times as likely as the policy's top token compete; "
+                        f"where one is left the reward model is skipped (faster; default {d.min_p:g} = all k)")
     add_objective_option(g)
 
 

@@ -161,13 +161,15 @@ def warmup_factor(reply_tokens: int, warmup: np.ndarray) -> np.ndarray:
 
 
 def head_warmups(manifest: dict, names: tuple[str, ...]) -> np.ndarray:
+    """Each objective's `warmup_tokens` from the manifest's heads (0 where a head has none)."""
+    bad = UserError("manifest.json: a head's warmup_tokens must be a number >= 0; re-export the model.")
     specs = head_specs(manifest)
     try:
         warmup = np.array([float((specs.get(n) or {}).get("warmup_tokens", 0)) for n in names])
     except (TypeError, ValueError):
-        warmup = np.array([np.nan])
+        raise bad from None
     if not np.all(np.isfinite(warmup) & (warmup >= 0)):
-        raise UserError("manifest.json: a head's warmup_tokens must be a number >= 0; re-export the model.")
+        raise bad
     return warmup
 
 
@@ -175,9 +177,8 @@ class CombinedScorer:
     """Wraps a backend's candidate scorer (which returns [k, objectives]): `score` gives the
     weighted reward the search uses, and keeps each objective's rewards of the last k candidates."""
 
-    def __init__(self, inner, names: tuple[str, ...], weights: np.ndarray, warmup: np.ndarray | None = None):
-        self.inner, self.names, self.weights = inner, names, weights
-        self.warmup = np.zeros(len(names)) if warmup is None else warmup
+    def __init__(self, inner, names: tuple[str, ...], weights: np.ndarray, warmup: np.ndarray):
+        self.inner, self.names, self.weights, self.warmup = inner, names, weights, warmup
         self.last_by_objective: dict[str, np.ndarray] = {}
         self.reply_tokens = 0  # before the candidates
 
