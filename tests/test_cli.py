@@ -31,6 +31,12 @@ def test_generate_with_the_encoder_reward_model_whose_tokenizer_differs(encoder_
     assert out["text"] and len(out["rewards"]) == len(out["tokens"])
 
 
+def test_generate_takes_the_guide_by_its_built_in_name():
+    by_name, default = generate("--json", "--reward", "guide"), generate("--json")
+    assert by_name.returncode == 0, by_name.stderr  # was "reward model directory not found: guide"
+    assert json.loads(by_name.stdout)["tokens"] == json.loads(default.stdout)["tokens"]
+
+
 def test_missing_policy_file():
     assert_user_error(generate("--policy", "/nonexistent/model.gguf"), "policy model not found", "tools/setup.sh")
 

@@ -70,9 +70,9 @@ def run(args) -> int:
     progress(f"loading the policy ({threads} thread(s)) and reward models ({rm_threads} thread(s))")
     policy = NeverEndingPolicy(LlamaPolicy(args.policy or home.default_policy(), n_ctx=1024, n_threads=threads,
                                            n_gpu_layers=args.n_gpu_layers))
-    reward_dirs = {"decoder": Path(args.reward or home.default_reward())}
+    reward_dirs = {"decoder": home.reward_model_dir(args.reward or home.default_reward())}
     unavailable = []
-    encoder_dir = Path(args.encoder or home.default_encoder_reward())
+    encoder_dir = home.reward_model_dir(args.encoder or home.default_encoder_reward())
     if args.encoder or (encoder_dir / "manifest.json").is_file():
         reward_dirs["encoder"] = encoder_dir
     else:

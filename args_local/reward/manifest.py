@@ -29,6 +29,7 @@ import json
 from pathlib import Path
 
 from ..errors import UserError
+from ..home import reward_model_dir
 from ..paths import input_dir
 
 FORMAT_VERSION = 1
@@ -37,7 +38,7 @@ MANIFEST = "manifest.json"
 
 
 def read_manifest(directory: str | Path) -> dict:
-    directory = input_dir(directory, "reward model directory",
+    directory = input_dir(reward_model_dir(directory), "reward model directory",
                           "\nRun tools/setup.sh to build the default reward models, "
                           "or export one with `args-local export reward SRC --out DIR`.")
     path = directory / MANIFEST
