@@ -8,9 +8,11 @@ multi-token prefill). So this module, the one place that knows about llama.cpp b
   uses (never pip's own wheel cache, which would hand a -march=native build to another CPU);
 - patches the AMX kernel's tile set-up before compiling: its tile config is built on the stack,
   where GCC 12 drops every store but the palette, so the first tile instruction of a batched matmul
-  faults (SIGILL). The config now lives in .rodata, and each worker thread asks the kernel for AMX
-  tile state before its first tile instruction. Measured on a Sapphire Rapids VM: prefill works,
-  and decoding is ~1.7x faster than without AMX;
+  faults (SIGILL). The config now lives in .rodata, each worker thread asks the kernel for AMX
+  tile state before its first tile instruction, and the config is loaded on every call, not once
+  per thread: onnxruntime's int8 GEMM loads its own on the same threads, and llama.cpp's then
+  computed NaN. Measured on a Sapphire Rapids VM: prefill works, and decoding is ~1.7x faster
+  than without AMX;
 - proves a build by a real multi-token prefill and a few decode steps of the policy and the judge
   in a child process, with and without llama.cpp's extra (repacked / AMX) weight buffers, timing
   each, so a crash kills the child and not setup;
@@ -45,7 +47,7 @@ from . import home
 from .errors import UserError
 
 VERSION = "0.3.36"  # pyproject.toml pins the same
-PATCH_LEVEL = 1  # bump when patch_amx changes, so cached wheels are rebuilt
+PATCH_LEVEL = 2  # bump when patch_amx changes, so cached wheels are rebuilt
 RECORD = "llama-build.json"
 EXTRA_BUFTS_ENV = "ARGS_LOCAL_EXTRA_BUFTS"  # "0": never use llama.cpp's extra (repacked / AMX) weight buffers
 PROBE_FAULT_ENV = "ARGS_LOCAL_PROBE_FAULT"  # tests: "extra_bufts" or "all" makes those probes' children die by SIGILL
@@ -323,30 +325,37 @@ def _run(cmd: list[str], log_file: Path, env: dict | None = None) -> None:
         raise SystemExit(f"setup: `{' '.join(cmd[:4])} …` failed; the log is {log_file}")
 
 
-AMX_ANCHOR = "    alignas(64) tile_config_t tc = {};"
-AMX_LOAD = "    _tile_loadconfig(&tc);"
+AMX_START = "inline void ggml_tile_config_init(void) {"
+AMX_END = "    done = true;\n}"
 
 
 def patch_amx(source: Path) -> bool:
     """Rewrite llama.cpp's AMX tile set-up as described above; False if that code has changed."""
     mmq = source / "vendor" / "llama.cpp" / "ggml" / "src" / "ggml-cpu" / "amx" / "mmq.cpp"
     text = mmq.read_text()
-    start = text.find(AMX_ANCHOR)
-    end = text.find(AMX_LOAD, start)
+    start = text.find(AMX_START)
+    end = text.find(AMX_END, start)
     if start < 0 or end < 0:
         return False
     colsb = [64, 64, 32, 32, 64, 64, 64, 64] + [0] * 8  # the original's: B tiles 0-1, A 2-3, C 4-7
     rows = [8, 8, 16, 16, 16, 16, 16, 16] + [0] * 8
     config = [1, 0] + [0] * 14 + [b for c in colsb for b in (c & 0xFF, c >> 8)] + rows  # ldtilecfg's 64 bytes
     replacement = (
-        "    // args-local: a constant config (GCC dropped the stores to a stack copy), and the AMX\n"
-        "    // tile-data permission asked for on this thread before its first tile instruction.\n"
+        AMX_START + "\n"
+        "    // args-local: a constant config (GCC dropped the stores to a stack copy), the AMX tile-data\n"
+        "    // permission asked for once per thread, and the config loaded on every call, as another\n"
+        "    // library on this thread (onnxruntime's int8 GEMM) may have loaded its own since.\n"
         f"    alignas(64) static const unsigned char tc[64] = {{{', '.join(map(str, config))}}};\n"
+        "    static thread_local bool permitted = false;\n"
+        "    if (!permitted) {\n"
         "#if defined(__gnu_linux__)\n"
-        "    syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */);\n"
+        "        syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */);\n"
         "#endif\n"
-        "    _tile_loadconfig(tc);")
-    mmq.write_text(text[:start] + replacement + text[end + len(AMX_LOAD):])
+        "        permitted = true;\n"
+        "    }\n"
+        "    _tile_loadconfig(tc);\n"
+        "}")
+    mmq.write_text(text[:start] + replacement + text[end + len(AMX_END):])
     return True
 
 

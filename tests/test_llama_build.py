@@ -118,7 +118,8 @@ def test_the_amx_patch_replaces_the_stack_config_by_a_constant_ldtilecfg_block(t
     mmq.write_text(ORIGINAL_TILE_SETUP)
     assert llama_build.patch_amx(tmp_path)
     text = mmq.read_text()
-    assert "tile_config_t tc" not in text and "_tile_loadconfig(tc);" in text and "done = true;" in text
+    assert "tile_config_t tc" not in text and "_tile_loadconfig(tc);\n}" in text
+    assert "done" not in text  # loaded on every call: another library may have loaded its own config since
     block = [int(b) for b in text.split("tc[64] = {")[1].split("}")[0].split(",")]
     assert len(block) == 64 and block[0] == 1  # palette 1, start row 0, reserved bytes zero
     colsb = [block[16 + 2 * i] | block[17 + 2 * i] << 8 for i in range(16)]
