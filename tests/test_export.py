@@ -4,6 +4,7 @@ import json
 import shutil
 
 import numpy as np
+import onnx
 import pytest
 
 from args_local.engine import Engine
@@ -83,6 +84,13 @@ def test_int8_decoder_export_reports_what_it_changed(tiny_llama, tmp_path):
     assert proc.returncode == 0, proc.stderr
     report = json.loads((out / "manifest.json").read_text())["validation"]["int8"]
     assert report["ranking_agreement"] >= report["bound"] and -1 <= report["correlation"] <= 1
+    # both ways were tried; the fastest that ranks like fp32 was kept, and it is the graph on disk
+    assert set(report["tried"]) == {"dynamic", "weight-only"}
+    passing = [way for way, r in report["tried"].items() if r["ranking_agreement"] >= report["bound"]]
+    assert report["way"] == min(passing, key=lambda way: report["tried"][way]["ms_per_step"])
+    ops = {n.op_type for n in onnx.load(str(out / "model.onnx"), load_external_data=False).graph.node}
+    assert ("MatMulInteger" in ops) == (report["way"] == "dynamic") and "MatMulNBits" in ops
+    assert sorted(p.name for p in out.glob("model*.onnx")) == ["model.onnx"]
 
 
 def test_missing_source(tmp_path):

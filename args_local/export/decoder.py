@@ -14,7 +14,7 @@ from ..reward.base import LinearHead
 from ..reward.decoder import DecoderRewardModel
 from .common import Progress, export_versions, staged_output
 from .decoder_graph import SUPPORTED_ARCHITECTURES, CandidateScoringGraph, export_graph
-from .precision import convert_checked, fp16, int8_weights
+from .precision import convert_checked, fp16, int8_dynamic_but_down_proj, int8_weights
 from .samples import SAMPLE_CONVERSATIONS
 
 PROBE_TEXT = "Hello, world! Ünïcødé 日本語 🙂 <|im_start|>user\n  tabs\tand\nnewlines"
@@ -92,9 +92,10 @@ def export_decoder(model, tokenizer, head: LinearHead, n_layers: int, out: Path,
                                   for c, r in SAMPLE_CONVERSATIONS])
             manifest["normalization"] = {"mean": float(raw.mean()), "std": float(raw.std()) or 1.0}
         if precision:
-            convert = {"int8": int8_weights, "fp16": fp16}[precision]
+            ways = {"int8": {"dynamic": int8_dynamic_but_down_proj, "weight-only": int8_weights},
+                    "fp16": {"fp16": fp16}}[precision]
             manifest["validation"][precision] = convert_checked(
-                stage, manifest, precision, convert,
+                stage, manifest, precision, ways,
                 lambda m: candidate_rewards(DecoderRewardModel(stage, m, threads=2, use_gpu=False)), progress)
         if objectives:
             write_heads(stage, manifest, objectives, default_objectives)
@@ -127,16 +128,19 @@ def write_heads(directory: Path, manifest: dict, objectives: dict, default_objec
                                                    "default_objectives")
 
 
-def candidate_rewards(rm: DecoderRewardModel, k: int = 10) -> list[np.ndarray]:
-    """Rewards of k candidates at each step of the sample replies: what ARGS ranks."""
-    rows = []
+def candidate_rewards(rm: DecoderRewardModel, k: int = 10) -> tuple[list[np.ndarray], float]:
+    """Rewards of k candidates at each step of the sample replies (what ARGS ranks), and the median
+    milliseconds of one such step."""
+    rows, seconds = [], []
     for conversation, replies in SAMPLE_CONVERSATIONS:
         scorer = rm.start(conversation)
         for t in rm.encode(replies[0])[:12]:
             ids = np.unique(np.concatenate([[t], (np.arange(k - 1) * 997 + t * 31) % rm.vocab["size"]]))[:k]
+            start = time.perf_counter()
             rows.append(scorer.score(ids))
+            seconds.append(time.perf_counter() - start)
             scorer.accept(int(np.flatnonzero(ids == t)[0]))
-    return rows
+    return rows, float(np.median(seconds) * 1000)
 
 
 def torch_features(graph: CandidateScoringGraph, ids: list[int], reply_len: int):

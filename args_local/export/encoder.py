@@ -95,18 +95,23 @@ def export_encoder(src: Path, out: Path, *, input_format: InputFormat, max_lengt
         manifest["validation"], raw = validate_encoder(src, stage, manifest)
         manifest["normalization"] = normalization or {"mean": float(raw.mean()), "std": float(raw.std()) or 1.0}
         if precision:
-            convert = {"int8": int8_dynamic, "fp16": fp16}[precision]
+            ways = {"int8": {"dynamic": int8_dynamic}, "fp16": {"fp16": fp16}}[precision]
             manifest["validation"][precision] = convert_checked(
-                stage, manifest, precision, convert,
+                stage, manifest, precision, ways,
                 lambda m: sample_scores(EncoderRewardModel(stage, m, threads=2, use_gpu=False)), progress)
         manifest["export_seconds"] = round(time.time() - t, 1)
         write_manifest(stage, manifest)
     return manifest
 
 
-def sample_scores(rm: EncoderRewardModel) -> list[np.ndarray]:
-    """Raw scores of each sample conversation's candidate replies."""
-    return [rm.raw_scores(context, replies) for context, replies in sample_inputs(rm)]
+def sample_scores(rm: EncoderRewardModel) -> tuple[list[np.ndarray], float]:
+    """Raw scores of each sample conversation's candidate replies, and the median milliseconds of one."""
+    rows, seconds = [], []
+    for context, replies in sample_inputs(rm):
+        start = time.perf_counter()
+        rows.append(rm.raw_scores(context, replies))
+        seconds.append(time.perf_counter() - start)
+    return rows, float(np.median(seconds) * 1000)
 
 
 def sample_inputs(rm: EncoderRewardModel):
