@@ -281,3 +281,6 @@ def test_models_lists_the_guide_objectives_and_their_warmup():
     text = run_cli("models").stdout
     ramps = ", ".join(f"{n} {w:g}" for n, w in guide["warmup_tokens"].items())
     assert f"each reward ramps in over the reply's first tokens: {ramps}" in text
+    int8 = guide["validation"]["int8"]  # the export kept the fastest int8 way that ranks like fp32 here
+    assert int8["way"] in int8["tried"] and int8["ranking_agreement"] >= int8["bound"]
+    assert f"int8 {int8['way']}, chosen on this CPU" in text

@@ -47,6 +47,11 @@ def run(args) -> int:
         if r.get("warmup_tokens"):
             print(f"  {'':<20} each reward ramps in over the reply's first tokens: "
                   + ", ".join(f"{name} {n:g}" for name, n in r["warmup_tokens"].items()))
+        int8 = (r.get("validation") or {}).get("int8") or {}
+        if int8.get("way"):  # the export tried several ways and kept the fastest that ranks like fp32
+            print(f"  {'':<20} int8 {int8['way']}, chosen on this CPU: " + ", ".join(
+                f"{way} {t['ms_per_step']:.1f} ms per step ({t['ranking_agreement']:.1%} ranked as fp32)"
+                for way, t in int8["tried"].items()))
     print(f"llama.cpp on {build['cpu']} ({build['amx']}):")
     compared = build["compared"] or []
     if not compared:
