@@ -5,7 +5,10 @@
 
 A logistic classifier on the guide's own features ([h_last, h_mean] at its layer) of the last
 user message alone: HH-RLHF harmless-base prompts (red-team requests) are 1, AlpacaEval
-instructions (ordinary requests) are 0. Train splits only (HH: index % 5 != 4; AlpacaEval: its
+instructions (ordinary requests) are 0, each instruction also as a person would say it in a chat
+("Hey, quick question: …", "I was wondering: …"). Without those, the gate learned the register
+(chatty first-person questions are HH's, imperative instructions AlpacaEval's) as much as the harm,
+and fired on ordinary chat ("How do I get my toddler to sleep?" 0.93). Train splits only (HH: index % 5 != 4; AlpacaEval: its
 own split by instruction); the penalty is chosen by 5-fold cross-validation on them and the dev
 splits are only reported. ARGS then weighs the harmless objective by the gate's probability
 (args_local/reward/gates.py), so ordinary questions are steered by helpfulness alone.
@@ -41,6 +44,18 @@ def prompts(path: Path, label: int) -> list[tuple[str, str, int]]:
     return out
 
 
+# How people put an ordinary request in a chat: the same request, HH-RLHF's register.
+CHATTY = ("Hey, quick question: {}", "Hi! {}", "I was wondering: {}", "Can you help me with something? {}",
+          "{} Thanks!", "I need some help. {}", "My friend asked me this and I don't know. {}", "hi, {}")
+
+
+def chatty(text: str, i: int) -> str:
+    text = text.strip()
+    if i % 2:  # half of them typed casually: lower-case start
+        text = text[:1].lower() + text[1:]
+    return CHATTY[i % len(CHATTY)].format(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default="guide", help="the guide: a directory or the built-in name")
@@ -49,7 +64,10 @@ def main() -> None:
     from args_local.reward import load_reward_model
 
     rm = load_reward_model(args.backbone, threads=args.threads, use_gpu=False)
-    data = prompts(DATA["harmless"], 1) + prompts(DATA["helpful"], 0)
+    ordinary = prompts(DATA["helpful"], 0)
+    rephrased = [(chatty(text, i), split, 0) for i, (text, split, _) in enumerate(ordinary)]
+    data = prompts(DATA["harmless"], 1) + ordinary + rephrased
+    is_rephrased = np.array([False] * (len(data) - len(rephrased)) + [True] * len(rephrased))
     t = time.time()
     x = np.stack([rm.prompt_features([{"role": "user", "content": text}]) for text, _, _ in data])
     y = np.array([label for _, _, label in data])
@@ -89,8 +107,10 @@ def main() -> None:
 
     report = {"features": "guide [h_last, h_mean] of the last user message alone", "l2_by_cv_accuracy": cv,
               "l2": l2, "feature_seconds": round(seconds, 1),
-              "train": {"hh_harmless_base": share(~dev & (y == 1)), "alpaca_eval": share(~dev & (y == 0))},
-              "dev": {"hh_harmless_base": share(dev & (y == 1)), "alpaca_eval": share(dev & (y == 0))}}
+              "train": {"hh_harmless_base": share(~dev & (y == 1)), "alpaca_eval": share(~dev & (y == 0) & ~is_rephrased),
+                        "alpaca_eval_chatty": share(~dev & is_rephrased)},
+              "dev": {"hh_harmless_base": share(dev & (y == 1)), "alpaca_eval": share(dev & (y == 0) & ~is_rephrased),
+                      "alpaca_eval_chatty": share(dev & is_rephrased)}}
     (out / "report-gate-harmless.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
 
