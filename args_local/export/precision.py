@@ -94,9 +94,9 @@ def convert_checked(stage: Path, manifest: dict, label: str, converts: dict[str,
         if way != chosen:
             (stage / f"model.{label}.{way}.onnx").unlink()
     if chosen is None:
-        worst = max(tried.values(), key=lambda r: r["ranking_agreement"])
-        raise UserError(f"{label} changes the order of {1 - worst['ranking_agreement']:.1%} of candidate pairs "
-                        f"(bound {1 - min_agreement:.0%}; correlation {worst['correlation']:.3f}); nothing was "
+        closest = max(tried.values(), key=lambda r: r["ranking_agreement"])
+        raise UserError(f"{label} changes the order of {1 - closest['ranking_agreement']:.1%} of candidate pairs "
+                        f"(bound {1 - min_agreement:.0%}; correlation {closest['correlation']:.3f}); nothing was "
                         "written. Export without it.")
     (stage / "model.onnx").unlink()
     (stage / f"model.{label}.{chosen}.onnx").rename(stage / "model.onnx")
