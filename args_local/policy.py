@@ -31,13 +31,13 @@ def check_gguf_file(path: Path, what: str) -> Path:
 PREFILL_CHUNK = 64
 
 
-# Seen on a Sapphire Rapids VM with a guide quantised to dynamic int8 (MatMulInteger): llama.cpp's
-# AMX kernels load their tile configuration once per thread (ggml_tile_config_init), onnxruntime's
-# int8 GEMM then loads its own on the same thread, and llama.cpp multiplies with the wrong tile
-# shapes. Better one line that says so than a crash deep in the search.
-NAN_LOGITS = ("llama.cpp returned NaN logits. On a CPU with AMX this happens when a dynamically quantised "
-              "(int8) reward model runs in the same process: use one exported without --quantize, or the "
-              "AMX kernels off (ARGS_LOCAL_EXTRA_BUFTS=0).")
+# Seen on a Sapphire Rapids VM with a dynamic-int8 guide and a llama.cpp built before AMX patch
+# level 2 (llama_build.patch_amx): its AMX kernels loaded their tile configuration once per thread,
+# onnxruntime's int8 GEMM loaded its own on the same thread, and llama.cpp multiplied with the wrong
+# tile shapes. Better one line that says so than a crash deep in the search.
+NAN_LOGITS = ("llama.cpp returned NaN logits. On a CPU with AMX, a llama.cpp built before this version of "
+              "args-local computes them beside an int8 reward model: run tools/setup.sh to rebuild it, or "
+              "keep the AMX kernels off (ARGS_LOCAL_EXTRA_BUFTS=0).")
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ user message alone: HH-RLHF harmless-base prompts (red-team requests) are 1, Alp
 instructions (ordinary requests) are 0, each instruction also as a person would say it in a chat
 ("Hey, quick question: …", "I was wondering: …"). Without those, the gate learned the register
 (chatty first-person questions are HH's, imperative instructions AlpacaEval's) as much as the harm,
-and fired on ordinary chat ("How do I get my toddler to sleep?" 0.93). Train splits only (HH: index % 5 != 4; AlpacaEval: its
-own split by instruction); the penalty is chosen by 5-fold cross-validation on them and the dev
-splits are only reported. ARGS then weighs the harmless objective by the gate's probability
+and fired on ordinary chat ("Can you help me write a birthday message for my mum?" 0.73). Train
+splits only (HH: index % 5 != 4; AlpacaEval: its own split by instruction); the penalty is
+chosen by 5-fold cross-validation on them and the dev splits are only reported. ARGS then weighs the harmless objective by the gate's probability
 (args_local/reward/gates.py), so ordinary questions are steered by helpfulness alone.
 """
 
