@@ -82,15 +82,47 @@ def test_int8_decoder_export_reports_what_it_changed(tiny_llama, tmp_path):
     out = tmp_path / "rm"
     proc = export(tiny_llama, out, "--quantize", "int8")
     assert proc.returncode == 0, proc.stderr
-    report = json.loads((out / "manifest.json").read_text())["validation"]["int8"]
+    validation = json.loads((out / "manifest.json").read_text())["validation"]
+    report = validation["int8"]
     assert report["ranking_agreement"] >= report["bound"] and -1 <= report["correlation"] <= 1
+    # smoothing for int8 left the fp32 graph computing what the source model computes
+    assert validation["max_abs_diff_source_model"] < 1e-3 and report["smoothing"]["alpha"] > 0
     # both ways were tried; the fastest that ranks like fp32 was kept, and it is the graph on disk
     assert set(report["tried"]) == {"dynamic", "weight-only"}
     passing = [way for way, r in report["tried"].items() if r["ranking_agreement"] >= report["bound"]]
     assert report["way"] == min(passing, key=lambda way: report["tried"][way]["ms_per_step"])
     ops = {n.op_type for n in onnx.load(str(out / "model.onnx"), load_external_data=False).graph.node}
-    assert ("MatMulInteger" in ops) == (report["way"] == "dynamic") and "MatMulNBits" in ops
+    assert ("MatMulInteger" in ops) == (report["way"] == "dynamic")
+    assert ("MatMulNBits" in ops) == (report["way"] == "weight-only" or bool(report["smoothing"]["weight_only_down_layers"]))
     assert sorted(p.name for p in out.glob("model*.onnx")) == ["model.onnx"]
+
+
+def test_smoothing_keeps_the_function_and_names_the_outliers_it_cannot_flatten(tiny_llama, guide_dir):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from args_local.export.decoder_graph import CandidateScoringGraph
+    from args_local.export.smoothing import smooth
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_llama), dtype=torch.float32).eval()
+    with torch.no_grad():  # one channel of layer 1's down-projection input 1000x the others
+        model.model.layers[1].mlp.up_proj.weight[7] *= 1000
+    source_norm = model.model.layers[0].input_layernorm.weight.clone()
+    graph = CandidateScoringGraph(model.model, 2, final_norm=True).eval()
+    ids = [[5, 900, 31, 77, 4000, 12], [8, 8, 2001, 45]]
+    n = len(ids[0])
+    feeds = (torch.tensor(ids[0]), torch.arange(n), torch.triu(torch.full((n, n), float("-inf")), 1),
+             *[torch.zeros(0, graph.n_kv_heads, graph.head_dim) for _ in range(4)])
+    with torch.no_grad():
+        before = graph(*feeds)
+        norm_before = graph.input_norm[0].weight.clone()
+        assert smooth(graph, ids) == [1]
+        after = graph(*feeds)
+    assert not torch.equal(graph.input_norm[0].weight, norm_before)  # it did rescale
+    for b, a in zip(before, after):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    # the source model's own modules are untouched
+    assert torch.equal(model.model.layers[0].input_layernorm.weight, source_norm)
 
 
 def test_missing_source(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,9 @@ from ..reward.base import LinearHead
 from ..reward.decoder import DecoderRewardModel
 from .common import Progress, export_versions, staged_output
 from .decoder_graph import SUPPORTED_ARCHITECTURES, CandidateScoringGraph, export_graph
-from .precision import convert_checked, fp16, int8_dynamic_but_down_proj, int8_weights
+from .precision import convert_checked, fp16, int8_dynamic_per_channel, int8_weights
 from .samples import SAMPLE_CONVERSATIONS
+from .smoothing import ALPHA, smooth
 
 PROBE_TEXT = "Hello, world! Ünïcødé 日本語 🙂 <|im_start|>user\n  tabs\tand\nnewlines"
 
@@ -76,6 +78,10 @@ def export_decoder(model, tokenizer, head: LinearHead, n_layers: int, out: Path,
         "vocab": {"size": int(backbone.config.vocab_size), "probe_text": PROBE_TEXT, "probe_ids": probe_ids},
         "source": source, "versions": export_versions(), **(extra or {}),
     }
+    weight_only_layers = []
+    if precision == "int8":
+        progress("smoothing activation outliers into the weights for int8 (SmoothQuant)")
+        weight_only_layers = smooth(graph, calibration_ids(tokenizer, input_format))
     with staged_output(out, force) as stage:
         t = time.time()
         progress(f"exporting {n_layers} of {total} layers to ONNX (opset {opset})")
@@ -92,16 +98,37 @@ def export_decoder(model, tokenizer, head: LinearHead, n_layers: int, out: Path,
                                   for c, r in SAMPLE_CONVERSATIONS])
             manifest["normalization"] = {"mean": float(raw.mean()), "std": float(raw.std()) or 1.0}
         if precision:
-            ways = {"int8": {"dynamic": int8_dynamic_but_down_proj, "weight-only": int8_weights},
+            weight_only = [down_matmul(stage / "model.onnx", i) for i in weight_only_layers]
+            ways = {"int8": {"dynamic": partial(int8_dynamic_per_channel, weight_only=weight_only),
+                             "weight-only": int8_weights},
                     "fp16": {"fp16": fp16}}[precision]
             manifest["validation"][precision] = convert_checked(
                 stage, manifest, precision, ways,
                 lambda m: candidate_rewards(DecoderRewardModel(stage, m, threads=2, use_gpu=False)), progress)
+            if precision == "int8":
+                manifest["validation"]["int8"]["smoothing"] = {"alpha": ALPHA, "weight_only_down_layers": weight_only_layers}
         if objectives:
             write_heads(stage, manifest, objectives, default_objectives)
         manifest["export_seconds"] = round(time.time() - t, 1)
         write_manifest(stage, manifest)
     return manifest
+
+
+def calibration_ids(tokenizer, input_format: InputFormat) -> list[list[int]]:
+    """Token ids of each sample conversation with each of its replies: what smoothing measures."""
+    return [tokenizer(input_format.context_text(c) + input_format.reply_prefix + r + input_format.reply_suffix,
+                      add_special_tokens=False)["input_ids"] for c, replies in SAMPLE_CONVERSATIONS for r in replies]
+
+
+def down_matmul(path: Path, layer: int) -> str:
+    """Name of the ONNX MatMul node of layer's MLP down projection (CandidateScoringGraph.down)."""
+    import onnx
+
+    names = [n.name for n in onnx.load(str(path), load_external_data=False).graph.node
+             if n.op_type == "MatMul" and n.name.startswith(f"/down.{layer}/")]
+    if len(names) != 1:
+        raise RuntimeError(f"expected one MatMul of /down.{layer}/ in {path}, found {names}")
+    return names[0]
 
 
 def write_heads(directory: Path, manifest: dict, objectives: dict, default_objectives: dict | None) -> None:

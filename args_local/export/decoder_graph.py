@@ -14,6 +14,8 @@ Outputs: hidden float32 [n, d] (after `n_layers` layers; final norm when the cut
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -48,6 +50,10 @@ class CandidateScoringGraph(nn.Module):
         self.qkv = nn.ModuleList(_fused([l.self_attn.q_proj, l.self_attn.k_proj, l.self_attn.v_proj])
                                  for l in self.layers)
         self.gate_up = nn.ModuleList(_fused([l.mlp.gate_proj, l.mlp.up_proj]) for l in self.layers)
+        # Own copies of what int8 smoothing rescales (smoothing.py): the source model stays as it was
+        self.input_norm = nn.ModuleList(copy.deepcopy(l.input_layernorm) for l in self.layers)
+        self.post_norm = nn.ModuleList(copy.deepcopy(l.post_attention_layernorm) for l in self.layers)
+        self.down = nn.ModuleList(copy.deepcopy(l.mlp.down_proj) for l in self.layers)
 
     def forward(self, input_ids, position_ids, attention_bias, *past):
         # Shapes are written with -1 and constants only: a size read from a tensor becomes a chain
@@ -66,7 +72,7 @@ class CandidateScoringGraph(nn.Module):
 
         for i, layer in enumerate(self.layers):
             attn = layer.self_attn
-            x = layer.input_layernorm(h)
+            x = self.input_norm[i](h)
             q, k, v = self.qkv[i](x).split([kv * rep * dim, kv * dim, kv * dim], dim=-1)
             q = rope(q.reshape(-1, kv * rep, dim))
             k = rope(k.reshape(-1, kv, dim))
@@ -81,8 +87,8 @@ class CandidateScoringGraph(nn.Module):
             probs = torch.softmax(scores, dim=-1).reshape(kv, -1, keys.shape[-1])
             out = (probs @ values).reshape(kv * rep, -1, dim).transpose(0, 1).reshape(-1, kv * rep * dim)
             h = h + attn.o_proj(out)
-            gate, up = self.gate_up[i](layer.post_attention_layernorm(h)).chunk(2, dim=-1)
-            h = h + layer.mlp.down_proj(layer.mlp.act_fn(gate) * up)
+            gate, up = self.gate_up[i](self.post_norm[i](h)).chunk(2, dim=-1)
+            h = h + self.down[i](layer.mlp.act_fn(gate) * up)
         if self.norm is not None:
             h = self.norm(h)
         return (h, *new_kv)

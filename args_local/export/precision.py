@@ -9,8 +9,9 @@ the CPU (AMX / VNNI or not), as the llama.cpp build does (llama_build.py).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -44,24 +45,25 @@ def int8_weights(src: Path, dst: Path, only: list[str] | None = None) -> None:
     quantizer.model.save_model_to_file(str(dst), use_external_data_format=False)
 
 
-def int8_dynamic_but_down_proj(src: Path, dst: Path) -> None:
-    """Int8 weights and activations (MatMulInteger: AMX / VNNI kernels) for every weight matrix but
-    the MLP's down projection, which stays weight-only int8: its input (the gated activation) has
-    outlier channels that per-tensor activation scales flatten (all-dynamic ranked only 91% of
-    candidate pairs as fp32 did on the guide; this way, with per-channel weight scales, 96%; per-tensor
-    94%). Sapphire Rapids, 1 thread: 16 ms per k = 10 step against 33 ms weight-only. The price: one
-    activation scale spans all rows of a pass, so a candidate's reward moves a little (up to ~0.04 z)
-    with the other rows scored beside it; the ranking check above is made under exactly that."""
-    import onnx
+def int8_dynamic_per_channel(src: Path, dst: Path, weight_only: Sequence[str] = ()) -> None:
+    """Int8 weights (per output channel) and activations: MatMulInteger, the AMX / VNNI kernels;
+    Sapphire Rapids, 1 thread: 16 ms per k = 10 step of the guide against 33 ms weight-only. The
+    MatMul nodes named in weight_only stay weight-only int8: their inputs have outlier channels
+    that one activation scale per tensor flattens. That one scale spans all rows of a pass, so a
+    candidate's reward moves a little (~0.04 z) with the rows scored beside it; the ranking check
+    above is made under exactly that."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    matmuls = [n.name for n in onnx.load(str(src), load_external_data=False).graph.node if n.op_type == "MatMul"]
-    down = [name for name in matmuls if "down_proj" in name]
-    staged = dst.with_suffix(".dynamic.onnx")
-    quantize_dynamic(str(src), str(staged), weight_type=QuantType.QInt8, per_channel=True,
-                     op_types_to_quantize=["MatMul"], nodes_to_exclude=down)
-    int8_weights(staged, dst, only=down)
-    staged.unlink()
+    staged = dst.with_suffix(".dynamic.onnx") if weight_only else dst
+    logging.disable(logging.WARNING)  # "consider pre-processing": advice for image models, noise here
+    try:
+        quantize_dynamic(str(src), str(staged), weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=["MatMul"], nodes_to_exclude=list(weight_only))
+    finally:
+        logging.disable(logging.NOTSET)
+    if weight_only:
+        int8_weights(staged, dst, only=list(weight_only))
+        staged.unlink()
 
 
 def fp16(src: Path, dst: Path) -> None:
