@@ -101,7 +101,8 @@ def build_guide(force: bool) -> None:
              if (RECIPES / "guide" / f"gate-{name}.npz").is_file()}
     stamped = {**heads, **{f"gate:{name}": path for name, path in gates.items()},
                "code:precision": ROOT / "args_local" / "export" / "precision.py",  # a new int8 way rebuilds it
-               "code:smoothing": ROOT / "args_local" / "export" / "smoothing.py"}
+               "code:smoothing": ROOT / "args_local" / "export" / "smoothing.py",
+               "code:graph": ROOT / "args_local" / "export" / "decoder_graph.py"}
     if up_to_date(out, stamped, force):
         return
     from args_local.export.from_gguf import export_from_gguf

@@ -63,7 +63,9 @@ class CandidateScoringGraph(nn.Module):
         h = self.embed_tokens(input_ids)  # [n, d]
         cos, sin = self.rotary_emb(h[None], position_ids[None])
         cos, sin = cos[0], sin[0]  # [n, head_dim]
-        bias = attention_bias[None, None]  # [1, 1, n, total]
+        # grouped-query attention without copying keys per head: the rep query heads that share a
+        # key/value head are stacked along the rows (r * n + t), so each sees the bias of its token t
+        bias = attention_bias.repeat(rep, 1)  # [rep * n, total]
         new_kv = []
 
         def rope(x):  # x [n, heads, dim]
@@ -71,23 +73,19 @@ class CandidateScoringGraph(nn.Module):
             return x * c + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * s
 
         for i, layer in enumerate(self.layers):
-            attn = layer.self_attn
             x = self.input_norm[i](h)
-            q, k, v = self.qkv[i](x).split([kv * rep * dim, kv * dim, kv * dim], dim=-1)
-            q = rope(q.reshape(-1, kv * rep, dim))
-            k = rope(k.reshape(-1, kv, dim))
+            qk, v = self.qkv[i](x).split([(kv * rep + kv) * dim, kv * dim], dim=-1)
+            q, k = rope(qk.reshape(-1, kv * rep + kv, dim)).split([kv * rep, kv], dim=1)  # one rope for both
             v = v.reshape(-1, kv, dim)
             new_kv += [k, v]  # [n, kv_heads, head_dim]
             keys = torch.cat([past[2 * i], k], dim=0).permute(1, 2, 0)  # [kv, dim, total]
             values = torch.cat([past[2 * i + 1], v], dim=0).transpose(0, 1)  # [kv, total, dim]
-            # grouped-query attention without copying keys per head: the rep query heads that
-            # share a key/value head are stacked along the rows
             q = q.transpose(0, 1).reshape(kv, -1, dim)  # [kv, rep * n, dim]
-            scores = (q @ keys).reshape(kv, rep, -1, keys.shape[-1]) * (dim ** -0.5) + bias
-            probs = torch.softmax(scores, dim=-1).reshape(kv, -1, keys.shape[-1])
+            probs = torch.softmax((q @ keys) * (dim ** -0.5) + bias, dim=-1)
             out = (probs @ values).reshape(kv * rep, -1, dim).transpose(0, 1).reshape(-1, kv * rep * dim)
-            h = h + attn.o_proj(out)
-            gate, up = self.gate_up[i](self.post_norm[i](h)).chunk(2, dim=-1)
+            h = h + layer.self_attn.o_proj(out)
+            inner = self.down[i].in_features
+            gate, up = self.gate_up[i](self.post_norm[i](h)).split([inner, inner], dim=-1)
             h = h + self.down[i](layer.mlp.act_fn(gate) * up)
         if self.norm is not None:
             h = self.norm(h)
