@@ -36,7 +36,7 @@ def register(sub) -> None:
     r.add_argument("--fp16", action="store_true",
                    help="half-precision weights (mainly for GPUs); refused if it reorders candidates")
     r.add_argument("--quantize", choices=("int8",),
-                   help="int8 (encoder: dynamic; decoder: the faster here of dynamic-but-down-projection and "
+                   help="int8 (encoder: dynamic; decoder: smoothed, then the faster here of dynamic and "
                         "weight-only); refused if it reorders candidates")
     r.add_argument("--force", action="store_true", help="replace OUT if it exists")
     r.add_argument("--json", action="store_true", help="print the written manifest as JSON")
