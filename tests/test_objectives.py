@@ -287,3 +287,5 @@ def test_models_lists_the_guide_objectives_and_their_warmup():
     int8 = guide["validation"]["int8"]  # the export kept the fastest int8 way that ranks like fp32 here
     assert int8["way"] in int8["tried"] and int8["ranking_agreement"] >= int8["bound"]
     assert f"int8 {int8['way']}, chosen on this CPU" in text
+    layers = ", ".join(str(i) for i in int8["smoothing"]["weight_only_down_layers"]) or "none"
+    assert f"layers whose down projection stays weight-only: {layers}" in text

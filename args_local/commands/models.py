@@ -52,6 +52,10 @@ def run(args) -> int:
             print(f"  {'':<20} int8 {int8['way']}, chosen on this CPU: " + ", ".join(
                 f"{way} {t['ms_per_step']:.1f} ms per step ({t['ranking_agreement']:.1%} ranked as fp32)"
                 for way, t in int8["tried"].items()))
+        if int8.get("smoothing"):  # export/smoothing.py
+            layers = ", ".join(str(i) for i in int8["smoothing"]["weight_only_down_layers"]) or "none"
+            print(f"  {'':<20} int8 smoothed first (SmoothQuant, alpha {int8['smoothing']['alpha']:g}); "
+                  f"layers whose down projection stays weight-only: {layers}")
     print(f"llama.cpp on {build['cpu']} ({build['amx']}):")
     compared = build["compared"] or []
     if not compared:
