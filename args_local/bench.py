@@ -111,10 +111,11 @@ def run_bench(configs: list[Config], prompts, tokens: int, reps: int, progress: 
 
 
 def machine_info(policy, policy_threads: int, rm_threads: int) -> dict:
-    import llama_cpp
     import onnxruntime as ort
 
     from . import llama_build
+
+    llama_cpp = llama_build.load_llama_cpp()
 
     build = llama_build.status()
     return {"cpu": build["cpu"], "cpu_amx": build["amx"], "cores": os.cpu_count(), "load_average_1m": os.getloadavg()[0],

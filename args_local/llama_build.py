@@ -210,10 +210,21 @@ def broken_message(record: dict) -> str:
             f"{record.get('amx', '')}): {crashes}. Run tools/setup.sh: it rebuilds llama.cpp for this CPU.")
 
 
+def load_llama_cpp():
+    """The llama_cpp module, imported after onnxruntime. With a CUDA build of llama.cpp (0.3.36,
+    CUDA 13), importing onnxruntime afterwards segfaults inside onnxruntime's own import; the other
+    order works (seen on an H200 with onnxruntime 1.30, tools/gpu_check.sh). Import it only here."""
+    with contextlib.suppress(ImportError):  # setup probes llama.cpp before onnxruntime is installed
+        import onnxruntime  # noqa: F401
+    import llama_cpp
+
+    return llama_cpp
+
+
 @contextlib.contextmanager
 def model_params(use_extra_bufts: bool):
     """llama_cpp.Llama() takes no use_extra_bufts argument: give its default params that value."""
-    import llama_cpp.llama_cpp as raw
+    raw = load_llama_cpp().llama_cpp
 
     default = raw.llama_model_default_params
 
@@ -230,9 +241,7 @@ def model_params(use_extra_bufts: bool):
 
 
 def system_info() -> str:
-    import llama_cpp
-
-    return llama_cpp.llama_print_system_info().decode(errors="replace").strip()
+    return load_llama_cpp().llama_print_system_info().decode(errors="replace").strip()
 
 
 # --- probing (in a child process) --------------------------------------------------------------

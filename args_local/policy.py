@@ -53,9 +53,7 @@ class PolicyInfo:
 
 
 def default_gpu_layers() -> int:
-    import llama_cpp
-
-    return -1 if llama_cpp.llama_supports_gpu_offload() else 0
+    return -1 if llama_build.load_llama_cpp().llama_supports_gpu_offload() else 0
 
 
 class LlamaPolicy:
@@ -63,9 +61,7 @@ class LlamaPolicy:
 
     def __init__(self, path: str | Path, n_ctx: int = 4096, n_threads: int | None = None,
                  n_gpu_layers: int | None = None):
-        import llama_cpp
-
-        self._lib = llama_cpp
+        llama_cpp = self._lib = llama_build.load_llama_cpp()
         path = check_gguf_file(path, "policy model")
         n_threads = n_threads or default_threads()
         if n_gpu_layers is None:

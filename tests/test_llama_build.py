@@ -127,3 +127,16 @@ def test_the_amx_patch_replaces_the_stack_config_by_a_constant_ldtilecfg_block(t
     assert not any(block[2:16]) and not any(colsb[8:]) and not any(block[56:])
     mmq.write_text("// a llama.cpp whose AMX code has moved on\n")
     assert not llama_build.patch_amx(tmp_path)  # then the build is left as it is, and the probe decides
+
+
+def test_a_policy_load_brings_onnxruntime_in_before_llama_cpp(policy_path):
+    """The other order segfaults with a CUDA build of llama.cpp (seen on an H200); checked in a fresh
+    process, through the policy as args-local loads it."""
+    code = ("import sys\n"
+            "from args_local.policy import LlamaPolicy\n"
+            f"LlamaPolicy({str(policy_path)!r}, n_ctx=256, n_threads=1)\n"
+            "names = list(sys.modules)\n"
+            "print(names.index('onnxruntime') < names.index('llama_cpp'))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "True"

@@ -5,12 +5,18 @@
 #
 # 1. rebuilds llama-cpp-python 0.3.36 with CUDA (CMAKE_ARGS=-DGGML_CUDA=on; needs nvcc, several
 #    minutes) — --no-deps so the rebuild does not also upgrade numpy & co. behind our back;
-# 2. swaps onnxruntime for onnxruntime-gpu of the same version, with the CUDA/cuDNN wheels;
+# 2. swaps onnxruntime for onnxruntime-gpu of the same version, with the CUDA/cuDNN wheels, when
+#    pip can fetch it (else it keeps onnxruntime and checks that the RM falls back to CPU quietly);
 # 3. checks that llama.cpp reports GPU offload and that onnxruntime's CUDA provider really loads
-#    for the guide RM (session.get_providers()[0] == "CUDAExecutionProvider": onnxruntime silently
+#    for the RM (session.get_providers()[0] == "CUDAExecutionProvider": onnxruntime silently
 #    falls back to CPU when a CUDA library is missing);
 # 4. runs `args-local bench --quick --json` with every layer offloaded and prints a summary.
 # It changes the packages of the environment it runs in: use a throwaway venv or machine.
+#
+# On a machine without a package index (an offline GPU box):
+#   LLAMA_SDIST=llama_cpp_python-0.3.36.tar.gz   build from this local sdist (no build isolation)
+#   CUDA_ARCHITECTURES=90                        compile for this GPU only (minutes instead of many)
+#   POLICY=model.gguf REWARD=rm-directory        models to use instead of the built-in ones
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,25 +29,39 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader ||
     echo "FAIL: nvidia-smi found no NVIDIA GPU"; exit 1; }
 
 echo "== llama-cpp-python with CUDA (compiling)"
-CMAKE_ARGS="-DGGML_CUDA=on" "$PY" -m pip install --no-cache-dir --force-reinstall --no-deps llama-cpp-python==0.3.36
+CUDA_CMAKE="-DGGML_CUDA=on -DLLAVA_BUILD=OFF${CUDA_ARCHITECTURES:+ -DCMAKE_CUDA_ARCHITECTURES=$CUDA_ARCHITECTURES}"
+if [ -n "${LLAMA_SDIST:-}" ]; then
+    CMAKE_ARGS="$CUDA_CMAKE" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" "$PY" -m pip install --no-index --no-cache-dir \
+        --force-reinstall --no-deps --no-build-isolation "$LLAMA_SDIST"
+else
+    CMAKE_ARGS="$CUDA_CMAKE" "$PY" -m pip install --no-cache-dir --force-reinstall --no-deps llama-cpp-python==0.3.36
+fi
 
 echo "== onnxruntime-gpu in place of onnxruntime"
 ORT_VERSION="$("$PY" -c 'import onnxruntime; print(onnxruntime.__version__)' 2>/dev/null || echo "")"
-"$PY" -m pip uninstall -y onnxruntime onnxruntime-gpu >/dev/null 2>&1 || true
-"$PY" -m pip install "onnxruntime-gpu[cuda,cudnn]${ORT_VERSION:+==$ORT_VERSION}"
+ORT_WHEELS="$(mktemp -d)"
+# fetched first, so a machine that cannot fetch it keeps the onnxruntime it has
+if "$PY" -m pip download -q -d "$ORT_WHEELS" "onnxruntime-gpu[cuda,cudnn]${ORT_VERSION:+==$ORT_VERSION}" >/dev/null 2>&1; then
+    "$PY" -m pip uninstall -y onnxruntime onnxruntime-gpu >/dev/null 2>&1 || true
+    "$PY" -m pip install --no-index --find-links "$ORT_WHEELS" "onnxruntime-gpu[cuda,cudnn]${ORT_VERSION:+==$ORT_VERSION}"
+else
+    echo "onnxruntime-gpu could not be fetched here: keeping onnxruntime $ORT_VERSION (the RM must fall back to CPU quietly)"
+fi
 
 echo "== providers"
 "$PY" - <<'PY' | tee "$OUT/providers.txt"
-import llama_cpp
-import onnxruntime as ort
+import os
 
-from args_local import home
+import onnxruntime as ort  # before llama_cpp: the other order segfaults with a CUDA build
+
+from args_local import home, llama_build
 from args_local.reward.manifest import read_manifest
 from args_local.reward.onnx_session import make_session
 
-print("llama.cpp GPU offload support:", bool(llama_cpp.llama_supports_gpu_offload()))
+print("llama.cpp GPU offload support:", bool(llama_build.load_llama_cpp().llama_supports_gpu_offload()))
 print("onnxruntime", ort.__version__, "available providers:", ort.get_available_providers())
-model = home.default_reward() / read_manifest(home.default_reward())["model"]
+reward = home.reward_model_dir(os.environ.get("REWARD") or home.default_reward())
+model = reward / read_manifest(reward)["model"]
 session = make_session(model, threads=1, use_gpu=True)  # the code path args-local itself uses
 first = session.get_providers()[0]
 if first != "CUDAExecutionProvider" and hasattr(ort, "preload_dlls"):
@@ -55,7 +75,8 @@ print("ORT_CUDA_OK" if first == "CUDAExecutionProvider" else "ORT_CUDA_FAILED")
 PY
 
 echo "== bench --quick with offload"
-"$PY" -m args_local.cli bench --quick --json --n-gpu-layers -1 > "$OUT/bench.json"
+"$PY" -m args_local.cli bench --quick --json --n-gpu-layers -1 ${POLICY:+--policy "$POLICY"} ${REWARD:+--reward "$REWARD"} \
+    > "$OUT/bench.json"
 
 echo "== summary (files in $OUT)"
 "$PY" - "$OUT" <<'PY'

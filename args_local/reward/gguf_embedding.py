@@ -24,9 +24,7 @@ class GgufEmbeddingRewardModel(Objectives):
     kind = "gguf-embedding"
 
     def __init__(self, directory: Path, manifest: dict, threads: int, use_gpu: bool = True):
-        import llama_cpp
-
-        self._lib = llama_cpp
+        llama_cpp = self._lib = llama_build.load_llama_cpp()
         self.directory, self.manifest = directory, manifest
         self.name = manifest.get("name", directory.name)
         self.format = InputFormat.from_dict(manifest.get("input_format", {}))
