@@ -98,7 +98,7 @@ def export_decoder(model, tokenizer, head: LinearHead, n_layers: int, out: Path,
                                   for c, r in SAMPLE_CONVERSATIONS])
             manifest["normalization"] = {"mean": float(raw.mean()), "std": float(raw.std()) or 1.0}
         if precision:
-            weight_only = [down_matmul(stage / "model.onnx", i) for i in weight_only_layers]
+            weight_only = down_matmuls(stage / "model.onnx", weight_only_layers)
             ways = {"int8": {"dynamic": partial(int8_dynamic_per_channel, weight_only=weight_only),
                              "weight-only": int8_weights},
                     "fp16": {"fp16": fp16}}[precision]
@@ -120,15 +120,17 @@ def calibration_ids(tokenizer, input_format: InputFormat) -> list[list[int]]:
                       add_special_tokens=False)["input_ids"] for c, replies in SAMPLE_CONVERSATIONS for r in replies]
 
 
-def down_matmul(path: Path, layer: int) -> str:
-    """Name of the ONNX MatMul node of layer's MLP down projection (CandidateScoringGraph.down)."""
+def down_matmuls(path: Path, layers: list[int]) -> list[str]:
+    """Names of the ONNX MatMul nodes of these layers' MLP down projections (CandidateScoringGraph.down)."""
     import onnx
 
-    names = [n.name for n in onnx.load(str(path), load_external_data=False).graph.node
-             if n.op_type == "MatMul" and n.name.startswith(f"/down.{layer}/")]
-    if len(names) != 1:
-        raise RuntimeError(f"expected one MatMul of /down.{layer}/ in {path}, found {names}")
-    return names[0]
+    if not layers:
+        return []
+    names = [n.name for n in onnx.load(str(path), load_external_data=False).graph.node if n.op_type == "MatMul"]
+    found = [[name for name in names if name.startswith(f"/down.{layer}/")] for layer in layers]
+    if any(len(f) != 1 for f in found):
+        raise RuntimeError(f"expected one MatMul per /down.<layer>/ of {layers} in {path}, found {found}")
+    return [f[0] for f in found]
 
 
 def write_heads(directory: Path, manifest: dict, objectives: dict, default_objectives: dict | None) -> None:
@@ -171,12 +173,9 @@ def candidate_rewards(rm: DecoderRewardModel, k: int = 10) -> tuple[list[np.ndar
 
 
 def torch_features(graph: CandidateScoringGraph, ids: list[int], reply_len: int):
-    n = len(ids)
-    bias = torch.triu(torch.full((n, n), float("-inf")), 1)
-    empty = [torch.zeros(0, graph.n_kv_heads, graph.head_dim) for _ in range(2 * len(graph.layers))]
     with torch.no_grad():
-        h = graph(torch.tensor(ids), torch.arange(n), bias, *empty)[0].numpy()
-    reply = h[n - reply_len:]
+        h = graph.run_sequence(ids)[0].numpy()
+    reply = h[len(ids) - reply_len:]
     return reply[-1], reply.mean(axis=0)
 
 

@@ -91,6 +91,12 @@ class CandidateScoringGraph(nn.Module):
             h = self.norm(h)
         return (h, *new_kv)
 
+    def run_sequence(self, ids: list[int]):
+        """The graph over one whole sequence with nothing cached (causal bias, positions 0..n-1)."""
+        n = len(ids)
+        empty = [torch.zeros(0, self.n_kv_heads, self.head_dim) for _ in range(2 * len(self.layers))]
+        return self(torch.tensor(ids), torch.arange(n), torch.triu(torch.full((n, n), float("-inf")), 1), *empty)
+
 
 def io_names(n_layers: int) -> tuple[list[str], list[str]]:
     past = [f"past_{kind}_{i}" for i in range(n_layers) for kind in ("key", "value")]

@@ -35,12 +35,10 @@ def input_maxima(graph: CandidateScoringGraph, sequences: list[list[int]]) -> di
 
     hooks = [getattr(graph, name)[i].register_forward_pre_hook(recorder(name, i))
              for name in maxima for i in range(len(graph.layers))]
-    empty = [torch.zeros(0, graph.n_kv_heads, graph.head_dim) for _ in range(2 * len(graph.layers))]
     try:
         with torch.no_grad():
             for ids in sequences:
-                n = len(ids)
-                graph(torch.tensor(ids), torch.arange(n), torch.triu(torch.full((n, n), float("-inf")), 1), *empty)
+                graph.run_sequence(ids)
     finally:
         for h in hooks:
             h.remove()
