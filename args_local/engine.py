@@ -22,7 +22,7 @@ import numpy as np
 from . import home, processors, search
 from .errors import UserError
 from .policy import LlamaPolicy
-from .reward import load_reward_model
+from .reward import load_reward_model, members
 from .reward.base import checked
 from .settings import DecodingSettings
 from .text_stream import TextStream
@@ -122,12 +122,13 @@ class Engine:
         self.reward = reward
         self.overlap = (os.cpu_count() or 1) >= 2 if overlap is None else overlap
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="args-local-rm") if self.overlap else None
-        if reward is not None and reward.kind == "decoder":
-            reward.check_policy_vocabulary(Path(policy.info.path).name, policy.n_vocab,
-                                           policy.tokenize(reward.vocab["probe_text"]))
-        if reward is not None and reward.kind == "gguf-embedding":
-            raise UserError(f"{reward.name} is a judge model: it cannot guide decoding. "
-                            "Pass a decoder or encoder reward model with --reward.")
+        for model in members(reward) if reward is not None else ():
+            if model.kind == "decoder":
+                model.check_policy_vocabulary(Path(policy.info.path).name, policy.n_vocab,
+                                              policy.tokenize(model.vocab["probe_text"]))
+            if model.kind == "gguf-embedding":
+                raise UserError(f"{model.name} is a judge model: it cannot guide decoding. "
+                                "Pass a decoder or encoder reward model with --reward.")
         self._lock = threading.Lock()  # one generation at a time: the KV caches are shared state
 
     @classmethod

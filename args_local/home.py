@@ -51,5 +51,21 @@ def reward_model_dir(value: str | Path) -> Path:
     return Path(text).expanduser()
 
 
+COMBINE = "+"  # --reward guide+encoder: several reward models, weighed together (reward/ensemble.py)
+
+
+def reward_model_dirs(value: str | Path) -> list[Path]:
+    """--reward: one reward model, or several joined by '+'; a directory whose name holds '+' is one."""
+    text = str(value)
+    if COMBINE not in text or Path(text).expanduser().exists():
+        return [reward_model_dir(text)]
+    parts = text.split(COMBINE)
+    if not all(part.strip() for part in parts):
+        from .errors import UserError
+
+        raise UserError(f"--reward {text!r}: name a reward model on each side of '{COMBINE}', e.g. guide+encoder")
+    return [reward_model_dir(part.strip()) for part in parts]
+
+
 def default_sentence_embedder() -> Path:
     return models_dir() / "minilm-embedder"

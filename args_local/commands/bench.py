@@ -84,7 +84,8 @@ def run(args) -> int:
         before = current_rss_mb()
         rm = load_reward_model(directory, rm_threads)
         if rm.kind != kind:
-            raise UserError(f"{directory} is a {rm.kind} reward model, expected {kind}")
+            option = "--reward" if kind == "decoder" else "--encoder"
+            raise UserError(f"bench {option} takes one {kind} reward model; {directory} is {rm.kind}")
         engine = Engine(policy, rm)
         rm_mb = current_rss_mb() - before
         lacking = [name for name, _ in objectives if name not in rm.objectives]

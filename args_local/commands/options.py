@@ -37,10 +37,14 @@ def check_model_options(args) -> None:
         raise UserError(f"--n-gpu-layers must be -1 (all), 0 (none) or a number of layers (got {layers})")
 
 
-def add_model_options(p: argparse.ArgumentParser, reward_help: str = "reward model: a directory, or a built-in name (guide, encoder; default guide)") -> None:
+REWARD_HELP = ("reward model: a directory, or a built-in name (guide, encoder; default guide); several "
+               "joined by + are weighed together, e.g. guide+encoder with --objective guide.helpful=1,encoder.harmless=0.5")
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("models")
     g.add_argument("--policy", help="GGUF chat model (default: the built-in SmolLM2-135M-Instruct)")
-    g.add_argument("--reward", help=reward_help)
+    g.add_argument("--reward", help=REWARD_HELP)
     g.add_argument("--n-ctx", type=int, default=4096, help="policy context length in tokens (default 4096)")
     g.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: 1 on <= 2 cores)")
     g.add_argument("--rm-threads", type=int, default=None, help="onnxruntime threads (default: 2 on <= 2 cores)")
@@ -117,7 +121,8 @@ def load_engine(args, need_reward: bool = True):
 
     check_model_options(args)
     if need_reward:  # the files' own checks, before the policy takes seconds to load
-        read_manifest(args.reward or home.default_reward())
+        for directory in home.reward_model_dirs(args.reward or home.default_reward()):
+            read_manifest(directory)
     check_gguf_file(args.policy or home.default_policy(), "policy model")
 
     return Engine.load(args.policy, args.reward, n_ctx=args.n_ctx, threads=args.threads, rm_threads=args.rm_threads,

@@ -18,7 +18,8 @@ def register(sub) -> None:
     p = sub.add_parser("score", help="pairwise accuracy of a reward model on preference pairs",
                        description="Score preference pairs (HH-RLHF dialogues, whose last Assistant turn is the "
                                    "reply, or instruction-style pairs) and report how often chosen scores above rejected.")
-    p.add_argument("--reward", help="reward model: a directory, or a built-in name (guide, judge, encoder; default guide)")
+    p.add_argument("--reward", help="reward model: a directory, or a built-in name (guide, judge, encoder; default guide); "
+                                     "several joined by + are weighed together (see --objective)")
     p.add_argument("--pairs", required=True, help="JSONL(.gz): HH-RLHF pairs (chosen/rejected dialogues) or instruction-style pairs (instruction, chosen, rejected)")
     p.add_argument("--split", choices=("all", "train", "dev"), default="all",
                    help="dev: the pairs the built-in heads were never trained on (a record's 'split' field, else instruction_index %% 5 == 4, else pair index %% 5 == 4)")

@@ -1,18 +1,25 @@
-"""Reward models: one interface (see base.py), three backends, chosen by the manifest's kind."""
+"""Reward models: one interface (see base.py), three backends chosen by the manifest's kind, and
+several models weighed together as one (ensemble.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..cpu import default_rm_threads
-from ..home import reward_model_dir
+from ..home import reward_model_dir, reward_model_dirs
 
 from .base import CandidateScorer, RewardModel
 from .manifest import read_manifest
 
 
 def load_reward_model(directory: str | Path, threads: int | None = None, use_gpu: bool = True) -> RewardModel:
-    """directory: a reward-model folder, or a built-in name (guide, judge, encoder)."""
+    """directory: a reward-model folder or a built-in name (guide, judge, encoder); several joined
+    by '+' (guide+encoder) load as one RewardEnsemble."""
+    directories = reward_model_dirs(directory)
+    if len(directories) > 1:
+        from .ensemble import RewardEnsemble
+
+        return RewardEnsemble([load_reward_model(d, threads, use_gpu) for d in directories])
     directory = reward_model_dir(directory)
     manifest = read_manifest(directory)
     threads = threads or default_rm_threads()
@@ -25,4 +32,9 @@ def load_reward_model(directory: str | Path, threads: int | None = None, use_gpu
     return cls(directory, manifest, threads, use_gpu)
 
 
-__all__ = ["CandidateScorer", "RewardModel", "load_reward_model"]
+def members(rm: RewardModel) -> tuple:
+    """The single models a reward model is made of: itself, or an ensemble's parts."""
+    return tuple(getattr(rm, "parts", (rm,)))
+
+
+__all__ = ["CandidateScorer", "RewardModel", "load_reward_model", "members"]
