@@ -403,3 +403,17 @@ def test_a_cancelled_reply_is_not_sent_to_the_judge(engine):
     reply = run_reply(engine, [{"role": "user", "content": "Tell me about tea."}], QUICK, system=None,
                       cancel=cancel, judge=judge)
     assert reply.stop_reason == "cancelled" and reply.judge_reward is None and judge._model is None
+
+
+async def test_two_reward_models_weighed_together_in_the_chat(engine, tmp_path):
+    from args_local.reward import load_reward_model
+
+    both = Engine(engine.policy, load_reward_model("guide+encoder", 1, use_gpu=False))
+    app = make_app(both, tmp_path, settings=QUICK.with_(objectives={"guide.helpful": 1.0, "encoder.harmless": 0.5}))
+    async with app.run_test(size=SIZE) as pilot:
+        assert "guide.harmless=0 guide.helpful=1 encoder.harmless=0.5" in text_of(app.query_one(StatusBar))
+        view = await send(app, pilot, "Name a colour.")
+        by = view.reply.objective_rewards
+        assert set(by) == {"guide.helpful", "guide.harmless", "encoder.harmless"}
+        assert view.reply.reward == pytest.approx(by["guide.helpful"] + 0.5 * by["encoder.harmless"], abs=1e-6)
+        assert f"encoder.harmless {by['encoder.harmless']:+.2f}" in text_of(view.query_one(".reply-meta"))
