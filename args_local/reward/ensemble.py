@@ -34,7 +34,7 @@ class RewardEnsemble(Objectives):
     def part_weights(self, weights: dict | None) -> list[dict[str, float]]:
         """Each model's own weights, by its own objective names (UserError for an unknown name)."""
         weights = check_weights(self.default_objectives if weights is None else weights, self.objectives,
-                                f"the reward models {self.name}")
+                                f"the reward model {self.name}")
         return [{o: weights[f"{part.name}.{o}"] for o in part.objectives} for part in self.parts]
 
     def prompt_weights(self, conversation: list[dict], weights: dict | None = None) -> dict[str, float]:
