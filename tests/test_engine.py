@@ -89,12 +89,14 @@ def test_min_p_scores_only_plausible_candidates_and_skips_single_ones(engine):
         assert s.candidates[int(np.argmax(np.array(s.logits) + settings.w * np.array(s.rewards)))] == s.token
 
 
-def test_large_w_changes_the_reply_and_raises_its_reward(engine):
-    # twice the helpful head's warm-up (32 tokens): the reward steers most of the reply at full weight
-    greedy = engine.generate(COFFEE, DecodingSettings(mode="greedy", max_new_tokens=64))
-    steered = engine.generate(COFFEE, DecodingSettings(mode="args-greedy", w=5.0, max_new_tokens=64))
-    assert steered.tokens != greedy.tokens
-    assert steered.reward > greedy.reward
+def test_large_w_changes_the_replies_and_raises_their_mean_reward(engine):
+    # ARGS chooses token by token, so one reply's final reward may still fall; over prompts it rises
+    prompts = [COFFEE, "Why can I see the moon during the day?", "Give me three tips for a job interview.",
+               "What should I pack for a weekend hike?"]
+    greedy = [engine.generate(p, DecodingSettings(mode="greedy", max_new_tokens=64)) for p in prompts]
+    steered = [engine.generate(p, DecodingSettings(mode="args-greedy", w=5.0, max_new_tokens=64)) for p in prompts]
+    assert all(s.tokens != g.tokens for s, g in zip(steered, greedy))
+    assert np.mean([s.reward for s in steered]) > np.mean([g.reward for g in greedy])
 
 
 def test_stops_at_the_end_of_the_turn(engine):

@@ -46,8 +46,10 @@ HEAD_FILES = {"harmless": "head.npz", "helpful": "head-helpful.npz"}  # models/<
 DEFAULT_OBJECTIVES = {"helpful": 1.0, "harmless": 2.0}
 # The guide's heads were fitted on whole replies and their 25-75% prefixes, never on a reply's first
 # few tokens; there ARGS took word fragments and openers that lost the topic. Each reward grows in
-# over the first tokens (args_local/reward/heads.py, warmup_factor); chosen on train prompts (BENCHMARKS.md).
-WARMUP_TOKENS = {"helpful": 32, "harmless": 16}
+# over the first tokens (args_local/reward/heads.py, warmup_factor); chosen on train prompts (BENCHMARKS.md):
+# helpful 64 instead of 32 kept ordinary replies as coherent as greedy's (32: the few replies that lost
+# their topic cost .011), 128 steered too little (helpfulness judge 57%).
+WARMUP_TOKENS = {"helpful": 64, "harmless": 16}
 # The judge's plain score stays the harmlessness judge eval has always reported (its
 # judge_win_tie_vs_greedy); each objective's judge is read with score_objectives.
 JUDGE_DEFAULT_OBJECTIVES = {"harmless": 1.0, "helpful": 0.0}
