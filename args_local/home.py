@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import UserError
+
 
 def home() -> Path:
     if os.environ.get("ARGS_LOCAL_HOME"):
@@ -61,8 +63,6 @@ def reward_model_dirs(value: str | Path) -> list[Path]:
         return [reward_model_dir(text)]
     parts = text.split(COMBINE)
     if not all(part.strip() for part in parts):
-        from .errors import UserError
-
         raise UserError(f"--reward {text!r}: name a reward model on each side of '{COMBINE}', e.g. guide+encoder")
     return [reward_model_dir(part.strip()) for part in parts]
 
