@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, Exception) as e:
         if not interrupts.interrupted(e):
             raise  # a bug: it keeps its traceback
+        interrupts.handled()
         print("\nargs-local: interrupted", file=sys.stderr)
         return 130
 

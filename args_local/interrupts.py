@@ -7,6 +7,12 @@ the program runs on. Our hook only notes it (it must not block: another interrup
 it); a waiting thread then raises it again in the main thread. If that lands in a callback too
 it comes back here, until it lands in ordinary Python code, at the latest when the native call
 returns.
+
+A KeyboardInterrupt can also be swallowed outright: one that lands while a native extension is
+being imported becomes an ImportError, and a library's optional-import guard catches that (a
+Ctrl+C 0.2 s into `args-local generate` was lost so, and the reply ran to its end). So every
+Ctrl+C is redelivered shortly after, again and again, until the CLI says it has handled one
+(`handled()`); from then on the program is exiting and further ones are ignored.
 """
 
 from __future__ import annotations
@@ -19,32 +25,49 @@ import time
 
 _previous_hook = sys.unraisablehook
 _received = False  # a Ctrl+C arrived in this process
+_handled = False  # the CLI caught one and is exiting: ignore the rest
 _swallowed = _thread.allocate_lock()  # released by the hook: "an interrupt was dropped"
 _watcher: threading.Thread | None = None
+REDELIVER_AFTER = 0.05  # seconds
 
 
 def _watch() -> None:
     while True:
-        _swallowed.acquire()  # blocks (no polling) until the hook releases it
-        time.sleep(0.02)  # let the callback that dropped it return first
+        _swallowed.acquire()  # blocks (no polling) until the handler or the hook releases it
+        time.sleep(REDELIVER_AFTER)  # let the interrupt reach the CLI, or the callback that dropped it return
+        if _handled:
+            continue
         if hasattr(signal, "pthread_kill"):  # a real signal: it also wakes a main thread blocked in a system call
             signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
         else:
             _thread.interrupt_main()
 
 
+def _arm_redelivery() -> None:
+    if _swallowed.locked():
+        _swallowed.release()  # never blocks: no waiting where another interrupt can land
+
+
 def _redeliver(unraisable) -> None:
     if isinstance(unraisable.exc_value, KeyboardInterrupt):
-        if _swallowed.locked():
-            _swallowed.release()  # never blocks: the hook must not wait where another interrupt can land
+        _arm_redelivery()
     else:
         _previous_hook(unraisable)
 
 
 def _on_sigint(signum, frame) -> None:
     global _received
+    if _handled:
+        return
     _received = True
+    _arm_redelivery()  # in case whatever this lands in swallows it
     raise KeyboardInterrupt
+
+
+def handled() -> None:
+    """The CLI caught the interrupt and is exiting: no more redelivery, further Ctrl+C ignored."""
+    global _handled
+    _handled = True
 
 
 def install() -> None:

@@ -28,8 +28,9 @@ def python_startup() -> float:
 
 @pytest.mark.parametrize("delay", [0.05, 0.1, 0.2, 0.4, 0.7, 1.0, 1.5])
 def test_ctrl_c_stops_generate_at_any_moment(policy_path, guide_dir, python_startup, delay):
+    # a prompt the defaults answer at length: a short reply could end before the Ctrl+C comes
     proc = subprocess.Popen(
-        [sys.executable, "-m", "args_local.cli", "generate", "Count from 1 to 1000, one number per line.",
+        [sys.executable, "-m", "args_local.cli", "generate", "Write a long essay about the history of Rome, with many paragraphs.",
          "--max-new-tokens", "2000", "--threads", str(THREADS)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     time.sleep(python_startup + delay)
@@ -72,3 +73,34 @@ def test_ctrl_c_dropped_inside_a_native_callback_is_delivered_when_the_native_ca
     out, err = proc.communicate(timeout=300)
     assert out.split() in (["sorted", "interrupted"], ["interrupted"]), (out, err)
     assert "Exception ignored" not in err
+
+
+SWALLOWING_IMPORT_GUARD = """
+import os, signal, time
+from args_local import interrupts
+interrupts.install()
+try:  # a library's optional import: a Ctrl+C during a native import arrives as an ImportError
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)
+    except KeyboardInterrupt:
+        raise ImportError("initialization failed")
+except ImportError:
+    pass
+print("swallowed", flush=True)
+try:
+    time.sleep(30)
+    print("still running", flush=True)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    interrupts.handled()
+    os.kill(os.getpid(), signal.SIGINT)  # once handled, further ones are ignored while exiting
+    time.sleep(0.2)
+    print("exited cleanly", flush=True)
+"""
+
+
+def test_ctrl_c_swallowed_by_an_import_guard_comes_back_until_handled():
+    proc = subprocess.run([sys.executable, "-c", SWALLOWING_IMPORT_GUARD], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout.split() == ["swallowed", "interrupted", "exited", "cleanly"], (proc.stdout, proc.stderr)
