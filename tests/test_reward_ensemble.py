@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from args_local import DecodingSettings, home
+from args_local import DecodingSettings
 from args_local.engine import Engine, Finished, Step
 from args_local.errors import UserError
 from args_local.reward import load_reward_model

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..cpu import default_rm_threads
-from ..home import reward_model_dir, reward_model_dirs
+from ..home import reward_model_dirs
 
 from .base import CandidateScorer, RewardModel
 from .manifest import read_manifest
@@ -20,7 +20,7 @@ def load_reward_model(directory: str | Path, threads: int | None = None, use_gpu
         from .ensemble import RewardEnsemble
 
         return RewardEnsemble([load_reward_model(d, threads, use_gpu) for d in directories])
-    directory = reward_model_dir(directory)
+    directory = directories[0]
     manifest = read_manifest(directory)
     threads = threads or default_rm_threads()
     if manifest["kind"] == "decoder":
