@@ -41,3 +41,17 @@ def test_bench_table_and_bad_k_values(capsys):
     assert "end-of-turn is ignored" in table
     assert main(["bench", "--k-values", "0,x"]) == 2
     assert "--k-values" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not (home.default_encoder_reward() / "manifest.json").is_file(), reason="needs the built encoder RM")
+def test_bench_measures_two_reward_models_weighed_together(capsys):
+    argv = ["bench", "--quick", "--json", "--tokens", "4", "--reps", "1", "--k-values", "5", "--reward", "guide+encoder",
+            "--objective", "guide.helpful=1,encoder.harmless=0.5"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    (ensemble,) = [r for r in result["runs"] if r["reward_kind"] == "ensemble"]
+    assert ensemble["reward_name"] == "guide+encoder" and ensemble["tokens_per_rep"] == 4
+    assert ensemble["objectives"]["encoder.harmless"] == 0.5 and ensemble["objectives"]["guide.harmless"] == 0
+    assert ensemble["ms_reward_per_step"] > 0
+    # the separate encoder row has no guide.* objective: reported, not measured
+    assert any("encoder RM: has no objective" in why for why in result["unavailable"])

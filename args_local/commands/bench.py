@@ -22,7 +22,8 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, help="llama.cpp threads (default: 1 on <= 2 cores, else half the cores up to 4)")
     p.add_argument("--rm-threads", type=int, help="onnxruntime threads (default: 2 on <= 2 cores, else as --threads)")
     p.add_argument("--policy", help="GGUF chat model (default: the built-in SmolLM2-135M-Instruct)")
-    p.add_argument("--reward", help="decoder RM: a directory or the built-in name guide (the default)")
+    p.add_argument("--reward", help="decoder RM: a directory or the built-in name guide (the default); "
+                                    "several joined by '+' (guide+encoder) are measured weighed together")
     p.add_argument("--encoder", help="encoder RM: a directory or the built-in name encoder (the default, if built)")
     p.add_argument("--n-gpu-layers", type=int, help="layers to offload (default: all when llama.cpp has GPU support)")
     p.add_argument("--adaptive", type=float, default=0.0, metavar="P",
@@ -70,7 +71,7 @@ def run(args) -> int:
     progress(f"loading the policy ({threads} thread(s)) and reward models ({rm_threads} thread(s))")
     policy = NeverEndingPolicy(LlamaPolicy(args.policy or home.default_policy(), n_ctx=1024, n_threads=threads,
                                            n_gpu_layers=args.n_gpu_layers))
-    reward_dirs = {"decoder": home.reward_model_dir(args.reward or home.default_reward())}
+    reward_dirs = {"decoder": args.reward or home.default_reward()}
     unavailable = []
     encoder_dir = home.reward_model_dir(args.encoder or home.default_encoder_reward())
     if args.encoder or (encoder_dir / "manifest.json").is_file():
@@ -83,7 +84,7 @@ def run(args) -> int:
     for kind, directory in reward_dirs.items():
         before = current_rss_mb()
         rm = load_reward_model(directory, rm_threads)
-        if rm.kind != kind:
+        if rm.kind != kind and (kind, rm.kind) != ("decoder", "ensemble"):
             option = "--reward" if kind == "decoder" else "--encoder"
             raise UserError(f"bench {option} takes one {kind} reward model; {directory} is {rm.kind}")
         engine = Engine(policy, rm)
@@ -94,10 +95,10 @@ def run(args) -> int:
                                f"{', '.join(rm.objectives)})")
             continue
         engine.objective_weights(DecodingSettings(objectives=objectives))  # UserError if the guide lacks one
-        configs += [Config(kind, k, engine, rm_mb, objectives=objectives) for k in k_values]
+        configs += [Config(rm.kind, k, engine, rm_mb, objectives=objectives) for k in k_values]
         for variant in ({"adaptive": args.adaptive}, {"min_p": args.min_p}):
             if any(variant.values()):
-                configs += [Config(kind, k, engine, rm_mb, objectives=objectives, **variant) for k in k_values]
+                configs += [Config(rm.kind, k, engine, rm_mb, objectives=objectives, **variant) for k in k_values]
 
     progress(f"measuring {len(configs)} configurations x {reps} repetitions x {len(prompts)} prompt(s) x {tokens} tokens")
     runs = run_bench(configs, list(prompts), tokens, reps, progress)
