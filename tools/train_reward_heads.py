@@ -126,6 +126,30 @@ def sample_helpful(pairs: list[PreferencePair], n_train: int, n_dev_other: int, 
     return [chosen[i] for i in rng.permutation(len(chosen))]
 
 
+def with_refusal_pairs(sample: list[PreferencePair], pairs: list[PreferencePair]) -> list[PreferencePair]:
+    """The sample, then every pair (train and dev) where one reply opens by refusing and the other
+    does not, GPT-4's label kept. Ordinary requests answered with "I'm sorry, as an AI…" are 3% of
+    the pairs, so a sample of a few hundred teaches a head little about the openings that ARGS must
+    not steer into; GPT-4 prefers the answer in 441 of these 545 pairs. Appended, so a feature cache
+    of the sample stays valid."""
+    from args_local.evaluation.refusals import is_refusal
+
+    taken = {id(p) for p in sample}
+    return sample + [p for p in pairs if id(p) not in taken and is_refusal(p.chosen) != is_refusal(p.rejected)]
+
+
+def refusal_report(pairs, is_dev, chosen, rejected, w) -> dict:
+    """Dev accuracy on the pairs where exactly one reply opens by refusing, finished and prefixes."""
+    from args_local.evaluation.refusals import is_refusal
+
+    mask = is_dev & np.array([is_refusal(p.chosen) != is_refusal(p.rejected) for p in pairs])
+    margins = ((chosen - rejected)[mask] @ w) > 0  # [pairs, variants]
+    return {"pairs": int(mask.sum()), "accuracy": float(margins[:, 0].mean()) if mask.any() else None,
+            "accuracy_on_prefixes": {f"{f:.0%}": float(margins[:, 1 + i].mean())
+                                     for i, f in enumerate(PREFIX_FRACTIONS)} if mask.any() and margins.shape[1] > 1 else {},
+            "answer_chosen": float(np.mean([not is_refusal(p.chosen) for p, m in zip(pairs, mask) if m]))}
+
+
 def length_report(pairs, is_dev, chosen, rejected, w) -> dict:
     """Dev accuracy on length-matched pairs (within 1.25×) and on the others, each beside "longer
     wins"; `all` reweights the two by their share of the whole dev split (the others are sampled)."""
@@ -149,29 +173,32 @@ def extract(name: str, pairs, features_fn, save_every: int = 50) -> tuple[np.nda
     """Features of every pair's chosen and rejected reply; cached on disk (never committed).
 
     Saved every `save_every` pairs and resumed from there: extraction takes an hour on a small
-    machine. A cache of more pairs serves any list that is its beginning."""
+    machine. The cache is keyed by each pair's content and keeps every pair it ever held, so
+    any list of pairs reuses what earlier runs extracted."""
     CACHE.mkdir(parents=True, exist_ok=True)
     path = CACHE / f"{name}.npz"
-    keys = np.array([zlib.crc32(json.dumps([p.conversation, p.chosen, p.rejected]).encode()) for p in pairs], np.int64)
-    chosen, rejected = [], []
+    keys = [zlib.crc32(json.dumps([p.conversation, p.chosen, p.rejected]).encode()) for p in pairs]
+    cached = {}
     if path.exists():
         with np.load(path) as z:
-            n = min(len(pairs), len(z["keys"])) if "keys" in z else 0
-            if n and np.array_equal(z["keys"][:n], keys[:n]):  # else another list: start again
-                chosen, rejected = list(z["chosen"][:n]), list(z["rejected"][:n])
-    start, done = time.time(), len(chosen)
-    for i in range(done, len(pairs)):
+            if "keys" in z:
+                cached = {int(k): (c, r) for k, c, r in zip(z["keys"], z["chosen"], z["rejected"])}
+    todo = [i for i, k in enumerate(keys) if k not in cached]
+    start = time.time()
+    for done, i in enumerate(todo, 1):
         c, r = features_fn(pairs[i])
-        chosen.append(c if c.ndim == 2 else c[None])  # [variants, features]; one variant: the finished reply
-        rejected.append(r if r.ndim == 2 else r[None])
-        if (i + 1) % save_every == 0 or i + 1 == len(pairs):
-            eta = (time.time() - start) / (i + 1 - done) * (len(pairs) - i - 1)
-            print(f"  {name}: {i + 1}/{len(pairs)} pairs, ETA {eta:.0f}s", file=sys.stderr, flush=True)
+        # [variants, features]; one variant: the finished reply
+        cached[keys[i]] = (c if c.ndim == 2 else c[None], r if r.ndim == 2 else r[None])
+        if done % save_every == 0 or done == len(todo):
+            eta = (time.time() - start) / done * (len(todo) - done)
+            print(f"  {name}: {done}/{len(todo)} new pairs, ETA {eta:.0f}s", file=sys.stderr, flush=True)
             tmp = path.with_name(path.stem + ".partial.npz")
-            np.savez(tmp, chosen=np.array(chosen, np.float32), rejected=np.array(rejected, np.float32),
-                     keys=keys[: i + 1])
+            np.savez(tmp, keys=np.array(list(cached), np.int64),
+                     chosen=np.array([v[0] for v in cached.values()], np.float32),
+                     rejected=np.array([v[1] for v in cached.values()], np.float32))
             tmp.replace(path)
-    return np.array(chosen, np.float32), np.array(rejected, np.float32)  # [pairs, variants, features]
+    return (np.array([cached[k][0] for k in keys], np.float32),  # [pairs, variants, features]
+            np.array([cached[k][1] for k in keys], np.float32))
 
 
 def guide_features(rm, pair) -> tuple[np.ndarray, np.ndarray]:
@@ -210,6 +237,7 @@ def run(kind: str, rm, pairs, out_dir: Path, about: dict, objective: str = "harm
               "feature_seconds": round(time.time() - t, 1), "data": DATA_ABOUT[objective]}
     if objective == "helpful":
         report["dev_by_length"] = length_report(pairs, is_dev, chosen, rejected, w)
+        report["dev_refusal_pairs"] = refusal_report(pairs, is_dev, chosen, rejected, w)
     head_file, report_file = OUTPUT[objective]
     out_dir.mkdir(parents=True, exist_ok=True)
     extra = {"norm_mean": report["normalization"]["mean"], "norm_std": report["normalization"]["std"]}
@@ -282,6 +310,8 @@ def main() -> None:
     parser.add_argument("--encoder-layers", type=int, default=2, help="encoder: backbone layers kept (default 2)")
     parser.add_argument("--encoder-max-length", type=int, default=128, help="encoder: tokens read (default 128)")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N pairs (quick checks)")
+    parser.add_argument("--refusal-pairs", action="store_true",
+                        help="helpful: also every pair where one reply opens by refusing and the other not")
     parser.add_argument("--threads", type=int, default=2,
                         help="backbone threads (default 2; 1 is faster when other jobs share the cores)")
     args = parser.parse_args()
@@ -294,6 +324,8 @@ def main() -> None:
         pairs = read_preference_pairs(data)
     if args.limit:
         pairs = pairs[: args.limit]
+    if args.objective == "helpful" and args.refusal_pairs:
+        pairs = with_refusal_pairs(pairs, read_preference_pairs(data))
     rm = (MiniLMPooler(args.backbone, args.encoder_layers, args.encoder_max_length) if args.kind == "encoder"
           else load_reward_model(args.backbone, threads=args.threads, use_gpu=False))
     if args.max_length:
@@ -304,6 +336,7 @@ def main() -> None:
              "graph": rm.manifest.get("graph")}
     if args.objective == "helpful":  # what reproduces this head
         about["sample"] = {"pairs": args.pairs, "dev_other": args.dev_other, "limit": args.limit,
+                           "refusal_pairs": args.refusal_pairs,
                            "max_length": rm.max_length}
     run(args.kind, rm, pairs, ROOT / "models" / args.kind, about, args.objective)
 

@@ -1,0 +1,52 @@
+"""tools/train_reward_heads.py: its feature cache and the refusal pairs it can add to a helpful sample."""
+
+import importlib.util
+import sys
+
+import numpy as np
+
+from args_local.conversations import PreferencePair
+
+from .conftest import ROOT
+
+CONV = [{"role": "user", "content": "How do I keep basil alive?"}]
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location("train_reward_heads", ROOT / "tools" / "train_reward_heads.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_feature_cache_serves_any_list_of_the_pairs_it_holds(tmp_path, monkeypatch):
+    tool = load_tool()
+    monkeypatch.setattr(tool, "CACHE", tmp_path)
+    pairs = [PreferencePair(i, CONV, f"answer {i}", f"worse {i}") for i in range(5)]
+    extracted = []
+
+    def features(pair):  # one row per reply, its value the pair's index: enough to check the order
+        extracted.append(pair.index)
+        return np.full(3, pair.index, np.float32), np.full(3, -pair.index, np.float32)
+
+    first_c, _ = tool.extract("test", pairs[:3], features, save_every=2)
+    # reordered, and two pairs the cache lacks: only those two are extracted, the order is the list's
+    chosen, rejected = tool.extract("test", [pairs[4], pairs[1], pairs[3], pairs[0]], features)
+    assert extracted == [0, 1, 2, 4, 3]
+    assert chosen.shape == (4, 1, 3) and chosen[:, 0, 0].tolist() == [4, 1, 3, 0]
+    assert rejected[:, 0, 0].tolist() == [-4, -1, -3, -0]
+    assert first_c[:, 0, 0].tolist() == [0, 1, 2]
+
+
+def test_refusal_pairs_are_appended_once_with_their_labels():
+    tool = load_tool()
+    answer, refusal = "Water it when the soil is dry.", "I'm sorry, but as an AI I can't help with plants."
+    sample = [PreferencePair(0, CONV, answer, "Basil.")]
+    data = sample + [PreferencePair(1, CONV, answer, refusal),  # GPT-4 preferred the answer
+                     PreferencePair(2, CONV, refusal, answer),  # ... or the refusal: kept as labelled
+                     PreferencePair(3, CONV, refusal, "I cannot do that."),  # both refuse: nothing to learn
+                     PreferencePair(4, CONV, answer, "Basil.")]
+    out = tool.with_refusal_pairs(sample, data)
+    assert [p.index for p in out] == [0, 1, 2]
+    assert out[2].chosen == refusal
