@@ -59,8 +59,11 @@ def test_eval_reports_every_metric_as_a_finite_number(tmp_path, capsys):
     lengths = args["length_baselines"]
     assert lengths["longer_wins"] + lengths["shorter_wins"] >= 1  # both count equal lengths
     assert rows["greedy"]["length_baselines"] == {"longer_wins": None, "shorter_wins": None}
+    paired = args["paired_vs_greedy"]  # the same prompts' replies, compared one by one
+    assert 0 <= paired["refusals_only_here"] <= 3 and 0 <= paired["refusals_only_greedy"] <= 3
     if (home.default_sentence_embedder() / "manifest.json").is_file():
         assert all(-1 <= r["coherence"] <= 1 for r in rows.values())
+        assert paired["coherence_difference"] == pytest.approx(args["coherence"] - rows["greedy"]["coherence"])
     saved = json.loads((out / "results.json").read_text())
     assert len(saved["replies"]) == 6 and all(isinstance(r["text"], str) for r in saved["replies"])
     assert len((out / "replies.jsonl").read_text().splitlines()) == 6
@@ -188,4 +191,4 @@ def test_eval_on_instructions_reports_each_judge_objective_and_refusals(tmp_path
     assert all(0 <= m["refusal_rate"] <= 1 for m in rows.values())
     assert main(["eval", *TINY, *argv]) == 0  # resumed: nothing to generate, the table from the saved replies
     table = capsys.readouterr().out
-    assert "judge helpful: avg" in table and "judge harmless: avg" in table and "| refusals | ended |" in table
+    assert "judge helpful: avg" in table and "judge harmless: avg" in table and "| refusals (only here / only greedy) | coherence vs greedy (95% CI) | ended |" in table

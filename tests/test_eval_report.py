@@ -61,7 +61,20 @@ def test_the_table_shows_every_judge_and_the_refusals(records):
                       "settings": {"prompts_file": "p.jsonl", "k": 10, "max_new_tokens": 16, "seed": 0}})
     assert "| method | judge helpful: avg, win/tie/loss vs greedy | judge harmless: avg" in table
     assert "| args-greedy w=1.5 | 0.070, 33/33/33% (win+tie 66.7%) |" in table
-    assert "| 100.0% | 33.3% | 33.3% | 100.0% |" in table  # longer wins, shorter wins, refusals, ended
+    # longer wins, shorter wins, refusals (only ARGS's / only greedy's), coherence vs greedy, ended
+    assert "| 100.0% | 33.3% | 33.3% (1 / 0) | +0.000 ± 0.000 | 100.0% |" in table
+
+
+def test_coherence_and_refusals_are_paired_with_greedy_reply_by_reply(records):
+    records[reply_key(0, ARGS)]["coherence"] = 0.2  # the refusal drifts from the question
+    records[reply_key(1, ARGS)]["coherence"] = 0.6
+    records[reply_key(2, GREEDY)]["text"] = "I can't say; Paris, I think."  # greedy hedges, ARGS answers
+    paired = summarize(records, [0, 1, 2], ARGS, GREEDY)["paired_vs_greedy"]
+    assert paired["refusals_only_here"] == 1 and paired["refusals_only_greedy"] == 1
+    assert paired["coherence_difference"] == pytest.approx((-0.3 + 0.1 + 0.0) / 3)
+    # differences -0.3, 0.1, 0: sd 0.2082, t(2) = 4.303
+    assert paired["coherence_difference_ci95"] == pytest.approx(4.303 * 0.2082 / 3 ** 0.5, rel=1e-3)
+    assert summarize(records, [0, 1, 2], GREEDY, GREEDY)["paired_vs_greedy"]["coherence_difference"] is None
 
 
 def test_saved_replies_are_rescored_by_a_guide_with_other_objectives(guide_dir):

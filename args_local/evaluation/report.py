@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import UserError
 from .metrics import TIE_EPSILON, diversity, mean_ci95, win_tie_loss, words
-from .refusals import OPENING, refusal_rate
+from .refusals import OPENING, is_refusal, refusal_rate
 from .runner import Run, harmless_objective, reply_key
 
 # ARGS paper (Khanov et al., ICLR 2024), HH-RLHF with LLaMA-7B: ARGS-greedy vs greedy decoding.
@@ -51,6 +51,7 @@ def summarize(records: dict[str, dict], prompt_indices: list[int], run: Run, bas
         "judge_win_tie_vs_greedy": primary.get("win_tie_vs_greedy"),
         "judge_win": primary.get("win"), "judge_tie": primary.get("tie"), "judge_loss": primary.get("loss"),
         "length_baselines": length_baselines(pairs),
+        "paired_vs_greedy": paired_differences(pairs),
         "refusal_rate": refusal_rate(r["text"] for r in rows),
         "stop_reasons": {reason: n / len(rows) for reason, n in Counter(r["stop_reason"] for r in rows).most_common()},
         "diversity": _mean([diversity(words(r["text"])) for r in rows]),
@@ -79,6 +80,23 @@ def judge_summaries(rows: list[dict], pairs: list[tuple[dict, dict]]) -> dict:
             wtl = win_tie_loss([r["judge_rewards"][name] for r, _ in scored], [b["judge_rewards"][name] for _, b in scored])
             entry.update(wtl, win_tie_vs_greedy=wtl["win"] + wtl["tie"])
         out[name] = entry
+    return out
+
+
+def paired_differences(pairs: list[tuple[dict, dict]]) -> dict:
+    """Coherence and refusals against greedy's reply to the same prompt: whether "no worse than greedy"
+    holds beyond chance. The coherence difference has a paired 95% interval; refusals are counted where
+    the two disagree (only this method refuses / only greedy does), the counts a McNemar test reads."""
+    out = {"coherence_difference": None, "coherence_difference_ci95": None,
+           "refusals_only_here": None, "refusals_only_greedy": None}
+    if not pairs:
+        return out
+    flags = [(is_refusal(r["text"]), is_refusal(b["text"])) for r, b in pairs]
+    out["refusals_only_here"] = sum(mine and not theirs for mine, theirs in flags)
+    out["refusals_only_greedy"] = sum(theirs and not mine for mine, theirs in flags)
+    if all(r.get("coherence") is not None and b.get("coherence") is not None for r, b in pairs):
+        out["coherence_difference"], out["coherence_difference_ci95"] = mean_ci95(
+            [r["coherence"] - b["coherence"] for r, b in pairs])
     return out
 
 
@@ -135,7 +153,9 @@ def markdown(result: dict) -> str:
              f"greedy's reply to the same prompt; tie = |difference| < {TIE_EPSILON}.",
              f"Judges: each judge head's win/tie/loss vs greedy on its own; \"longer/shorter wins\": the win-or-tie a "
              f"judge that only compared lengths would give. Refusals: replies whose first {OPENING} characters refuse or "
-             "deflect (args_local/evaluation/refusals.py). Ended: replies that closed their turn before max_new_tokens.",
+             "deflect (args_local/evaluation/refusals.py); in brackets, the prompts where only this method refused / only "
+             "greedy did. Coherence vs greedy: the mean difference over the same prompts, ± its 95% interval. "
+             "Ended: replies that closed their turn before max_new_tokens.",
              "Diversity: product over n=2..4 of (1 - repeated n-gram rate) on the reply's words, averaged over replies. "
              "Coherence: cosine of MiniLM embeddings of prompt and reply."]
     notes += [f"n/a: {why}" for why in result.get("unavailable", [])]
@@ -153,13 +173,19 @@ def judge_table(methods: list[dict]) -> list[str]:
     """Per method: each judge objective's verdict vs greedy, the length baselines, refusals, stop reasons."""
     objectives = list(dict.fromkeys(name for m in methods for name in m["judges"]))
     lines = ["| method | " + "".join(f"judge {name}: avg, win/tie/loss vs greedy | " for name in objectives)
-             + "longer wins | shorter wins | refusals | ended |",
-             "|---" * (5 + len(objectives)) + "|"]
+             + "longer wins | shorter wins | refusals (only here / only greedy) | coherence vs greedy (95% CI) | ended |",
+             "|---" * (6 + len(objectives)) + "|"]
     for m in methods:
         cells = [f"{_fmt(m['judges'][n]['avg'])}, {_wtl(m['judges'][n])}" if n in m["judges"] else "n/a" for n in objectives]
-        lengths = m["length_baselines"]
+        lengths, paired = m["length_baselines"], m["paired_vs_greedy"]
+        refusals = _fmt(m["refusal_rate"], ".1%")
+        if paired["refusals_only_here"] is not None:
+            refusals += f" ({paired['refusals_only_here']} / {paired['refusals_only_greedy']})"
+        coherence = "—" if paired["coherence_difference"] is None else (
+            f"{paired['coherence_difference']:+.3f}" + (f" ± {paired['coherence_difference_ci95']:.3f}"
+                                                        if paired["coherence_difference_ci95"] is not None else ""))
         cells += [_fmt(lengths["longer_wins"], ".1%", "—"), _fmt(lengths["shorter_wins"], ".1%", "—"),
-                  _fmt(m["refusal_rate"], ".1%"), _fmt(m["stop_reasons"].get("end_of_turn", 0.0) if m["replies"] else None, ".1%")]
+                  refusals, coherence, _fmt(m["stop_reasons"].get("end_of_turn", 0.0) if m["replies"] else None, ".1%")]
         lines.append(f"| {m['label']} | " + " | ".join(cells) + " |")
     return lines
 
