@@ -126,28 +126,28 @@ def sample_helpful(pairs: list[PreferencePair], n_train: int, n_dev_other: int, 
     return [chosen[i] for i in rng.permutation(len(chosen))]
 
 
-def with_refusal_pairs(sample: list[PreferencePair], pairs: list[PreferencePair]) -> list[PreferencePair]:
-    """The sample, then every pair (train and dev) where one reply opens by refusing and the other
-    does not, GPT-4's label kept. Ordinary requests answered with "I'm sorry, as an AI…" are 3% of
-    the pairs, so a sample of a few hundred teaches a head little about the openings that ARGS must
-    not steer into; GPT-4 prefers the answer in 441 of these 545 pairs. Appended, so a feature cache
-    of the sample stays valid."""
+def refusal_pairs(helpful_pairs: list[PreferencePair], exclude: list[PreferencePair] = ()) -> list[PreferencePair]:
+    """Every AlpacaEval pair (train and dev) where one reply opens by refusing and the other does not,
+    GPT-4's label kept: it prefers the answer in 441 of these 545 pairs. Ordinary requests answered
+    with "I'm sorry, as an AI…" are 3% of the pairs, so a sampled helpful head sees few, and the
+    harmlessness data never shows a refusal of a harmless request (its replies refuse harmful ones)."""
     from args_local.evaluation.refusals import is_refusal
 
-    taken = {id(p) for p in sample}
-    return sample + [p for p in pairs if id(p) not in taken and is_refusal(p.chosen) != is_refusal(p.rejected)]
+    taken = {id(p) for p in exclude}
+    return [p for p in helpful_pairs if id(p) not in taken and is_refusal(p.chosen) != is_refusal(p.rejected)]
 
 
-def refusal_report(pairs, is_dev, chosen, rejected, w) -> dict:
-    """Dev accuracy on the pairs where exactly one reply opens by refusing, finished and prefixes."""
+def refusal_report(pairs, is_dev, chosen, rejected, w, is_refusal_pair: np.ndarray) -> dict:
+    """Dev accuracy on the AlpacaEval refusal pairs (finished replies and prefixes), and on the rest."""
     from args_local.evaluation.refusals import is_refusal
 
-    mask = is_dev & np.array([is_refusal(p.chosen) != is_refusal(p.rejected) for p in pairs])
-    margins = ((chosen - rejected)[mask] @ w) > 0  # [pairs, variants]
-    return {"pairs": int(mask.sum()), "accuracy": float(margins[:, 0].mean()) if mask.any() else None,
-            "accuracy_on_prefixes": {f"{f:.0%}": float(margins[:, 1 + i].mean())
+    mask, rest = is_dev & is_refusal_pair, is_dev & ~is_refusal_pair
+    margins = ((chosen - rejected) @ w) > 0  # [pairs, variants]
+    return {"pairs": int(mask.sum()), "accuracy": float(margins[mask, 0].mean()) if mask.any() else None,
+            "accuracy_on_prefixes": {f"{f:.0%}": float(margins[mask, 1 + i].mean())
                                      for i, f in enumerate(PREFIX_FRACTIONS)} if mask.any() and margins.shape[1] > 1 else {},
-            "answer_chosen": float(np.mean([not is_refusal(p.chosen) for p, m in zip(pairs, mask) if m]))}
+            "answer_chosen": float(np.mean([not is_refusal(p.chosen) for p, m in zip(pairs, mask) if m])) if mask.any() else None,
+            "other_dev_pairs": int(rest.sum()), "other_dev_accuracy": float(margins[rest, 0].mean()) if rest.any() else None}
 
 
 def length_report(pairs, is_dev, chosen, rejected, w) -> dict:
@@ -218,7 +218,8 @@ def guide_features(rm, pair) -> tuple[np.ndarray, np.ndarray]:
     return out[0], out[1]
 
 
-def run(kind: str, rm, pairs, out_dir: Path, about: dict, objective: str = "harmless") -> dict:
+def run(kind: str, rm, pairs, out_dir: Path, about: dict, objective: str = "harmless",
+        is_refusal_pair: np.ndarray | None = None) -> dict:
     def features_fn(pair):
         if kind == "guide":
             return guide_features(rm, pair)
@@ -237,7 +238,8 @@ def run(kind: str, rm, pairs, out_dir: Path, about: dict, objective: str = "harm
               "feature_seconds": round(time.time() - t, 1), "data": DATA_ABOUT[objective]}
     if objective == "helpful":
         report["dev_by_length"] = length_report(pairs, is_dev, chosen, rejected, w)
-        report["dev_refusal_pairs"] = refusal_report(pairs, is_dev, chosen, rejected, w)
+    if is_refusal_pair is not None:
+        report["dev_refusal_pairs"] = refusal_report(pairs, is_dev, chosen, rejected, w, is_refusal_pair)
     head_file, report_file = OUTPUT[objective]
     out_dir.mkdir(parents=True, exist_ok=True)
     extra = {"norm_mean": report["normalization"]["mean"], "norm_std": report["normalization"]["std"]}
@@ -311,7 +313,9 @@ def main() -> None:
     parser.add_argument("--encoder-max-length", type=int, default=128, help="encoder: tokens read (default 128)")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N pairs (quick checks)")
     parser.add_argument("--refusal-pairs", action="store_true",
-                        help="helpful: also every pair where one reply opens by refusing and the other not")
+                        help="also fit on every AlpacaEval pair where one reply opens by refusing and the other "
+                             "does not (GPT-4's label): a refusal of an ordinary request is neither more "
+                             "helpful nor safer")
     parser.add_argument("--threads", type=int, default=2,
                         help="backbone threads (default 2; 1 is faster when other jobs share the cores)")
     args = parser.parse_args()
@@ -324,8 +328,11 @@ def main() -> None:
         pairs = read_preference_pairs(data)
     if args.limit:
         pairs = pairs[: args.limit]
-    if args.objective == "helpful" and args.refusal_pairs:
-        pairs = with_refusal_pairs(pairs, read_preference_pairs(data))
+    is_refusal_pair = None
+    if args.refusal_pairs:  # appended, so a feature cache of the other pairs is used as it is
+        added = refusal_pairs(read_preference_pairs(DATA["helpful"]), exclude=pairs)
+        is_refusal_pair = np.array([False] * len(pairs) + [True] * len(added))
+        pairs = pairs + added
     rm = (MiniLMPooler(args.backbone, args.encoder_layers, args.encoder_max_length) if args.kind == "encoder"
           else load_reward_model(args.backbone, threads=args.threads, use_gpu=False))
     if args.max_length:
@@ -336,9 +343,10 @@ def main() -> None:
              "graph": rm.manifest.get("graph")}
     if args.objective == "helpful":  # what reproduces this head
         about["sample"] = {"pairs": args.pairs, "dev_other": args.dev_other, "limit": args.limit,
-                           "refusal_pairs": args.refusal_pairs,
                            "max_length": rm.max_length}
-    run(args.kind, rm, pairs, ROOT / "models" / args.kind, about, args.objective)
+    if args.refusal_pairs:
+        about["refusal_pairs"] = int(is_refusal_pair.sum())
+    run(args.kind, rm, pairs, ROOT / "models" / args.kind, about, args.objective, is_refusal_pair)
 
 
 if __name__ == "__main__":
