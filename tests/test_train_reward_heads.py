@@ -42,11 +42,12 @@ def test_feature_cache_serves_any_list_of_the_pairs_it_holds(tmp_path, monkeypat
 def test_refusal_pairs_are_those_where_one_reply_refuses_labels_kept():
     tool = load_tool()
     answer, refusal = "Water it when the soil is dry.", "I'm sorry, but as an AI I can't help with plants."
-    sample = [PreferencePair(0, CONV, answer, refusal)]
-    data = sample + [PreferencePair(1, CONV, answer, refusal),  # GPT-4 preferred the answer
-                     PreferencePair(2, CONV, refusal, answer),  # ... or the refusal: kept as labelled
-                     PreferencePair(3, CONV, refusal, "I cannot do that."),  # both refuse: nothing to learn
-                     PreferencePair(4, CONV, answer, "Basil.")]
-    out = tool.refusal_pairs(data, exclude=sample)  # a pair already in the sample is not added twice
+    data = [PreferencePair(0, CONV, "Give it sun.", refusal),  # in the sample already
+            PreferencePair(1, CONV, answer, refusal),  # GPT-4 preferred the answer
+            PreferencePair(2, CONV, refusal, answer),  # ... or the refusal: kept as labelled
+            PreferencePair(3, CONV, refusal, "I cannot do that."),  # both refuse: nothing to learn
+            PreferencePair(4, CONV, answer, "Basil.")]
+    already = [PreferencePair(0, CONV, "Give it sun.", refusal)]  # read apart from `data`, as a sample is
+    out = tool.refusal_pairs(data, exclude=already)  # a pair already in the sample is not added twice
     assert [p.index for p in out] == [1, 2]
     assert out[1].chosen == refusal

@@ -133,8 +133,8 @@ def refusal_pairs(helpful_pairs: list[PreferencePair], exclude: list[PreferenceP
     harmlessness data never shows a refusal of a harmless request (its replies refuse harmful ones)."""
     from args_local.evaluation.refusals import is_refusal
 
-    taken = {id(p) for p in exclude}
-    return [p for p in helpful_pairs if id(p) not in taken and is_refusal(p.chosen) != is_refusal(p.rejected)]
+    taken = {pair_key(p) for p in exclude}
+    return [p for p in helpful_pairs if pair_key(p) not in taken and is_refusal(p.chosen) != is_refusal(p.rejected)]
 
 
 def refusal_report(pairs, is_dev, chosen, rejected, w, is_refusal_pair: np.ndarray) -> dict:
@@ -169,6 +169,11 @@ def length_report(pairs, is_dev, chosen, rejected, w) -> dict:
 DEV_MATCHED_SHARE = 412 / 3216  # length-matched (1.25×) pairs in the helpful dev split
 
 
+def pair_key(pair: PreferencePair) -> int:
+    """A pair's identity by content: the same pair read twice, or from a sample, has the same key."""
+    return zlib.crc32(json.dumps([pair.conversation, pair.chosen, pair.rejected]).encode())
+
+
 def extract(name: str, pairs, features_fn, save_every: int = 50) -> tuple[np.ndarray, np.ndarray]:
     """Features of every pair's chosen and rejected reply; cached on disk (never committed).
 
@@ -177,7 +182,7 @@ def extract(name: str, pairs, features_fn, save_every: int = 50) -> tuple[np.nda
     any list of pairs reuses what earlier runs extracted."""
     CACHE.mkdir(parents=True, exist_ok=True)
     path = CACHE / f"{name}.npz"
-    keys = [zlib.crc32(json.dumps([p.conversation, p.chosen, p.rejected]).encode()) for p in pairs]
+    keys = [pair_key(p) for p in pairs]
     cached = {}
     if path.exists():
         with np.load(path) as z:
