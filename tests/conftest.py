@@ -16,6 +16,17 @@ HH_PAIRS = ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-base-pairs.js
 THREADS = 1  # CI machines have 2 cores; llama.cpp with 2 threads stalls when anything else runs
 
 
+def load_tool(name: str):
+    """tools/NAME.py as a module (tools/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
 def require(path: Path) -> Path:
     if not path.exists():
         pytest.fail(f"{path} is missing: run tools/setup.sh first (it builds the built-in models)")

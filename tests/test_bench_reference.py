@@ -1,6 +1,5 @@
 """tools/bench_reference.py with the real models at a tiny size: output structure only, no timing thresholds."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -9,20 +8,13 @@ import pytest
 
 from args_local import home
 
-from .conftest import ROOT
+from .conftest import ROOT, load_tool
 
 TOOL = ROOT / "tools" / "bench_reference.py"
 
 pytestmark = pytest.mark.skipif(not home.default_policy().is_file() or not (home.default_reward() / "manifest.json").is_file(),
                                 reason="needs the built policy and guide RM")
 
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location("bench_reference", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_reference_args_and_plain_measured_in_one_run():
@@ -49,12 +41,12 @@ def test_reference_args_and_plain_measured_in_one_run():
     assert machine["torch_threads"] >= 1 and len(machine["load_average_start"]) == 3
     assert "system_info" in result["llama_build"]
 
-    table = load_tool().table(result)
+    table = load_tool("bench_reference").table(result)
     assert "| reference (HF torch fp32) | 10 |" in table and "| args-local plain greedy | — |" in table
     assert "ARGS / reference:" in table and "load average at start" in table
 
 
 def test_bad_sizes_are_one_line_errors(capsys):
-    assert load_tool().main(["--tokens", "0"]) == 2
+    assert load_tool("bench_reference").main(["--tokens", "0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "--tokens" in err and err.count("\n") == 1

@@ -1,27 +1,16 @@
 """tools/train_reward_heads.py: its feature cache and the refusal pairs it can add to a helpful sample."""
 
-import importlib.util
-import sys
-
 import numpy as np
 
 from args_local.conversations import PreferencePair
 
-from .conftest import ROOT
+from .conftest import load_tool
 
 CONV = [{"role": "user", "content": "How do I keep basil alive?"}]
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location("train_reward_heads", ROOT / "tools" / "train_reward_heads.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_feature_cache_serves_any_list_of_the_pairs_it_holds(tmp_path, monkeypatch):
-    tool = load_tool()
+    tool = load_tool("train_reward_heads")
     monkeypatch.setattr(tool, "CACHE", tmp_path)
     pairs = [PreferencePair(i, CONV, f"answer {i}", f"worse {i}") for i in range(5)]
     extracted = []
@@ -40,7 +29,7 @@ def test_feature_cache_serves_any_list_of_the_pairs_it_holds(tmp_path, monkeypat
 
 
 def test_refusal_pairs_are_those_where_one_reply_refuses_labels_kept():
-    tool = load_tool()
+    tool = load_tool("train_reward_heads")
     answer, refusal = "Water it when the soil is dry.", "I'm sorry, but as an AI I can't help with plants."
     data = [PreferencePair(0, CONV, "Give it sun.", refusal),  # in the sample already
             PreferencePair(1, CONV, answer, refusal),  # GPT-4 preferred the answer

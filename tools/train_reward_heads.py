@@ -334,7 +334,7 @@ def main() -> None:
     if args.limit:
         pairs = pairs[: args.limit]
     is_refusal_pair = None
-    if args.refusal_pairs:  # appended, so a feature cache of the other pairs is used as it is
+    if args.refusal_pairs:
         added = refusal_pairs(read_preference_pairs(DATA["helpful"]), exclude=pairs)
         is_refusal_pair = np.array([False] * len(pairs) + [True] * len(added))
         pairs = pairs + added
