@@ -28,6 +28,7 @@ def check_gguf_file(path: Path, what: str) -> Path:
 
 # Tokens per prefill call: small enough that cancelling a long prompt takes effect within a
 # fraction of a second on a CPU, large enough to keep llama.cpp's batched prefill efficient.
+# Chunks start at multiples of it, so a prompt is always cut the same way (see `prefill`).
 PREFILL_CHUNK = 64
 
 
@@ -92,6 +93,7 @@ class LlamaPolicy:
             gpu_offload=bool(n_gpu_layers) and llama_cpp.llama_supports_gpu_offload(), n_threads=n_threads,
         )
         self._template = None
+        self._whole_chunks = 0  # leading cached tokens run by `prefill` in whole, aligned chunks
 
     # --- text <-> tokens -------------------------------------------------------------
     def render_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
@@ -132,6 +134,11 @@ class LlamaPolicy:
     def prefill(self, tokens: list[int], cancel=None) -> np.ndarray | None:
         """Evaluate a prompt, reusing the longest cached prefix; return the next-token logits.
 
+        llama.cpp's numbers for a token depend on the batch it ran in (by up to a logit on the
+        CPU), so reusing a cache filled another way would make the same prompt give another
+        reply after some other one. Only whole aligned chunks are reused, and the rest runs in
+        the same chunks as from an empty cache: a prompt's logits never depend on what ran before.
+
         It runs in chunks of PREFILL_CHUNK tokens: between chunks a set `cancel` (threading.Event)
         stops it (None is returned; the chunks done stay cached) and a Ctrl+C gets through."""
         if not tokens:
@@ -141,12 +148,16 @@ class LlamaPolicy:
                             "shorten it or raise --n-ctx")
         cached = self._llm.input_ids[: self._llm.n_tokens]
         same = int(np.argmin(np.append(cached[: len(tokens)] == tokens[: len(cached)], False)))
-        same = min(same, len(tokens) - 1)  # at least one token must run to produce logits
+        same = min(same, len(tokens) - 1, self._whole_chunks)  # at least one token must run for logits
+        same -= same % PREFILL_CHUNK
         self.rollback(same)
         for start in range(same, len(tokens), PREFILL_CHUNK):
             if cancel is not None and cancel.is_set():
                 return None
-            self._eval(tokens[start: start + PREFILL_CHUNK])
+            chunk = tokens[start: start + PREFILL_CHUNK]
+            self._eval(chunk)
+            if len(chunk) == PREFILL_CHUNK:
+                self._whole_chunks = start + PREFILL_CHUNK
         return self.logits()
 
     def step(self, token: int) -> np.ndarray:
@@ -159,6 +170,7 @@ class LlamaPolicy:
     def rollback(self, n_tokens: int) -> None:
         """Forget everything after the first n_tokens (the next eval drops their KV entries)."""
         self._llm.n_tokens = min(n_tokens, self._llm.n_tokens)
+        self._whole_chunks = min(self._whole_chunks, self._llm.n_tokens)
 
     def _eval(self, tokens: list[int]) -> None:
         try:

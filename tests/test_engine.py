@@ -120,21 +120,44 @@ def test_streamed_text_adds_up_to_the_reply(engine):
     assert all(s.candidates is not None and len(s.candidates) == 10 for s in steps if s.token >= 0)
 
 
-def test_the_cached_prefix_is_reused_across_turns(engine, monkeypatch):
-    first = [{"role": "user", "content": "Name a fruit."}]
+def test_the_cached_prefix_is_reused_across_turns_in_whole_chunks(engine, monkeypatch):
+    from args_local.policy import PREFILL_CHUNK
+
+    first = [{"role": "user", "content": "Name a fruit. " + "Any fruit will do. " * 30}]
     reply = engine.generate(first, DecodingSettings(mode="greedy", max_new_tokens=12))
     prompt_tokens = engine.policy.tokenize(engine.policy.render_chat(first))
-    cached_after_first = engine.policy.n_cached
-    assert cached_after_first >= len(prompt_tokens)
+    reusable = len(prompt_tokens) - len(prompt_tokens) % PREFILL_CHUNK  # the first prompt's whole chunks
+    assert reusable >= 2 * PREFILL_CHUNK
     second = first + [{"role": "assistant", "content": reply.text}, {"role": "user", "content": "Another one?"}]
     evaluated = []  # what llama.cpp is really asked to evaluate (it still runs), not how long it took
     real_eval = engine.policy._eval
     monkeypatch.setattr(engine.policy, "_eval", lambda tokens: (evaluated.append(len(tokens)), real_eval(tokens))[1])
-    engine.generate(second, DecodingSettings(mode="greedy", max_new_tokens=4))
+    engine.generate(second, DecodingSettings(mode="greedy", max_new_tokens=1))
     second_prompt = engine.policy.tokenize(engine.policy.render_chat(second))
-    # the prefill only evaluated what changed since the first turn's cache, not the whole prompt
-    assert evaluated[0] <= len(second_prompt) - len(prompt_tokens)
+    # the prefill evaluated only what follows the first turn's whole chunks, not the whole prompt
+    assert sum(evaluated) == len(second_prompt) - reusable
     assert engine.policy.cached_tokens()[: len(prompt_tokens)] == prompt_tokens
+
+
+def test_a_prompt_gets_the_same_logits_whatever_ran_before(engine):
+    """llama.cpp's logits for a token depend on the batch it ran in (on this CPU build, for some
+    batch sizes): reusing a cache filled by another prompt, a reply or a cancelled prefill must not
+    change a prompt's reply."""
+    policy = engine.policy
+    text = policy.tokenize("Why is the sky blue, and why are sunsets red? " * 20)
+    for n in (95, 97, 104, 140):  # final chunks of several sizes
+        ids, other = text[:n], text[:70] + policy.tokenize(" Tell me about clouds instead.")
+        policy.rollback(0)
+        cold = policy.prefill(ids)
+        runs_before = {
+            "the same prompt": lambda: policy.prefill(ids),
+            "a prompt sharing its first chunk": lambda: policy.prefill(other),
+            "a reply to it": lambda: [policy.step(int(np.argmax(policy.prefill(ids)))) for _ in range(3)],
+            "a cancelled prefill": lambda: (policy.rollback(0), policy.prefill(ids, CancelAfterChecks(1))),
+        }
+        for what, run in runs_before.items():
+            run()
+            assert np.array_equal(policy.prefill(ids), cold), (n, what)
 
 
 def test_stochastic_is_reproducible_per_seed(engine):
