@@ -181,9 +181,9 @@ def judge_table(methods: list[dict]) -> list[str]:
         refusals = _fmt(m["refusal_rate"], ".1%")
         if paired["refusals_only_here"] is not None:
             refusals += f" ({paired['refusals_only_here']} / {paired['refusals_only_greedy']})"
-        coherence = "—" if paired["coherence_difference"] is None else (
-            f"{paired['coherence_difference']:+.3f}" + (f" ± {paired['coherence_difference_ci95']:.3f}"
-                                                        if paired["coherence_difference_ci95"] is not None else ""))
+        coherence = _fmt(paired["coherence_difference"], "+.3f", "—")
+        if paired["coherence_difference_ci95"] is not None:
+            coherence += f" ± {paired['coherence_difference_ci95']:.3f}"
         cells += [_fmt(lengths["longer_wins"], ".1%", "—"), _fmt(lengths["shorter_wins"], ".1%", "—"),
                   refusals, coherence, _fmt(m["stop_reasons"].get("end_of_turn", 0.0) if m["replies"] else None, ".1%")]
         lines.append(f"| {m['label']} | " + " | ".join(cells) + " |")
