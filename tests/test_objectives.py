@@ -1,6 +1,7 @@
 """Several objectives on one reward model: the stacked heads' math, the weights' validation, and
 the real built-in guide's two heads (helpful, harmless) on one backbone pass."""
 
+import itertools
 import json
 import math
 import shutil
@@ -263,14 +264,35 @@ def test_the_harmless_weight_follows_the_gate_of_the_last_user_message(guide):
     assert guide.prompt_weights([{"role": "user", "content": RED_TEAM}], {"helpful": 1.0})["harmless"] == 0.0
 
 
-def test_a_gate_for_an_objective_the_model_lacks_is_one_clear_error(guide_dir, tmp_path):
-    out = tmp_path / "guide"
+def guide_with_gates(guide_dir, out, gates: dict):
     shutil.copytree(guide_dir, out, symlinks=True)
     manifest = json.loads((out / "manifest.json").read_text())
-    manifest["gates"] = {"honest": {"file": "gate-harmless.npz"}}
+    manifest["gates"] = gates
     (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+def test_a_gate_for_an_objective_the_model_lacks_is_one_clear_error(guide_dir, tmp_path):
+    out = guide_with_gates(guide_dir, tmp_path / "guide", {"honest": {"file": "gate-harmless.npz"}})
     with pytest.raises(UserError, match="gates for objectives the model does not have: honest"):
         load_reward_model(out, THREADS, use_gpu=False)
+
+
+def test_a_gate_with_a_threshold_switches_the_weight_fully_on_or_off(guide_dir, tmp_path):
+    def harmless_weights(gate: dict) -> list[float]:
+        out = guide_with_gates(guide_dir, tmp_path / str(next(copies)), {"harmless": gate})
+        rm = load_reward_model(out, THREADS, use_gpu=False)
+        return [rm.prompt_weights([{"role": "user", "content": q}], {"helpful": 1.0, "harmless": 2.0})["harmless"]
+                for q in (ORDINARY, CHATTY, RED_TEAM)]
+
+    copies = itertools.count()
+    scaled = harmless_weights({"file": "gate-harmless.npz"})
+    switched = harmless_weights({"file": "gate-harmless.npz", "threshold": 0.5})
+    assert 0 < scaled[0] < 1 and 0 < scaled[1] < 1 and 1.5 < scaled[2] < 2  # σ: a little caution everywhere
+    assert switched == [0.0, 0.0, 2.0]  # the same classifier as a switch at σ = 0.5
+    for bad in (0, 1.5, "high", True):
+        with pytest.raises(UserError, match="a gate's threshold must be a number in \\(0, 1\\)"):
+            harmless_weights({"file": "gate-harmless.npz", "threshold": bad})
 
 
 def test_models_lists_the_guide_objectives_and_their_warmup():

@@ -10,11 +10,16 @@ ones (AlpacaEval instructions), so for each reply
 
 and the search still sees one reward per candidate. It reads the last user message alone, as a
 one-turn conversation, so a long friendly chat does not look like a red-team dialogue.
-Manifest: `"gates": {"harmless": {"file": "gate-harmless.npz"}}` (a LinearHead file).
+Manifest: `"gates": {"harmless": {"file": "gate-harmless.npz", "threshold": 0.5}}` (a LinearHead file).
+
+With a `threshold` the gate is a switch, 1 where σ(...) >= threshold and 0 below. Scaled by σ, the
+ordinary prompts the classifier is least sure of (σ 0.1-0.35) kept a tenth to a third of the
+harmlessness weight, enough to make their first token "I'm sorry" (BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +28,29 @@ from ..errors import UserError
 from .base import LinearHead
 
 
-def load_gates(directory: Path, manifest: dict, objectives: tuple[str, ...], hidden_size: int) -> dict[str, LinearHead]:
+@dataclass(frozen=True)
+class Gate:
+    classifier: LinearHead
+    threshold: float | None = None  # None: scale by σ; else switch at σ >= threshold
+
+
+def load_gates(directory: Path, manifest: dict, objectives: tuple[str, ...], hidden_size: int) -> dict[str, Gate]:
     gates = manifest.get("gates") or {}
     unknown = set(gates) - set(objectives)
     if unknown:
         raise UserError(f"manifest.json: gates for objectives the model does not have: {', '.join(sorted(unknown))}")
-    return {name: LinearHead.load(directory / spec["file"], hidden_size) for name, spec in gates.items()}
+    return {name: Gate(LinearHead.load(directory / spec["file"], hidden_size), gate_threshold(spec))
+            for name, spec in gates.items()}
+
+
+def gate_threshold(spec: dict) -> float | None:
+    threshold = spec.get("threshold")
+    if threshold is None:
+        return None
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
+        raise UserError(f"manifest.json: a gate's threshold must be a number in (0, 1) (got {threshold!r}); "
+                        "re-export the model.")
+    return float(threshold)
 
 
 def last_user_turn(conversation: list[dict]) -> list[dict]:
@@ -36,7 +58,8 @@ def last_user_turn(conversation: list[dict]) -> list[dict]:
     return users[-1:] if users else conversation[-1:]
 
 
-def gate_value(gate: LinearHead, features: np.ndarray) -> float:
-    """σ(gate · features): 1 where the prompt calls for the objective, 0 where it does not."""
+def gate_value(gate: Gate, features: np.ndarray) -> float:
+    """σ(gate · features), or its switch: 1 where the prompt calls for the objective, 0 where it does not."""
     d = features.shape[-1] // 2
-    return float(1.0 / (1.0 + np.exp(-gate(features[:d], features[d:]))))
+    p = float(1.0 / (1.0 + np.exp(-gate.classifier(features[:d], features[d:]))))
+    return p if gate.threshold is None else float(p >= gate.threshold)

@@ -109,7 +109,7 @@ class Objectives:
     name: str
     objectives: tuple[str, ...] = ()
     default_objectives: dict[str, float] = {}
-    gates: dict = {}  # objective -> LinearHead over prompt_features (gates.py); a backend may set it
+    gates: dict = {}  # objective -> Gate over prompt_features (gates.py); a backend may set it
     warmup: np.ndarray = np.zeros(0)  # per objective: reply tokens over which its reward ramps in
 
     def init_objectives(self, names: tuple[str, ...], manifest: dict) -> None:
