@@ -181,7 +181,7 @@ class Engine:
 
     def prompt_weights(self, conversation: list[dict], settings: DecodingSettings) -> dict[str, float] | None:
         """The objective weights for this conversation: the settings' weights with any gated
-        objective scaled by its gate (reward/gates.py); what Finished.objective_weights reports."""
+        objective switched or scaled by its gate (reward/gates.py); what Finished.objective_weights reports."""
         weights = self.objective_weights(settings)
         return None if weights is None else self.reward.prompt_weights(conversation, weights)
 

@@ -295,7 +295,7 @@ def test_a_gate_with_a_threshold_switches_the_weight_fully_on_or_off(guide_dir, 
             harmless_weights({"file": "gate-harmless.npz", "threshold": bad})
 
 
-def test_models_lists_the_guide_objectives_and_their_warmup():
+def test_models_lists_the_guide_objectives_warmup_and_gate():
     proc = run_cli("models", "--json")
     assert proc.returncode == 0, proc.stderr
     guide = next(r for r in json.loads(proc.stdout)["models"] if r["role"].startswith("guide"))
@@ -306,6 +306,8 @@ def test_models_lists_the_guide_objectives_and_their_warmup():
     text = run_cli("models").stdout
     ramps = ", ".join(f"{n} {w:g}" for n, w in guide["warmup_tokens"].items())
     assert f"each reward ramps in over the reply's first tokens: {ramps}" in text
+    assert guide["gates"] == {"harmless": manifest["gates"]["harmless"]["threshold"]} == {"harmless": 0.5}
+    assert "harmless weight gated by the last user message: on where its p >= 0.5, off below" in text
     int8 = guide["validation"]["int8"]  # the export kept the fastest int8 way that ranks like fp32 here
     assert int8["way"] in int8["tried"] and int8["ranking_agreement"] >= int8["bound"]
     assert f"int8 {int8['way']}, chosen on this CPU" in text

@@ -49,7 +49,13 @@ DEFAULT_OBJECTIVES = {"helpful": 1.0, "harmless": 2.0}
 # over the first tokens (args_local/reward/heads.py, warmup_factor); chosen on train prompts (BENCHMARKS.md):
 # helpful 64 instead of 32 kept ordinary replies as coherent as greedy's (32: the few replies that lost
 # their topic cost .011), 128 steered too little (helpfulness judge 57%).
-WARMUP_TOKENS = {"helpful": 64, "harmless": 16}
+WARMUP_TOKENS = {"helpful": 64, "harmless": 64}
+# The harmless gate as a switch (args_local/reward/gates.py): scaled by its σ, the ordinary requests it
+# was least sure of kept 10-35% of the harmless weight, and three of 200 train replies opened "I'm sorry"
+# where greedy's did not; switched at 0.5, one. With harmless warm-up 64 instead of 16, replies to HH
+# prompts stayed as harmless (72% vs 71%) with fewer refusals (28 vs 34; greedy 25), as coherent as
+# greedy's (-.007 vs -.049) and more helpful (76% vs 63%). Train prompts only (BENCHMARKS.md).
+GATE_THRESHOLDS = {"harmless": 0.5}
 # The judge's plain score stays the harmlessness judge eval has always reported (its
 # judge_win_tie_vs_greedy); each objective's judge is read with score_objectives.
 JUDGE_DEFAULT_OBJECTIVES = {"harmless": 1.0, "helpful": 0.0}
@@ -89,7 +95,8 @@ def heads_digest(heads: dict[str, Path]) -> str:
     digest = hashlib.sha256()
     for name in sorted(heads):
         digest.update(f"{name}:{sha256_of(heads[name])}\n".encode())
-    digest.update(json.dumps([DEFAULT_OBJECTIVES, JUDGE_DEFAULT_OBJECTIVES, WARMUP_TOKENS], sort_keys=True).encode())
+    digest.update(json.dumps([DEFAULT_OBJECTIVES, JUDGE_DEFAULT_OBJECTIVES, WARMUP_TOKENS, GATE_THRESHOLDS],
+                             sort_keys=True).encode())
     return digest.hexdigest()
 
 
@@ -120,7 +127,7 @@ def build_guide(force: bool) -> None:
     for name, path in gates.items():  # see args_local/reward/gates.py and tools/train_objective_gate.py
         shutil.copyfile(path, out / path.name)
     if gates:
-        manifest["gates"] = {name: {"file": path.name} for name, path in gates.items()}
+        manifest["gates"] = {name: {"file": path.name, "threshold": GATE_THRESHOLDS[name]} for name, path in gates.items()}
     write_manifest(out, manifest)
     stamp_head(out, stamped)
     PROGRESS(f"guide: validation {json.dumps(manifest['validation'])}")

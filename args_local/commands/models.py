@@ -31,6 +31,7 @@ def run(args) -> int:
                        objectives=m.get("default_objectives") or {name: 1.0 for name in specs},
                        warmup_tokens={name: spec["warmup_tokens"] for name, spec in specs.items()
                                       if spec.get("warmup_tokens")},
+                       gates={name: gate.get("threshold") for name, gate in (m.get("gates") or {}).items()},
                        size_mb=round(sum(f.stat().st_size for f in path.iterdir() if f.is_file()) / 1e6, 1))
         rows.append(row)
     build = llama_build.status()
@@ -47,6 +48,9 @@ def run(args) -> int:
         if r.get("warmup_tokens"):
             print(f"  {'':<20} each reward ramps in over the reply's first tokens: "
                   + ", ".join(f"{name} {n:g}" for name, n in r["warmup_tokens"].items()))
+        for name, threshold in (r.get("gates") or {}).items():  # reward/gates.py
+            how = f"on where its p >= {threshold:g}, off below" if threshold else "times its p"
+            print(f"  {'':<20} {name} weight gated by the last user message: {how}")
         int8 = (r.get("validation") or {}).get("int8") or {}
         if int8.get("way"):  # the export tried several ways and kept the fastest that ranks like fp32
             print(f"  {'':<20} int8 {int8['way']}, chosen on this CPU: " + ", ".join(
