@@ -31,7 +31,8 @@ def run(args) -> int:
                        objectives=m.get("default_objectives") or {name: 1.0 for name in specs},
                        warmup_tokens={name: spec["warmup_tokens"] for name, spec in specs.items()
                                       if spec.get("warmup_tokens")},
-                       gates={name: gate.get("threshold") for name, gate in (m.get("gates") or {}).items()},
+                       gates={name: gate.get("threshold") for name, gate in (m.get("gates") or {}).items()
+                              if isinstance(gate, dict)},
                        size_mb=round(sum(f.stat().st_size for f in path.iterdir() if f.is_file()) / 1e6, 1))
         rows.append(row)
     build = llama_build.status()
@@ -49,7 +50,7 @@ def run(args) -> int:
             print(f"  {'':<20} each reward ramps in over the reply's first tokens: "
                   + ", ".join(f"{name} {n:g}" for name, n in r["warmup_tokens"].items()))
         for name, threshold in (r.get("gates") or {}).items():  # reward/gates.py
-            how = f"on where its p >= {threshold:g}, off below" if threshold else "times its p"
+            how = "times its p" if threshold is None else f"on where its p >= {threshold}, off below"
             print(f"  {'':<20} {name} weight gated by the last user message: {how}")
         int8 = (r.get("validation") or {}).get("int8") or {}
         if int8.get("way"):  # the export tried several ways and kept the fastest that ranks like fp32
