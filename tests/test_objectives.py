@@ -4,7 +4,6 @@ the real built-in guide's two heads (helpful, harmless) on one backbone pass."""
 import itertools
 import json
 import math
-import shutil
 
 import numpy as np
 import pytest
@@ -116,17 +115,27 @@ def test_builtin_judge_has_both_objectives_and_scores_each():
         judge.start(CONVERSATION)
 
 
-def single_head_copy(guide_dir, tmp_path, name):
-    """The guide with only one of its heads, as an old single-head manifest would have it."""
-    out = tmp_path / name
-    shutil.copytree(guide_dir, out, symlinks=True)
-    manifest = json.loads((out / "manifest.json").read_text())
-    spec = manifest.pop("heads")[name]
-    manifest.pop("default_objectives")
-    manifest.pop("gates", None)  # the step's math, ungated
-    manifest.update(head=spec["file"], normalization=spec["normalization"], objective=name)
+def guide_copy(guide_dir, out, edit):
+    """The guide's files linked into `out`, beside its manifest changed by edit(manifest)."""
+    out.mkdir()
+    for f in guide_dir.iterdir():
+        if f.name != "manifest.json":
+            (out / f.name).symlink_to(f)
+    manifest = json.loads((guide_dir / "manifest.json").read_text())
+    edit(manifest)
     (out / "manifest.json").write_text(json.dumps(manifest))
     return out
+
+
+def single_head_copy(guide_dir, tmp_path, name):
+    """The guide with only one of its heads, as an old single-head manifest would have it."""
+    def one_head(manifest):
+        spec = manifest.pop("heads")[name]
+        manifest.pop("default_objectives")
+        manifest.pop("gates", None)  # the step's math, ungated
+        manifest.update(head=spec["file"], normalization=spec["normalization"], objective=name)
+
+    return guide_copy(guide_dir, tmp_path / name, one_head)
 
 
 def test_a_step_with_two_heads_equals_each_head_computed_alone(guide, guide_dir, tmp_path):
@@ -265,11 +274,7 @@ def test_the_harmless_weight_follows_the_gate_of_the_last_user_message(guide):
 
 
 def guide_with_gates(guide_dir, out, gates: dict):
-    shutil.copytree(guide_dir, out, symlinks=True)
-    manifest = json.loads((out / "manifest.json").read_text())
-    manifest["gates"] = gates
-    (out / "manifest.json").write_text(json.dumps(manifest))
-    return out
+    return guide_copy(guide_dir, out, lambda manifest: manifest.update(gates=gates))
 
 
 def test_a_gate_for_an_objective_the_model_lacks_is_one_clear_error(guide_dir, tmp_path):
