@@ -40,3 +40,22 @@ def test_refusal_pairs_are_those_where_one_reply_refuses_labels_kept():
     out = tool.refusal_pairs(data, exclude=already)  # a pair already in the sample is not added twice
     assert [p.index for p in out] == [1, 2]
     assert out[1].chosen == refusal
+
+
+def test_off_topic_pairs_set_a_reply_against_one_to_another_instruction_of_the_same_split():
+    tool = load_tool("train_reward_heads")
+    questions = [f"Question {i}?" for i in range(12)]
+    # instruction i: two pairs; its preferred replies name it, so a reply's instruction can be read back
+    data = [PreferencePair(2 * i + j, [{"role": "user", "content": q}], f"answer to {i}", f"worse {i}",
+                           "dev" if i >= 9 else "train")
+            for i, q in enumerate(questions) for j in range(2)]
+    out = tool.off_topic_pairs(data, n_train=8)
+    train, dev = [p for p in out if p.split == "train"], [p for p in out if p.split == "dev"]
+    assert len(train) == 8 and len(dev) == 2  # a quarter as many dev ones, to report on
+    for p in out:
+        asked = questions.index(p.conversation[-1]["content"])
+        assert p.chosen == f"answer to {asked}"  # its own instruction's preferred reply wins
+        answered = int(p.rejected.removeprefix("answer to "))
+        assert answered != asked and (answered >= 9) == (p.split == "dev")
+    assert len({p.conversation[-1]["content"] for p in train}) == 8  # eight different instructions
+    assert tool.off_topic_pairs(data, n_train=4)[-1].split == "train"  # one dev instruction: no dev pair

@@ -137,16 +137,36 @@ def refusal_pairs(helpful_pairs: list[PreferencePair], exclude: list[PreferenceP
     return [p for p in helpful_pairs if pair_key(p) not in taken and is_refusal(p.chosen) != is_refusal(p.rejected)]
 
 
-def refusal_report(pairs, is_dev, chosen, rejected, w, is_refusal_pair: np.ndarray) -> dict:
-    """Dev accuracy on the AlpacaEval refusal pairs (finished replies and prefixes), and on the rest."""
-    from args_local.evaluation.refusals import is_refusal
+def off_topic_pairs(helpful_pairs: list[PreferencePair], n_train: int, seed: int = 0) -> list[PreferencePair]:
+    """For n_train train instructions (and a quarter as many dev ones, to report on): a reply GPT-4
+    preferred for it against one GPT-4 preferred for another instruction of the same split. Every
+    AlpacaEval pair answers its own instruction, so a head fitted on them alone never learns that
+    an answer to another question is worse; ARGS's costliest drifts are of that kind (a recipe
+    request answered with where to find SmolLM's website)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for split, n in (("train", n_train), ("dev", n_train // 4)):
+        by_instruction = {}
+        for p in helpful_pairs:
+            if p.split == split:
+                by_instruction.setdefault(p.conversation[-1]["content"], []).append(p)
+        groups = list(by_instruction.values())
+        picked = [groups[i][rng.integers(len(groups[i]))] for i in rng.permutation(len(groups))[:n]]
+        if len(picked) < 2:  # one instruction has no other to take a reply from
+            continue
+        # each instruction's reply set against the next one's: no instruction meets its own reply
+        out += [PreferencePair(p.index, p.conversation, p.chosen, picked[(i + 1) % len(picked)].chosen, split)
+                for i, p in enumerate(picked)]
+    return out
 
-    mask, rest = is_dev & is_refusal_pair, is_dev & ~is_refusal_pair
+
+def added_pairs_report(pairs, is_dev, chosen, rejected, w, is_added: np.ndarray) -> dict:
+    """Dev accuracy on the added pairs (refusal or off-topic; finished replies and prefixes), and on the rest."""
+    mask, rest = is_dev & is_added, is_dev & ~is_added
     margins = ((chosen - rejected) @ w) > 0  # [pairs, variants]
     return {"pairs": int(mask.sum()), "accuracy": float(margins[mask, 0].mean()) if mask.any() else None,
             "accuracy_on_prefixes": {f"{f:.0%}": float(margins[mask, 1 + i].mean())
                                      for i, f in enumerate(PREFIX_FRACTIONS)} if mask.any() and margins.shape[1] > 1 else {},
-            "answer_chosen": float(np.mean([not is_refusal(p.chosen) for p, m in zip(pairs, mask) if m])) if mask.any() else None,
             "other_dev_pairs": int(rest.sum()), "other_dev_accuracy": float(margins[rest, 0].mean()) if rest.any() else None}
 
 
@@ -224,7 +244,10 @@ def guide_features(rm, pair) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run(kind: str, rm, pairs, out_dir: Path, about: dict, objective: str = "harmless",
-        is_refusal_pair: np.ndarray | None = None) -> dict:
+        added: dict[str, np.ndarray] | None = None) -> dict:
+    """added: kind of added pairs ("refusal", "off_topic") → which pairs are of that kind; the
+    length figures are of the sampled pairs alone."""
+    added = added or {}
     def features_fn(pair):
         if kind == "guide":
             return guide_features(rm, pair)
@@ -238,13 +261,14 @@ def run(kind: str, rm, pairs, out_dir: Path, about: dict, objective: str = "harm
     chosen, rejected = extract(name, pairs, features_fn)
     is_dev = np.array([p.split == "dev" for p in pairs])
     w, bias, report = train_head(chosen, rejected, is_dev)
+    sampled = ~np.any(list(added.values()), axis=0) if added else np.ones(len(pairs), bool)
     report = {**about, "objective": objective, **report,
-              "shorter_reply_wins_dev_accuracy": shorter_wins_accuracy(pairs, is_dev),
+              "shorter_reply_wins_dev_accuracy": shorter_wins_accuracy(pairs, is_dev & sampled),
               "feature_seconds": round(time.time() - t, 1), "data": DATA_ABOUT[objective]}
     if objective == "helpful":
-        report["dev_by_length"] = length_report(pairs, is_dev, chosen, rejected, w)
-    if is_refusal_pair is not None:
-        report["dev_refusal_pairs"] = refusal_report(pairs, is_dev, chosen, rejected, w, is_refusal_pair)
+        report["dev_by_length"] = length_report(pairs, is_dev & sampled, chosen, rejected, w)
+    for kind_of_pair, mask in added.items():
+        report[f"dev_{kind_of_pair}_pairs"] = added_pairs_report(pairs, is_dev, chosen, rejected, w, mask)
     head_file, report_file = OUTPUT[objective]
     out_dir.mkdir(parents=True, exist_ok=True)
     extra = {"norm_mean": report["normalization"]["mean"], "norm_std": report["normalization"]["std"]}
@@ -321,6 +345,9 @@ def main() -> None:
                         help="also fit on every AlpacaEval pair where one reply opens by refusing and the other "
                              "does not (GPT-4's label): a refusal of an ordinary request is neither more "
                              "helpful nor safer")
+    parser.add_argument("--off-topic-pairs", type=int, default=0, metavar="N",
+                        help="also fit on N pairs (and report on N/4 dev ones) where a reply to the instruction "
+                             "beats a reply to another instruction")
     parser.add_argument("--threads", type=int, default=2,
                         help="backbone threads (default 2; 1 is faster when other jobs share the cores)")
     args = parser.parse_args()
@@ -333,11 +360,16 @@ def main() -> None:
         pairs = read_preference_pairs(data)
     if args.limit:
         pairs = pairs[: args.limit]
-    is_refusal_pair = None
+    extra = {}
     if args.refusal_pairs:
-        added = refusal_pairs(read_preference_pairs(DATA["helpful"]), exclude=pairs)
-        is_refusal_pair = np.array([False] * len(pairs) + [True] * len(added))
-        pairs = pairs + added
+        extra["refusal"] = refusal_pairs(read_preference_pairs(DATA["helpful"]), exclude=pairs)
+    if args.off_topic_pairs:
+        extra["off_topic"] = off_topic_pairs(read_preference_pairs(DATA["helpful"]), args.off_topic_pairs)
+    added = {}
+    for kind_of_pair, more in extra.items():
+        added = {k: np.concatenate([m, np.zeros(len(more), bool)]) for k, m in added.items()}
+        added[kind_of_pair] = np.array([False] * len(pairs) + [True] * len(more))
+        pairs = pairs + more
     rm = (MiniLMPooler(args.backbone, args.encoder_layers, args.encoder_max_length) if args.kind == "encoder"
           else load_reward_model(args.backbone, threads=args.threads, use_gpu=False))
     if args.max_length:
@@ -349,9 +381,8 @@ def main() -> None:
     if args.objective == "helpful":  # what reproduces this head
         about["sample"] = {"pairs": args.pairs, "dev_other": args.dev_other, "limit": args.limit,
                            "max_length": rm.max_length}
-    if args.refusal_pairs:
-        about["refusal_pairs"] = int(is_refusal_pair.sum())
-    run(args.kind, rm, pairs, ROOT / "models" / args.kind, about, args.objective, is_refusal_pair)
+    about.update({f"{k}_pairs": int(m.sum()) for k, m in added.items()})
+    run(args.kind, rm, pairs, ROOT / "models" / args.kind, about, args.objective, added)
 
 
 if __name__ == "__main__":
