@@ -126,8 +126,9 @@ def build_guide(force: bool) -> None:
         spec["warmup_tokens"] = WARMUP_TOKENS.get(name, 0)
     for name, path in gates.items():  # see args_local/reward/gates.py and tools/train_objective_gate.py
         shutil.copyfile(path, out / path.name)
-    if gates:
-        manifest["gates"] = {name: {"file": path.name, "threshold": GATE_THRESHOLDS[name]} for name, path in gates.items()}
+    if gates:  # a gate without a threshold scales its objective's weight by σ (gates.py)
+        manifest["gates"] = {name: {"file": path.name, **({"threshold": GATE_THRESHOLDS[name]} if name in GATE_THRESHOLDS else {})}
+                             for name, path in gates.items()}
     write_manifest(out, manifest)
     stamp_head(out, stamped)
     PROGRESS(f"guide: validation {json.dumps(manifest['validation'])}")
