@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -58,6 +59,18 @@ def engine(policy_path, guide_dir):
     from args_local.engine import Engine
 
     return Engine.load(policy_path, guide_dir, threads=THREADS)
+
+
+def guide_copy(guide_dir: Path, out: Path, edit) -> Path:
+    """The guide's files linked into `out`, beside its manifest changed by edit(manifest)."""
+    out.mkdir()
+    for f in guide_dir.iterdir():
+        if f.name != "manifest.json":
+            (out / f.name).symlink_to(f)
+    manifest = json.loads((guide_dir / "manifest.json").read_text())
+    edit(manifest)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
 
 
 def run_cli(*args: str | bytes, timeout: float = 600, env_extra: dict | None = None,

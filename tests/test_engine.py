@@ -9,7 +9,7 @@ from args_local.engine import Engine, Finished, Notice, Step
 from args_local.errors import RewardError, UserError
 from args_local.settings import DecodingSettings
 
-from .conftest import THREADS, run_cli
+from .conftest import THREADS, guide_copy, run_cli
 
 COFFEE = "How do I make a good cup of coffee?"
 
@@ -190,15 +190,11 @@ def test_a_prompt_longer_than_the_context_is_refused(policy_path, guide_dir):
 
 
 def test_a_non_finite_reward_is_an_error_naming_the_step(policy_path, guide_dir, tmp_path):
-    broken = tmp_path / "rm"
-    broken.mkdir()
-    for f in guide_dir.iterdir():
-        (broken / f.name).symlink_to(f)
-    manifest = json.loads((guide_dir / "manifest.json").read_text())
-    for head in manifest["heads"].values():  # every objective's reward NaN
-        head["normalization"] = {"mean": 0.0, "std": float("nan")}
-    (broken / "manifest.json").unlink()
-    (broken / "manifest.json").write_text(json.dumps(manifest))
+    def nan_rewards(manifest):  # every objective's reward NaN
+        for head in manifest["heads"].values():
+            head["normalization"] = {"mean": 0.0, "std": float("nan")}
+
+    broken = guide_copy(guide_dir, tmp_path / "rm", nan_rewards)
     engine = Engine.load(policy_path, broken, threads=THREADS)
     with pytest.raises(RewardError, match="step 0: .*non-finite"):
         engine.generate(COFFEE, DecodingSettings(max_new_tokens=4))

@@ -16,7 +16,7 @@ from args_local.reward.heads import Heads, check_weights, head_specs, head_warmu
 from args_local.settings import DecodingSettings, parse_objectives
 
 from . import conftest
-from .conftest import THREADS, require, run_cli
+from .conftest import THREADS, guide_copy, require, run_cli
 
 CONVERSATION = [{"role": "user", "content": "Why can I see the moon during the day?"}]
 REPLIES = ["The moon reflects sunlight and is bright enough to be seen in daylight.", "No.",
@@ -113,18 +113,6 @@ def test_builtin_judge_has_both_objectives_and_scores_each():
     np.testing.assert_allclose(judge.score_replies(CONVERSATION, REPLIES, {"helpful": 1.0}), by["helpful"])
     with pytest.raises(UserError, match="scores finished replies only"):
         judge.start(CONVERSATION)
-
-
-def guide_copy(guide_dir, out, edit):
-    """The guide's files linked into `out`, beside its manifest changed by edit(manifest)."""
-    out.mkdir()
-    for f in guide_dir.iterdir():
-        if f.name != "manifest.json":
-            (out / f.name).symlink_to(f)
-    manifest = json.loads((guide_dir / "manifest.json").read_text())
-    edit(manifest)
-    (out / "manifest.json").write_text(json.dumps(manifest))
-    return out
 
 
 def single_head_copy(guide_dir, tmp_path, name):
