@@ -11,7 +11,7 @@ from args_local.chat.compare_screen import CompareScreen
 from args_local.chat.help_screen import HelpScreen
 from args_local.chat.history_screen import HistoryScreen
 from args_local.chat.knobs_screen import KnobsScreen
-from args_local.chat.messages import Note, ReplyView, UserMessage
+from args_local.chat.messages import Note, ReplyView, UserMessage, override_style, reward_style
 from args_local.chat.prompt_input import PromptInput
 from args_local.chat.status_bar import StatusBar
 from args_local.engine import Engine
@@ -200,6 +200,13 @@ async def test_restarted_app_finds_the_conversation_in_history(engine, tmp_path)
     assert len(stored_messages(tmp_path)) == 4
 
 
+def test_reward_colours_run_in_five_bands_and_overrides_by_rank():
+    bands = [reward_style(r) for r in (-2.0, -0.5, 0.0, 0.5, 2.0)]
+    assert bands == ["bold red", "red", "", "green", "bold green"]
+    assert reward_style(None) == "dim"  # a token no reward was computed for (greedy, a skipped step)
+    assert [override_style(i) for i in (None, 0, 1, 5)] == ["dim", "", "black on yellow", "black on dark_orange"]
+
+
 async def test_colouring_toggle_and_help_screen(engine, tmp_path):
     app = make_app(engine, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
@@ -207,7 +214,16 @@ async def test_colouring_toggle_and_help_screen(engine, tmp_path):
         await pilot.press("f4")
         assert app.colouring == "reward" and view.colouring == "reward"
         body = view.body()
-        assert body.plain == view.reply.text and body.spans  # tokens carry colours
+        assert body.plain == view.reply.text
+        # each token is coloured by the reward that steered it (ramped in over the first tokens, so a
+        # short reply's may all sit in the uncoloured middle band): the spans are exactly those styles
+        assert view.reply.pieces and all(piece.reward is not None for piece in view.reply.pieces)
+        expected, start = [], 0
+        for piece in view.reply.pieces:
+            if piece.text and reward_style(piece.reward):
+                expected.append((start, start + len(piece.text), reward_style(piece.reward)))
+            start += len(piece.text)
+        assert [(span.start, span.end, span.style) for span in body.spans] == expected
         await pilot.press("f4")
         assert app.colouring == "override"
         await pilot.press("f1")
