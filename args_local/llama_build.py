@@ -311,6 +311,14 @@ def probe_build(models: list[Path]) -> list[dict]:
     return results
 
 
+def fast_path_works(results: list[dict]) -> bool:
+    """Whether every probe with the extra weight buffers (the path that crashed on AMX) ran. Only then is
+    this build fine; that the path without them decoded a little faster is noise, not a reason to
+    compile other builds."""
+    fast = [r for r in results if r["extra_bufts"]]
+    return bool(fast) and all(r["ok"] for r in fast)
+
+
 def verdict(results: list[dict]) -> tuple[bool | None, float]:
     """(extra_bufts setting to use or None if neither works, the policy's decode tok/s with it)."""
     best: tuple[bool | None, float] = (None, 0.0)
@@ -436,7 +444,7 @@ def choose(models: list[Path], allow_build: bool = True, quiet: bool = False, pi
     results = probe_build(models)
     setting, speed = verdict(results)
     tried.append({"variant": current, "build_id": build_id(), "probes": results, "extra_bufts": setting, "tok_s": speed})
-    if allow_build and setting is not True:  # its fast path crashes: compare the builds that avoid it
+    if allow_build and not fast_path_works(results):  # its fast path crashes: compare the builds that avoid it
         start = VARIANTS.index(BY_NAME[current]) + 1 if current in BY_NAME else 0
         for variant in VARIANTS[start:]:
             if not variant.fits(set(info["flags"])):
@@ -446,7 +454,7 @@ def choose(models: list[Path], allow_build: bool = True, quiet: bool = False, pi
             results = probe_build(models)
             s, v = verdict(results)
             tried.append({"variant": variant.name, "build_id": build_id(), "probes": results, "extra_bufts": s, "tok_s": v})
-            if s is True:
+            if fast_path_works(results):
                 break
     best = max(tried, key=lambda t: (t["extra_bufts"] is not None, t["tok_s"]))
     if best["variant"] != installed_variant() and best["variant"] in BY_NAME:

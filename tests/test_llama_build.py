@@ -58,6 +58,21 @@ def test_setup_falls_back_and_the_runtime_loads_with_what_it_recorded(isolated_h
     assert use_extra == "False" and int(n_vocab) > 1000
 
 
+def test_other_builds_are_compiled_only_where_the_fast_path_crashes():
+    def probe(extra: bool, ok: bool, tok_s: float) -> dict:
+        return {"model": "policy.gguf", "extra_bufts": extra, "ok": ok, "tok_s": tok_s if ok else 0.0}
+
+    # both settings run, the one without extra buffers a hair faster (noise): this build is kept, and
+    # the faster setting is still the one used
+    both_run = [probe(True, True, 141.3), probe(False, True, 141.8)]
+    assert llama_build.fast_path_works(both_run)
+    assert llama_build.verdict(both_run) == (False, 141.8)
+    crashed = [probe(True, False, 0), probe(False, True, 141.8)]  # SIGILL with AMX's extra buffers
+    assert not llama_build.fast_path_works(crashed)
+    assert llama_build.verdict(crashed) == (False, 141.8)
+    assert not llama_build.fast_path_works([])
+
+
 def test_the_user_can_keep_the_extra_weight_buffers_off():
     """ARGS_LOCAL_EXTRA_BUFTS=0: no repacked / AMX buffers, whatever the record says (policy.NAN_LOGITS)."""
     code = ("from args_local.policy import LlamaPolicy; from args_local import home; "
