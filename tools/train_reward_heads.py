@@ -244,10 +244,10 @@ def guide_features(rm, pair) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run(kind: str, rm, pairs, out_dir: Path, about: dict, objective: str = "harmless",
-        added: dict[str, np.ndarray] | None = None) -> dict:
-    """added: kind of added pairs ("refusal", "off_topic") → which pairs are of that kind; the
-    length figures are of the sampled pairs alone."""
-    added = added or {}
+        added_as: list[str] | None = None) -> dict:
+    """added_as: per pair, "" for a sampled pair, else the kind of pair added ("refusal", "off_topic");
+    each kind is reported apart, and the length figures are of the sampled pairs alone."""
+    added_as = np.array(added_as or [""] * len(pairs))
     def features_fn(pair):
         if kind == "guide":
             return guide_features(rm, pair)
@@ -261,14 +261,15 @@ def run(kind: str, rm, pairs, out_dir: Path, about: dict, objective: str = "harm
     chosen, rejected = extract(name, pairs, features_fn)
     is_dev = np.array([p.split == "dev" for p in pairs])
     w, bias, report = train_head(chosen, rejected, is_dev)
-    sampled = ~np.any(list(added.values()), axis=0) if added else np.ones(len(pairs), bool)
+    sampled = added_as == ""
     report = {**about, "objective": objective, **report,
               "shorter_reply_wins_dev_accuracy": shorter_wins_accuracy(pairs, is_dev & sampled),
               "feature_seconds": round(time.time() - t, 1), "data": DATA_ABOUT[objective]}
     if objective == "helpful":
         report["dev_by_length"] = length_report(pairs, is_dev & sampled, chosen, rejected, w)
-    for kind_of_pair, mask in added.items():
-        report[f"dev_{kind_of_pair}_pairs"] = added_pairs_report(pairs, is_dev, chosen, rejected, w, mask)
+    for kind_of_pair in sorted(set(added_as) - {""}):
+        report[f"dev_{kind_of_pair}_pairs"] = added_pairs_report(pairs, is_dev, chosen, rejected, w,
+                                                                 added_as == kind_of_pair)
     head_file, report_file = OUTPUT[objective]
     out_dir.mkdir(parents=True, exist_ok=True)
     extra = {"norm_mean": report["normalization"]["mean"], "norm_std": report["normalization"]["std"]}
@@ -360,16 +361,12 @@ def main() -> None:
         pairs = read_preference_pairs(data)
     if args.limit:
         pairs = pairs[: args.limit]
-    extra = {}
-    if args.refusal_pairs:
-        extra["refusal"] = refusal_pairs(read_preference_pairs(DATA["helpful"]), exclude=pairs)
-    if args.off_topic_pairs:
-        extra["off_topic"] = off_topic_pairs(read_preference_pairs(DATA["helpful"]), args.off_topic_pairs)
-    added = {}
-    for kind_of_pair, more in extra.items():
-        added = {k: np.concatenate([m, np.zeros(len(more), bool)]) for k, m in added.items()}
-        added[kind_of_pair] = np.array([False] * len(pairs) + [True] * len(more))
-        pairs = pairs + more
+    added_as = [""] * len(pairs)
+    if args.refusal_pairs or args.off_topic_pairs:
+        helpful = read_preference_pairs(DATA["helpful"])
+        for kind_of_pair, more in (("refusal", refusal_pairs(helpful, exclude=pairs) if args.refusal_pairs else []),
+                                   ("off_topic", off_topic_pairs(helpful, args.off_topic_pairs))):
+            pairs, added_as = pairs + more, added_as + [kind_of_pair] * len(more)
     rm = (MiniLMPooler(args.backbone, args.encoder_layers, args.encoder_max_length) if args.kind == "encoder"
           else load_reward_model(args.backbone, threads=args.threads, use_gpu=False))
     if args.max_length:
@@ -381,8 +378,8 @@ def main() -> None:
     if args.objective == "helpful":  # what reproduces this head
         about["sample"] = {"pairs": args.pairs, "dev_other": args.dev_other, "limit": args.limit,
                            "max_length": rm.max_length}
-    about.update({f"{k}_pairs": int(m.sum()) for k, m in added.items()})
-    run(args.kind, rm, pairs, ROOT / "models" / args.kind, about, args.objective, added)
+    about.update({f"{k}_pairs": added_as.count(k) for k in sorted(set(added_as) - {""})})
+    run(args.kind, rm, pairs, ROOT / "models" / args.kind, about, args.objective, added_as)
 
 
 if __name__ == "__main__":
