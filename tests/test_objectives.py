@@ -40,24 +40,6 @@ def test_stacked_heads_give_each_head_normalised_as_alone():
         np.testing.assert_allclose(got[:, i], alone, rtol=1e-5, atol=1e-5)
 
 
-def test_a_relevance_term_reads_the_prompt_and_folds_into_the_reply_mean():
-    rng = np.random.default_rng(1)
-    plain, base = random_head(rng), random_head(rng)
-    relevant = LinearHead(base.w_last, base.w_mean, base.bias, rng.normal(size=16).astype(np.float32))
-    norm = {"plain": {"mean": 0.5, "std": 2.0}, "relevant": {"mean": -1.0, "std": 0.5}}
-    heads = Heads.stack({"plain": plain, "relevant": relevant}, norm)
-    h_last, h_mean, prompt = rng.normal(size=(10, 16)), rng.normal(size=(10, 16)), rng.normal(size=16)
-    with pytest.raises(ValueError, match="for_prompt"):  # never scored as if it had no prompt
-        heads(h_last, h_mean)
-    got = heads.for_prompt(prompt)(h_last, h_mean)
-    np.testing.assert_allclose(got[:, 0], (plain(h_last, h_mean) - 0.5) / 2.0, rtol=1e-5, atol=1e-5)
-    by_hand = h_last @ base.w_last + h_mean @ base.w_mean + base.bias + (prompt * h_mean) @ relevant.w_relevance
-    np.testing.assert_allclose(got[:, 1], (by_hand + 1.0) / 0.5, rtol=1e-4, atol=1e-4)
-    other_prompt = heads.for_prompt(-prompt)(h_last, h_mean)
-    np.testing.assert_allclose(other_prompt[:, 0], got[:, 0])  # only the head that reads the prompt moves
-    assert not np.allclose(other_prompt[:, 1], got[:, 1])
-
-
 def test_old_single_head_manifest_is_one_objective_named_by_its_objective_key():
     old = {"head": "head.npz", "normalization": {"mean": 1.0, "std": 2.0}}
     assert head_specs(old) == {"reward": {"file": "head.npz", "normalization": {"mean": 1.0, "std": 2.0}}}
@@ -133,18 +115,6 @@ def test_builtin_judge_has_both_objectives_and_scores_each():
         judge.start(CONVERSATION)
 
 
-def test_a_judge_head_that_reads_the_prompt_is_one_clear_error(tmp_path):
-    """Only the decoder guide computes the prompt's mean; the judge says so instead of scoring without it."""
-    judge_dir = require(home.default_judge())
-    head = LinearHead.load(judge_dir / "head-helpful.npz")
-    LinearHead(head.w_last, head.w_mean, head.bias, head.w_mean).save(tmp_path / "relevance.npz")
-
-    def relevance_head(manifest):
-        manifest["heads"]["helpful"]["file"] = str(tmp_path / "relevance.npz")
-    with pytest.raises(UserError, match="reads the prompt.*only the decoder reward models"):
-        load_reward_model(guide_copy(judge_dir, tmp_path / "judge", relevance_head), THREADS, use_gpu=False)
-
-
 def single_head_copy(guide_dir, tmp_path, name):
     """The guide with only one of its heads, as an old single-head manifest would have it."""
     def one_head(manifest):
@@ -175,28 +145,6 @@ def test_a_step_with_two_heads_equals_each_head_computed_alone(guide, guide_dir,
     ramp = dict(zip(guide.objectives, warmup_factor(len(reply[:6]) + 1, guide.warmup)))
     np.testing.assert_allclose(combined, sum(w * ramp[n] * separate[n] for n, w in weights.items()), atol=1e-4)
     assert np.ptp(combined) > 0
-
-
-def test_a_relevance_head_scores_a_reply_step_by_step_as_it_scores_the_finished_reply(guide_dir, tmp_path):
-    """The prompt's mean reaches both paths: ARGS's steps and the finished reply (score, eval)."""
-    head = LinearHead.load(guide_dir / "head-helpful.npz")
-    w_relevance = np.random.default_rng(2).normal(scale=3e-5, size=head.w_mean.shape)
-    LinearHead(head.w_last, head.w_mean, head.bias, w_relevance.astype(np.float32)).save(tmp_path / "relevance.npz")
-
-    def relevance_head(manifest):
-        manifest["heads"]["helpful"]["file"] = str(tmp_path / "relevance.npz")
-    copy = load_reward_model(guide_copy(guide_dir, tmp_path / "guide", relevance_head), THREADS, use_gpu=False)
-    finished = copy.score_objectives(CONVERSATION, REPLIES[:1])["helpful"][0]
-    scorer = copy.start(CONVERSATION)
-    for token in copy.encode(REPLIES[0] + copy.format.reply_suffix):
-        scorer.score(np.array([token]))
-        scorer.accept(0)
-    # int8 activations are scaled per run, so one token's pass and a whole reply's differ a little
-    assert scorer.last_by_objective["helpful"][0] == pytest.approx(finished, abs=0.1)
-    plain = load_reward_model(guide_dir, THREADS, use_gpu=False).score_objectives(CONVERSATION, REPLIES[:1])
-    assert abs(finished - plain["helpful"][0]) > 0.5, (finished, plain)  # the relevance term counted
-    other = copy.score_objectives([{"role": "user", "content": "How do I bake bread?"}], REPLIES[:1])
-    assert other["helpful"][0] != pytest.approx(finished, abs=0.1)
 
 
 def test_the_warmup_ramps_each_objective_in_over_the_first_reply_tokens():

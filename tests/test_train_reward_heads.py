@@ -1,4 +1,4 @@
-"""tools/train_reward_heads.py: its feature cache, the pairs it can add to a helpful sample, its relevance features."""
+"""tools/train_reward_heads.py: its feature cache and the refusal pairs it can add to a helpful sample."""
 
 import numpy as np
 
@@ -59,25 +59,3 @@ def test_off_topic_pairs_set_a_reply_against_one_to_another_instruction_of_the_s
         assert answered != asked and (answered >= 9) == (p.split == "dev")
     assert len({p.conversation[-1]["content"] for p in train}) == 8  # eight different instructions
     assert tool.off_topic_pairs(data, n_train=4)[-1].split == "train"  # one dev instruction: no dev pair
-
-
-def test_relevance_features_multiply_the_reply_mean_by_its_prompts_mean():
-    tool = load_tool("train_reward_heads")
-    prompts = {"Why?": np.array([1.0, 2.0]), "How?": np.array([-1.0, 0.5])}
-
-    class Backbone:  # the one call with_relevance makes: DecoderRewardModel.prefill → (cache, prompt mean)
-        calls = 0
-
-        def prefill(self, conversation):
-            Backbone.calls += 1
-            return None, prompts[conversation[-1]["content"]]
-
-    pairs = [PreferencePair(i, [{"role": "user", "content": q}], "a", "b") for i, q in enumerate(["Why?", "How?", "Why?"])]
-    # [pairs, variants (finished reply, a prefix), h_last | h_mean]
-    chosen = np.arange(3 * 2 * 4, dtype=np.float32).reshape(3, 2, 4)
-    c, r = tool.with_relevance(Backbone(), pairs, chosen, -chosen)
-    assert Backbone.calls == 2  # once per prompt
-    assert c.shape == (3, 2, 6)
-    np.testing.assert_array_equal(c[..., :4], chosen)
-    np.testing.assert_array_equal(c[1, :, 4:], chosen[1, :, 2:] * prompts["How?"])
-    np.testing.assert_array_equal(r[2, :, 4:], -chosen[2, :, 2:] * prompts["Why?"])

@@ -234,7 +234,7 @@ def guide_features(rm, pair) -> tuple[np.ndarray, np.ndarray]:
     A long reply is read from its beginning (DecoderRewardModel.replies_hidden), so these are
     true prefixes."""
     out = []
-    for hidden in rm.replies_hidden(pair.conversation, [pair.chosen, pair.rejected])[1]:
+    for hidden in rm.replies_hidden(pair.conversation, [pair.chosen, pair.rejected]):
         rows = [np.concatenate([hidden[-1], hidden.mean(axis=0)])]
         for f in PREFIX_FRACTIONS:
             t = max(1, round(f * (len(hidden) - 1)))  # reply tokens, end of turn not counted
@@ -243,24 +243,10 @@ def guide_features(rm, pair) -> tuple[np.ndarray, np.ndarray]:
     return out[0], out[1]
 
 
-def with_relevance(rm, pairs, chosen: np.ndarray, rejected: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """[h_last, h_mean] features → [h_last, h_mean, prompt_mean ⊙ h_mean] (LinearHead's relevance term).
-    The prompt's mean is what decoding reads (DecoderRewardModel.prefill); one pass per prompt, not cached."""
-    means = {}
-    for p in pairs:
-        key = json.dumps(p.conversation)
-        if key not in means:
-            means[key] = rm.prefill(p.conversation)[1]
-    prompt = np.array([means[json.dumps(p.conversation)] for p in pairs], np.float32)[:, None, :]
-    d = chosen.shape[-1] // 2
-    return tuple(np.concatenate([f, prompt * f[..., d:]], axis=-1) for f in (chosen, rejected))
-
-
 def run(kind: str, rm, pairs, out_dir: Path, about: dict, objective: str = "harmless",
-        added_as: list[str] | None = None, relevance: bool = False) -> dict:
+        added_as: list[str] | None = None) -> dict:
     """added_as: per pair, "" for a sampled pair, else the kind of pair added ("refusal", "off_topic");
-    each kind is reported apart, and the length figures are of the sampled pairs alone.
-    relevance (guide): the head also reads prompt_mean ⊙ reply_mean (with_relevance)."""
+    each kind is reported apart, and the length figures are of the sampled pairs alone."""
     added_as = np.array(added_as or [""] * len(pairs))
     def features_fn(pair):
         if kind == "guide":
@@ -273,8 +259,6 @@ def run(kind: str, rm, pairs, out_dir: Path, about: dict, objective: str = "harm
     if objective != "harmless":
         name = f"{name}-{objective}-{rm.max_length}"
     chosen, rejected = extract(name, pairs, features_fn)
-    if relevance:
-        chosen, rejected = with_relevance(rm, pairs, chosen, rejected)
     is_dev = np.array([p.split == "dev" for p in pairs])
     w, bias, report = train_head(chosen, rejected, is_dev)
     sampled = added_as == ""
@@ -292,13 +276,11 @@ def run(kind: str, rm, pairs, out_dir: Path, about: dict, objective: str = "harm
     if kind == "encoder":  # the classifier of a BertForSequenceClassification, over the pooler output
         extra.update(n_layers=rm.manifest["source"]["layers"], max_length=rm.manifest["source"]["max_length"])
         np.savez(out_dir / head_file, weight=w[None], bias=np.array([bias], np.float32), **extra)
-    else:  # [h_last, h_mean(, relevance)] parts, see args_local.reward.base.LinearHead
+    else:  # [h_last, h_mean] halves, see args_local.reward.base.LinearHead
         if rm.manifest.get("graph"):
             extra["n_layers"] = rm.manifest["graph"]["n_layers"]
-        if relevance:
-            extra["w_relevance"] = w[-len(w) // 3:]
-        d = len(w) // (3 if relevance else 2)
-        np.savez(out_dir / head_file, w_last=w[:d], w_mean=w[d:2 * d], bias=np.float32(bias), **extra)
+        d = len(w) // 2
+        np.savez(out_dir / head_file, w_last=w[:d], w_mean=w[d:], bias=np.float32(bias), **extra)
     (out_dir / report_file).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     return report
@@ -367,9 +349,6 @@ def main() -> None:
     parser.add_argument("--off-topic-pairs", type=int, default=0, metavar="N",
                         help="also fit on N pairs (and report on N/4 dev ones) where a reply to the instruction "
                              "beats a reply to another instruction")
-    parser.add_argument("--relevance", action="store_true",
-                        help="guide: the head also reads the prompt's mean times the reply's mean, so it can tell "
-                             "whether a reply answers this prompt (with --off-topic-pairs, which teach it that)")
     parser.add_argument("--threads", type=int, default=2,
                         help="backbone threads (default 2; 1 is faster when other jobs share the cores)")
     args = parser.parse_args()
@@ -400,11 +379,7 @@ def main() -> None:
         about["sample"] = {"pairs": args.pairs, "dev_other": args.dev_other, "limit": args.limit,
                            "max_length": rm.max_length}
     about.update({f"{k}_pairs": added_as.count(k) for k in sorted(set(added_as) - {""})})
-    if args.relevance:
-        if args.kind != "guide":
-            parser.error("--relevance needs the guide (a decoder backbone)")
-        about["features"] += " + prompt_mean ⊙ h_mean"
-    run(args.kind, rm, pairs, ROOT / "models" / args.kind, about, args.objective, added_as, args.relevance)
+    run(args.kind, rm, pairs, ROOT / "models" / args.kind, about, args.objective, added_as)
 
 
 if __name__ == "__main__":

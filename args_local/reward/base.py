@@ -62,42 +62,33 @@ class Normalization:
 
 @dataclass(frozen=True)
 class LinearHead:
-    """reward = w_last · h_last + w_mean · mean(h over the reply) + bias
-              [+ w_relevance · (mean(h over the prompt) ⊙ mean(h over the reply))].
+    """reward = w_last · h_last + w_mean · mean(h over the reply) + bias.
 
     Reading the reply's running mean beside the last token makes the reward see the whole
     reply, not only where it stands now; the mean is kept as a running sum while decoding.
-    The optional relevance term lets a head see whether the reply fits the prompt: without it
-    a head fitted on pairs that answer the same prompt cannot tell an answer to another question
-    (models/README.md). The prompt is fixed during a reply, so the term folds into w_mean.
     """
 
     w_last: np.ndarray
     w_mean: np.ndarray
     bias: float
-    w_relevance: np.ndarray | None = None
 
     @classmethod
     def load(cls, path: Path, hidden_size: int | None = None) -> "LinearHead":
         try:
             with np.load(path) as z:
-                relevance = z["w_relevance"].astype(np.float32) if "w_relevance" in z else None
-                head = cls(z["w_last"].astype(np.float32), z["w_mean"].astype(np.float32), float(z["bias"]), relevance)
+                head = cls(z["w_last"].astype(np.float32), z["w_mean"].astype(np.float32), float(z["bias"]))
         except (OSError, KeyError, ValueError) as e:
             raise UserError(f"{path} is not a reward head (.npz with w_last, w_mean, bias): {e}") from None
-        shapes = {head.w_last.shape, head.w_mean.shape} | ({head.w_relevance.shape} if relevance is not None else set())
-        if hidden_size is not None and shapes != {(hidden_size,)}:
+        if hidden_size is not None and head.w_last.shape != (hidden_size,):
             raise UserError(f"{path}: the head expects hidden size {head.w_last.shape[0]} "
                             f"but the backbone has {hidden_size}")
         return head
 
     def save(self, path: Path) -> None:
-        relevance = {} if self.w_relevance is None else {"w_relevance": self.w_relevance}
-        np.savez(path, w_last=self.w_last, w_mean=self.w_mean, bias=np.float32(self.bias), **relevance)
+        np.savez(path, w_last=self.w_last, w_mean=self.w_mean, bias=np.float32(self.bias))
 
-    def __call__(self, h_last: np.ndarray, h_mean: np.ndarray, prompt_mean: np.ndarray | None = None) -> np.ndarray:
-        w_mean = self.w_mean if self.w_relevance is None else self.w_mean + prompt_mean * self.w_relevance
-        return h_last @ self.w_last + h_mean @ w_mean + self.bias
+    def __call__(self, h_last: np.ndarray, h_mean: np.ndarray) -> np.ndarray:
+        return h_last @ self.w_last + h_mean @ self.w_mean + self.bias
 
 
 def checked(rewards: np.ndarray, step: int | None = None) -> np.ndarray:

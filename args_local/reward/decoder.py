@@ -121,13 +121,12 @@ class DecoderRewardModel(Objectives):
         ids = self.encode(self.format.context_text(conversation) + self.format.reply_prefix)
         return truncate_left(ids, self.max_length - reply_len)
 
-    def prefill(self, conversation: list[dict], reply_len: int = 0) -> tuple[KVCache, np.ndarray]:
-        """The prompt's keys/values, and its mean hidden state (what heads with a relevance term read)."""
+    def prefill(self, conversation: list[dict], reply_len: int = 0) -> KVCache:
         ids = self._prefix_ids(conversation, reply_len)
         cache = KVCache(self.n_layers, self.kv_heads, self.head_dim, capacity=len(ids) + 256)
-        hidden, new = self._run(cache, ids, np.arange(len(ids)), causal_bias(0, len(ids)))
+        _, new = self._run(cache, ids, np.arange(len(ids)), causal_bias(0, len(ids)))
         cache.append(new)
-        return cache, hidden.mean(axis=0)
+        return cache
 
     def prompt_features(self, conversation: list[dict]) -> np.ndarray:
         """[2 * hidden]: [h_last, h_mean] of the prompt up to the reply's start (what gates read)."""
@@ -136,43 +135,35 @@ class DecoderRewardModel(Objectives):
         hidden, _ = self._run(cache, ids, np.arange(len(ids)), causal_bias(0, len(ids)))
         return np.concatenate([hidden[-1], hidden.mean(axis=0)])
 
-    def replies_hidden(self, conversation: list[dict], replies: list[str]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """The prompt's mean hidden state, and [tokens, hidden] of each finished reply (end of turn
-        included), the shared prefix run once.
+    def replies_hidden(self, conversation: list[dict], replies: list[str]) -> list[np.ndarray]:
+        """[tokens, hidden] of each finished reply (end of turn included), the shared prefix run once.
 
         A reply longer than the RM reads keeps its beginning (then the end of turn): what ARGS
         read while writing it. Causal, so row t is also what the reply's first t + 1 tokens alone give."""
         encoded = [finished_reply(self.encode, r, self.format.reply_suffix, self.max_reply) for r in replies]
-        cache, prompt_mean = self.prefill(conversation, reply_len=max(len(ids) for ids in encoded))
+        cache = self.prefill(conversation, reply_len=max(len(ids) for ids in encoded))
         past = cache.length
-        return prompt_mean, [self._run(cache, ids, past + np.arange(len(ids)), causal_bias(past, len(ids)))[0]
-                             for ids in encoded]
+        return [self._run(cache, ids, past + np.arange(len(ids)), causal_bias(past, len(ids)))[0] for ids in encoded]
 
     def features(self, conversation: list[dict], replies: list[str]) -> np.ndarray:
         """[len(replies), 2 * hidden]: [h_last, h_mean] of each finished reply."""
-        return self._features(self.replies_hidden(conversation, replies)[1])
-
-    @staticmethod
-    def _features(hidden: list[np.ndarray]) -> np.ndarray:
-        return np.stack([np.concatenate([h[-1], h.mean(axis=0)]) for h in hidden])
+        return np.stack([np.concatenate([h[-1], h.mean(axis=0)]) for h in self.replies_hidden(conversation, replies)])
 
     def reward_matrix(self, conversation: list[dict], replies: list[str]) -> np.ndarray:
-        prompt_mean, hidden = self.replies_hidden(conversation, replies)
-        f = self._features(hidden)
+        f = self.features(conversation, replies)
         d = f.shape[1] // 2
-        return self.heads.for_prompt(prompt_mean)(f[:, :d], f[:, d:])
+        return self.heads(f[:, :d], f[:, d:])
 
     def start(self, conversation: list[dict], weights: dict | None = None) -> CombinedScorer:
         w = self.weight_vector(weights)
-        cache, prompt_mean = self.prefill(conversation)
-        return CombinedScorer(DecoderCandidateScorer(self, cache, self.heads.for_prompt(prompt_mean)),
-                              self.objectives, w, self.warmup)
+        return CombinedScorer(DecoderCandidateScorer(self, self.prefill(conversation)), self.objectives, w,
+                              self.warmup)
 
 
 class DecoderCandidateScorer:
-    def __init__(self, rm: DecoderRewardModel, cache: KVCache, heads: Heads):
-        self.rm, self.cache, self.heads = rm, cache, heads
-        self.reply_sum = np.zeros(heads.hidden_size, np.float64)
+    def __init__(self, rm: DecoderRewardModel, cache: KVCache):
+        self.rm, self.cache = rm, cache
+        self.reply_sum = np.zeros(rm.heads.hidden_size, np.float64)
         self.reply_len = 0
         self._last = None  # (hidden, new keys/values) of the last scored candidates
         self._skipped: list[int] = []  # tokens taken unscored, run as one block before the next score
@@ -192,7 +183,7 @@ class DecoderCandidateScorer:
             hidden, new = hidden[t:], [a[t:] for a in new]
         self._last = (hidden, new)
         mean = (self.reply_sum + hidden) / (self.reply_len + 1)
-        return self.heads(hidden, mean)
+        return self.rm.heads(hidden, mean)
 
     def accept(self, index: int) -> None:
         hidden, new = self._last

@@ -43,9 +43,6 @@ class GgufEmbeddingRewardModel(Objectives):
         self.provider = "GPU (llama.cpp)" if self._llm.model_params.n_gpu_layers else "CPU"
         self.hidden_size = self._llm.n_embd()
         self.heads = Heads.load(directory, manifest, self.hidden_size) if head_specs(manifest) else None
-        if self.heads and self.heads.w_relevance is not None:
-            raise UserError(f"{directory}: a head reads the prompt (w_relevance), which only the decoder reward "
-                            "models support; re-train it without --relevance.")
         self.init_objectives(self.heads.names if self.heads else (), manifest)
 
     def encode(self, text: str, bos: bool = False) -> list[int]:

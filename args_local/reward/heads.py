@@ -13,7 +13,7 @@ manifest's optional `objective` key, else "reward".
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -68,30 +68,22 @@ def check_weights(weights: dict, names: tuple[str, ...], model: str) -> dict[str
 @dataclass(frozen=True)
 class Heads:
     """Linear heads as columns: rewards[..., i] = normalised objective i. Normalisation is folded
-    into the weights, so scoring all objectives is two [hidden, n] matmuls and an add.
-
-    Heads with a relevance term (LinearHead) read the prompt's mean too: `for_prompt` folds it
-    into w_mean once per conversation, so a step costs the same."""
+    into the weights, so scoring all objectives is two [hidden, n] matmuls and an add."""
 
     names: tuple[str, ...]
     w_last: np.ndarray  # [hidden, n]
     w_mean: np.ndarray  # [hidden, n]
     bias: np.ndarray  # [n]
-    w_relevance: np.ndarray | None = None  # [hidden, n], or None where no head reads the prompt
 
     @classmethod
     def stack(cls, heads: dict[str, LinearHead], normalization: dict[str, dict]) -> "Heads":
         names = tuple(heads)
         std = np.array([float((normalization.get(n) or {}).get("std", 1.0)) or 1.0 for n in names])
         mean = np.array([float((normalization.get(n) or {}).get("mean", 0.0)) for n in names])
-        column = lambda w: (np.stack(w, axis=1) / std).astype(np.float32)  # noqa: E731
-        w_relevance = None
-        if any(heads[n].w_relevance is not None for n in names):
-            w_relevance = column([heads[n].w_relevance if heads[n].w_relevance is not None
-                                  else np.zeros_like(heads[n].w_mean) for n in names])
+        w_last = np.stack([heads[n].w_last for n in names], axis=1) / std
+        w_mean = np.stack([heads[n].w_mean for n in names], axis=1) / std
         bias = (np.array([heads[n].bias for n in names]) - mean) / std
-        return cls(names, column([heads[n].w_last for n in names]), column([heads[n].w_mean for n in names]), bias,
-                   w_relevance)
+        return cls(names, w_last.astype(np.float32), w_mean.astype(np.float32), bias)
 
     @classmethod
     def load(cls, directory: Path, manifest: dict, hidden_size: int | None = None) -> "Heads":
@@ -103,18 +95,8 @@ class Heads:
     def hidden_size(self) -> int:
         return self.w_last.shape[0]
 
-    def for_prompt(self, prompt_mean: np.ndarray) -> "Heads":
-        """These heads for one prompt (its mean hidden state): the relevance term folded into w_mean."""
-        if self.w_relevance is None:
-            return self
-        return replace(self, w_mean=self.w_mean + np.asarray(prompt_mean, np.float32)[:, None] * self.w_relevance,
-                       w_relevance=None)
-
     def __call__(self, h_last: np.ndarray, h_mean: np.ndarray) -> np.ndarray:
-        """[..., hidden] features → [..., n] normalised rewards, float64 (heads that read the
-        prompt: call `for_prompt` first)."""
-        if self.w_relevance is not None:
-            raise ValueError("these heads read the prompt: score with heads.for_prompt(prompt_mean)")
+        """[..., hidden] features → [..., n] normalised rewards, float64."""
         return (h_last @ self.w_last + h_mean @ self.w_mean).astype(np.float64) + self.bias
 
 
