@@ -207,3 +207,44 @@ def test_bad_values_exit_2_with_one_line_and_no_traceback(cases, files):
     assert (files["hf"] / "model.safetensors").read_bytes() == b"not really weights"  # the source survived
     assert (files["userfolder"] / "thesis.tex").read_text() == "years of work"
 
+
+
+def test_a_damaged_built_in_model_is_named_listed_and_rebuilt(tmp_path):
+    """A built-in model whose manifest was damaged: `models` lists it as damaged beside the others, loading
+    it says tools/setup.sh rebuilds it, and setup's up-to-date check sends it to be rebuilt."""
+    from args_local import home
+
+    from .conftest import load_tool, require
+
+    real = require(home.default_reward())
+    models = tmp_path / "models"
+    models.mkdir()
+    for d in home.models_dir().iterdir():  # the user's models, linked: nothing of theirs is written
+        if d.name != real.name:
+            (models / d.name).symlink_to(d)
+    guide = models / real.name
+    guide.mkdir()
+    for f in real.iterdir():
+        if f.name != "manifest.json":
+            (guide / f.name).symlink_to(f)
+    (guide / "manifest.json").write_text("{cut off mid-wri")
+    env = {"ARGS_LOCAL_HOME": str(tmp_path)}
+
+    listed = run_cli("models", env_extra=env)
+    assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr
+    assert "damaged — run tools/setup.sh" in listed.stdout and "is not valid JSON" in listed.stdout
+    assert "judge RM             gguf-embedding" in listed.stdout  # the others still listed
+
+    loaded = run_cli(*G, env_extra=env, stdin=subprocess.DEVNULL)
+    assert check(loaded, "is not valid JSON") is None, check(loaded, "is not valid JSON")
+    assert "It is a built-in model: tools/setup.sh rebuilds it." in loaded.stderr
+    assert len(loaded.stderr.strip().splitlines()) == 1
+
+    build = load_tool("build_default_models")
+    heads = {"helpful": real / "head-helpful.npz"}
+    (guide / "head.sha256").unlink()
+    (guide / "head.sha256").write_text(build.heads_digest(heads) + "\n")
+    assert not build.up_to_date(guide, heads, force=False)  # the stamp matches, the manifest does not load
+    (guide / "manifest.json").unlink()
+    (guide / "manifest.json").symlink_to(real / "manifest.json")
+    assert build.up_to_date(guide, heads, force=False)

@@ -79,10 +79,20 @@ def build_policy(force: bool) -> None:
 
 
 def up_to_date(out: Path, heads: dict[str, Path], force: bool) -> bool:
-    """Built, from the committed heads it has now: after `git pull` brings a retrained or a new head, rebuild."""
+    """Built, from the committed heads it has now (after `git pull` brings a retrained or a new head,
+    rebuild), and intact: a damaged manifest or a missing file it names is rebuilt too."""
+    from args_local.errors import UserError
+    from args_local.reward.manifest import read_manifest
+
     stamp = out / "head.sha256"
-    return (not force and (out / "manifest.json").is_file() and stamp.is_file()
-            and stamp.read_text().strip() == heads_digest(heads))
+    if force or not stamp.is_file() or stamp.read_text().strip() != heads_digest(heads):
+        return False
+    try:
+        read_manifest(out)
+    except UserError as e:
+        PROGRESS(f"{out.name}: rebuilding it ({e})")
+        return False
+    return True
 
 
 def stamp_head(out: Path, heads: dict[str, Path]) -> None:

@@ -5,14 +5,28 @@ from __future__ import annotations
 import json
 
 from .. import home, llama_build
-from ..reward.heads import head_specs
-from ..reward.manifest import MANIFEST
+from ..errors import UserError
+from ..reward.gates import gate_threshold
+from ..reward.heads import default_weights, head_specs, head_warmups
+from ..reward.manifest import MANIFEST, read_manifest
 
 
 def register(sub) -> None:
     p = sub.add_parser("models", help="list the installed models", description="List the models args-local can use.")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run)
+
+
+def described(m: dict) -> dict:
+    """What `models` shows of a manifest, each value checked as loading checks it (UserError if not)."""
+    specs = head_specs(m) if m["kind"] != "encoder" else {m.get("objective") or "reward": {}}
+    names = tuple(specs)
+    gates = m.get("gates") or {}
+    if not isinstance(gates, dict) or not all(isinstance(g, dict) for g in gates.values()):
+        raise UserError("manifest.json: `gates` must map each objective to {\"file\", \"threshold\"}; re-export the model.")
+    return {"kind": m["kind"], "validation": m.get("validation"), "objectives": default_weights(m, names),
+            "warmup_tokens": {n: w for n, w in zip(names, head_warmups(m, names).tolist()) if w},
+            "gates": {name: gate_threshold(gate) for name, gate in gates.items()}}
 
 
 def run(args) -> int:
@@ -22,18 +36,13 @@ def run(args) -> int:
                  "size_mb": round(policy.stat().st_size / 1e6, 1) if policy.is_file() else None})
     for role, path in (("guide RM (default)", home.default_reward()), ("encoder RM", home.default_encoder_reward()),
                        ("judge RM", home.default_judge())):
-        manifest_path = path / MANIFEST
-        row = {"role": role, "path": str(path), "present": manifest_path.is_file()}
+        row = {"role": role, "path": str(path), "present": (path / MANIFEST).is_file()}
         if row["present"]:
-            m = json.loads(manifest_path.read_text())
-            specs = head_specs(m) if m.get("kind") != "encoder" else {m.get("objective") or "reward": {}}
-            row.update(kind=m.get("kind"), validation=m.get("validation"),
-                       objectives=m.get("default_objectives") or {name: 1.0 for name in specs},
-                       warmup_tokens={name: spec["warmup_tokens"] for name, spec in specs.items()
-                                      if spec.get("warmup_tokens")},
-                       gates={name: gate.get("threshold") for name, gate in (m.get("gates") or {}).items()
-                              if isinstance(gate, dict)},
-                       size_mb=round(sum(f.stat().st_size for f in path.iterdir() if f.is_file()) / 1e6, 1))
+            row["size_mb"] = round(sum(f.stat().st_size for f in path.iterdir() if f.is_file()) / 1e6, 1)
+            try:
+                row.update(described(read_manifest(path)))
+            except UserError as e:  # listed as damaged, the others still listed
+                row["problem"] = str(e)
         rows.append(row)
     build = llama_build.status()
     if args.json:
@@ -42,7 +51,11 @@ def run(args) -> int:
     print(f"models directory: {home.models_dir()}  (set ARGS_LOCAL_HOME to move it)")
     for r in rows:
         state = f"{r.get('kind') or 'gguf'}, {r['size_mb']} MB" if r["present"] else "missing — run tools/setup.sh"
+        if r.get("problem"):
+            state = "damaged — run tools/setup.sh"
         print(f"  {r['role']:<20} {state:<28} {r['path']}")
+        if r.get("problem"):
+            print(f"  {'':<20} {r['problem']}")
         if r.get("objectives"):
             print(f"  {'':<20} objectives (default weights): "
                   + ", ".join(f"{name}={weight:g}" for name, weight in r["objectives"].items()))

@@ -9,7 +9,7 @@ from ..cpu import default_rm_threads
 from ..home import reward_model_dirs
 
 from .base import CandidateScorer, RewardModel
-from .manifest import read_manifest
+from .manifest import built_in_hint, read_manifest
 
 
 def load_reward_model(directory: str | Path, threads: int | None = None, use_gpu: bool = True) -> RewardModel:
@@ -22,14 +22,14 @@ def load_reward_model(directory: str | Path, threads: int | None = None, use_gpu
         return RewardEnsemble([load_reward_model(d, threads, use_gpu) for d in directories])
     directory = directories[0]
     manifest = read_manifest(directory)
-    threads = threads or default_rm_threads()
     if manifest["kind"] == "decoder":
         from .decoder import DecoderRewardModel as cls
     elif manifest["kind"] == "encoder":
         from .encoder import EncoderRewardModel as cls
     else:
         from .gguf_embedding import GgufEmbeddingRewardModel as cls
-    return cls(directory, manifest, threads, use_gpu)
+    with built_in_hint(directory):
+        return cls(directory, manifest, threads or default_rm_threads(), use_gpu)
 
 
 def members(rm: RewardModel) -> tuple:

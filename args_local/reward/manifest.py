@@ -26,10 +26,11 @@ manifest.json (written by `args-local export`, read here):
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import UserError
-from ..home import reward_model_dir
+from ..home import models_dir, reward_model_dir
 from ..paths import input_dir
 
 FORMAT_VERSION = 1
@@ -38,6 +39,22 @@ MANIFEST = "manifest.json"
 
 
 def read_manifest(directory: str | Path) -> dict:
+    with built_in_hint(reward_model_dir(directory)):
+        return _read_manifest(directory)
+
+
+@contextmanager
+def built_in_hint(directory: Path):
+    """A UserError about a built-in model also says what rebuilds it: its user exported nothing."""
+    try:
+        yield
+    except UserError as e:
+        if Path(directory).expanduser().resolve().is_relative_to(models_dir().resolve()):
+            raise UserError(f"{e} It is a built-in model: tools/setup.sh rebuilds it.") from None
+        raise
+
+
+def _read_manifest(directory: str | Path) -> dict:
     directory = input_dir(reward_model_dir(directory), "reward model directory",
                           "\nRun tools/setup.sh to build the default reward models, "
                           "or export one with `args-local export reward SRC --out DIR`.")
@@ -49,6 +66,8 @@ def read_manifest(directory: str | Path) -> dict:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path} is not valid JSON ({e}); re-export the model with --force.") from None
+    if not isinstance(manifest, dict):
+        raise UserError(f"{path} is not a manifest (a JSON object); re-export the model with --force.")
     kind = manifest.get("kind")
     if kind not in KINDS:
         raise UserError(f"{path}: unknown reward model kind {kind!r}; supported: {', '.join(KINDS)}")
