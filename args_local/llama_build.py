@@ -287,8 +287,22 @@ def run_probe(model: Path, extra_bufts: bool, steps: int = 32, timeout: float = 
         return {**result, "error": f"killed by {name}{what}"}
     if child.returncode != 0:
         last = (child.stderr.strip().splitlines() or ["no output"])[-1]
-        return {**result, "error": f"exit code {child.returncode}: {last}"}
+        # llama.cpp refused the file and nothing crashed: the file is at fault, not the build
+        unloadable = {"unloadable": str(model)} if "Failed to load model from file" in last else {}
+        return {**result, "error": f"exit code {child.returncode}: {last}", **unloadable}
     return {**result, "ok": True, **json.loads(child.stdout.strip().splitlines()[-1])}
+
+
+def check_models_load(results: list[dict]) -> None:
+    """A UserError naming the model files when every failed probe failed to load one (nothing crashed):
+    a damaged file is not a reason to call the build broken, nor to compile others."""
+    failed = [r for r in results if not r["ok"]]
+    if failed and all(r.get("unloadable") for r in failed):
+        paths = sorted({r["unloadable"] for r in failed})
+        built_in = all(Path(p).resolve().is_relative_to(home.models_dir().resolve()) for p in paths)
+        raise UserError(f"llama.cpp could not load {', '.join(paths)}: the file is damaged or cut off, or not a "
+                        f"GGUF model this llama.cpp reads; "
+                        + ("tools/setup.sh fetches the built-in models again." if built_in else "fetch it again."))
 
 
 def probe_models(extra: Path | str | None = None) -> list[Path]:
@@ -442,6 +456,7 @@ def choose(models: list[Path], allow_build: bool = True, quiet: bool = False, pi
     tried: list[dict] = []
     log(f"llama.cpp: checking the '{current}' build on {info['model']} ({amx_note(info)})")
     results = probe_build(models)
+    check_models_load(results)
     setting, speed = verdict(results)
     tried.append({"variant": current, "build_id": build_id(), "probes": results, "extra_bufts": setting, "tok_s": speed})
     if allow_build and not fast_path_works(results):  # its fast path crashes: compare the builds that avoid it

@@ -12,7 +12,7 @@ import pytest
 
 from args_local import llama_build
 
-from .conftest import ROOT, THREADS, run_cli
+from .conftest import ROOT, THREADS, load_tool, run_cli
 
 
 @pytest.fixture
@@ -93,6 +93,26 @@ def test_without_a_record_the_runtime_probes_first_and_a_build_that_cannot_run_i
     assert "Traceback" not in proc.stderr
     assert "cannot run on this CPU" in proc.stderr and "SIGILL" in proc.stderr and "tools/setup.sh" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_without_a_record_a_damaged_model_file_is_named_not_the_build(tmp_path, policy_path, monkeypatch):
+    """A cut-off GGUF fails every probe cleanly (no crash): the error names the file, no build is blamed or
+    compiled, and nothing is recorded; setup extracts the built-in policy again (its sha256 no longer matches)."""
+    models = tmp_path / "models"
+    policy = models / policy_path.parent.name / policy_path.name
+    policy.parent.mkdir(parents=True)
+    policy.write_bytes(policy_path.read_bytes()[: 5 << 20])
+    monkeypatch.setenv("ARGS_LOCAL_HOME", str(tmp_path))
+    proc = run_cli("generate", "hello there", "--mode", "greedy", "--max-new-tokens", "2", "--threads", str(THREADS))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"llama.cpp could not load {policy}: the file is damaged or cut off" in proc.stderr
+    assert "tools/setup.sh fetches the built-in models again" in proc.stderr
+    assert "cannot run on this CPU" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / llama_build.RECORD).exists()
+
+    (models / "downloads").symlink_to(policy_path.parent.parent / "downloads")  # the wheel setup fetched
+    load_tool("build_default_models").build_policy(force=False)
+    assert policy.read_bytes() == policy_path.read_bytes()
 
 
 def test_a_record_for_another_cpu_is_not_trusted(isolated_home):

