@@ -242,9 +242,13 @@ def test_a_damaged_built_in_model_is_named_listed_and_rebuilt(tmp_path):
 
     build = load_tool("build_default_models")
     heads = {"helpful": real / "head-helpful.npz"}
-    (guide / "head.sha256").unlink()
-    (guide / "head.sha256").write_text(build.heads_digest(heads) + "\n")
-    assert not build.up_to_date(guide, heads, force=False)  # the stamp matches, the manifest does not load
     (guide / "manifest.json").unlink()
     (guide / "manifest.json").symlink_to(real / "manifest.json")
+    (guide / "head.sha256").unlink()
+    build.stamp_head(guide, heads)  # as the build leaves it
     assert build.up_to_date(guide, heads, force=False)
+    (guide / "tokenizer.json").unlink()  # cut off since it was built: setup rebuilds it
+    (guide / "tokenizer.json").write_text((real / "tokenizer.json").read_text()[:3000])
+    assert not build.up_to_date(guide, heads, force=False)
+    loaded = run_cli(*G, env_extra=env, stdin=subprocess.DEVNULL)
+    assert check(loaded, "tokenizer.json is not a tokenizer file") is None, loaded.stderr

@@ -40,6 +40,13 @@ def test_stacked_heads_give_each_head_normalised_as_alone():
         np.testing.assert_allclose(got[:, i], alone, rtol=1e-5, atol=1e-5)
 
 
+def test_a_cut_off_head_file_is_one_clear_error(tmp_path):
+    random_head(np.random.default_rng(0)).save(tmp_path / "head.npz")
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "head.npz").read_bytes()[:300])
+    with pytest.raises(UserError, match="cut.npz is not a reward head"):
+        LinearHead.load(tmp_path / "cut.npz")
+
+
 def test_old_single_head_manifest_is_one_objective_named_by_its_objective_key():
     old = {"head": "head.npz", "normalization": {"mean": 1.0, "std": 2.0}}
     assert head_specs(old) == {"reward": {"file": "head.npz", "normalization": {"mean": 1.0, "std": 2.0}}}

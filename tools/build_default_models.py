@@ -89,23 +89,35 @@ def build_policy(force: bool) -> None:
 
 def up_to_date(out: Path, heads: dict[str, Path], force: bool) -> bool:
     """Built, from the committed heads it has now (after `git pull` brings a retrained or a new head,
-    rebuild), and intact: a damaged manifest or a missing file it names is rebuilt too."""
-    from args_local.errors import UserError
-    from args_local.reward.manifest import read_manifest
-
+    rebuild), and intact: a model one of whose files changed since it was built (damaged, cut off,
+    deleted) is rebuilt, so that the errors' "tools/setup.sh rebuilds it" holds."""
     stamp = out / "head.sha256"
     if force or not stamp.is_file() or stamp.read_text().strip() != heads_digest(heads):
         return False
     try:
-        read_manifest(out)
-    except UserError as e:
-        PROGRESS(f"{out.name}: rebuilding it ({e})")
+        built = json.loads((out / FILES_STAMP).read_text())
+    except (OSError, ValueError):  # built before its files were stamped, or the stamp itself damaged
         return False
-    return True
+    now = files_digest(out)
+    changed = sorted(name for name in {*built, *now} if built.get(name) != now.get(name))
+    if changed:
+        PROGRESS(f"{out.name}: {', '.join(changed)} changed since it was built (damaged?); rebuilding it")
+    return not changed
+
+
+FILES_STAMP = "files.sha256.json"
+
+
+def files_digest(out: Path) -> dict[str, str]:
+    """The sha256 of every file of a built model (links followed), its stamps aside."""
+    return {f.name: sha256_of(f) for f in sorted(out.iterdir())
+            if f.is_file() and f.name not in ("head.sha256", FILES_STAMP)}
 
 
 def stamp_head(out: Path, heads: dict[str, Path]) -> None:
+    """Written last, after every file of the model: what up_to_date checks."""
     (out / "head.sha256").write_text(heads_digest(heads) + "\n")
+    (out / FILES_STAMP).write_text(json.dumps(files_digest(out), indent=1) + "\n")
 
 
 def heads_digest(heads: dict[str, Path]) -> str:

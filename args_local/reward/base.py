@@ -15,6 +15,7 @@ defaults), and `score_objectives` / `scorer.last_by_objective` give each objecti
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -77,7 +78,7 @@ class LinearHead:
         try:
             with np.load(path) as z:
                 head = cls(z["w_last"].astype(np.float32), z["w_mean"].astype(np.float32), float(z["bias"]))
-        except (OSError, KeyError, ValueError) as e:
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:  # missing, cut off, not an .npz
             raise UserError(f"{path} is not a reward head (.npz with w_last, w_mean, bias): {e}") from None
         if hidden_size is not None and head.w_last.shape != (hidden_size,):
             raise UserError(f"{path}: the head expects hidden size {head.w_last.shape[0]} "
@@ -89,6 +90,18 @@ class LinearHead:
 
     def __call__(self, h_last: np.ndarray, h_mean: np.ndarray) -> np.ndarray:
         return h_last @ self.w_last + h_mean @ self.w_mean + self.bias
+
+
+def load_tokenizer(path: Path):
+    """A tokenizer.json, or one clear error: the tokenizers library raises a bare Exception on a damaged file."""
+    from tokenizers import Tokenizer
+
+    if not Path(path).is_file():
+        raise UserError(f"tokenizer file {path} is missing; re-export the model.")
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as e:
+        raise UserError(f"{path} is not a tokenizer file ({e}); it is damaged: re-export the model.") from None
 
 
 def checked(rewards: np.ndarray, step: int | None = None) -> np.ndarray:

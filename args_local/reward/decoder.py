@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..formats import InputFormat
-from .base import finished_reply, truncate_left
+from .base import finished_reply, load_tokenizer, truncate_left
 from .gates import load_gates
 from .heads import CombinedScorer, Heads, Objectives
 from .onnx_session import make_session, provider_of
@@ -79,8 +79,6 @@ class DecoderRewardModel(Objectives):
     kind = "decoder"
 
     def __init__(self, directory: Path, manifest: dict, threads: int, use_gpu: bool = True):
-        from tokenizers import Tokenizer
-
         self.directory, self.manifest = directory, manifest
         self.name = manifest.get("name", directory.name)
         graph = manifest["graph"]
@@ -92,7 +90,7 @@ class DecoderRewardModel(Objectives):
         self.max_length = int(manifest.get("max_length", 512))
         self.vocab = manifest["vocab"]
         self.max_reply = self.max_length * 3 // 4  # a long reply still leaves room for some context
-        self.tokenizer = Tokenizer.from_file(str(directory / manifest["tokenizer"]))
+        self.tokenizer = load_tokenizer(directory / manifest["tokenizer"])
         self.session = make_session(directory / manifest["model"], threads, use_gpu)
         self.provider = provider_of(self.session)
         names = {i.name for i in self.session.get_inputs()}

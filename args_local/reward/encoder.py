@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..formats import InputFormat
-from .base import Normalization
+from .base import Normalization, load_tokenizer
 from .heads import CombinedScorer, Objectives, objective_of
 from .onnx_session import make_session, provider_of
 
@@ -27,8 +27,6 @@ class EncoderRewardModel(Objectives):
     kind = "encoder"
 
     def __init__(self, directory: Path, manifest: dict, threads: int, use_gpu: bool = True):
-        from tokenizers import Tokenizer
-
         self.directory, self.manifest = directory, manifest
         self.name = manifest.get("name", directory.name)
         self.format = InputFormat.from_dict(manifest.get("input_format", {}))
@@ -36,10 +34,7 @@ class EncoderRewardModel(Objectives):
         self.output_index = int(manifest.get("output_index", 0))
         self.normalize = Normalization.from_manifest(manifest)
         self.init_objectives((objective_of(manifest),), manifest)
-        tokenizer_path = directory / manifest.get("tokenizer", "tokenizer.json")
-        if not tokenizer_path.is_file():
-            raise UserError(f"{directory}: tokenizer file {tokenizer_path.name} is missing; re-export the model.")
-        self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        self.tokenizer = load_tokenizer(directory / manifest.get("tokenizer", "tokenizer.json"))
         self.tokenizer.no_padding()
         self._strategy = "only_first" if self.format.pair else "longest_first"
         self.tokenizer.enable_truncation(self.max_length, strategy=self._strategy, direction="left")

@@ -50,7 +50,7 @@ def built_in_hint(directory: Path):
         yield
     except UserError as e:
         if Path(directory).expanduser().resolve().is_relative_to(models_dir().resolve()):
-            raise UserError(f"{e} It is a built-in model: tools/setup.sh rebuilds it.") from None
+            raise UserError(f"{str(e).rstrip('.')}. It is a built-in model: tools/setup.sh rebuilds it.") from None
         raise
 
 
