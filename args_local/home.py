@@ -19,6 +19,11 @@ def models_dir() -> Path:
     return home() / "models"
 
 
+def is_built_in(path: str | Path) -> bool:
+    """Whether a model file or folder is one setup built (so tools/setup.sh, not the user, remakes it)."""
+    return Path(path).expanduser().resolve().is_relative_to(models_dir().resolve())
+
+
 def default_policy() -> Path:
     return models_dir() / "smollm2-135m-instruct" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 

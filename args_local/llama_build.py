@@ -299,10 +299,9 @@ def check_models_load(results: list[dict]) -> None:
     failed = [r for r in results if not r["ok"]]
     if failed and all(r.get("unloadable") for r in failed):
         paths = sorted({r["unloadable"] for r in failed})
-        built_in = all(Path(p).resolve().is_relative_to(home.models_dir().resolve()) for p in paths)
         raise UserError(f"llama.cpp could not load {', '.join(paths)}: the file is damaged or cut off, or not a "
-                        f"GGUF model this llama.cpp reads; "
-                        + ("tools/setup.sh fetches the built-in models again." if built_in else "fetch it again."))
+                        f"GGUF model this llama.cpp reads; " + ("tools/setup.sh fetches the built-in models again."
+                                                                 if all(map(home.is_built_in, paths)) else "fetch it again."))
 
 
 def probe_models(extra: Path | str | None = None) -> list[Path]:

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import UserError
-from ..home import models_dir, reward_model_dir
+from ..home import is_built_in, reward_model_dir
 from ..paths import input_dir
 
 FORMAT_VERSION = 1
@@ -49,7 +49,7 @@ def built_in_hint(directory: Path):
     try:
         yield
     except UserError as e:
-        if Path(directory).expanduser().resolve().is_relative_to(models_dir().resolve()):
+        if is_built_in(directory):
             raise UserError(f"{str(e).rstrip('.')}. It is a built-in model: tools/setup.sh rebuilds it.") from None
         raise
 
