@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import llama_build
+from . import home, llama_build
 from .cpu import default_threads
 from .errors import UserError
 from .paths import input_file
@@ -75,8 +75,9 @@ class LlamaPolicy:
                     n_gpu_layers=n_gpu_layers, logits_all=False, verbose=False,
                 )
         except (ValueError, RuntimeError) as e:
+            fetch = "tools/setup.sh fetches the built-in one again" if home.is_built_in(path) else "fetch it again"
             raise UserError(f"could not load policy model {path}: {e}. "
-                            "The file may be truncated or corrupt; fetch it again (tools/setup.sh).") from None
+                            f"The file may be cut off or damaged; {fetch}.") from None
         self._vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
         self.n_vocab = self._llm.n_vocab()
         self.n_ctx = self._llm.n_ctx()

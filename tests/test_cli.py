@@ -50,7 +50,7 @@ def test_policy_that_is_not_gguf(tmp_path):
 def test_truncated_gguf(policy_path, tmp_path):
     cut = tmp_path / "cut.gguf"
     cut.write_bytes(policy_path.read_bytes()[:5_000_000])
-    assert_user_error(generate("--policy", str(cut)), "could not load policy model", "corrupt")
+    assert_user_error(generate("--policy", str(cut)), "could not load policy model", "cut off or damaged; fetch it again.")
 
 
 def test_missing_reward_directory():
