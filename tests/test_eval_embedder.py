@@ -36,5 +36,5 @@ def test_runtime_needs_no_torch_or_transformers():
 
 
 def test_missing_embedder_says_how_to_build_it(tmp_path):
-    with pytest.raises(UserError, match="--only embedder"):
+    with pytest.raises(UserError, match="tools/setup.sh builds it"):
         SentenceEmbedder(tmp_path)

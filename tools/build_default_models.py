@@ -269,11 +269,12 @@ def build_encoder(force: bool) -> None:
 
 def build_embedder(force: bool) -> None:
     out = home.default_sentence_embedder()
-    if (out / "manifest.json").is_file() and not force:
+    if up_to_date(out, {}, force):
         return
     from args_local.evaluation.embedder_build import build_sentence_embedder
 
     build_sentence_embedder(out, PROGRESS)
+    stamp_head(out, {})  # no head: the stamp is of its files
 
 
 STEPS = {"policy": build_policy, "guide": build_guide, "encoder": build_encoder, "judge": build_judge,

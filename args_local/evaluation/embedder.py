@@ -15,7 +15,7 @@ from ..errors import UserError
 from ..reward.base import load_tokenizer
 from ..reward.onnx_session import make_session, provider_of
 
-BUILD_HINT = "build it with: python tools/build_default_models.py --only embedder --force"
+BUILD_HINT = "tools/setup.sh builds it (again)"
 
 
 def mean_pool_normalized(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
