@@ -225,7 +225,7 @@ def write_judge(out: Path, heads: dict[str, Path]) -> None:
 
 def build_judge(force: bool) -> None:
     out, heads = home.default_judge(), committed_heads("judge")
-    if up_to_date(out, heads, force) and assemble_gemma(home.default_judge_gguf()):
+    if up_to_date(out, heads, force):  # its files include the linked GGUF: a damaged one is assembled again
         return
     write_judge(out, heads)
     stamp_head(out, heads)
