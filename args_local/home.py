@@ -24,6 +24,11 @@ def is_built_in(path: str | Path) -> bool:
     return Path(path).expanduser().resolve().is_relative_to(models_dir().resolve())
 
 
+def refetch_hint(*paths: str | Path) -> str:
+    """What to do about damaged model files: setup fetches the built-in ones, the user their own."""
+    return "tools/setup.sh fetches the built-in models again" if all(map(is_built_in, paths)) else "fetch it again"
+
+
 def default_policy() -> Path:
     return models_dir() / "smollm2-135m-instruct" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 

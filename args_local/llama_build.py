@@ -300,8 +300,7 @@ def check_models_load(results: list[dict]) -> None:
     if failed and all(r.get("unloadable") for r in failed):
         paths = sorted({r["unloadable"] for r in failed})
         raise UserError(f"llama.cpp could not load {', '.join(paths)}: the file is damaged or cut off, or not a "
-                        f"GGUF model this llama.cpp reads; " + ("tools/setup.sh fetches the built-in models again."
-                                                                 if all(map(home.is_built_in, paths)) else "fetch it again."))
+                        f"GGUF model this llama.cpp reads; {home.refetch_hint(*paths)}.")
 
 
 def probe_models(extra: Path | str | None = None) -> list[Path]:

@@ -75,9 +75,8 @@ class LlamaPolicy:
                     n_gpu_layers=n_gpu_layers, logits_all=False, verbose=False,
                 )
         except (ValueError, RuntimeError) as e:
-            fetch = "tools/setup.sh fetches the built-in one again" if home.is_built_in(path) else "fetch it again"
             raise UserError(f"could not load policy model {path}: {e}. "
-                            f"The file may be cut off or damaged; {fetch}.") from None
+                            f"The file may be cut off or damaged; {home.refetch_hint(path)}.") from None
         self._vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
         self.n_vocab = self._llm.n_vocab()
         self.n_ctx = self._llm.n_ctx()

@@ -276,6 +276,10 @@ def test_a_gate_for_an_objective_the_model_lacks_is_one_clear_error(guide_dir, t
     out = guide_with_gates(guide_dir, tmp_path / "guide", {"honest": {"file": "gate-harmless.npz"}})
     with pytest.raises(UserError, match="gates for objectives the model does not have: honest"):
         load_reward_model(out, THREADS, use_gpu=False)
+    for n, malformed in enumerate(([1], {"harmless": "gate-harmless.npz"}, {"harmless": {"threshold": 0.5}})):
+        out = guide_with_gates(guide_dir, tmp_path / f"malformed-{n}", malformed)
+        with pytest.raises(UserError, match="`gates` must map each objective to"):
+            load_reward_model(out, THREADS, use_gpu=False)
 
 
 def test_a_gate_with_a_threshold_switches_the_weight_fully_on_or_off(guide_dir, tmp_path):

@@ -6,7 +6,7 @@ import json
 
 from .. import home, llama_build
 from ..errors import UserError
-from ..reward.gates import gate_threshold
+from ..reward.gates import gate_specs, gate_threshold
 from ..reward.heads import default_weights, head_specs, head_warmups
 from ..reward.manifest import MANIFEST, read_manifest
 
@@ -21,12 +21,9 @@ def described(m: dict) -> dict:
     """What `models` shows of a manifest, each value checked as loading checks it (UserError if not)."""
     specs = head_specs(m) if m["kind"] != "encoder" else {m.get("objective") or "reward": {}}
     names = tuple(specs)
-    gates = m.get("gates") or {}
-    if not isinstance(gates, dict) or not all(isinstance(g, dict) for g in gates.values()):
-        raise UserError("manifest.json: `gates` must map each objective to {\"file\", \"threshold\"}; re-export the model.")
     return {"kind": m["kind"], "validation": m.get("validation"), "objectives": default_weights(m, names),
             "warmup_tokens": {n: w for n, w in zip(names, head_warmups(m, names).tolist()) if w},
-            "gates": {name: gate_threshold(gate) for name, gate in gates.items()}}
+            "gates": {name: gate_threshold(gate) for name, gate in gate_specs(m).items()}}
 
 
 def run(args) -> int:

@@ -34,8 +34,17 @@ class Gate:
     threshold: float | None = None  # None: scale by σ; else switch at σ >= threshold
 
 
-def load_gates(directory: Path, manifest: dict, objectives: tuple[str, ...], hidden_size: int) -> dict[str, Gate]:
+def gate_specs(manifest: dict) -> dict[str, dict]:
+    """The manifest's `gates`, {objective: {"file", "threshold"}}, or one clear error if malformed."""
     gates = manifest.get("gates") or {}
+    if not isinstance(gates, dict) or not all(isinstance(g, dict) and "file" in g for g in gates.values()):
+        raise UserError("manifest.json: `gates` must map each objective to {\"file\", \"threshold\"}; "
+                        "re-export the model.")
+    return gates
+
+
+def load_gates(directory: Path, manifest: dict, objectives: tuple[str, ...], hidden_size: int) -> dict[str, Gate]:
+    gates = gate_specs(manifest)
     unknown = set(gates) - set(objectives)
     if unknown:
         raise UserError(f"manifest.json: gates for objectives the model does not have: {', '.join(sorted(unknown))}")
