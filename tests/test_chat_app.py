@@ -50,6 +50,16 @@ def stored_messages(tmp_path):
     return rows
 
 
+async def enter_knob(app, pilot, field: str, value: str) -> None:
+    """Type VALUE into the knobs screen's FIELD (opening it with F3 if needed) and press Enter."""
+    if not isinstance(app.screen, KnobsScreen):
+        await pilot.press("f3")
+    app.screen.query_one(f"#{field}").value = value
+    app.screen.query_one(f"#{field}").focus()
+    await pilot.press("enter")
+    await pilot.pause()
+
+
 def text_of(widget) -> str:
     return str(widget.render())
 
@@ -103,12 +113,7 @@ async def test_mode_and_knobs_change_live_and_are_used(engine, tmp_path):
         assert "args-stochastic" in text_of(app.query_one(StatusBar))
         await pilot.press("f2")
         assert app.settings.mode == "greedy"
-        await pilot.press("f3")
-        assert isinstance(app.screen, KnobsScreen)
-        app.screen.query_one("#max_new_tokens").value = "12"
-        app.screen.query_one("#max_new_tokens").focus()
-        await pilot.press("enter")
-        await pilot.pause()
+        await enter_knob(app, pilot, "max_new_tokens", "12")
         assert app.settings.max_new_tokens == 12 and not isinstance(app.screen, KnobsScreen)
         assert "max=12" in text_of(app.query_one(StatusBar))
         view = await send(app, pilot, "Name a colour.")
@@ -120,11 +125,7 @@ async def test_mode_and_knobs_change_live_and_are_used(engine, tmp_path):
 async def test_bad_knob_is_refused_with_a_message(engine, tmp_path):
     app = make_app(engine, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("f3")
-        app.screen.query_one("#k").value = "0"
-        app.screen.query_one("#k").focus()
-        await pilot.press("enter")
-        await pilot.pause()
+        await enter_knob(app, pilot, "k", "0")
         assert isinstance(app.screen, KnobsScreen)
         assert "k must be at least 1" in text_of(app.screen.query_one("#knobs-error"))
         assert app.settings.k == QUICK.k
@@ -135,15 +136,9 @@ async def test_objective_weights_are_a_live_knob_shown_in_the_status_bar_and_the
     async with app.run_test(size=SIZE) as pilot:
         defaults = " ".join(f"{n}={w:g}" for n, w in engine.objective_weights(QUICK).items())
         assert defaults in text_of(app.query_one(StatusBar))  # the guide's defaults
-        await pilot.press("f3")
-        app.screen.query_one("#objectives").value = "kindness=1"
-        app.screen.query_one("#objectives").focus()
-        await pilot.press("enter")
-        await pilot.pause()
+        await enter_knob(app, pilot, "objectives", "kindness=1")
         assert "has no objective 'kindness'" in text_of(app.screen.query_one("#knobs-error"))
-        app.screen.query_one("#objectives").value = "helpful=1,harmless=0.5"
-        await pilot.press("enter")
-        await pilot.pause()
+        await enter_knob(app, pilot, "objectives", "helpful=1,harmless=0.5")
         assert app.settings.objectives == (("helpful", 1.0), ("harmless", 0.5))
         assert "harmless=0.5 helpful=1" in text_of(app.query_one(StatusBar))
         view = await send(app, pilot, "Name a colour.")
@@ -378,11 +373,7 @@ async def test_a_bug_exits_1_with_its_traceback_in_a_log_and_the_history_intact(
 async def test_knobs_refuse_a_negative_seed(tmp_path):
     app = ChatApp(db_path=tmp_path / "history.sqlite", judge_path=tmp_path / "no-judge", threads=1)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("f3")
-        app.screen.query_one("#seed").value = "-1"
-        app.screen.query_one("#seed").focus()
-        await pilot.press("enter")
-        await pilot.pause()
+        await enter_knob(app, pilot, "seed", "-1")
         assert isinstance(app.screen, KnobsScreen)
         assert "seed must be a non-negative integer" in text_of(app.screen.query_one("#knobs-error"))
         assert app.settings.seed == 0
