@@ -59,6 +59,8 @@ CASES = [
     # generate: settings, model options, text, paths
     ("generate-empty-prompt", ("generate", ""), "prompt is empty"),
     ("generate-blank-prompt", ("generate", "  \n "), "prompt is empty"),
+    ("generate-stdin-empty", ("generate", "-"), "prompt is empty"),  # these runs get an empty stdin
+    ("generate-no-prompt-stdin-empty", ("generate",), "prompt is empty"),
     ("generate-k-zero", G + ("--k", "0"), "k must be"),
     ("generate-k-negative", G + ("--k", "-1"), "k must be"),
     ("generate-k-vocab", G + ("--k", "49152"), "at most 1024"),

@@ -37,6 +37,28 @@ def test_generate_takes_the_guide_by_its_built_in_name():
     assert json.loads(by_name.stdout)["tokens"] == json.loads(default.stdout)["tokens"]
 
 
+def test_generate_reads_a_piped_prompt_as_if_it_were_the_argument(tmp_path):
+    piped = tmp_path / "question.txt"
+    piped.write_text(Q + "\n")  # what `echo` pipes in
+    by_argument = generate("--json", "--mode", "greedy")
+    for prompt in ("-", None):  # `generate -` and plain `generate`
+        with open(piped, "rb") as stdin:
+            args = [a for a in ("generate", prompt) if a]
+            proc = run_cli(*args, "--max-new-tokens", "8", "--threads", str(THREADS), "--json", "--mode", "greedy",
+                           stdin=stdin)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["tokens"] == json.loads(by_argument.stdout)["tokens"]
+        assert json.loads(proc.stdout)["prompt_tokens"] == json.loads(by_argument.stdout)["prompt_tokens"]
+
+
+def test_a_piped_prompt_that_is_not_utf8_is_refused(tmp_path):
+    piped = tmp_path / "latin1.txt"
+    piped.write_bytes("caf\u00e9?".encode("latin-1"))
+    with open(piped, "rb") as stdin:
+        assert_user_error(run_cli("generate", "-", stdin=stdin), "the prompt on standard input is not valid UTF-8",
+                          one_line=True)
+
+
 def test_missing_policy_file():
     assert_user_error(generate("--policy", "/nonexistent/model.gguf"), "policy model not found", "tools/setup.sh")
 

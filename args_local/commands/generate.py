@@ -1,4 +1,4 @@
-"""args-local generate "question" — stream one reply to stdout."""
+"""args-local generate "question" — stream one reply to stdout (`-`, or no prompt: read it from stdin)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,15 @@ import sys
 
 from ..engine import Finished, Notice, Step, as_messages
 from ..errors import UserError
+from ..user_text import checked_text
 from .options import add_decoding_options, add_model_options, load_engine, settings_from, text
 
 
 def register(sub) -> None:
     p = sub.add_parser("generate", help="answer one prompt, streaming the reply",
                        description="Answer one prompt with the chosen decoding mode, streaming the text.")
-    p.add_argument("prompt", type=text, help="the user's message")
+    p.add_argument("prompt", type=text, nargs="?", default="-",
+                   help="the user's message; - or none: read it from standard input (cat q.txt | args-local generate)")
     p.add_argument("--system", type=text, help="system prompt (default: the model template's own)")
     add_decoding_options(p)
     add_model_options(p)
@@ -22,9 +24,20 @@ def register(sub) -> None:
     p.set_defaults(run=run)
 
 
+def prompt_from(argument: str) -> str:
+    """The prompt argument, or for "-" the text piped in (a terminal is not waited on)."""
+    if argument != "-":
+        return argument
+    if sys.stdin is None or sys.stdin.isatty():
+        raise UserError('give the prompt: args-local generate "question", or pipe it in: '
+                        'cat question.txt | args-local generate')
+    piped = sys.stdin.buffer.read().decode("utf-8", "surrogateescape")
+    return checked_text(piped, "the prompt on standard input").rstrip("\r\n")
+
+
 def run(args) -> int:
     settings = settings_from(args)
-    messages = as_messages(args.prompt, args.system)  # a bad prompt fails before the models load
+    messages = as_messages(prompt_from(args.prompt), args.system)  # a bad prompt fails before the models load
     trace = None
     if args.trace:
         try:
