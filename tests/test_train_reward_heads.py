@@ -59,3 +59,26 @@ def test_off_topic_pairs_set_a_reply_against_one_to_another_instruction_of_the_s
         assert answered != asked and (answered >= 9) == (p.split == "dev")
     assert len({p.conversation[-1]["content"] for p in train}) == 8  # eight different instructions
     assert tool.off_topic_pairs(data, n_train=4)[-1].split == "train"  # one dev instruction: no dev pair
+
+
+def test_openings_fit_the_guide_on_each_reply_s_first_tokens_and_report_them(guide_dir, tmp_path, monkeypatch):
+    from args_local.reward import load_reward_model
+
+    from .conftest import ROOT
+
+    tool = load_tool("train_reward_heads")
+    monkeypatch.setattr(tool, "CACHE", tmp_path / "cache")
+    pairs = tool.read_preference_pairs(ROOT.parent / "shared/data/alpaca-eval/helpful-pairs.jsonl.gz")
+    pairs = [p for p in pairs if p.split == "train"][:10] + [p for p in pairs if p.split == "dev"][:4]
+    rm = load_reward_model(guide_dir, threads=1, use_gpu=False)
+    chosen, _ = tool.guide_features(rm, pairs[0], openings=(2, 10_000))
+    hidden = rm.replies_hidden(pairs[0].conversation, [pairs[0].chosen, pairs[0].rejected])[0]
+    d = hidden.shape[1]
+    assert chosen.shape == (1 + len(tool.PREFIX_FRACTIONS) + 2, 2 * d)
+    assert np.allclose(chosen[-2], np.concatenate([hidden[1], hidden[:2].mean(0)]))  # the first 2 tokens
+    assert np.allclose(chosen[-1, :d], hidden[-2])  # capped at the reply; its end of turn is not an opening
+
+    report = tool.run("guide", rm, pairs, tmp_path / "out", {}, "helpful", openings=(2, 4))
+    assert set(report["dev_accuracy_on_openings"]) == {"2 tokens", "4 tokens"}
+    assert all(0 <= a <= 1 for a in report["dev_accuracy_on_openings"].values())
+    assert (tmp_path / "out" / "head-helpful.npz").is_file()

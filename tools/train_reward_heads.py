@@ -65,9 +65,10 @@ def accuracy(x: np.ndarray, w: np.ndarray) -> float:
     return float(np.mean(x @ w > 0))
 
 
-def train_head(chosen: np.ndarray, rejected: np.ndarray, is_dev: np.ndarray) -> tuple[np.ndarray, float, dict]:
+def train_head(chosen: np.ndarray, rejected: np.ndarray, is_dev: np.ndarray,
+               openings: tuple[int, ...] = ()) -> tuple[np.ndarray, float, dict]:
     """chosen/rejected: [pairs, variants, features], variant 0 the finished reply, the others its
-    prefixes (guide only). Returns weights and bias on raw features, and a report.
+    prefixes (guide only), then its openings. Returns weights and bias on raw features, and a report.
 
     Folds split by pair, so no prefix of a held-out pair is trained on; the penalty is chosen by
     the cross-validated accuracy over all variants."""
@@ -97,6 +98,10 @@ def train_head(chosen: np.ndarray, rejected: np.ndarray, is_dev: np.ndarray) -> 
     if chosen.shape[1] > 1:
         report["dev_accuracy_on_prefixes"] = {f"{f:.0%}": accuracy((chosen - rejected)[is_dev, 1 + i], w)
                                               for i, f in enumerate(PREFIX_FRACTIONS)}
+    if openings:
+        first = 1 + len(PREFIX_FRACTIONS)
+        report["dev_accuracy_on_openings"] = {f"{t} tokens": accuracy((chosen - rejected)[is_dev, first + i], w)
+                                              for i, t in enumerate(openings)}
     return w.astype(np.float32), float(-(mu @ w)), report
 
 
@@ -226,9 +231,9 @@ def extract(name: str, pairs, features_fn, save_every: int = 50) -> tuple[np.nda
             np.array([cached[k][1] for k in keys], np.float32))
 
 
-def guide_features(rm, pair) -> tuple[np.ndarray, np.ndarray]:
-    """[1 + len(PREFIX_FRACTIONS), 2 * hidden] per reply: [h_last, h_mean] of the finished reply and of
-    its first 25/50/75% of tokens. ARGS scores unfinished replies at every step, where the last
+def guide_features(rm, pair, openings: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """[1 + len(PREFIX_FRACTIONS) + len(openings), 2 * hidden] per reply: [h_last, h_mean] of the finished
+    reply, of its first 25/50/75% of tokens, and of its first `openings` tokens (capped at the reply's). ARGS scores unfinished replies at every step, where the last
     token is an ordinary one, not the end of turn; a head fitted on finished replies only ranks
     prefixes at .59-.61 on the dev split, one fitted on both at .65-.66 (see models/README.md).
     A long reply is read from its beginning (DecoderRewardModel.replies_hidden), so these are
@@ -239,18 +244,21 @@ def guide_features(rm, pair) -> tuple[np.ndarray, np.ndarray]:
         for f in PREFIX_FRACTIONS:
             t = max(1, round(f * (len(hidden) - 1)))  # reply tokens, end of turn not counted
             rows.append(np.concatenate([hidden[t - 1], hidden[:t].mean(axis=0)]))
+        for t in openings:  # where a reply's tone is set: ARGS's apologies begin at its 1st-4th token
+            t = max(1, min(t, len(hidden) - 1))
+            rows.append(np.concatenate([hidden[t - 1], hidden[:t].mean(axis=0)]))
         out.append(np.stack(rows))
     return out[0], out[1]
 
 
 def run(kind: str, rm, pairs, out_dir: Path, about: dict, objective: str = "harmless",
-        added_as: list[str] | None = None) -> dict:
+        added_as: list[str] | None = None, openings: tuple[int, ...] = ()) -> dict:
     """added_as: per pair, "" for a sampled pair, else the kind of pair added ("refusal", "off_topic");
     each kind is reported apart, and the length figures are of the sampled pairs alone."""
     added_as = np.array(added_as or [""] * len(pairs))
     def features_fn(pair):
         if kind == "guide":
-            return guide_features(rm, pair)
+            return guide_features(rm, pair, openings)
         f = rm.features(pair.conversation, [pair.chosen, pair.rejected])
         return f[0], f[1]
 
@@ -258,9 +266,11 @@ def run(kind: str, rm, pairs, out_dir: Path, about: dict, objective: str = "harm
     name = {"guide": "guide-prefixes"}.get(kind, getattr(rm, "cache_name", kind))
     if objective != "harmless":
         name = f"{name}-{objective}-{rm.max_length}"
+    if openings:
+        name += "-openings-" + "-".join(map(str, openings))
     chosen, rejected = extract(name, pairs, features_fn)
     is_dev = np.array([p.split == "dev" for p in pairs])
-    w, bias, report = train_head(chosen, rejected, is_dev)
+    w, bias, report = train_head(chosen, rejected, is_dev, openings)
     sampled = added_as == ""
     report = {**about, "objective": objective, **report,
               "shorter_reply_wins_dev_accuracy": shorter_wins_accuracy(pairs, is_dev & sampled),
@@ -349,10 +359,20 @@ def main() -> None:
     parser.add_argument("--off-topic-pairs", type=int, default=0, metavar="N",
                         help="also fit on N pairs (and report on N/4 dev ones) where a reply to the instruction "
                              "beats a reply to another instruction")
+    parser.add_argument("--openings", default="", metavar="T,T,...",
+                        help="guide: also fit on each reply's first T tokens (e.g. 2,3,4,8), where ARGS's "
+                             "apologies begin (BENCHMARKS.md)")
     parser.add_argument("--threads", type=int, default=2,
                         help="backbone threads (default 2; 1 is faster when other jobs share the cores)")
     args = parser.parse_args()
     from args_local.reward import load_reward_model
+
+    try:
+        openings = tuple(int(t) for t in args.openings.split(",") if t.strip())
+    except ValueError:
+        parser.error(f"--openings takes token counts, e.g. 2,3,4,8 (got {args.openings!r})")
+    if openings and (args.kind != "guide" or min(openings) < 1):
+        parser.error("--openings is for the guide, and each count must be at least 1")
 
     data = args.data or DATA[args.objective]
     if args.objective == "helpful":
@@ -379,7 +399,9 @@ def main() -> None:
         about["sample"] = {"pairs": args.pairs, "dev_other": args.dev_other, "limit": args.limit,
                            "max_length": rm.max_length}
     about.update({f"{k}_pairs": added_as.count(k) for k in sorted(set(added_as) - {""})})
-    run(args.kind, rm, pairs, ROOT / "models" / args.kind, about, args.objective, added_as)
+    if openings:
+        about["openings"] = list(openings)
+    run(args.kind, rm, pairs, ROOT / "models" / args.kind, about, args.objective, added_as, openings)
 
 
 if __name__ == "__main__":
