@@ -233,11 +233,11 @@ def extract(name: str, pairs, features_fn, save_every: int = 50) -> tuple[np.nda
 
 def guide_features(rm, pair, openings: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
     """[1 + len(PREFIX_FRACTIONS) + len(openings), 2 * hidden] per reply: [h_last, h_mean] of the finished
-    reply, of its first 25/50/75% of tokens, and of its first `openings` tokens (capped at the reply's). ARGS scores unfinished replies at every step, where the last
-    token is an ordinary one, not the end of turn; a head fitted on finished replies only ranks
-    prefixes at .59-.61 on the dev split, one fitted on both at .65-.66 (see models/README.md).
-    A long reply is read from its beginning (DecoderRewardModel.replies_hidden), so these are
-    true prefixes."""
+    reply, of its first 25/50/75% of tokens, and of its first `openings` tokens (capped at the reply's).
+    ARGS scores unfinished replies at every step, where the last token is an ordinary one, not the end
+    of turn; a head fitted on finished replies only ranks prefixes at .59-.61 on the dev split, one
+    fitted on both at .65-.66 (see models/README.md). A long reply is read from its beginning
+    (DecoderRewardModel.replies_hidden), so these are true prefixes."""
     out = []
     for hidden in rm.replies_hidden(pair.conversation, [pair.chosen, pair.rejected]):
         rows = [np.concatenate([hidden[-1], hidden.mean(axis=0)])]
