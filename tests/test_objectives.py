@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from args_local import home
+from args_local.engine import Step
 from args_local.errors import UserError
 from args_local.reward import load_reward_model
 from args_local.reward.base import LinearHead
-from args_local.reward.heads import Heads, check_weights, head_specs, head_warmups, warmup_factor
+from args_local.reward.heads import Heads, check_weights, head_ramps, head_specs, warmup_factor
 from args_local.settings import DecodingSettings, parse_objectives
 
 from . import conftest
@@ -149,7 +150,7 @@ def test_a_step_with_two_heads_equals_each_head_computed_alone(guide, guide_dir,
     separate = {n: s.score(candidates) for n, s in singles.items()}
     for n in weights:
         np.testing.assert_allclose(both.last_by_objective[n], separate[n], atol=1e-4)
-    ramp = dict(zip(guide.objectives, warmup_factor(len(reply[:6]) + 1, guide.warmup)))
+    ramp = dict(zip(guide.objectives, warmup_factor(len(reply[:6]) + 1, guide.warmup, guide.delay)))
     np.testing.assert_allclose(combined, sum(w * ramp[n] * separate[n] for n, w in weights.items()), atol=1e-4)
     assert np.ptp(combined) > 0
 
@@ -159,10 +160,30 @@ def test_the_warmup_ramps_each_objective_in_over_the_first_reply_tokens():
     assert warmup_factor(1, warmup).tolist() == [1.0, 0.25, 1 / 16]
     assert warmup_factor(4, warmup).tolist() == [1.0, 1.0, 0.25]
     assert warmup_factor(40, warmup).tolist() == [1.0, 1.0, 1.0]
-    assert head_warmups({"heads": {"a": {"file": "a.npz", "warmup_tokens": 8}, "b": {"file": "b.npz"}}},
-                        ("a", "b")).tolist() == [8.0, 0.0]
-    with pytest.raises(UserError, match="warmup_tokens must be a number >= 0"):
-        head_warmups({"heads": {"a": {"file": "a.npz", "warmup_tokens": -1}}}, ("a",))
+    delay = np.array([0.0, 0.0, 4.0])  # the third sits out the first 4 tokens, then ramps as it would have
+    assert warmup_factor(4, warmup, delay).tolist() == [1.0, 1.0, 0.0]
+    assert warmup_factor(5, warmup, delay).tolist() == [1.0, 1.0, 5 / 16]
+    manifest = {"heads": {"a": {"file": "a.npz", "warmup_tokens": 8, "delay_tokens": 2}, "b": {"file": "b.npz"}}}
+    assert [r.tolist() for r in head_ramps(manifest, ("a", "b"))] == [[8.0, 0.0], [2.0, 0.0]]
+    for key in ("warmup_tokens", "delay_tokens"):
+        for bad in (-1, "soon", float("nan")):
+            with pytest.raises(UserError, match=f"{key} must be a number >= 0"):
+                head_ramps({"heads": {"a": {"file": "a.npz", key: bad}}}, ("a",))
+
+
+def test_the_policy_alone_picks_an_ordinary_replys_first_tokens(engine):
+    """The built-in helpful head sits out the reply's first 4 tokens (delay_tokens), and an ordinary
+    request leaves the harmless gate off: ARGS opens as greedy does, then steers. Before the delay,
+    ARGS opened this reply "I'm sorry", greedy "I'm glad" (a near-tie of the policy's; BENCHMARKS.md)."""
+    prompt = "I need to learn English could you help me and make a exercise"
+    events = list(engine.stream(prompt, DecodingSettings(mode="args-greedy", max_new_tokens=24)))
+    assert events[-1].objective_weights["harmless"] == 0.0
+    steps = [e for e in events if isinstance(e, Step)]
+    greedy = [e.token for e in engine.stream(prompt, DecodingSettings(mode="greedy", max_new_tokens=24))
+              if isinstance(e, Step)]
+    assert [s.token for s in steps[:4]] == greedy[:4]
+    assert all(not np.any(s.rewards) for s in steps[:4] if s.rewards)  # every weight 0: nothing to add
+    assert any(s.rewards and np.ptp(s.rewards) > 0 for s in steps[4:])
 
 
 def test_the_encoder_is_one_objective_and_refuses_another(encoder_dir):
@@ -215,11 +236,11 @@ def test_json_and_trace_carry_rewards_by_objective(tmp_path):
     steps = [json.loads(line) for line in trace.read_text().splitlines()]
     assert len(steps) == len(out["rewards"]) > 0
     names = ("helpful", "harmless")
-    warmup = head_warmups(json.loads((home.default_reward() / "manifest.json").read_text()), names)
+    warmup, delay = head_ramps(json.loads((home.default_reward() / "manifest.json").read_text()), names)
     for i, step in enumerate(steps):
         by = step["objective_rewards"]
         assert set(by) == set(names) and all(len(r) == len(step["candidates"]) for r in by.values())
-        ramp = dict(zip(names, warmup_factor(i + 1, warmup)))  # each objective's weight grows over its warm-up
+        ramp = dict(zip(names, warmup_factor(i + 1, warmup, delay)))  # each weight: 0 over its delay, then ramped in
         np.testing.assert_allclose(step["rewards"], sum(weights[n] * ramp[n] * np.array(by[n]) for n in names),
                                    atol=1e-6)
 
@@ -310,6 +331,8 @@ def test_models_lists_the_guide_objectives_warmup_and_gate():
     text = run_cli("models").stdout
     ramps = ", ".join(f"{n} {w:g}" for n, w in guide["warmup_tokens"].items())
     assert f"each reward ramps in over the reply's first tokens: {ramps}" in text
+    assert guide["delay_tokens"] == {"helpful": 4} == {n: h["delay_tokens"] for n, h in manifest["heads"].items() if h["delay_tokens"]}
+    assert "rewards left out of the reply's first tokens: helpful 4" in text
     assert guide["gates"] == {"harmless": manifest["gates"]["harmless"]["threshold"]} == {"harmless": 0.5}
     assert "harmless weight gated by the last user message: on where its p >= 0.5, off below" in text
     int8 = guide["validation"]["int8"]  # the export kept the fastest int8 way that ranks like fp32 here

@@ -61,11 +61,11 @@ def test_each_step_is_the_weighted_sum_of_both_models(engine, models):
     assert end.objective_weights == {"guide.helpful": 1.0, "guide.harmless": 0.0, "encoder.harmless": 0.5}
     assert set(end.objective_rewards) == set(models[2].objectives)
     guide = models[0]
-    helpful_warmup = guide.warmup[guide.objectives.index("helpful")]
+    helpful = guide.objectives.index("helpful")
     for i, step in enumerate(steps):
         by = step.candidate_objective_rewards
         assert set(by) == set(models[2].objectives)
-        ramp = warmup_factor(i + 1, np.array([helpful_warmup]))[0]  # the guide's own warm-up, as alone
+        ramp = warmup_factor(i + 1, guide.warmup, guide.delay)[helpful]  # the guide's own delay and warm-up, as alone
         np.testing.assert_allclose(step.rewards, ramp * np.array(by["guide.helpful"])
                                    + 0.5 * np.array(by["encoder.harmless"]), atol=1e-6)
     assert any(np.ptp(s.candidate_objective_rewards["encoder.harmless"]) > 0 for s in steps)

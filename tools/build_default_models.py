@@ -50,6 +50,10 @@ DEFAULT_OBJECTIVES = {"helpful": 1.0, "harmless": 2.0}
 # helpful 64 instead of 32 kept ordinary replies as coherent as greedy's (32: the few replies that lost
 # their topic cost .011), 128 steered too little (helpfulness judge 57%).
 WARMUP_TOKENS = {"helpful": 64, "harmless": 64}
+# Even ramped in, the helpful head broke the policy's near-ties after "I'm" towards " sorry": on 536 train
+# prompts three ordinary answers opened with an apology greedy's did not. Left out of the reply's first 4
+# tokens, none did, and the helpfulness judge and coherence stayed as they were (BENCHMARKS.md).
+DELAY_TOKENS = {"helpful": 4}
 # The harmless gate as a switch (args_local/reward/gates.py): scaled by its σ, the ordinary requests it
 # was least sure of kept 10-35% of the harmless weight, and three of 200 train replies opened "I'm sorry"
 # where greedy's did not; switched at 0.5, one. With harmless warm-up 64 instead of 16, replies to HH
@@ -135,7 +139,7 @@ def heads_digest(heads: dict[str, Path]) -> str:
     digest = hashlib.sha256()
     for name in sorted(heads):
         digest.update(f"{name}:{sha256_of(heads[name])}\n".encode())
-    digest.update(json.dumps([DEFAULT_OBJECTIVES, JUDGE_DEFAULT_OBJECTIVES, WARMUP_TOKENS, GATE_THRESHOLDS],
+    digest.update(json.dumps([DEFAULT_OBJECTIVES, JUDGE_DEFAULT_OBJECTIVES, WARMUP_TOKENS, DELAY_TOKENS, GATE_THRESHOLDS],
                              sort_keys=True).encode())
     return digest.hexdigest()
 
@@ -164,6 +168,7 @@ def build_guide(force: bool) -> None:
     manifest = read_manifest(out)
     for name, spec in manifest["heads"].items():
         spec["warmup_tokens"] = WARMUP_TOKENS.get(name, 0)
+        spec["delay_tokens"] = DELAY_TOKENS.get(name, 0)
     for name, path in gates.items():  # see args_local/reward/gates.py and tools/train_objective_gate.py
         shutil.copyfile(path, out / path.name)
     if gates:  # a gate without a threshold scales its objective's weight by σ (gates.py)

@@ -7,7 +7,7 @@ import json
 from .. import home, llama_build
 from ..errors import UserError
 from ..reward.gates import gate_specs, gate_threshold
-from ..reward.heads import default_weights, head_specs, head_warmups
+from ..reward.heads import default_weights, head_ramps, head_specs
 from ..reward.manifest import MANIFEST, read_manifest
 
 
@@ -21,8 +21,10 @@ def described(m: dict) -> dict:
     """What `models` shows of a manifest, each value checked as loading checks it (UserError if not)."""
     specs = head_specs(m) if m["kind"] != "encoder" else {m.get("objective") or "reward": {}}
     names = tuple(specs)
+    warmup, delay = head_ramps(m, names)
     return {"kind": m["kind"], "validation": m.get("validation"), "objectives": default_weights(m, names),
-            "warmup_tokens": {n: w for n, w in zip(names, head_warmups(m, names).tolist()) if w},
+            "warmup_tokens": {n: w for n, w in zip(names, warmup.tolist()) if w},
+            "delay_tokens": {n: d for n, d in zip(names, delay.tolist()) if d},
             "gates": {name: gate_threshold(gate) for name, gate in gate_specs(m).items()}}
 
 
@@ -59,6 +61,9 @@ def run(args) -> int:
         if r.get("warmup_tokens"):
             print(f"  {'':<20} each reward ramps in over the reply's first tokens: "
                   + ", ".join(f"{name} {n:g}" for name, n in r["warmup_tokens"].items()))
+        if r.get("delay_tokens"):
+            print(f"  {'':<20} rewards left out of the reply's first tokens: "
+                  + ", ".join(f"{name} {n:g}" for name, n in r["delay_tokens"].items()))
         for name, threshold in (r.get("gates") or {}).items():  # reward/gates.py
             how = "times its p" if threshold is None else f"on where its p >= {threshold}, off below"
             print(f"  {'':<20} {name} weight gated by the last user message: {how}")

@@ -155,7 +155,7 @@ class DecoderRewardModel(Objectives):
     def start(self, conversation: list[dict], weights: dict | None = None) -> CombinedScorer:
         w = self.weight_vector(weights)
         return CombinedScorer(DecoderCandidateScorer(self, self.prefill(conversation)), self.objectives, w,
-                              self.warmup)
+                              self.warmup, self.delay)
 
 
 class DecoderCandidateScorer:

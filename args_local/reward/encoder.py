@@ -80,7 +80,7 @@ class EncoderRewardModel(Objectives):
 
     def start(self, conversation: list[dict], weights: dict | None = None) -> CombinedScorer:
         scorer = EncoderCandidateScorer(self, self.format.context_text(conversation))
-        return CombinedScorer(scorer, self.objectives, self.weight_vector(weights), self.warmup)
+        return CombinedScorer(scorer, self.objectives, self.weight_vector(weights), self.warmup, self.delay)
 
 
 class EncoderCandidateScorer:

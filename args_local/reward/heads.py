@@ -111,11 +111,12 @@ class Objectives:
     default_objectives: dict[str, float] = {}
     gates: dict = {}  # objective -> Gate over prompt_features (gates.py); a backend may set it
     warmup: np.ndarray = np.zeros(0)  # per objective: reply tokens over which its reward ramps in
+    delay: np.ndarray = np.zeros(0)  # per objective: the reply's first tokens, left to the policy alone
 
     def init_objectives(self, names: tuple[str, ...], manifest: dict) -> None:
         self.objectives = tuple(names)
         self.default_objectives = default_weights(manifest, self.objectives) if names else {}
-        self.warmup = head_warmups(manifest, self.objectives)
+        self.warmup, self.delay = head_ramps(manifest, self.objectives)
 
     def weight_vector(self, weights: dict | None = None) -> np.ndarray:
         """The weights, by position in `objectives`; None: the model's defaults. UserError if invalid."""
@@ -150,35 +151,42 @@ class Objectives:
         return sum(w[i] * np.asarray(by_objective[n], np.float64) for i, n in enumerate(self.objectives))
 
 
-def warmup_factor(reply_tokens: int, warmup: np.ndarray) -> np.ndarray:
-    """min(1, reply_tokens / warmup) per objective; a warm-up of 0 is always 1.
+def warmup_factor(reply_tokens: int, warmup: np.ndarray, delay: np.ndarray | float = 0.0) -> np.ndarray:
+    """Per objective: 0 over the reply's first `delay` tokens, then min(1, reply_tokens / warmup);
+    a warm-up of 0 is always 1.
 
     A head fitted on whole replies and their longer prefixes judges a reply of a few tokens out of
     its distribution: the built-in helpful head ranks word fragments ('L', 'K') above ordinary
     openers ('Yes', 'Here'), and ARGS took them, so the reply lost its topic. The reward grows in
-    over the first tokens instead (manifest `heads.NAME.warmup_tokens`; BENCHMARKS.md)."""
-    return np.where(warmup > 0, np.minimum(1.0, reply_tokens / np.maximum(warmup, 1)), 1.0)
+    over the first tokens instead (manifest `heads.NAME.warmup_tokens`). Even ramped in, it broke the
+    policy's near-ties after "I'm" towards " sorry" and opened answers with an apology, so the
+    built-in helpful head also sits out the first 4 tokens (`delay_tokens`; BENCHMARKS.md)."""
+    ramp = np.where(warmup > 0, np.minimum(1.0, reply_tokens / np.maximum(warmup, 1)), 1.0)
+    return np.where(reply_tokens > delay, ramp, 0.0)
 
 
-def head_warmups(manifest: dict, names: tuple[str, ...]) -> np.ndarray:
-    """Each objective's `warmup_tokens` from the manifest's heads (0 where a head has none)."""
-    bad = UserError("manifest.json: a head's warmup_tokens must be a number >= 0; re-export the model.")
+def head_ramps(manifest: dict, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Each objective's `warmup_tokens` and `delay_tokens` from the manifest's heads (0 where a head has none)."""
     specs = head_specs(manifest)
-    try:
-        warmup = np.array([float((specs.get(n) or {}).get("warmup_tokens", 0)) for n in names])
-    except (TypeError, ValueError):
-        raise bad from None
-    if not np.all(np.isfinite(warmup) & (warmup >= 0)):
-        raise bad
-    return warmup
+    ramps = []
+    for key in ("warmup_tokens", "delay_tokens"):
+        bad = UserError(f"manifest.json: a head's {key} must be a number >= 0; re-export the model.")
+        try:
+            tokens = np.array([float((specs.get(n) or {}).get(key, 0)) for n in names])
+        except (TypeError, ValueError):
+            raise bad from None
+        if not np.all(np.isfinite(tokens) & (tokens >= 0)):
+            raise bad
+        ramps.append(tokens)
+    return ramps[0], ramps[1]
 
 
 class CombinedScorer:
     """Wraps a backend's candidate scorer (which returns [k, objectives]): `score` gives the
     weighted reward the search uses, and keeps each objective's rewards of the last k candidates."""
 
-    def __init__(self, inner, names: tuple[str, ...], weights: np.ndarray, warmup: np.ndarray):
-        self.inner, self.names, self.weights, self.warmup = inner, names, weights, warmup
+    def __init__(self, inner, names: tuple[str, ...], weights: np.ndarray, warmup: np.ndarray, delay: np.ndarray):
+        self.inner, self.names, self.weights, self.warmup, self.delay = inner, names, weights, warmup, delay
         self.last_by_objective: dict[str, np.ndarray] = {}
         self.reply_tokens = 0  # before the candidates
 
@@ -188,8 +196,8 @@ class CombinedScorer:
         return matrix @ self.step_weights()
 
     def step_weights(self) -> np.ndarray:
-        """The weights at this step: each objective's, ramped in over its head's warm-up."""
-        return self.weights * warmup_factor(self.reply_tokens + 1, self.warmup)
+        """The weights at this step: each objective's, after its head's delay, ramped in over its warm-up."""
+        return self.weights * warmup_factor(self.reply_tokens + 1, self.warmup, self.delay)
 
     def accept(self, index: int) -> None:
         self.inner.accept(index)

@@ -14,7 +14,8 @@ manifest.json (written by `args-local export`, read here):
   heads           instead of head + normalization, one head per objective on the same backbone:
                   {"harmless": {"file": "head.npz", "normalization": {"mean", "std"}}, "helpful": {...}}
                   optional "warmup_tokens" per head: its weight grows from 1/N to 1 over the reply's first
-                  N tokens (a head never fitted on such short prefixes; reward/heads.py, warmup_factor)
+                  N tokens (a head never fitted on such short prefixes; reward/heads.py, warmup_factor),
+                  and optional "delay_tokens": its weight is 0 over the reply's first N tokens
   default_objectives  {objective: weight}: reward = Σ weight · normalised reward (default: 1 each)
   gates           {objective: {"file": "gate-NAME.npz"}}: that weight times a prompt classifier (gates.py)
   output_index    encoder: which logit is the reward
