@@ -240,13 +240,11 @@ def guide_features(rm, pair, openings: tuple[int, ...] = ()) -> tuple[np.ndarray
     (DecoderRewardModel.replies_hidden), so these are true prefixes."""
     out = []
     for hidden in rm.replies_hidden(pair.conversation, [pair.chosen, pair.rejected]):
+        n = len(hidden) - 1  # reply tokens, end of turn not counted
+        # the openings are where a reply's tone is set: ARGS's apologies begin at its 1st-4th token
+        cuts = [max(1, round(f * n)) for f in PREFIX_FRACTIONS] + [max(1, min(t, n)) for t in openings]
         rows = [np.concatenate([hidden[-1], hidden.mean(axis=0)])]
-        for f in PREFIX_FRACTIONS:
-            t = max(1, round(f * (len(hidden) - 1)))  # reply tokens, end of turn not counted
-            rows.append(np.concatenate([hidden[t - 1], hidden[:t].mean(axis=0)]))
-        for t in openings:  # where a reply's tone is set: ARGS's apologies begin at its 1st-4th token
-            t = max(1, min(t, len(hidden) - 1))
-            rows.append(np.concatenate([hidden[t - 1], hidden[:t].mean(axis=0)]))
+        rows += [np.concatenate([hidden[t - 1], hidden[:t].mean(axis=0)]) for t in cuts]
         out.append(np.stack(rows))
     return out[0], out[1]
 
