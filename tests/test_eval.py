@@ -9,8 +9,9 @@ import pytest
 
 from args_local import home
 from args_local.cli import main
+from args_local.conversations import record_prompt
 from args_local.errors import UserError
-from args_local.evaluation.prompts import load_prompts, prompt_messages
+from args_local.evaluation.prompts import load_prompts
 
 HH = Path(__file__).resolve().parents[1].parent / "shared/data/hh-rlhf/harmless-base-pairs.jsonl.gz"
 pytestmark = pytest.mark.skipif(not home.default_policy().is_file() or not HH.is_file(),
@@ -130,14 +131,14 @@ def test_unwritable_out_dir_exits_2(tmp_path, capsys):
 
 def test_prompt_formats():
     hh = json.loads(hh_lines(1)[0])
-    conversation = prompt_messages(hh)
+    conversation = record_prompt(hh)
     assert conversation[-1]["role"] == "user" and hh["chosen"].startswith("\n\nHuman: " + conversation[0]["content"][:10])
-    assert prompt_messages({"prompt": "Hi"}) == [{"role": "user", "content": "Hi"}]
+    assert record_prompt({"prompt": "Hi"}) == [{"role": "user", "content": "Hi"}]
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
                 {"role": "assistant", "content": "reference reply"}]
-    assert prompt_messages({"messages": messages}) == messages[:2]  # the reference reply is not the prompt
+    assert record_prompt({"messages": messages}) == messages[:2]  # the reference reply is not the prompt
     with pytest.raises(ValueError):
-        prompt_messages({"messages": [{"role": "assistant", "content": "only me"}]})
+        record_prompt({"messages": [{"role": "assistant", "content": "only me"}]})
 
 
 def test_skip_bad_lines_keeps_the_good_ones(tmp_path):

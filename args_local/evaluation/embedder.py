@@ -54,10 +54,3 @@ class SentenceEmbedder:
         hidden = self.session.run(None, {n: arrays[n] for n in self.input_names})[0]
         return mean_pool_normalized(hidden, arrays["attention_mask"])
 
-
-def load_embedder_or_none(threads: int = 1) -> tuple[SentenceEmbedder | None, str | None]:
-    """(embedder, None) or (None, why it is unavailable and how to build it)."""
-    try:
-        return SentenceEmbedder(threads=threads), None
-    except UserError as e:
-        return None, str(e)

@@ -9,9 +9,6 @@ from pathlib import Path
 from ..conversations import instruction_of, jsonl_records, record_prompt, record_split
 from ..errors import UserError
 
-prompt_messages = record_prompt  # the conversation a record asks to continue
-
-
 @dataclass(frozen=True)
 class EvalPrompt:
     index: int  # position among the usable prompts: the key replies are stored under

@@ -46,9 +46,6 @@ class KVCache:
             buf[self.length: self.length + n] = arr[rows]
         self.length += n
 
-    def truncate(self, length: int) -> None:
-        self.length = min(self.length, length)
-
     def _reserve(self, needed: int) -> None:
         capacity = self.buffers[0].shape[0]
         if needed > capacity:
