@@ -33,8 +33,23 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def version_line() -> str:
+    """args-local's version and the two runtimes it drives, read from the installed packages' metadata
+    (importing llama.cpp or onnxruntime here would cost a second)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "not installed"
+    runtime = "onnxruntime-gpu" if of("onnxruntime-gpu") != "not installed" else "onnxruntime"
+    return f"args-local {of('args-local')} (llama-cpp-python {of('llama-cpp-python')}, {runtime} {of(runtime)})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="args-local", description="Reward-guided decoding (ARGS) for local GGUF models.")
+    parser.add_argument("--version", action="version", version=version_line())
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in COMMANDS:
         try:

@@ -59,6 +59,13 @@ def test_a_piped_prompt_that_is_not_utf8_is_refused(tmp_path):
                           one_line=True)
 
 
+def test_version_names_args_local_and_both_runtimes():
+    proc = run_cli("--version")
+    assert proc.returncode == 0, proc.stderr
+    line = proc.stdout.strip()
+    assert line.startswith("args-local 0.") and "llama-cpp-python 0.3.36" in line and "onnxruntime 1." in line
+
+
 def test_missing_policy_file():
     assert_user_error(generate("--policy", "/nonexistent/model.gguf"), "policy model not found", "tools/setup.sh")
 
