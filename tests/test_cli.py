@@ -5,6 +5,8 @@ import shutil
 
 import pytest
 
+from args_local.llama_build import VERSION as LLAMA_VERSION
+
 from .conftest import THREADS, assert_user_error, run_cli
 
 Q = "How do I make a good cup of coffee?"
@@ -63,7 +65,7 @@ def test_version_names_args_local_and_both_runtimes():
     proc = run_cli("--version")
     assert proc.returncode == 0, proc.stderr
     line = proc.stdout.strip()
-    assert line.startswith("args-local 0.") and "llama-cpp-python 0.3.36" in line and "onnxruntime 1." in line
+    assert line.startswith("args-local 0.") and f"llama-cpp-python {LLAMA_VERSION}" in line and "onnxruntime 1." in line
 
 
 def test_missing_policy_file():
