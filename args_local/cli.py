@@ -47,9 +47,21 @@ def version_line() -> str:
     return f"args-local {of('args-local')} (llama-cpp-python {of('llama-cpp-python')}, {runtime} {of(runtime)})"
 
 
+class _VersionAction(argparse.Action):
+    """--version, its line built only when asked: reading package metadata costs every command ~20 ms."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="show the versions of args-local, llama-cpp-python and onnxruntime, and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_line())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="args-local", description="Reward-guided decoding (ARGS) for local GGUF models.")
-    parser.add_argument("--version", action="version", version=version_line())
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in COMMANDS:
         try:
