@@ -55,8 +55,8 @@ class DecodingSettings:
             raise UserError(f"k must be at least 1 and at most {MAX_K} (got {self.k})")
         if vocab_size is not None and self.k > vocab_size:
             raise UserError(f"k must be at most the vocabulary size {vocab_size} (got {self.k})")
-        if not math.isfinite(self.w):
-            raise UserError(f"w must be a finite number (got {self.w})")
+        if not math.isfinite(self.w) or self.w < 0:  # a negative w would steer towards the lowest reward
+            raise UserError(f"w must be a finite number >= 0, 0 for the policy alone (got {self.w})")
         if not math.isfinite(self.temperature) or self.temperature < 0:
             raise UserError(f"temperature must be >= 0 (got {self.temperature})")
         if not 0 < self.top_p <= 1:

@@ -31,7 +31,7 @@ def register(sub) -> None:
                         "there, report on dev)")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"comma-separated, from: {', '.join(MODES)}")
     p.add_argument("--k", type=int, default=d.k, help=f"candidates per step for ARGS and top-k (default {d.k})")
-    p.add_argument("--w", type=float, default=d.w, help=f"ARGS reward weight (default {d.w})")
+    p.add_argument("--w", type=float, default=d.w, help=f"ARGS reward weight, >= 0 (default {d.w})")
     p.add_argument("--sweep-w", default="", metavar="W,W,...",
                    help="also run the ARGS methods at these w values and plot reward vs w (needs --out for the PNG)")
     p.add_argument("--temperature", type=float, default=d.temperature, help="for the sampling methods (default 1.0)")
@@ -65,8 +65,8 @@ def parse_floats(text: str, option: str) -> list[float]:
         values = list(dict.fromkeys(float(x) for x in text.split(",") if x.strip()))
     except ValueError:
         values = [math.nan]
-    if not all(map(math.isfinite, values)):
-        raise UserError(f"{option} takes comma-separated numbers, e.g. 0,0.5,1,1.5,2 (got {text!r})")
+    if not all(math.isfinite(v) and v >= 0 for v in values):
+        raise UserError(f"{option} takes comma-separated numbers >= 0, e.g. 0,0.5,1,1.5,2 (got {text!r})")
     return values
 
 
