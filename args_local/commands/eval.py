@@ -60,7 +60,7 @@ def parse_methods(text: str) -> list[str]:
     return list(dict.fromkeys(methods))
 
 
-def parse_floats(text: str, option: str) -> list[float]:
+def nonnegative_floats(text: str, option: str) -> list[float]:
     try:
         values = list(dict.fromkeys(float(x) for x in text.split(",") if x.strip()))
     except ValueError:
@@ -95,7 +95,7 @@ def run(args) -> int:
     from ..reward import load_reward_model
 
     methods = parse_methods(args.methods)
-    sweep_w = parse_floats(args.sweep_w, "--sweep-w")
+    sweep_w = nonnegative_floats(args.sweep_w, "--sweep-w")
     if sweep_w and not args.out:
         print("args-local: note: --sweep-w without --out prints the sweep table but writes no plot", file=sys.stderr)
     if args.n < 1:
