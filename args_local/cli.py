@@ -43,8 +43,9 @@ def version_line() -> str:
             return version(package)
         except PackageNotFoundError:
             return "not installed"
-    runtime = "onnxruntime-gpu" if of("onnxruntime-gpu") != "not installed" else "onnxruntime"
-    return f"args-local {of('args-local')} (llama-cpp-python {of('llama-cpp-python')}, {runtime} {of(runtime)})"
+    gpu = of("onnxruntime-gpu")  # the same module as onnxruntime, under another distribution name
+    runtime = f"onnxruntime-gpu {gpu}" if gpu != "not installed" else f"onnxruntime {of('onnxruntime')}"
+    return f"args-local {of('args-local')} (llama-cpp-python {of('llama-cpp-python')}, {runtime})"
 
 
 class _VersionAction(argparse.Action):

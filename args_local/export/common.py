@@ -94,7 +94,8 @@ def staged_output(out: Path, force: bool, sources=()):
 
 def export_versions() -> dict:
     out = {}
-    for name in ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "tokenizers"):
+    for name in ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "onnxruntime-gpu",
+                 "tokenizers"):
         try:
             out[name] = version(name)
         except PackageNotFoundError:
