@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import queue
+import signal
 import socket
 import subprocess
 import sys
@@ -34,9 +35,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(stderr_path, *flags, host: str | None = None, env_extra: dict | None = None):
-    """A real `args-local serve [--host HOST]` process; yields a loopback base URL for it once it
-    announces http://HOST:PORT (127.0.0.1, the default, when no host is given)."""
+def server_process(stderr_path, *flags, host: str | None = None, env_extra: dict | None = None):
+    """A real `args-local serve [--host HOST]` process; yields it and a loopback base URL for it once
+    it announces http://HOST:PORT (127.0.0.1, the default, when no host is given)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "ARGS_LOCAL_API_KEY"}  # a user's own key must not leak in
     env.update(PYTHONPATH=str(ROOT), **(env_extra or {}))
@@ -56,9 +57,7 @@ def running_server(stderr_path, *flags, host: str | None = None, env_extra: dict
                 announced = lines.get(timeout=1)
             except queue.Empty:
                 pass
-        yield f"http://127.0.0.1:{port}"
-        assert proc.poll() is None, "the server died: " + stderr_path.read_text()
-        assert "Traceback" not in stderr_path.read_text(), stderr_path.read_text()
+        yield proc, f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
         try:
@@ -66,6 +65,15 @@ def running_server(stderr_path, *flags, host: str | None = None, env_extra: dict
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=15)
+
+
+@contextlib.contextmanager
+def running_server(stderr_path, *flags, host: str | None = None, env_extra: dict | None = None):
+    """server_process's URL, and a server still alive afterwards that logged no traceback."""
+    with server_process(stderr_path, *flags, host=host, env_extra=env_extra) as (proc, url):
+        yield url
+        assert proc.poll() is None, "the server died: " + stderr_path.read_text()
+        assert "Traceback" not in stderr_path.read_text(), stderr_path.read_text()
 
 
 @pytest.fixture(scope="module")
@@ -309,6 +317,31 @@ def test_listening_beyond_loopback_without_a_key_warns(tmp_path, policy_path):
     with running_server(tmp_path / "stderr.txt", host="0.0.0.0") as url:
         assert httpx.get(f"{url}/v1/models", timeout=60).status_code == 200
     assert "without an API key" in (tmp_path / "stderr.txt").read_text()
+
+
+@pytest.mark.parametrize("sig, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, -signal.SIGTERM)])
+def test_stopping_the_server_mid_reply_tells_each_client_why(tmp_path, policy_path, sig, exit_code):
+    """Ctrl+C or SIGTERM: the stream in progress ends with an error event, not a cut connection,
+    a request waiting its turn gets 503 at once, and the log has no traceback or error."""
+    body = {"model": "args-local", "messages": [{"role": "user", "content": LONG_Q}], "max_tokens": 2000}
+    waiter: list = []
+    with server_process(tmp_path / "stderr.txt") as (proc, url), httpx.Client(base_url=url, timeout=120) as http:
+        with http.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as r:
+            lines = r.iter_lines()
+            for line in lines:  # until the reply has begun
+                if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
+                    break
+            thread = threading.Thread(target=lambda: waiter.append(http.post("/v1/chat/completions", json=body)))
+            thread.start()
+            wait_for(http, lambda h: h["waiting"] == 1)
+            proc.send_signal(sig)
+            rest = [json.loads(line[6:]) for line in lines if line.startswith("data: ")]  # no RemoteProtocolError
+        thread.join(timeout=60)
+        assert proc.wait(timeout=60) == exit_code
+    assert rest[-1]["error"]["code"] == "server_shutting_down", rest[-3:]
+    assert waiter[0].status_code == 503 and waiter[0].json()["error"]["code"] == "server_shutting_down"
+    log = (tmp_path / "stderr.txt").read_text()
+    assert "Traceback" not in log and "ERROR" not in log, log
 
 
 def test_the_legacy_completions_endpoint_is_an_openai_shaped_404(http):

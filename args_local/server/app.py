@@ -25,11 +25,14 @@ from ..errors import UserError
 from ..settings import DecodingSettings
 from .chat_request import parse_chat_request
 from .errors import APIError
-from .generations import Generations, Job
+from .generations import Generations, Job, stopping_error
 from .responses import Reply, model_list
 
 MODEL_ID = "args-local"
 MAX_BODY_BYTES = 4 * 2**20  # far above any prompt a context holds; stops a client from filling memory
+# when the server stops, a stream has this long to tell its client so and end (the engine stops at
+# its next step); the runner's graceful shutdown waits longer before it cuts connections
+SHUTDOWN_GRACE_S = 2
 
 
 class ClientGone(Exception):
@@ -62,10 +65,15 @@ def create_app(engine: Engine, defaults: DecodingSettings, *, api_key: str | Non
         job = generations.submit(req.messages, req.settings)
         try:
             first = await until_disconnect(request, job.next())  # waits its turn; a 400 comes here
+            if first is None:  # skipped while it waited: the server is stopping
+                raise stopping_error()
             if req.stream:
                 events = sse_events(first, job, Reply(MODEL_ID), req.include_usage)
-                return CancelWhenDone(EventSourceResponse(events, sep="\n", ping=15), job)
+                return CancelWhenDone(EventSourceResponse(events, sep="\n", ping=15,
+                                                          shutdown_grace_period=SHUTDOWN_GRACE_S), job)
             done = await until_disconnect(request, job.finished(first))
+            if done.stop_reason == "cancelled":  # the client is still here, so the server is stopping
+                raise stopping_error()
             return JSONResponse(Reply(MODEL_ID).completion(done))
         except ClientGone:
             job.cancel.set()
@@ -83,12 +91,14 @@ def create_app(engine: Engine, defaults: DecodingSettings, *, api_key: str | Non
         yield
         generations.close()
 
-    return Starlette(
+    app = Starlette(
         routes=[Route("/health", health), Route("/v1/models", models),
                 Route("/v1/chat/completions", chat_completions, methods=["POST"]),
                 Route("/v1/completions", completions, methods=["POST"])],
         exception_handlers={kind: error_response for kind in (APIError, UserError, HTTPException, Exception)},
         lifespan=lifespan)
+    app.state.stop_generations = generations.stop  # for the runner, as soon as the server is told to stop
+    return app
 
 
 async def error_response(request: Request, e: Exception) -> Response:
@@ -145,14 +155,17 @@ async def sse_events(event, job: Job, reply: Reply, include_usage: bool):
             if isinstance(event, Step) and event.text:
                 yield json.dumps(reply.chunk({"content": event.text}))
             elif isinstance(event, Finished):
+                if event.stop_reason == "cancelled":  # the client still reads, so the server is stopping
+                    raise stopping_error()
                 yield json.dumps(reply.last_chunk(event))
                 if include_usage:
                     yield json.dumps(reply.usage_chunk(event))
             event = await job.next()
         yield "[DONE]"
     except Exception as e:  # the headers are sent: the error travels in the stream, as OpenAI's do
-        status = 400 if isinstance(e, UserError) else 500
-        yield json.dumps(APIError(status, str(e) if status == 400 else f"internal error: {e}").body())
+        if not isinstance(e, APIError):
+            e = APIError(400, str(e)) if isinstance(e, UserError) else APIError(500, f"internal error: {e}")
+        yield json.dumps(e.body())
 
 
 class CancelWhenDone:

@@ -26,6 +26,11 @@ from .errors import APIError
 _END = object()  # a job's last item
 
 
+def stopping_error() -> APIError:
+    return APIError(503, "the server is shutting down: the reply was cut short; retry once it is back",
+                    code="server_shutting_down")
+
+
 class Job:
     def __init__(self, messages: list[dict], settings: DecodingSettings, loop: asyncio.AbstractEventLoop):
         self.messages, self.settings = messages, settings
@@ -63,11 +68,14 @@ class Generations:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="args-local-decode")
         self._jobs: set[Job] = set()  # admitted and not done: the running one and those waiting
         self.running = False
+        self.stopping = False
         self.ended = Counter()  # stop reasons of past generations (and rejected / failed ones)
         self._seconds: deque[float] = deque(maxlen=8)  # recent generations' times, for Retry-After
 
     def submit(self, messages: list[dict], settings: DecodingSettings) -> Job:
         """Queue a generation, or raise 429 when max_waiting requests already wait. Event loop only."""
+        if self.stopping:
+            raise stopping_error()
         if len(self._jobs) > self.max_waiting:
             wait = self.retry_after()
             raise APIError(429, f"the server is busy: {len(self._jobs)} requests are running or waiting; "
@@ -87,9 +95,15 @@ class Generations:
         return {"running": self.running, "waiting": len(self._jobs) - self.running, "max_waiting": self.max_waiting,
                 "generations": dict(self.ended)}
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """The server is stopping: the running reply ends at its next step, those waiting are
+        skipped, each ending cut short (its handler answers stopping_error), and none is taken."""
+        self.stopping = True
         for job in list(self._jobs):
             job.cancel.set()
+
+    def close(self) -> None:
+        self.stop()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     # -- the worker thread ----------------------------------------------------------------

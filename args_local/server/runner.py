@@ -7,6 +7,8 @@ import socket
 import uvicorn
 from starlette.applications import Starlette
 
+from .app import SHUTDOWN_GRACE_S
+
 
 class AnnouncingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, announce: str):
@@ -18,8 +20,15 @@ class AnnouncingServer(uvicorn.Server):
         if not self.should_exit:  # listening: the line tools wait for
             print(self.announce, flush=True)
 
+    async def shutdown(self, sockets=None) -> None:
+        # uvicorn waits for open requests before it stops the app: end the replies now, or a
+        # long one runs until the wait times out and uvicorn cancels it (a traceback, a bare 500)
+        self.config.app.state.stop_generations()
+        await super().shutdown(sockets)
+
 
 def run(app: Starlette, sock: socket.socket, announce: str) -> None:
     # uvicorn's own info lines and access log are off: the announce line says what matters
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=3)
+    config = uvicorn.Config(app, log_level="warning", access_log=False,
+                            timeout_graceful_shutdown=SHUTDOWN_GRACE_S + 1)
     AnnouncingServer(config, announce).run(sockets=[sock])
