@@ -131,8 +131,12 @@ class Generations:
             job.put(_END)
 
     def _fit_reply(self, job: Job) -> DecodingSettings:
-        """max_tokens capped by the room the prompt leaves in the context; a prompt that leaves
-        none gets the engine's own message (UserError)."""
+        """max_tokens capped by the room the prompt leaves in the context; UserError if it leaves
+        none (the engine's message would blame a max-new-tokens of 1 the client never asked for)."""
         policy = self.engine.policy
-        room = policy.n_ctx - len(policy.tokenize(policy.render_chat(job.messages)))
-        return job.settings.with_(max_new_tokens=max(1, min(job.settings.max_new_tokens, room)))
+        prompt = len(policy.tokenize(policy.render_chat(job.messages)))
+        if prompt >= policy.n_ctx:
+            raise UserError(f"the prompt is {prompt} tokens: it does not fit the {policy.n_ctx}-token context "
+                            "with room for a reply. Shorten the messages, or restart the server with a "
+                            "larger --n-ctx.")
+        return job.settings.with_(max_new_tokens=min(job.settings.max_new_tokens, policy.n_ctx - prompt))
