@@ -80,6 +80,9 @@ class DecodingSettings:
 
     def _validate_objectives(self) -> None:
         """Shape and values only: which names exist depends on the reward model (the engine checks)."""
+        if not all(isinstance(pair, tuple) and len(pair) == 2 for pair in self.objectives):
+            raise UserError(f"objectives must be name-weight pairs, e.g. {{'helpful': 1, 'harmless': 0.5}} "
+                            f"(got {self.objectives!r})")
         names = [name for name, _ in self.objectives]
         if len(set(names)) < len(names):
             raise UserError(f"each objective may be given once (got {', '.join(names)})")

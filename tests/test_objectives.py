@@ -87,6 +87,8 @@ def test_settings_validate_objective_weights():
         DecodingSettings(objectives=(("helpful", 1.0), ("helpful", 2.0))).validated()
     with pytest.raises(UserError, match="finite number >= 0"):
         DecodingSettings(objectives={"helpful": -0.5}).validated()
+    with pytest.raises(UserError, match="name-weight pairs"):
+        DecodingSettings(objectives=("helpful", 1.0)).validated()
     assert DecodingSettings(objectives={"helpful": 1.0}).to_dict()["objectives"] == {"helpful": 1.0}
 
 

@@ -166,6 +166,10 @@ def test_bad_args_value_is_a_400_with_the_reason(client):
         chat(client, extra_body={"args": {"kk": 3}})
     with pytest.raises(openai.BadRequestError, match="n must be 1"):
         chat(client, n=2)
+    with pytest.raises(openai.BadRequestError, match=r"args.objectives must be an object \{name: weight\}"):
+        chat(client, extra_body={"args": {"objectives": "helpful=1"}})
+    with pytest.raises(openai.BadRequestError, match="objectives must be name-weight pairs"):
+        chat(client, extra_body={"args": {"objectives": ["helpful", 1]}})
 
 
 def test_models_lists_the_served_model(client):

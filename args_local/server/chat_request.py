@@ -84,7 +84,8 @@ def value_for(name: str, value, param: str):
                 return tuple(scalar(v, element, f"{param}[{i}]") for i, v in enumerate(value))
             return tuple(tuple(v) if isinstance(v, list) else v for v in value)
         if not isinstance(value, dict):
-            raise APIError(400, f"{param} must be a list (got {value!r})", param=param)
+            shape = "a list" if element in SCALARS else "an object {name: weight}"
+            raise APIError(400, f"{param} must be {shape} (got {value!r})", param=param)
     return value
 
 
