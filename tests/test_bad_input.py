@@ -29,7 +29,7 @@ def files(tmp_path_factory):
             "hf_inner": hf / "onnx", "outer": d, "missing": d / "nope", "notgz": d / "pairs.jsonl.gz",
             "latin1": d / "latin1.jsonl", "intpairs": d / "int-pairs.jsonl", "badjson": d / "bad-config",
             "latin1config": d / "latin1-config", "listconfig": d / "list-config", "noweights": d / "no-weights",
-            "userfolder": d / "my-files"}
+            "userfolder": d / "my-files", "extension": d / "my-extension"}
     made["dir"].mkdir()
     made["text"].write_text("just some notes\n")
     made["empty"].write_text("")
@@ -45,6 +45,9 @@ def files(tmp_path_factory):
     (made["noweights"] / "tokenizer.json").write_text("{}")
     made["userfolder"].mkdir()
     (made["userfolder"] / "thesis.tex").write_text("years of work")
+    made["extension"].mkdir()  # a browser extension: it has a manifest.json, but not one of ours
+    (made["extension"] / "manifest.json").write_text(json.dumps({"manifest_version": 3, "name": "My extension"}))
+    (made["extension"] / "background.js").write_text("chrome.runtime.onInstalled.addListener(() => {});")
     return made
 
 
@@ -121,6 +124,8 @@ CASES = [
     ("export-out-inside-source", ("export", "reward", "{hf}", "--out", "{hf_inner}"), "overlaps the source"),
     ("export-out-holds-source", ("export", "reward", "{hf}", "--out", "{outer}", "--force"), "overlaps the source"),
     ("export-force-over-user-files", ("export", "reward", "{hf}", "--out", "{userfolder}", "--force"),
+     "not an args-local model"),
+    ("export-force-over-another-manifest", ("export", "reward", "{hf}", "--out", "{extension}", "--force"),
      "not an args-local model"),
     ("export-out-exists", ("export", "reward", "{hf}", "--out", "{userfolder}"), "already exists"),
     ("export-config-not-json", ("export", "reward", "{badjson}", "--out", "{missing}"), "is not valid JSON"),
@@ -210,6 +215,7 @@ def test_bad_values_exit_2_with_one_line_and_no_traceback(cases, files):
     assert not failures, "\n".join(failures)
     assert (files["hf"] / "model.safetensors").read_bytes() == b"not really weights"  # the source survived
     assert (files["userfolder"] / "thesis.tex").read_text() == "years of work"
+    assert sorted(p.name for p in files["extension"].iterdir()) == ["background.js", "manifest.json"]
 
 
 

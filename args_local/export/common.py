@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import shutil
 import sys
@@ -14,7 +15,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import UserError
-from ..reward.manifest import MANIFEST
+from ..home import is_built_in
+from ..reward.manifest import KINDS, MANIFEST
 
 Progress = Callable[[str], None]
 
@@ -58,10 +60,25 @@ def check_output(out: Path, force: bool, sources=()) -> Path:
     if out.exists() or out.is_symlink():
         if not force:
             raise UserError(f"{out} already exists; pass --force to replace it")
-        if not (out.is_dir() and (out / MANIFEST).is_file()):
-            raise UserError(f"{out} exists and is not an args-local model (it has no {MANIFEST}); --force only "
+        if not is_earlier_export(out):
+            raise UserError(f"{out} exists and is not an args-local model (it has no {MANIFEST} of ours); --force only "
                             "replaces an earlier export. Choose another --out, or move that folder away yourself.")
     return out
+
+
+def is_earlier_export(folder: Path) -> bool:
+    """Whether FOLDER holds a model args-local wrote: its manifest.json names one of our kinds. A manifest.json
+    alone says little (browser extensions and web apps have one too, and --force once replaced such a folder
+    whole). Setup may also replace a built-in model whose manifest was damaged: it rebuilds its own folders."""
+    if not (folder.is_dir() and (folder / MANIFEST).is_file()):
+        return False
+    if is_built_in(folder):
+        return True
+    try:
+        manifest = json.loads((folder / MANIFEST).read_bytes())
+    except (OSError, ValueError):  # not JSON, or not UTF-8
+        return False
+    return isinstance(manifest, dict) and manifest.get("kind") in (*KINDS, "sentence-embedder")  # the last: eval's embedder
 
 
 @contextlib.contextmanager
