@@ -18,7 +18,9 @@ def _interrupted_while_starting(signum, frame):
 _signal.signal(_signal.SIGINT, _interrupted_while_starting)  # first of all; main() takes over
 
 import argparse  # noqa: E402
+import errno  # noqa: E402
 import importlib  # noqa: E402
+import os  # noqa: E402
 
 from . import interrupts
 from .errors import UserError
@@ -79,16 +81,36 @@ def main(argv: list[str] | None = None) -> int:
     try:
         interrupts.install()
         args = build_parser().parse_args(argv)  # inside the try: building it imports every command
-        return args.run(args) or 0
+        code = args.run(args) or 0
+        sys.stdout.flush()  # here, where a closed pipe or a full disk is caught, not in Python's flush at exit
+        return code
     except UserError as e:
         print(f"args-local: error: {e}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Exception) as e:
-        if not interrupts.interrupted(e):
-            raise  # a bug: it keeps its traceback
-        interrupts.handled()
-        print("\nargs-local: interrupted", file=sys.stderr)
-        return 130
+        if interrupts.interrupted(e):
+            interrupts.handled()
+            print("\nargs-local: interrupted", file=sys.stderr)
+            return 130
+        if isinstance(e, BrokenPipeError):  # the reader left (`| head`): stop as quietly as a program SIGPIPE ends
+            _drop_unwritable_stdout()
+            return 141
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):  # a fault, not a bug
+            _drop_unwritable_stdout()
+            where = f" writing {e.filename}" if e.filename else ""
+            print(f"args-local: error: no space left on the disk{where}; free some space and run it again",
+                  file=sys.stderr)
+            return 2
+        raise  # a bug: it keeps its traceback
+
+
+def _drop_unwritable_stdout() -> None:
+    """Point stdout at /dev/null if it cannot take what is still buffered, so that Python's own flush at
+    exit does not print a second error (or a traceback) about it."""
+    try:
+        sys.stdout.flush()
+    except OSError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

@@ -77,10 +77,10 @@ def run_cli(*args: str | bytes, timeout: float = 600, env_extra: dict | None = N
             **kw) -> subprocess.CompletedProcess:
     """Run `args-local ARGS…` as a user would; returns the finished process (text output).
 
-    Arguments may be bytes (what a shell passes for $'\xff'); kw goes to subprocess.run (e.g. stdin)."""
+    Arguments may be bytes (what a shell passes for $'\xff'); kw goes to subprocess.run (e.g. stdin, stdout)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "args_local.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, **kw)
+    kw = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **kw}  # stdout may be a file of the test's
+    return subprocess.run([sys.executable, "-m", "args_local.cli", *args], text=True, timeout=timeout, env=env, **kw)
 
 
 def assert_user_error(proc, *words, one_line: bool = False) -> None:

@@ -5,12 +5,14 @@ rows marked as reaching a model-file check. Files of the wrong kind are made in 
 """
 
 import json
+import os
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from .conftest import run_cli
+from .conftest import ROOT, run_cli
 
 HUGE = str(10**12)
 BAD_UTF8 = b"\xff\xfe"
@@ -262,3 +264,28 @@ def test_a_damaged_built_in_model_is_named_listed_and_rebuilt(tmp_path):
     assert not build.up_to_date(guide, heads, force=False)
     loaded = run_cli(*G, env_extra=env, stdin=subprocess.DEVNULL)
     assert check(loaded, "tokenizer.json is not a tokenizer file") is None, loaded.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full (a file whose disk is always full)")
+def test_a_full_disk_is_one_line_not_a_traceback(tmp_path):
+    """The trace file or the reply itself written to a full disk: one line saying so, exit 2."""
+    for args, reply_to_full in ((("--trace", "/dev/full"), False), (("--json",), True)):
+        with open("/dev/full", "w") as full:
+            proc = run_cli(*G, "--threads", "1", *args, stdin=subprocess.DEVNULL,
+                           stdout=full if reply_to_full else subprocess.PIPE)
+        assert check(proc, "no space left on the disk") is None, check(proc, "no space left on the disk")
+        assert proc.stderr.count("args-local: error:") == 1 and "Exception ignored" not in proc.stderr, proc.stderr
+
+
+def test_a_reader_that_leaves_early_ends_it_quietly():
+    """`args-local generate … | head -c 1`: the reply stops at the closed pipe with no traceback, as a program
+    that SIGPIPE ends does (exit code 141)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "args_local.cli", "generate", "Write a long story about a dragon.",
+                             "--mode", "greedy", "--max-new-tokens", "200", "--threads", "1"], env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.read(1)  # the first piece of the reply, then the reader goes away
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=300) == 141, stderr
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr and "error" not in stderr, stderr
