@@ -129,6 +129,33 @@ def test_unwritable_out_dir_exits_2(tmp_path, capsys):
     assert "not writable" in capsys.readouterr().err
 
 
+def test_a_run_that_failed_before_its_first_reply_can_be_rerun_with_other_settings(tmp_path, capsys):
+    """A typo in --reward stops eval after it wrote run.json: the corrected command continues in the same --out."""
+    out = tmp_path / "run"
+    argv = ["eval", *TINY, "--methods", "greedy", "--prompts", str(HH), "--n", "1", "--out", str(out)]
+    assert main([*argv, "--reward", str(tmp_path / "gide")]) == 2
+    assert "reward model directory not found" in capsys.readouterr().err
+    assert main(argv) == 0
+    assert json.loads((out / "run.json").read_text())["reward"] == str(home.default_reward())
+    assert main([*argv, "--reward", str(tmp_path / "gide")]) == 2  # now it has a reply: other settings are refused
+    assert "holds an eval run with other settings" in capsys.readouterr().err
+
+
+def test_an_out_that_is_not_an_eval_run_is_refused_and_kept(tmp_path, capsys):
+    argv = ["eval", *TINY, "--prompts", str(HH), "--n", "1", "--out"]
+    a_file, theirs, listed = tmp_path / "notes.txt", tmp_path / "theirs", tmp_path / "listed"
+    a_file.write_text("mine")
+    theirs.mkdir()
+    (theirs / "results.json").write_text('{"accuracy": 0.93}')
+    listed.mkdir()
+    (listed / "run.json").write_text("[1, 2]")
+    for out, words in ((a_file, "is a file"), (theirs, "another program's files"), (listed, "run.json is damaged")):
+        assert main([*argv, str(out)]) == 2
+        assert words in capsys.readouterr().err
+    assert a_file.read_text() == "mine" and [p.name for p in theirs.iterdir()] == ["results.json"]
+    assert (listed / "run.json").read_text() == "[1, 2]"
+
+
 def test_prompt_formats():
     hh = json.loads(hh_lines(1)[0])
     conversation = record_prompt(hh)

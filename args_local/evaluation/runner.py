@@ -50,29 +50,37 @@ class ReplyStore:
         if out_dir is None:
             return
         out_dir = Path(out_dir).expanduser()
+        if out_dir.exists() and not out_dir.is_dir():
+            raise UserError(f"--out {out_dir} is a file; give a directory for the run's files")
+        run_file, self.path = out_dir / RUN_FILE, out_dir / REPLIES_FILE
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
-            run_file = out_dir / RUN_FILE
-            if run_file.is_file():
-                check_same_settings(json.loads(run_file.read_text()), settings, out_dir)
-            else:
+            old = json.loads(run_file.read_text()) if run_file.is_file() else None
+            if old is not None and not isinstance(old, dict):
+                raise json.JSONDecodeError("not a JSON object", "", 0)
+            started = self.path.is_file()  # written right after run.json: together they mark an eval run
+            text = self.path.read_text(encoding="utf-8", errors="replace") if started else ""
+            for line in text.splitlines():
+                try:  # an interrupted write can leave a torn last line: that reply is simply redone
+                    record = json.loads(line)
+                    self.records[record["key"]] = record
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue
+            if old is None and (started or (out_dir / "results.json").exists()):
+                raise UserError(f"{out_dir} holds another program's files ({REPLIES_FILE} or results.json without "
+                                f"{RUN_FILE}), which eval would overwrite; use another --out directory")
+            if old is not None and (self.records or not started):
+                check_same_settings(old, settings, out_dir)
+            if old != settings:  # a new run, or one that ended before its first reply (a typo in --reward, say)
                 run_file.write_text(json.dumps(settings, indent=2) + "\n")
-            self.path = out_dir / REPLIES_FILE
             self.path.touch()
-            text = self.path.read_text(encoding="utf-8", errors="replace")
             if text and not text.endswith("\n"):  # end a torn last line so the next reply starts afresh
                 with open(self.path, "a", encoding="utf-8") as f:
                     f.write("\n")
         except OSError as e:
             raise UserError(f"output directory {out_dir} is not writable: {e.strerror or e}") from None
-        except json.JSONDecodeError:
-            raise UserError(f"{out_dir / RUN_FILE} is damaged (not JSON); use another --out directory") from None
-        for line in text.splitlines():
-            try:  # an interrupted write can leave a torn last line: that reply is simply redone
-                record = json.loads(line)
-                self.records[record["key"]] = record
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise UserError(f"{run_file} is damaged (not a JSON object); use another --out directory") from None
 
     def __contains__(self, key: str) -> bool:
         return key in self.records
