@@ -31,7 +31,7 @@ def files(tmp_path_factory):
             "hf_inner": hf / "onnx", "outer": d, "missing": d / "nope", "notgz": d / "pairs.jsonl.gz",
             "latin1": d / "latin1.jsonl", "intpairs": d / "int-pairs.jsonl", "badjson": d / "bad-config",
             "latin1config": d / "latin1-config", "listconfig": d / "list-config", "noweights": d / "no-weights",
-            "userfolder": d / "my-files", "extension": d / "my-extension"}
+            "userfolder": d / "my-files", "extension": d / "my-extension", "oddmanifest": d / "odd-manifest"}
     made["dir"].mkdir()
     made["text"].write_text("just some notes\n")
     made["empty"].write_text("")
@@ -47,6 +47,9 @@ def files(tmp_path_factory):
     (made["noweights"] / "tokenizer.json").write_text("{}")
     made["userfolder"].mkdir()
     (made["userfolder"] / "thesis.tex").write_text("years of work")
+    made["oddmanifest"].mkdir()  # hand-edited: a version as text, no graph
+    (made["oddmanifest"] / "manifest.json").write_text(json.dumps({"format_version": "1", "kind": "decoder",
+                                                                   "model": "model.onnx", "tokenizer": "tokenizer.json"}))
     made["extension"].mkdir()  # a browser extension: it has a manifest.json, but not one of ours
     (made["extension"] / "manifest.json").write_text(json.dumps({"manifest_version": 3, "name": "My extension"}))
     (made["extension"] / "background.js").write_text("chrome.runtime.onInstalled.addListener(() => {});")
@@ -101,6 +104,7 @@ CASES = [
     ("generate-policy-text", G + ("--mode", "greedy", "--policy", "{text}"), "not a GGUF file"),
     ("generate-reward-file", G + ("--reward", "{text}"), "is a file, not a directory"),
     ("generate-reward-no-manifest", G + ("--reward", "{dir}"), "has no manifest.json"),
+    ("generate-reward-manifest-mangled", G + ("--reward", "{oddmanifest}"), "format_version, vocab.size, vocab.probe_ids"),
     ("generate-trace-folder-missing", G + ("--trace", "{missing}/trace.jsonl"), "cannot write trace file"),
     # chat: checked before it asks for a terminal, which these runs have not got
     ("chat-system-not-utf8", ("chat", "--system", b"\xff"), "not valid UTF-8"),
@@ -289,3 +293,14 @@ def test_a_reader_that_leaves_early_ends_it_quietly():
     stderr = proc.stderr.read()
     assert proc.wait(timeout=300) == 141, stderr
     assert "Traceback" not in stderr and "Exception ignored" not in stderr and "error" not in stderr, stderr
+
+
+def test_the_python_api_raises_user_error_for_a_damaged_manifest(guide_dir, tmp_path):
+    """args_local.load(reward=...) on a manifest that lost a member: a UserError naming it, not a KeyError."""
+    import args_local
+
+    from .conftest import guide_copy
+
+    damaged = guide_copy(guide_dir, tmp_path / "rm", lambda manifest: manifest["graph"].pop("hidden_size"))
+    with pytest.raises(args_local.UserError, match=r"manifest.json: graph.hidden_size missing or of the wrong type"):
+        args_local.load(reward=damaged, threads=1)

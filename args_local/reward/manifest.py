@@ -37,6 +37,14 @@ from ..paths import input_dir
 FORMAT_VERSION = 1
 KINDS = ("decoder", "encoder", "gguf-embedding")
 MANIFEST = "manifest.json"
+# What each kind's loader reads without a default, and its type ({...}: an object with these members).
+_COMMON = {"format_version": (int, type(None)), "model": str}
+REQUIRED = {
+    "decoder": {**_COMMON, "tokenizer": str, "vocab": {"size": int, "probe_ids": list},
+                "graph": {"n_layers": int, "kv_heads": int, "head_dim": int, "hidden_size": int}},
+    "encoder": {**_COMMON, "tokenizer": (str, type(None))},
+    "gguf-embedding": _COMMON,
+}
 
 
 def read_manifest(directory: str | Path) -> dict:
@@ -72,6 +80,10 @@ def _read_manifest(directory: str | Path) -> dict:
     kind = manifest.get("kind")
     if kind not in KINDS:
         raise UserError(f"{path}: unknown reward model kind {kind!r}; supported: {', '.join(KINDS)}")
+    wrong = wrong_members(manifest, REQUIRED[kind])  # the loaders then index these without a check
+    if wrong:
+        raise UserError(f"{path}: {', '.join(wrong)} missing or of the wrong type; the manifest is damaged or "
+                        "not args-local's: re-export the model with --force.")
     if manifest.get("format_version", 0) > FORMAT_VERSION:
         raise UserError(f"{path} was written by a newer args-local (format {manifest['format_version']}); upgrade.")
     from .heads import head_specs
@@ -81,6 +93,18 @@ def _read_manifest(directory: str | Path) -> dict:
             raise UserError(f"{directory}: the file named in the manifest ({name!r}) is missing; "
                             "re-export the model.")
     return manifest
+
+
+def wrong_members(manifest: dict, required: dict, prefix: str = "") -> list[str]:
+    """The names in REQUIRED that manifest lacks or holds a value of another type under ('graph.n_layers')."""
+    wrong = []
+    for key, want in required.items():
+        value = manifest.get(key)
+        if isinstance(want, dict):
+            wrong += wrong_members(value if isinstance(value, dict) else {}, want, f"{prefix}{key}.")
+        elif not isinstance(value, want):
+            wrong.append(prefix + key)
+    return wrong
 
 
 def write_manifest(directory: Path, manifest: dict) -> None:
