@@ -137,6 +137,7 @@ CASES = [
     ("export-config-not-json", ("export", "reward", "{badjson}", "--out", "{missing}"), "is not valid JSON"),
     ("export-config-not-utf8", ("export", "reward", "{latin1config}", "--out", "{missing}"), "is not valid JSON"),
     ("export-config-a-list", ("export", "reward", "{listconfig}", "--out", "{missing}"), "not a model config"),
+    ("export-weights-cut-off", X, "model.safetensors is cut off or damaged"),  # {hf}'s weights are 18 bytes
     ("export-no-weights", ("export", "reward", "{noweights}", "--out", "{missing}"), "has no weights"),
     ("export-source-a-file", ("export", "reward", "{text}", "--out", "{missing}"), "is a file, not a directory"),
     ("export-source-missing", ("export", "reward", "{missing}", "--out", "{dir}/o"), "not found"),

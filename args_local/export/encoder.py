@@ -41,7 +41,26 @@ def read_config(src: Path) -> dict:
     if not any((src / name).is_file() for name in WEIGHT_FILES):
         raise UserError(f"{src} has no weights ({' or '.join(WEIGHT_FILES[::2])}); save the model with "
                         "save_pretrained() so the weights are in the directory")
+    for weights in sorted(src.glob("*.safetensors")):
+        if not whole_safetensors(weights):
+            raise UserError(f"{weights} is cut off or damaged; copy or save the model again (save_pretrained())")
     return config
+
+
+def whole_safetensors(path: Path) -> bool:
+    """Whether a .safetensors file is whole: an 8-byte header length, a JSON header, and every tensor's bytes
+    within the file (transformers would otherwise stop with a SafetensorError traceback, minutes in)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        length = int.from_bytes(f.read(8), "little")
+        if size < 8 or length > size - 8:
+            return False
+        try:
+            header = json.loads(f.read(length))
+            ends = [t["data_offsets"][1] for name, t in header.items() if name != "__metadata__"]
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+            return False
+    return all(isinstance(end, int) for end in ends) and max(ends, default=0) <= size - 8 - length
 
 
 def detect_kind(config: dict) -> str:
