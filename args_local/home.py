@@ -63,6 +63,11 @@ def reward_model_dir(value: str | Path) -> Path:
     return Path(text).expanduser()
 
 
+def is_built_in_reward(path: str | Path) -> bool:
+    """Whether PATH is one of the reward models setup builds (other built-in models are not reward models)."""
+    return Path(path).expanduser().resolve() in {made().resolve() for made in BUILT_IN_REWARDS.values()}
+
+
 COMBINE = "+"  # --reward guide+encoder: several reward models, weighed together (reward/ensemble.py)
 
 

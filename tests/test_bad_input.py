@@ -226,6 +226,18 @@ def test_bad_values_exit_2_with_one_line_and_no_traceback(cases, files):
 
 
 
+@pytest.mark.parametrize("model", ["default_policy", "default_sentence_embedder"])
+def test_a_built_in_model_that_is_no_reward_model_is_not_called_damaged(model):
+    """The policy or the embedder given as --reward: the user chose wrong, so no 'setup rebuilds it'."""
+    from args_local import home
+
+    from .conftest import require
+
+    proc = run_cli(*G, "--reward", str(require(getattr(home, model)())), stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "reward model" in proc.stderr and "rebuilds it" not in proc.stderr, proc.stderr
+
+
 def test_a_damaged_built_in_model_is_named_listed_and_rebuilt(tmp_path):
     """A built-in model whose manifest was damaged: `models` lists it as damaged beside the others, loading
     it says tools/setup.sh rebuilds it, and setup's up-to-date check sends it to be rebuilt."""

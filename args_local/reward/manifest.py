@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import UserError
-from ..home import is_built_in, reward_model_dir
+from ..home import is_built_in_reward, reward_model_dir
 from ..paths import input_dir
 
 FORMAT_VERSION = 1
@@ -54,11 +54,12 @@ def read_manifest(directory: str | Path) -> dict:
 
 @contextmanager
 def built_in_hint(directory: Path):
-    """A UserError about a built-in model also says what rebuilds it: its user exported nothing."""
+    """A UserError about a built-in reward model also says what rebuilds it: its user exported nothing.
+    (Not about the policy or the embedder given as --reward: nothing is damaged, the choice is wrong.)"""
     try:
         yield
     except UserError as e:
-        if is_built_in(directory):
+        if is_built_in_reward(directory):
             raise UserError(f"{str(e).rstrip('.')}. It is a built-in model: tools/setup.sh rebuilds it.") from None
         raise
 
