@@ -269,6 +269,23 @@ async def test_too_long_conversation_drops_oldest_turns_with_a_notice(engine, tm
         assert any("dropped the" in text_of(n) and "oldest turn" in text_of(n) for n in app.query(Note))
 
 
+async def test_a_prompt_too_long_for_the_context_does_not_push_out_the_turns_after_it(engine, tmp_path):
+    app = make_app(engine, tmp_path)
+    too_long = "Summarise this: " + "The quick brown fox jumps over the lazy dog. " * 500
+    assert len(engine.policy.tokenize(too_long)) > engine.policy.n_ctx
+    async with app.run_test(size=SIZE) as pilot:
+        first = await send(app, pilot, "Name a fruit.")
+        app.query_one(PromptInput).value = too_long
+        failed = await send(app, pilot, "")
+        assert "does not fit" in failed.reply.error
+        await send(app, pilot, "Name a colour.")
+        # the failed prompt is not sent again, so nothing had to be dropped to fit the context
+        assert not any("dropped the" in text_of(n) for n in app.query(Note))
+        assert app.session.model_messages()[:3] == [{"role": "user", "content": "Name a fruit."},
+                                                     {"role": "assistant", "content": first.reply.text},
+                                                     {"role": "user", "content": "Name a colour."}]
+
+
 async def test_damaged_history_file_app_chats_without_history_and_keeps_the_bytes(engine, tmp_path):
     db = tmp_path / "history.sqlite"
     garbage = b"SQLite format 3\x00" + b"\x13" * 5000

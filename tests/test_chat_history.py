@@ -46,6 +46,25 @@ def test_session_stores_reply_with_its_settings_and_reopens_it(tmp_path):
                                          {"role": "assistant", "content": "Paris."}]
 
 
+def test_a_prompt_left_without_a_reply_is_not_sent_to_the_model_again(tmp_path):
+    history = History(tmp_path / "h.sqlite")
+    session = ChatSession(history)
+    session.add_prompt("Capital of France?")
+    session.add_reply(reply())
+    session.add_prompt("Write a very long story.")  # the app was killed before its reply was saved
+    history.close()
+
+    reopened = ChatSession(History(tmp_path / "h.sqlite"))
+    assert reopened.open(session.conversation_id)
+    assert [t.role for t in reopened.turns] == ["user", "assistant", "user"]  # the history keeps it
+    reopened.add_prompt("Capital of Spain?")
+    reopened.add_reply(Reply(stop_reason="cancelled"))  # Esc before any text
+    reopened.add_prompt("Capital of Italy?")
+    assert reopened.model_messages() == [{"role": "user", "content": "Capital of France?"},
+                                         {"role": "assistant", "content": "Paris."},
+                                         {"role": "user", "content": "Capital of Italy?"}]
+
+
 def test_rename_and_delete(tmp_path):
     history = History(tmp_path / "h.sqlite")
     keep, drop = history.create_conversation("keep"), history.create_conversation("drop")

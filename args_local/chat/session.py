@@ -46,8 +46,13 @@ class ChatSession:
 
     # --- the conversation ------------------------------------------------------------------
     def model_messages(self) -> list[dict]:
-        """user/assistant turns for the engine; replies that produced no text are left out."""
-        return [{"role": t.role, "content": t.content} for t in self.turns if t.content.strip()]
+        """user/assistant turns for the engine. A reply that produced no text is left out, and so is
+        an earlier prompt left without a reply (its reply failed, was cancelled before any text, or
+        was lost when the app was killed): the model would otherwise see two prompts in a row and
+        answer the first, and a prompt too long for the context would push out every turn before it."""
+        turns = [t for t in self.turns if t.content.strip()]
+        return [{"role": t.role, "content": t.content} for i, t in enumerate(turns)
+                if t.role != "user" or i == len(turns) - 1 or turns[i + 1].role != "user"]
 
     def add_prompt(self, text: str) -> None:
         self.turns.append(Turn("user", text))
