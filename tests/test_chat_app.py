@@ -266,7 +266,10 @@ async def test_too_long_conversation_drops_oldest_turns_with_a_notice(engine, tm
             app.session.turns.append(type(app.session.turns[0])("assistant", "The sea is big. " * 10))
         view = await send(app, pilot, "Summarise.")
         assert view.reply.error is None and view.reply.text.strip()
-        assert any("dropped the" in text_of(n) and "oldest turn" in text_of(n) for n in app.query(Note))
+        shown = list(app.query("#conversation > *"))
+        notes = [w for w in shown if isinstance(w, Note) and "dropped the" in text_of(w) and "oldest turn" in text_of(w)]
+        assert len(notes) == 1
+        assert shown.index(notes[0]) == shown.index(view) - 1  # above the reply it is about, not after it
 
 
 async def test_a_prompt_too_long_for_the_context_does_not_push_out_the_turns_after_it(engine, tmp_path):

@@ -143,8 +143,9 @@ class ChatApp(App):
         self.add_note(f"The models could not be loaded:\n{self.load_error}\nHistory (F6) still works.", "error")
 
     # --- the conversation ---------------------------------------------------------------------
-    def add_note(self, text: str, kind: str = "info") -> None:
-        self.query_one("#conversation").mount(Note(text, kind))
+    def add_note(self, text: str, kind: str = "info", before: ReplyView | None = None) -> None:
+        """A note at the end of the conversation, or above `before`: the reply it is about."""
+        self.query_one("#conversation").mount(Note(text, kind), before=before)
         self.scroll_down()
 
     def scroll_down(self) -> None:
@@ -198,7 +199,7 @@ class ChatApp(App):
                  system: str | None, cancel: threading.Event) -> None:
         reply = run_reply(self.engine, conversation, settings, system=system, cancel=cancel, judge=self.judge,
                           on_step=lambda r: self.call_from_thread(self.show_reply, view, r),
-                          on_notice=lambda message: self.call_from_thread(self.add_note, message, "warning"))
+                          on_notice=lambda message: self.call_from_thread(self.add_note, message, "warning", view))
         self.call_from_thread(self.reply_finished, view, reply)
 
     def show_reply(self, view: ReplyView, reply: Reply) -> None:
