@@ -330,6 +330,22 @@ async def test_system_prompt_is_used_and_stored(engine, tmp_path):
     assert db.execute("SELECT system FROM conversations").fetchall() == [("Answer in French.",)]
 
 
+async def test_the_command_line_system_prompt_applies_to_every_new_conversation(engine, tmp_path):
+    app = make_app(engine, tmp_path, system="Answer in French.")  # args-local chat --system ...
+    async with app.run_test(size=SIZE) as pilot:
+        await send(app, pilot, "Say hello.")
+        await pilot.press("f7", "ctrl+u", *"Be brief.", "enter")  # this conversation only
+        await pilot.pause()
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert app.session.system == "Answer in French."
+        assert any(text_of(n) == "system prompt: Answer in French." for n in app.query(Note))
+        await send(app, pilot, "Say goodbye.")
+    db = sqlite3.connect(tmp_path / "history.sqlite")
+    assert db.execute("SELECT system FROM conversations ORDER BY id").fetchall() == [("Be brief.",),
+                                                                                      ("Answer in French.",)]
+
+
 async def test_broken_judge_is_reported_once_and_replies_go_on(engine, tmp_path):
     judge_dir = tmp_path / "judge"
     judge_dir.mkdir()

@@ -75,7 +75,8 @@ class ChatApp(App):
 
     def __init__(self, engine=None, load_engine: Callable[[], object] | None = None,
                  db_path: str | Path | None = None, judge_path: str | Path | None = None,
-                 threads: int | None = None, settings: DecodingSettings | None = None):
+                 threads: int | None = None, settings: DecodingSettings | None = None, system: str | None = None):
+        """system: the system prompt of every new conversation (None: the chat template's default)."""
         super().__init__()
         self.engine = engine
         self.load_engine = load_engine
@@ -86,7 +87,8 @@ class ChatApp(App):
         self.colouring = "off"
         self.cancel = threading.Event()
         self.busy = False
-        self.session = ChatSession(None, self.history_failed)
+        self.system = system
+        self.session = self.new_session(None)
         self.crash_log: Path | None = None  # set when a bug stopped the app
 
     def _handle_exception(self, error: Exception) -> None:
@@ -289,15 +291,20 @@ class ChatApp(App):
                         and self.session.history.conversation(self.session.conversation_id) is None:
                     self.action_new_conversation()  # the open conversation was deleted
                 return
-            session = ChatSession(self.session.history, self.history_failed)
+            session = self.new_session(self.session.history)
             if session.open(conversation_id):
                 self.session = session
                 self.show_session()
 
         self.push_screen(HistoryScreen(self.session.history), open_conversation)
 
+    def new_session(self, history: History | None) -> ChatSession:
+        session = ChatSession(history, self.history_failed)
+        session.system = self.system
+        return session
+
     def action_new_conversation(self) -> None:
-        self.session = ChatSession(self.session.history, self.history_failed)
+        self.session = self.new_session(self.session.history)
         self.show_session()
         self.add_note("new conversation")
 

@@ -30,9 +30,8 @@ def run(args) -> int:
 
     settings = DecodingSettings(objectives=objectives_from(args)).validated()  # bad weights: before the app starts
     give_textual_its_own_terminal()
-    app = ChatApp(load_engine=lambda: load_engine(args), db_path=args.db, threads=args.threads, settings=settings)
-    if args.system:
-        app.session.system = args.system
+    app = ChatApp(load_engine=lambda: load_engine(args), db_path=args.db, threads=args.threads, settings=settings,
+                  system=args.system or None)
     app.run()
     if app.crash_log is not None:
         print(f"args-local: the chat stopped on an unexpected error (a bug); the details are in {app.crash_log}. "
