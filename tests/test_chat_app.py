@@ -415,6 +415,19 @@ async def test_knobs_refuse_a_negative_seed(tmp_path):
         assert app.settings.seed == 0
 
 
+async def test_knobs_in_a_short_terminal_scroll_to_the_field_and_show_the_whole_error(tmp_path):
+    from textual.containers import Vertical
+
+    app = ChatApp(db_path=tmp_path / "history.sqlite", judge_path=tmp_path / "no-judge", threads=1)
+    async with app.run_test(size=(80, 16)) as pilot:  # too short for every field at once
+        await enter_knob(app, pilot, "objectives", "helpful=x")
+        dialog, field, error = (app.screen.query_one(q) for q in (Vertical, "#objectives", "#knobs-error"))
+        assert "(got 'helpful=x')" in text_of(error)
+        assert dialog.region.height <= 16 and error.region.height >= 2  # the long message wraps
+        for widget in (field, error):  # scrolled into sight, inside the dialog's frame
+            assert widget.region and dialog.content_region.contains_region(widget.region)
+
+
 async def test_escape_during_the_prefill_of_a_long_prompt_stops_it_within_a_chunk(engine, tmp_path):
     app = make_app(engine, tmp_path, settings=DecodingSettings(max_new_tokens=64))
     prompt = "Summarise this text. " + "The quick brown fox jumps over the lazy dog again. " * 100  # ~5,000 characters

@@ -11,7 +11,7 @@ from textual.widgets import Input, Label
 DIALOG_CSS = """
 {name} {{ align: center middle; }}
 {name} > Vertical {{
-    width: 72; max-width: 100%; height: auto; max-height: 100%;
+    width: 72; max-width: 100%; height: auto; max-height: 100%; overflow-y: auto;
     padding: 1 2; border: thick $accent; background: $surface;
 }}
 {name} .hint {{ color: $text-muted; }}

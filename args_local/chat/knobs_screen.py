@@ -33,7 +33,7 @@ class KnobsScreen(ModalScreen[DecodingSettings | None]):
     DEFAULT_CSS = DIALOG_CSS.format(name="KnobsScreen") + """
     KnobsScreen Grid { grid-size: 2; grid-columns: 26 1fr; grid-rows: 1; height: auto; grid-gutter: 0 1; margin: 1 0; }
     KnobsScreen Input, KnobsScreen Select { width: 1fr; }
-    KnobsScreen #knobs-error { color: $text-error; }
+    KnobsScreen #knobs-error { color: $text-error; width: 100%; }
     """
     BINDINGS = [Binding("escape", "dismiss(None)", "Discard")]
 
@@ -58,7 +58,7 @@ class KnobsScreen(ModalScreen[DecodingSettings | None]):
                 yield Label("objectives (name=weight,…)")
                 defaults = ",".join(f"{n}={w:g}" for n, w in (self.default_objectives or {}).items())
                 yield Input(",".join(f"{n}={w:g}" for n, w in self.settings.objectives), id="objectives",
-                            placeholder=f"the reward model's defaults{': ' + defaults if defaults else ''}",
+                            placeholder=f"defaults: {defaults}" if defaults else "the reward model's defaults",
                             compact=True)
             yield Label("", id="knobs-error")
 
@@ -77,6 +77,9 @@ class KnobsScreen(ModalScreen[DecodingSettings | None]):
             if self.check is not None:
                 self.check(settings)
         except UserError as e:
-            self.query_one("#knobs-error", Label).update(str(e))
+            error = self.query_one("#knobs-error", Label)
+            error.update(str(e))
+            # below the fields: out of sight in a short terminal (scrolled to once it has its new height)
+            self.call_after_refresh(error.scroll_visible, animate=False)
             return
         self.dismiss(settings)
