@@ -59,7 +59,8 @@ class ChatApp(App):
         Binding("escape", "cancel_reply", "Cancel", tooltip="cancel the reply in progress (keeps its text)"),
         Binding("f1,question_mark", "help", "Help", tooltip="this list of keys"),
         Binding("f2", "cycle_mode", "Mode", tooltip="next decoding mode: " + " → ".join(MODES)),
-        Binding("f3", "knobs", "Knobs", tooltip="edit mode, k, w, temperature, top-p, n, max new tokens, seed"),
+        Binding("f3", "knobs", "Knobs", tooltip="edit mode, k, w, temperature, top-p, n, max new tokens, repetition, adaptive, min-p, seed, "
+                                               "objective weights"),
         Binding("f4", "cycle_colouring", "Colour",
                 tooltip="colour tokens: off → by reward of the reply so far → by ARGS overriding the policy"),
         Binding("f5", "compare", "Compare", tooltip="greedy vs ARGS side by side on one prompt (the input's text)"),
