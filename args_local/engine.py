@@ -206,6 +206,11 @@ class Engine:
                                 "--max-new-tokens, or raise --n-ctx.")
             del messages[turns[0]]
             dropped += 1
+            # and the replies to it: a conversation never opens with the assistant (the chat templates
+            # of Gemma, Mistral and others refuse one); the last message, the one to answer, stays
+            while turns[0] < len(messages) - 1 and messages[turns[0]]["role"] == "assistant":
+                del messages[turns[0]]
+                dropped += 1
 
     def _choose(self, logits, settings: DecodingSettings, scorer, rng, step: int, ev: Step,
                 may_guess: bool = False) -> tuple[int, np.ndarray | None]:

@@ -187,6 +187,12 @@ def test_a_prompt_longer_than_the_context_is_refused(policy_path, guide_dir):
     notices = [e for e in events if isinstance(e, Notice)]
     assert notices and "oldest turn" in notices[0].message
     assert events[-1].dropped_turns > 0 and events[-1].tokens
+    assert events[-1].dropped_turns % 2 == 0  # whole exchanges: what is kept opens with a user turn
+    long_first = [{"role": "user", "content": "tell me more " * 100}, {"role": "assistant", "content": "Sure."},
+                  {"role": "user", "content": "Thanks!"}, {"role": "assistant", "content": "You're welcome."},
+                  {"role": "user", "content": "And finally?"}]  # dropping the first message alone would fit
+    kept, _, dropped = small._fit(list(long_first), DecodingSettings(max_new_tokens=16), drop_old_turns=True)
+    assert dropped == 2 and kept == long_first[2:]
 
 
 def test_a_non_finite_reward_is_an_error_naming_the_step(policy_path, guide_dir, tmp_path):
