@@ -203,7 +203,7 @@ class Engine:
             if not drop_old_turns or len(turns) <= 1:
                 raise UserError(f"the prompt is {len(ids)} tokens; with max-new-tokens {settings.max_new_tokens} "
                                 f"it does not fit the {self.policy.n_ctx}-token context. Shorten it, lower "
-                                "--max-new-tokens, or raise --n-ctx.")
+                                "max-new-tokens (--max-new-tokens; F3 in the chat), or raise --n-ctx.")
             del messages[turns[0]]
             dropped += 1
             # and the replies to it: a conversation never opens with the assistant (the chat templates
