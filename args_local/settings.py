@@ -42,6 +42,10 @@ class DecodingSettings:
     def __post_init__(self):
         if isinstance(self.objectives, dict):  # the Python API may pass {"helpful": 1.0, ...}
             object.__setattr__(self, "objectives", tuple(self.objectives.items()))
+        if isinstance(self.stop, str):  # stop="###" is one stop string, not one per character
+            object.__setattr__(self, "stop", (self.stop,))
+        elif isinstance(self.stop, list):
+            object.__setattr__(self, "stop", tuple(self.stop))
 
     @property
     def uses_reward(self) -> bool:

@@ -111,6 +111,9 @@ def test_stop_string_cuts_the_reply(engine):
     cut = engine.generate(COFFEE, DecodingSettings(mode="greedy", max_new_tokens=30, stop=(word,)))
     assert cut.stop_reason == "stop_string"
     assert cut.text == free.text[: free.text.index(word)]
+    # from Python a single stop string may be given bare (as OpenAI's `stop` may): one string, not its characters
+    bare = engine.generate(COFFEE, DecodingSettings(mode="greedy", max_new_tokens=30, stop=word))
+    assert bare.text == cut.text and bare.settings["stop"] == [word]
 
 
 def test_streamed_text_adds_up_to_the_reply(engine):
