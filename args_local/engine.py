@@ -130,6 +130,7 @@ class Engine:
                 raise UserError(f"{model.name} is a judge model: it cannot guide decoding. "
                                 "Pass a decoder or encoder reward model with --reward.")
         self._lock = threading.Lock()  # one generation at a time: the KV caches are shared state
+        self._lock_holder = None  # the thread whose stream holds the lock (a stream may be left open)
 
     @classmethod
     def load(cls, policy: str | Path | None = None, reward: str | Path | None = None, *, n_ctx: int = 4096,
@@ -158,15 +159,22 @@ class Engine:
             raise UserError(f"mode {settings.mode} needs a reward model; none is loaded")
         self.objective_weights(settings)  # an objective the reward model lacks: before any work
         messages = as_messages(prompt, system)
+        if self._lock_holder == threading.get_ident():  # waiting for the lock would wait for ever
+            raise RuntimeError("an earlier stream of this engine is still open in this thread, and it decodes one "
+                               "reply at a time: iterate that stream to its end or close() it first")
         with self._lock:
-            messages, prompt_ids, dropped = self._fit(messages, settings, drop_old_turns)
-            if dropped:
-                yield Notice(f"dropped the {dropped} oldest turn(s) to fit the {self.policy.n_ctx}-token context")
-            rng = np.random.default_rng(settings.seed)
-            if settings.mode == "best-of-n":
-                yield from self._best_of_n(messages, prompt_ids, settings, rng, cancel, dropped)
-            else:
-                yield from self._decode(messages, prompt_ids, settings, rng, cancel, dropped)
+            self._lock_holder = threading.get_ident()
+            try:
+                messages, prompt_ids, dropped = self._fit(messages, settings, drop_old_turns)
+                if dropped:
+                    yield Notice(f"dropped the {dropped} oldest turn(s) to fit the {self.policy.n_ctx}-token context")
+                rng = np.random.default_rng(settings.seed)
+                if settings.mode == "best-of-n":
+                    yield from self._best_of_n(messages, prompt_ids, settings, rng, cancel, dropped)
+                else:
+                    yield from self._decode(messages, prompt_ids, settings, rng, cancel, dropped)
+            finally:
+                self._lock_holder = None
 
     def objective_weights(self, settings: DecodingSettings) -> dict[str, float] | None:
         """The weights of the reward model's objectives these settings ask for (UserError if it

@@ -123,6 +123,21 @@ def test_streamed_text_adds_up_to_the_reply(engine):
     assert all(s.candidates is not None and len(s.candidates) == 10 for s in steps if s.token >= 0)
 
 
+def test_a_reply_asked_for_while_a_stream_is_open_in_the_same_thread_is_an_error_not_a_hang(engine):
+    settings = DecodingSettings(max_new_tokens=8)
+    alone = engine.generate(COFFEE, settings)
+    open_stream = engine.stream(COFFEE, settings)
+    first = next(open_stream)  # the stream now holds the engine
+    with pytest.raises(RuntimeError, match="still open in this thread"):
+        engine.generate("Why is the sky blue?", settings)
+    rest = list(open_stream)  # the refused call left the open stream as it was
+    assert first.token == alone.tokens[0] and rest[-1].tokens == alone.tokens
+    open_stream = engine.stream(COFFEE, settings)
+    next(open_stream)
+    open_stream.close()  # a stream left early and closed frees the engine
+    assert engine.generate(COFFEE, settings).tokens == alone.tokens
+
+
 def test_the_cached_prefix_is_reused_across_turns_in_whole_chunks(engine, monkeypatch):
     from args_local.policy import PREFILL_CHUNK
 
