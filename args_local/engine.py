@@ -105,6 +105,10 @@ Event = Union[Step, Notice, Finished]
 def as_messages(prompt: str | list[dict], system: str | None = None) -> list[dict]:
     """The chat messages to answer; every prompt passes here, so here it is checked."""
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    for i, m in enumerate(messages):  # a malformed message is named here, not a KeyError in the template
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise UserError(f"message {i + 1} of the prompt is not {{'role': ..., 'content': 'its text'}} "
+                            f"with text content (got {m!r:.100})")
     if system is not None:
         messages = [{"role": "system", "content": system}] + [m for m in messages if m["role"] != "system"]
     for m in messages:

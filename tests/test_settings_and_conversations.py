@@ -3,6 +3,7 @@ import math
 import pytest
 
 from args_local.conversations import parse_hh_dialogue, read_preference_pairs, split_reply
+from args_local.engine import as_messages
 from args_local.errors import UserError
 from args_local.settings import DecodingSettings
 
@@ -24,6 +25,18 @@ def test_invalid_settings_name_the_field(changes, words):
 def test_k_above_the_vocabulary_is_refused():
     with pytest.raises(UserError, match="vocabulary size 100"):
         DecodingSettings(k=101).validated(vocab_size=100)
+
+
+@pytest.mark.parametrize("message", [
+    {"role": "user", "content": None},
+    {"role": "user"},
+    {"content": "Hi"},
+    {"role": "user", "content": [{"type": "text", "text": "Hi"}]},  # OpenAI's parts: the server's to join
+    "Hi",
+])
+def test_a_malformed_message_from_python_is_a_user_error_naming_it(message):
+    with pytest.raises(UserError, match="message 2 of the prompt"):
+        as_messages([{"role": "system", "content": "Be brief."}, message], system="Be kind.")
 
 
 def test_hh_dialogue_parses_into_turns():
