@@ -20,7 +20,8 @@ def register(sub) -> None:
     add_decoding_options(p)
     add_model_options(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
-    p.add_argument("--trace", metavar="FILE", help="write one JSON line per step: candidates, logits, rewards, chosen")
+    p.add_argument("--trace", metavar="FILE", help="ARGS modes: write one JSON line per step the reward model scored (candidates, logits, "
+                        "rewards, by objective too, chosen, w); other modes and unscored steps write none")
     p.set_defaults(run=run)
 
 

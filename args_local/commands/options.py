@@ -63,7 +63,8 @@ def add_decoding_options(p: argparse.ArgumentParser, default_mode: str = "args-g
     g.add_argument("--n", type=int, default=d.n, help="best-of-n: samples to draw (default 4)")
     g.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="default %(default)s")
     add_tuning_options(g)
-    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--seed", type=int, default=d.seed,
+                   help="seed of the sampling modes: the same seed, prompt and settings give the same reply (default 0)")
     g.add_argument("--stop", action="append", default=[], type=text, help="stop string (repeatable)")
 
 
