@@ -14,6 +14,10 @@ REWARD_GUIDED = ("args-greedy", "args-stochastic", "best-of-n")
 # step in megabytes, far above the k the ARGS paper found useful (10-40).
 MAX_K = 1024
 MAX_SEED = 2**63 - 1  # numpy's generators take any non-negative integer; this keeps it one int64
+# The policy's context (n_ctx): llama.cpp rounds one below 256 tokens up to 256, while llama-cpp-python
+# keeps its token buffer at the size asked for, and fails on the first prompt longer; above 2**17 the KV
+# cache alone needs gigabytes even for a small model, and no built-in model was trained on more.
+MIN_N_CTX, MAX_N_CTX = 256, 131072
 
 
 @dataclass(frozen=True)

@@ -213,6 +213,13 @@ def test_a_prompt_longer_than_the_context_is_refused(policy_path, guide_dir):
     assert dropped == 2 and kept == long_first[2:]
 
 
+@pytest.mark.parametrize("n_ctx", [10, 255])
+def test_a_context_below_what_llama_cpp_gives_is_refused_from_python_as_on_the_command_line(policy_path, n_ctx):
+    # llama.cpp gave 256 tokens, llama-cpp-python's buffer held n_ctx: a longer prompt was a numpy ValueError
+    with pytest.raises(UserError, match="between 256 and 131072"):
+        Engine.load(policy_path, need_reward=False, n_ctx=n_ctx, threads=THREADS)
+
+
 def test_a_non_finite_reward_is_an_error_naming_the_step(policy_path, guide_dir, tmp_path):
     def nan_rewards(manifest):  # every objective's reward NaN
         for head in manifest["heads"].values():

@@ -6,12 +6,9 @@ from __future__ import annotations
 import argparse
 
 from ..errors import UserError
-from ..settings import MODES, DecodingSettings, parse_objectives
+from ..settings import MAX_N_CTX, MIN_N_CTX, MODES, DecodingSettings, parse_objectives
 from ..user_text import checked_text
 
-# llama.cpp rounds a context below 256 tokens up to 256; above 2**17 the KV cache alone needs
-# gigabytes even for a small model, and no built-in model was trained on more.
-MIN_N_CTX, MAX_N_CTX = 256, 131072
 MAX_THREADS = 512
 
 
