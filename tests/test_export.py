@@ -176,6 +176,31 @@ def test_multi_label_model_asks_which_label(tiny_bert, tmp_path):
     assert_user_error(export(src, tmp_path / "out"), "3 output labels", "--label-index")
 
 
+def test_two_label_model_saved_without_labels_is_two_labels(encoder_dir, tmp_path):
+    """num_labels=2 is transformers' default, so save_pretrained() writes no id2label: still two outputs."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, num_labels=2, architectures=["BertForSequenceClassification"])
+    src = save_tiny(BertForSequenceClassification, config, tmp_path / "src", encoder_dir / "tokenizer.json")
+    assert "id2label" not in json.loads((src / "config.json").read_text())
+    assert_user_error(export(src, tmp_path / "asks"), "2 output labels", "--label-index")
+    out = tmp_path / "rm"
+    proc = export(src, out, "--label-index", "1")
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["output_index"] == 1
+    from args_local.reward.encoder import EncoderRewardModel
+
+    rm = EncoderRewardModel(out, {**manifest, "normalization": {"mean": 0, "std": 1}}, threads=1, use_gpu=False)
+    feeds = rm._inputs("hi", ["hello there"])
+    model = BertForSequenceClassification.from_pretrained(str(src)).eval()
+    with torch.no_grad():
+        logits = model(**{k: torch.tensor(v) for k, v in feeds.items()}).logits[0].numpy()
+    assert rm.raw_scores("hi", ["hello there"])[0] == pytest.approx(logits[1], abs=1e-5)  # the second label
+
+
 def test_missing_tokenizer(tiny_bert, tmp_path):
     src = tmp_path / "src"
     shutil.copytree(tiny_bert, src)

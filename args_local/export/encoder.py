@@ -74,9 +74,11 @@ def check_reward_architecture(config: dict, label_index: int | None) -> int:
         raise UserError(f"{archs or config.get('model_type')} is not a reward model: args-local exports "
                         "*ForSequenceClassification models (BertFor…, RobertaFor…, DebertaV2For…, DistilBertFor…, "
                         "LlamaFor…, Qwen2For…, MistralFor…) with one output, the reward.")
-    n_labels = len(config.get("id2label") or {}) or int(config.get("num_labels", 1))
+    # save_pretrained() leaves out id2label when it is transformers' default, two labels: no id2label is two
+    n_labels = len(config.get("id2label") or {}) or int(config.get("num_labels", 2))
     if n_labels > 1 and label_index is None:
-        raise UserError(f"the model has {n_labels} output labels {list((config.get('id2label') or {}).values())}; "
+        names = list((config.get("id2label") or {}).values())
+        raise UserError(f"the model has {n_labels} output labels{f' {names}' if names else ''}; "
                         "say which one is the reward with --label-index N")
     index = label_index or 0
     if not 0 <= index < max(n_labels, 1):
