@@ -201,6 +201,28 @@ def test_two_label_model_saved_without_labels_is_two_labels(encoder_dir, tmp_pat
     assert rm.raw_scores("hi", ["hello there"])[0] == pytest.approx(logits[1], abs=1e-5)  # the second label
 
 
+def test_text_in_decoder_classifier_is_padded_with_its_own_pad_token(guide_dir, tmp_path):
+    """GPT-2 & co. score their last token that is not the pad id: a batch padded with another id
+    scored every shorter reply at a pad token; and one with no pad token is refused in one line."""
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    from args_local.reward.encoder import EncoderRewardModel
+
+    def tiny_gpt2(name, **pad):
+        config = GPT2Config(vocab_size=49152, n_embd=32, n_layer=2, n_head=2, num_labels=1,
+                            architectures=["GPT2ForSequenceClassification"], **pad)
+        return save_tiny(GPT2ForSequenceClassification, config, tmp_path / name, guide_dir / "tokenizer.json")
+
+    assert_user_error(export(tiny_gpt2("nopad"), tmp_path / "o", "--kind", "encoder"), "no pad_token_id", one_line=True)
+    out = tmp_path / "rm"
+    proc = export(tiny_gpt2("pad5", pad_token_id=5), out, "--kind", "encoder")
+    assert proc.returncode == 0, proc.stderr
+    rm = EncoderRewardModel(out, json.loads((out / "manifest.json").read_text()), threads=1, use_gpu=False)
+    replies = ["Grind fresh beans just before brewing, with water just off the boil.", "Sure.", "No."]
+    alone = [rm.raw_scores("How do I make coffee?", [r])[0] for r in replies]
+    np.testing.assert_allclose(rm.raw_scores("How do I make coffee?", replies), alone, atol=1e-4)
+
+
 def test_missing_tokenizer(tiny_bert, tmp_path):
     src = tmp_path / "src"
     shutil.copytree(tiny_bert, src)

@@ -95,6 +95,11 @@ def export_encoder(src: Path, out: Path, *, input_format: InputFormat, max_lengt
     if not (src / "tokenizer.json").is_file():
         raise UserError(f"{src} has no tokenizer.json (the fast tokenizer file); save the tokenizer with "
                         "tokenizer.save_pretrained() in transformers first")
+    pad_id = config.get("pad_token_id")
+    if not isinstance(pad_id, int):  # decoder classifiers (GPT-2, Llama, …) often have none
+        raise UserError(f"{src / 'config.json'} names no pad_token_id, which scoring several replies in one batch "
+                        "needs: set it to the id the model was trained to pad with (trainers such as TRL use the "
+                        "eos token's) and save the model again")
     from optimum.exporters.onnx import main_export
 
     with staged_output(out, force) as stage:
@@ -109,6 +114,7 @@ def export_encoder(src: Path, out: Path, *, input_format: InputFormat, max_lengt
         shutil.rmtree(stage / "optimum")
         manifest = {"kind": "encoder", "name": name or out.name, "model": "model.onnx", "tokenizer": "tokenizer.json",
                     "input_format": input_format.to_dict(), "max_length": max_length, "output_index": index,
+                    "pad_id": pad_id,
                     "source": {"directory": str(src), "architecture": config.get("architectures", [None])[0]},
                     "versions": export_versions()}
         write_manifest(stage, manifest)
@@ -148,10 +154,10 @@ def validate_encoder(src: Path, stage: Path, manifest: dict, tolerance: float = 
     rm = EncoderRewardModel(stage, manifest, threads=2, use_gpu=False)
     diffs, raw = [], []
     for context, replies in sample_inputs(rm):
-        feeds = rm._inputs(context, replies)
-        onnx_scores = rm.raw_scores(context, replies)
-        with torch.no_grad():
-            logits = model(**{k: torch.tensor(v) for k, v in feeds.items()}).logits[:, rm.output_index].numpy()
+        onnx_scores = rm.raw_scores(context, replies)  # one padded batch, as while decoding
+        with torch.no_grad():  # each reply alone, unpadded: padding must not change a score
+            logits = np.array([model(**{k: torch.tensor(v) for k, v in rm._inputs(context, [r]).items()}).logits
+                               [0, rm.output_index].item() for r in replies])
         diffs.append(np.abs(onnx_scores - logits).max())
         raw.extend(onnx_scores)
     diff = float(max(diffs))

@@ -32,6 +32,7 @@ class EncoderRewardModel(Objectives):
         self.format = InputFormat.from_dict(manifest.get("input_format", {}))
         self.max_length = int(manifest.get("max_length", 512))
         self.output_index = int(manifest.get("output_index", 0))
+        self.pad_id = int(manifest.get("pad_id", 0))
         self.normalize = Normalization.from_manifest(manifest)
         self.init_objectives((objective_of(manifest),), manifest)
         self.tokenizer = load_tokenizer(directory / manifest.get("tokenizer", "tokenizer.json"))
@@ -58,6 +59,7 @@ class EncoderRewardModel(Objectives):
             self.tokenizer.enable_truncation(self.max_length, strategy=self._strategy, direction="left")
         width = max(len(e.ids) for e in encodings)
         arrays = {name: np.zeros((len(batch), width), np.int64) for name in ("input_ids", "attention_mask", "token_type_ids")}
+        arrays["input_ids"][:] = self.pad_id  # a decoder classifier reads its last token that is not this id
         for row, e in enumerate(encodings):
             n = len(e.ids)
             arrays["input_ids"][row, :n] = e.ids

@@ -19,6 +19,7 @@ manifest.json (written by `args-local export`, read here):
   default_objectives  {objective: weight}: reward = Σ weight · normalised reward (default: 1 each)
   gates           {objective: {"file": "gate-NAME.npz"}}: that weight times a prompt classifier (gates.py)
   output_index    encoder: which logit is the reward
+  pad_id          encoder: the token id shorter inputs of a batch are padded with (default 0)
   vocab           decoder: {"size", "probe_text", "probe_ids"}: checked against the policy
   graph           decoder: {"n_layers", "kv_heads", "head_dim", "hidden_size"}
   source, validation, versions: provenance, shown by `args-local models`
