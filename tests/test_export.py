@@ -167,6 +167,12 @@ def test_architecture_that_is_not_a_reward_model(tiny_bert, tmp_path):
     assert_user_error(export(src, tmp_path / "out"), "is not a reward model", "DebertaV2For", "LlamaFor")
 
 
+def test_decoder_kind_for_an_architecture_it_cannot_run_is_one_line_before_loading(tiny_bert, tmp_path):
+    proc = export(tiny_bert, tmp_path / "out", "--kind", "decoder")
+    assert_user_error(proc, "BertForSequenceClassification is not supported for decoder", "--kind encoder")
+    assert "loading" not in proc.stderr and not (tmp_path / "out").exists()
+
+
 def test_multi_label_model_asks_which_label(tiny_bert, tmp_path):
     src = tmp_path / "src"
     shutil.copytree(tiny_bert, src)
@@ -215,9 +221,11 @@ def test_text_in_decoder_classifier_is_padded_with_its_own_pad_token(guide_dir, 
 
     assert_user_error(export(tiny_gpt2("nopad"), tmp_path / "o", "--kind", "encoder"), "no pad_token_id", one_line=True)
     out = tmp_path / "rm"
-    proc = export(tiny_gpt2("pad5", pad_token_id=5), out, "--kind", "encoder")
+    proc = export(tiny_gpt2("pad5", pad_token_id=5), out)  # auto: no KV-cached graph for GPT-2, so text-in
     assert proc.returncode == 0, proc.stderr
-    rm = EncoderRewardModel(out, json.loads((out / "manifest.json").read_text()), threads=1, use_gpu=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["kind"] == "encoder" and manifest["pad_id"] == 5
+    rm = EncoderRewardModel(out, manifest, threads=1, use_gpu=False)
     replies = ["Grind fresh beans just before brewing, with water just off the boil.", "Sure.", "No."]
     alone = [rm.raw_scores("How do I make coffee?", [r])[0] for r in replies]
     np.testing.assert_allclose(rm.raw_scores("How do I make coffee?", replies), alone, atol=1e-4)

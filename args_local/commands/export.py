@@ -20,7 +20,8 @@ def register(sub) -> None:
     r.add_argument("src", nargs="?", help="local Hugging Face model directory (config.json, weights, tokenizer.json)")
     r.add_argument("--out", required=True, help="output directory")
     r.add_argument("--kind", default="auto", choices=("auto", "encoder", "decoder"),
-                   help="encoder (BERT-like, own tokenizer) or decoder (KV-cached, shares the policy's vocabulary)")
+                   help="encoder (reads text with its own tokenizer: any classifier) or decoder (KV-cached, shares the "
+                        "policy's vocabulary: Llama, Mistral, Qwen2); auto: decoder for those three")
     r.add_argument("--from-gguf", metavar="POLICY.gguf", help="use a GGUF chat model's backbone as a decoder RM")
     r.add_argument("--head", metavar="[NAME=]HEAD.npz", action="append",
                    help="with --from-gguf: the trained head (w_last, w_mean, bias, n_layers); repeat as "

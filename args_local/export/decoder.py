@@ -44,11 +44,15 @@ def hidden_state_reference(model, head: LinearHead, n_layers: int):
 
 
 def backbone_of(model):
-    arch = (model.config.architectures or [type(model).__name__])[0]
-    if arch not in SUPPORTED_ARCHITECTURES and type(model).__name__ not in SUPPORTED_ARCHITECTURES:
-        raise UserError(f"architecture {arch} is not supported for decoder reward models; supported: "
-                        f"{', '.join(SUPPORTED_ARCHITECTURES)}. Encoder models export with --kind encoder.")
+    check_decoder_architecture((model.config.architectures or [type(model).__name__])[0], type(model).__name__)
     return model.model if hasattr(model, "model") else model
+
+
+def check_decoder_architecture(*names: str) -> None:
+    if not any(name in SUPPORTED_ARCHITECTURES for name in names):
+        raise UserError(f"architecture {names[0]} is not supported for decoder reward models; supported: "
+                        f"{', '.join(SUPPORTED_ARCHITECTURES)}. --kind encoder exports any *ForSequenceClassification "
+                        "model to read text with its own tokenizer.")
 
 
 def export_decoder(model, tokenizer, head: LinearHead, n_layers: int, out: Path, *, name: str, source: dict,
@@ -233,6 +237,7 @@ def export_hf_decoder(src: Path, out: Path, *, input_format: InputFormat, max_le
 
     config = read_config(src)
     index = check_reward_architecture(config, label_index)
+    check_decoder_architecture(config["architectures"][0])  # before the model loads
     if not (src / "tokenizer.json").is_file():
         raise UserError(f"{src} has no tokenizer.json; save the tokenizer with save_pretrained() first")
     progress(f"loading {src.name} into torch")

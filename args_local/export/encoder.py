@@ -19,7 +19,9 @@ from .common import Progress, export_versions, staged_output
 from .precision import convert_checked, fp16, int8_dynamic
 from .samples import SAMPLE_CONVERSATIONS
 
-DECODER_MODEL_TYPES = ("llama", "mistral", "qwen2", "gpt2", "gemma", "gemma2", "gemma3", "phi3")
+# The model types the KV-cached decoder graph runs (decoder_graph.py); others, GPT-2, Gemma or Phi-3
+# classifiers included, read text as encoders do (each step re-reads the reply, with their own tokenizer).
+DECODER_MODEL_TYPES = ("llama", "mistral", "qwen2")
 
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
