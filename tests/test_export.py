@@ -231,6 +231,31 @@ def test_text_in_decoder_classifier_is_padded_with_its_own_pad_token(guide_dir, 
     np.testing.assert_allclose(rm.raw_scores("How do I make coffee?", replies), alone, atol=1e-4)
 
 
+def test_an_encoder_reads_no_more_tokens_than_it_has_positions(encoder_dir, tmp_path):
+    """Past its position table a model fails on every long input: that was a traceback while decoding."""
+    from transformers import BertConfig, BertForSequenceClassification, RobertaConfig, RobertaForSequenceClassification
+
+    from args_local.reward.encoder import EncoderRewardModel
+
+    small = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                 num_labels=1, max_position_embeddings=64)
+    bert = save_tiny(BertForSequenceClassification, BertConfig(**small, architectures=["BertForSequenceClassification"]),
+                     tmp_path / "bert", encoder_dir / "tokenizer.json")
+    assert_user_error(export(bert, tmp_path / "o", "--max-length", "100"), "64 positions", one_line=True)
+    out = tmp_path / "rm"
+    proc = export(bert, out)
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["max_length"] == 64
+    rm = EncoderRewardModel(out, manifest, threads=1, use_gpu=False)
+    assert np.isfinite(rm.raw_scores("Tell me more. " * 100, ["Here is more. " * 100])).all()
+    # RoBERTa's positions start after its pad id: 66 positions read 64 tokens, which only trying shows
+    roberta = save_tiny(RobertaForSequenceClassification, RobertaConfig(**{**small, "max_position_embeddings": 66},
+                        architectures=["RobertaForSequenceClassification"]), tmp_path / "roberta", encoder_dir / "tokenizer.json")
+    assert_user_error(export(roberta, tmp_path / "o"), "cannot read 66 tokens", "--max-length")
+    assert export(roberta, tmp_path / "o", "--max-length", "64").returncode == 0
+
+
 def test_missing_tokenizer(tiny_bert, tmp_path):
     src = tmp_path / "src"
     shutil.copytree(tiny_bert, src)

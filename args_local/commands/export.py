@@ -30,7 +30,7 @@ def register(sub) -> None:
                    help="with named heads: the default weights of the objectives (default: 1 each)")
     r.add_argument("--layers", type=int, help="with --from-gguf: cut the backbone after this many layers")
     r.add_argument("--label-index", type=int, help="which output label is the reward, for multi-label models")
-    r.add_argument("--max-length", type=int, default=None, help="tokens the RM reads (default 512; 384 for --from-gguf)")
+    r.add_argument("--max-length", type=int, default=None, help="tokens the RM reads (default 512, or the encoder's positions where fewer; 384 for --from-gguf)")
     r.add_argument("--format", default=None, help="input format: chatml, plain or pair-last-user "
                                                   "(default: chatml for decoders, pair-last-user for encoders)")
     r.add_argument("--opset", type=int, default=18)
@@ -124,7 +124,7 @@ def run(args) -> int:
         kind = detect_kind(config) if args.kind == "auto" else args.kind
         if kind == "encoder":
             manifest = export_encoder(src, out, input_format=named_format(args.format or "pair-last-user"),
-                                      max_length=args.max_length or 512, opset=args.opset,
+                                      max_length=args.max_length, opset=args.opset,
                                       label_index=args.label_index, precision=precision, force=args.force,
                                       progress=progress)
         else:

@@ -88,12 +88,26 @@ def check_reward_architecture(config: dict, label_index: int | None) -> int:
     return index
 
 
-def export_encoder(src: Path, out: Path, *, input_format: InputFormat, max_length: int, opset: int,
+def readable_length(config: dict, max_length: int | None) -> int:
+    """Tokens the model is given at most: max_length (default 512, or fewer where the model has fewer
+    positions); longer than its position table, every long input failed while decoding."""
+    positions = config.get("max_position_embeddings") or config.get("n_positions")
+    if not isinstance(positions, int):
+        return max_length or 512
+    if max_length and max_length > positions:
+        raise UserError(f"--max-length {max_length} is more than the model reads: its config.json gives "
+                        f"{positions} positions")
+    return max_length or min(512, positions)
+
+
+def export_encoder(src: Path, out: Path, *, input_format: InputFormat, max_length: int | None, opset: int,
                    label_index: int | None, precision: str | None, force: bool, progress: Progress,
                    name: str | None = None, normalization: dict | None = None) -> dict:
-    """normalization: reward mean/std to use; default: measured on the built-in sample replies."""
+    """max_length None: 512, or the model's positions where fewer. normalization: reward mean/std to use;
+    default: measured on the built-in sample replies."""
     config = read_config(src)
     index = check_reward_architecture(config, label_index)
+    max_length = readable_length(config, max_length)
     if not (src / "tokenizer.json").is_file():
         raise UserError(f"{src} has no tokenizer.json (the fast tokenizer file); save the tokenizer with "
                         "tokenizer.save_pretrained() in transformers first")
@@ -155,13 +169,21 @@ def validate_encoder(src: Path, stage: Path, manifest: dict, tolerance: float = 
     model = AutoModelForSequenceClassification.from_pretrained(str(src)).eval()
     rm = EncoderRewardModel(stage, manifest, threads=2, use_gpu=False)
     diffs, raw = [], []
-    for context, replies in sample_inputs(rm):
-        onnx_scores = rm.raw_scores(context, replies)  # one padded batch, as while decoding
-        with torch.no_grad():  # each reply alone, unpadded: padding must not change a score
-            logits = np.array([model(**{k: torch.tensor(v) for k, v in rm._inputs(context, [r]).items()}).logits
-                               [0, rm.output_index].item() for r in replies])
+    samples = list(sample_inputs(rm))
+    longest = ("Tell me more. " * rm.max_length, ["Here is more. " * rm.max_length])  # cut to max_length tokens
+    for i, (context, replies) in enumerate([*samples, longest]):
+        try:
+            onnx_scores = rm.raw_scores(context, replies)  # one padded batch, as while decoding
+            with torch.no_grad():  # each reply alone, unpadded: padding must not change a score
+                logits = np.array([model(**{k: torch.tensor(v) for k, v in rm._inputs(context, [r]).items()}).logits
+                                   [0, rm.output_index].item() for r in replies])
+        except Exception as e:  # onnxruntime's Fail, torch's IndexError or RuntimeError: no common type
+            if i < len(samples):
+                raise
+            raise UserError(f"the model cannot read {rm.max_length} tokens ({type(e).__name__}): export it with a "
+                            "smaller --max-length") from None
         diffs.append(np.abs(onnx_scores - logits).max())
-        raw.extend(onnx_scores)
+        raw.extend(onnx_scores[:len(replies) if i < len(samples) else 0])
     diff = float(max(diffs))
     if diff > tolerance:
         raise UserError(f"validation failed: onnxruntime and torch scores differ by {diff:.2e} (> {tolerance}); "
