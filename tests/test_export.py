@@ -223,6 +223,7 @@ def test_text_in_decoder_classifier_is_padded_with_its_own_pad_token(guide_dir, 
     out = tmp_path / "rm"
     proc = export(tiny_gpt2("pad5", pad_token_id=5), out)  # auto: no KV-cached graph for GPT-2, so text-in
     assert proc.returncode == 0, proc.stderr
+    assert "Warning" not in proc.stderr  # torch's note on the pooling's indexing: the validation is what counts
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["kind"] == "encoder" and manifest["pad_id"] == 5
     rm = EncoderRewardModel(out, manifest, threads=1, use_gpu=False)
@@ -298,3 +299,9 @@ def test_fp16_encoder_export_reports_what_it_changed(tiny_bert, policy_path, tmp
     report = json.loads((out / "manifest.json").read_text())["validation"]["fp16"]
     assert report["ranking_agreement"] >= report["bound"] and report["correlation"] > 0.99
     assert len(decode_with(policy_path, out).rewards) == 6
+
+
+def test_int8_encoder_export_prints_only_its_own_lines(tiny_bert, tmp_path):
+    proc = export(tiny_bert, tmp_path / "rm", "--quantize", "int8")  # kept or refused: the ranking check decides
+    lines = proc.stderr.strip().splitlines()
+    assert "converting to int8" in proc.stderr and all(line.startswith("[") for line in lines[:-1]), proc.stderr

@@ -33,6 +33,7 @@ def quiet_converters() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     warnings.filterwarnings("ignore", message=".*registered as constants in the trace")
     warnings.filterwarnings("ignore", message=".*Converting a tensor to a Python")
+    warnings.filterwarnings("ignore", message="Exporting aten::index operator")  # a GPT-2 classifier's pooling
     logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
 
 

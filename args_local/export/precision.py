@@ -9,6 +9,7 @@ the CPU (AMX / VNNI or not), as the llama.cpp build does (llama_build.py).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Callable, Sequence
@@ -28,7 +29,18 @@ def pairwise_agreement(a: np.ndarray, b: np.ndarray) -> float:
 def int8_dynamic(src: Path, dst: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    with quiet_quantizer():
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+
+
+@contextlib.contextmanager
+def quiet_quantizer():
+    """Without the quantizer's "consider pre-processing" warning: advice for image models, noise here."""
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def int8_weights(src: Path, dst: Path, only: list[str] | None = None) -> None:
@@ -55,12 +67,9 @@ def int8_dynamic_per_channel(src: Path, dst: Path, weight_only: Sequence[str] = 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     staged = dst.with_suffix(".dynamic.onnx") if weight_only else dst
-    logging.disable(logging.WARNING)  # "consider pre-processing": advice for image models, noise here
-    try:
+    with quiet_quantizer():
         quantize_dynamic(str(src), str(staged), weight_type=QuantType.QInt8, per_channel=True,
                          op_types_to_quantize=["MatMul"], nodes_to_exclude=list(weight_only))
-    finally:
-        logging.disable(logging.NOTSET)
     if weight_only:
         int8_weights(staged, dst, only=list(weight_only))
         staged.unlink()
