@@ -207,7 +207,7 @@ def test_two_label_model_saved_without_labels_is_two_labels(encoder_dir, tmp_pat
     assert rm.raw_scores("hi", ["hello there"])[0] == pytest.approx(logits[1], abs=1e-5)  # the second label
 
 
-def test_text_in_decoder_classifier_is_padded_with_its_own_pad_token(guide_dir, tmp_path):
+def test_text_in_decoder_classifier_is_padded_with_its_own_pad_token(guide_dir, tiny_bert, tmp_path):
     """GPT-2 & co. score their last token that is not the pad id: a batch padded with another id
     scored every shorter reply at a pad token; and one with no pad token is refused in one line."""
     from transformers import GPT2Config, GPT2ForSequenceClassification
@@ -220,6 +220,13 @@ def test_text_in_decoder_classifier_is_padded_with_its_own_pad_token(guide_dir, 
         return save_tiny(GPT2ForSequenceClassification, config, tmp_path / name, guide_dir / "tokenizer.json")
 
     assert_user_error(export(tiny_gpt2("nopad"), tmp_path / "o", "--kind", "encoder"), "no pad_token_id", one_line=True)
+    bert = tmp_path / "bert-old-config"  # a config.json that predates pad_token_id: BERT's own default, 0
+    shutil.copytree(tiny_bert, bert)
+    config = json.loads((bert / "config.json").read_text())
+    del config["pad_token_id"]
+    (bert / "config.json").write_text(json.dumps(config))
+    assert export(bert, tmp_path / "bert-rm").returncode == 0
+    assert json.loads((tmp_path / "bert-rm" / "manifest.json").read_text())["pad_id"] == 0
     out = tmp_path / "rm"
     proc = export(tiny_gpt2("pad5", pad_token_id=5), out)  # auto: no KV-cached graph for GPT-2, so text-in
     assert proc.returncode == 0, proc.stderr

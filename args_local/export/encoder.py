@@ -112,6 +112,10 @@ def export_encoder(src: Path, out: Path, *, input_format: InputFormat, max_lengt
         raise UserError(f"{src} has no tokenizer.json (the fast tokenizer file); save the tokenizer with "
                         "tokenizer.save_pretrained() in transformers first")
     pad_id = config.get("pad_token_id")
+    if "pad_token_id" not in config:  # an older config.json: the architecture's own default (BERT's is 0)
+        from transformers import AutoConfig
+
+        pad_id = AutoConfig.from_pretrained(str(src)).pad_token_id
     if not isinstance(pad_id, int):  # decoder classifiers (GPT-2, Llama, …) often have none
         raise UserError(f"{src / 'config.json'} names no pad_token_id, which scoring several replies in one batch "
                         "needs: set it to the id the model was trained to pad with (trainers such as TRL use the "
