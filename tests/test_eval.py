@@ -91,6 +91,21 @@ def test_eval_resumes_where_it_stopped(tmp_path, capsys):
     assert result["prompts"] == 3 and all(m["replies"] == 3 for m in result["methods"])
 
 
+@pytest.mark.skipif(not (home.default_judge() / "manifest.json").is_file(), reason="needs the built-in judge")
+def test_a_resumed_run_with_another_judge_scores_its_replies_with_that_judge(tmp_path, capsys):
+    # the judge and the guide have the same objectives: the old judge's scores once stayed, under the new name
+    out, one = tmp_path / "run", ["--prompts", str(HH), "--n", "1", "--methods", "greedy"]
+    first = eval_json(capsys, *one, "--out", str(out), "--judge", "judge")
+    resumed = eval_json(capsys, *one, "--out", str(out), "--judge", "guide")
+    fresh = eval_json(capsys, *one, "--judge", "guide")
+    assert resumed["models"]["judge"] == fresh["models"]["judge"] != first["models"]["judge"]
+    assert resumed["methods"][0]["judges"] == fresh["methods"][0]["judges"] != first["methods"][0]["judges"]
+    lines = (out / "replies.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and json.loads(lines[-1])["judge_rewards"] != json.loads(lines[0])["judge_rewards"]
+    eval_json(capsys, *one, "--out", str(out), "--judge", "guide")  # saved: nothing to score again
+    assert (out / "replies.jsonl").read_text().splitlines() == lines
+
+
 def test_eval_refuses_to_resume_with_other_settings(tmp_path, capsys):
     out = tmp_path / "run"
     eval_json(capsys, "--prompts", str(HH), "--n", "1", "--out", str(out))

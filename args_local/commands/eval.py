@@ -92,7 +92,7 @@ def run(args) -> int:
     from ..evaluation.prompts import load_prompts
     from ..evaluation.report import markdown, plot_reward_vs_w, summarize
     from ..evaluation.runner import ProgressBar, ReplyStore, Scorers, generate_all, plan_runs, reply_key
-    from ..reward import load_reward_model
+    from ..reward import load_reward_model, members
 
     methods = parse_methods(args.methods)
     sweep_w = nonnegative_floats(args.sweep_w, "--sweep-w")
@@ -120,7 +120,9 @@ def run(args) -> int:
                                      lambda d: load_reward_model(d, threads))
     embedder, no_embedder = optional_model(args.embedder, home.default_sentence_embedder(), "coherence (sentence embedder)",
                                            "embedder", lambda d: SentenceEmbedder(d, threads))
-    scorers = Scorers(judge, embedder, engine.reward, dict(base.objectives) or None)
+    scorers = Scorers(judge, embedder, engine.reward, dict(base.objectives) or None,
+                      judge_id=judge and "+".join(str(Path(m.directory).resolve()) for m in members(judge)),
+                      embedder_id=embedder and str(Path(args.embedder or home.default_sentence_embedder()).expanduser().resolve()))
 
     main_runs, sweep_runs = plan_runs(methods, args.w, sweep_w)
     missing = sum(reply_key(p.index, r) not in store for p in prompts for r in main_runs + sweep_runs)
@@ -128,9 +130,11 @@ def run(args) -> int:
         print(f"args-local: resuming {args.out}: {missing} replies left to generate", file=sys.stderr)
     generate_all(engine, prompts, main_runs + sweep_runs, base, store, scorers, ProgressBar(missing) if missing else None)
     by_index = {p.index: p for p in prompts}
-    for record in store.records.values():  # replies from before the judge, the embedder or a guide head existed
+    for record in list(store.records.values()):  # replies from before the judge, the embedder or a guide head existed
         if record["prompt_index"] in by_index:
-            scorers.fill(record, by_index[record["prompt_index"]])
+            before = json.dumps(record, sort_keys=True)
+            if json.dumps(scorers.fill(record, by_index[record["prompt_index"]]), sort_keys=True) != before:
+                store.add(record)  # saved: the next rerun need not score it again
 
     indices = [p.index for p in prompts]
     greedy = next((r for r in main_runs if r.method == "greedy"), None)

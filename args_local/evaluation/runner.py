@@ -135,24 +135,31 @@ class Scorers:
     """The judge RM and the sentence embedder, each optional (None, with why, when absent); the guide,
     to re-score saved replies whose guide rewards predate its objectives (e.g. a head added since)."""
 
-    def __init__(self, judge=None, embedder=None, guide=None, guide_weights: dict | None = None):
+    def __init__(self, judge=None, embedder=None, guide=None, guide_weights: dict | None = None,
+                 judge_id: str | None = None, embedder_id: str | None = None):
         self.judge, self.embedder, self.guide, self.guide_weights = judge, embedder, guide, guide_weights
+        self.judge_id, self.embedder_id = judge_id, embedder_id  # which model scored a record (its folder)
 
     def fill(self, record: dict, prompt: EvalPrompt) -> dict:
-        """Add the judge rewards (one per judge objective) and coherence where missing and computable."""
+        """Add the judge rewards (one per judge objective) and coherence where missing and computable,
+        or made by another judge or embedder than this run's (a resumed --out with another --judge)."""
         conversation = [m for m in prompt.messages if m["role"] != "system"]
         if self.guide is not None and set(record.get("guide_rewards") or {}) != set(self.guide.objectives):
             scores = self.guide.score_objectives(conversation, [record["text"] or " "])
             record["guide_rewards"] = {name: float(v[0]) for name, v in scores.items()}
             record["guide_reward"] = float(self.guide.combine(scores, self.guide_weights)[0])
         if self.judge is not None and (record.get("judge_rewards") is None
-                                       or set(record["judge_rewards"]) != set(self.judge.objectives)):
+                                       or set(record["judge_rewards"]) != set(self.judge.objectives)
+                                       or record.get("judge_model", self.judge_id) != self.judge_id):
             scores = self.judge.score_objectives(conversation, [record["text"] or " "])
             record["judge_rewards"] = {name: float(v[0]) for name, v in scores.items()}
             record["judge_reward"] = record["judge_rewards"][harmless_objective(self.judge.objectives)]
-        if self.embedder is not None and record.get("coherence") is None:
+            record["judge_model"] = self.judge_id
+        if self.embedder is not None and (record.get("coherence") is None
+                                          or record.get("embedder_model", self.embedder_id) != self.embedder_id):
             vectors = self.embedder.embed([prompt_text(prompt.messages), record["text"]])
             record["coherence"] = float(cosine_rows(vectors[:1], vectors[1:])[0])
+            record["embedder_model"] = self.embedder_id
         return record
 
 
