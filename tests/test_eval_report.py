@@ -77,15 +77,22 @@ def test_coherence_and_refusals_are_paired_with_greedy_reply_by_reply(records):
     assert summarize(records, [0, 1, 2], GREEDY, GREEDY)["paired_vs_greedy"]["coherence_difference"] is None
 
 
-def test_saved_replies_are_rescored_by_a_guide_with_other_objectives(guide_dir):
+def test_saved_replies_are_rescored_by_a_guide_with_other_objectives(engine):
+    # eval's own scores agree with the engine's: the harmless weight gated off for an ordinary question
+    # (rescored replies and empty ones once took the ungated default weights, harmless 2)
     from args_local.evaluation.prompts import EvalPrompt
     from args_local.evaluation.runner import Scorers
-    from args_local.reward import load_reward_model
+    from args_local.settings import DecodingSettings
 
-    guide = load_reward_model(guide_dir, threads=1, use_gpu=False)
     prompt = EvalPrompt(0, 1, [{"role": "user", "content": "Why is the sky blue?"}])
-    saved = record(0, GREEDY, "Sunlight scatters off air molecules; blue scatters most.", 0.0, 0.0)
+    settings = DecodingSettings(mode="greedy", max_new_tokens=12)
+    assert engine.prompt_weights(prompt.messages, settings)["harmless"] == 0
+    reply = engine.generate(prompt.messages, settings)
+    saved = record(0, GREEDY, reply.text, 0.0, 0.0)
     saved["guide_rewards"] = {"retired-head": 0.0}  # scored before the guide had its current heads
-    Scorers(guide=guide).fill(saved, prompt)
-    expected = guide.score_replies(prompt.messages, [saved["text"]])[0]
-    assert set(saved["guide_rewards"]) == set(guide.objectives) and saved["guide_reward"] == pytest.approx(expected)
+    Scorers(guide=engine.reward).fill(saved, prompt)
+    assert set(saved["guide_rewards"]) == set(engine.reward.objectives)
+    assert saved["guide_reward"] == pytest.approx(reply.reward) and saved["guide_rewards"] == pytest.approx(reply.objective_rewards)
+    empty = {**record(1, GREEDY, "", 0.0, 0.0), "guide_reward": None, "guide_rewards": None}
+    Scorers(guide=engine.reward).fill(empty, prompt)
+    assert empty["guide_reward"] == pytest.approx(empty["guide_rewards"]["helpful"])  # harmless weighs 0 here too

@@ -147,7 +147,8 @@ class Scorers:
         if self.guide is not None and set(record.get("guide_rewards") or {}) != set(self.guide.objectives):
             scores = self.guide.score_objectives(conversation, [record["text"] or " "])
             record["guide_rewards"] = {name: float(v[0]) for name, v in scores.items()}
-            record["guide_reward"] = float(self.guide.combine(scores, self.guide_weights)[0])
+            weights = self.guide.prompt_weights(conversation, self.guide_weights)  # gated, as decoding weighs them
+            record["guide_reward"] = float(self.guide.combine(scores, weights)[0])
         if self.judge is not None and (record.get("judge_rewards") is None
                                        or set(record["judge_rewards"]) != set(self.judge.objectives)
                                        or record.get("judge_model", self.judge_id) != self.judge_id):
@@ -173,15 +174,11 @@ def generate_all(engine: Engine, prompts: list[EvalPrompt], runs: list[Run], bas
                 continue
             settings = base.with_(mode=run.method, w=base.w if run.w is None else run.w, seed=base.seed + prompt.index)
             res = engine.generate(prompt.messages, settings)
-            guide, guide_rewards = res.reward, res.objective_rewards
-            if guide is None:  # an empty reply is not scored by the engine; score it like best-of-n does
-                conversation = [m for m in prompt.messages if m["role"] != "system"]
-                weights = dict(settings.objectives) or None
-                guide = float(engine.reward.score_replies(conversation, [" "], weights)[0])
-                guide_rewards = {n: float(v[0]) for n, v in engine.reward.score_objectives(conversation, [" "]).items()}
+            # an empty reply is not scored by the engine (reward None): scorers.fill scores it as " ", like best-of-n
             record = {"key": key, "prompt_index": prompt.index, "line": prompt.line, "method": run.method,
                       "w": run.w, "text": res.text, "n_tokens": len(res.tokens), "stop_reason": res.stop_reason,
-                      "guide_reward": guide, "guide_rewards": guide_rewards, "seconds": res.seconds, "tokens_per_s": res.tokens_per_s,
+                      "guide_reward": res.reward, "guide_rewards": res.objective_rewards, "seconds": res.seconds,
+                      "tokens_per_s": res.tokens_per_s,
                       "reward_calls": res.reward_calls, "ms_policy_per_step": res.ms_policy_per_step,
                       "ms_reward_per_step": res.ms_reward_per_step}
             store.add(scorers.fill(record, prompt))
