@@ -121,6 +121,12 @@ def test_malformed_line_exits_2_naming_the_line(tmp_path, capsys):
     assert f"{prompts}:2:" in capsys.readouterr().err
 
 
+def test_sweep_w_without_an_args_method_exits_2(capsys):
+    # it once ran the other methods and wrote neither a sweep nor its plot, without a word
+    assert main(["eval", "--prompts", str(HH), "--methods", "greedy,top-k", "--sweep-w", "0,1"]) == 2
+    assert "--sweep-w" in capsys.readouterr().err
+
+
 def test_unknown_method_exits_2(capsys):
     assert main(["eval", "--prompts", str(HH), "--methods", "greedy,beam"]) == 2
     err = capsys.readouterr().err

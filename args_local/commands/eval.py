@@ -88,6 +88,7 @@ def no_helpful_judge(judge) -> str | None:
 
 
 def run(args) -> int:
+    from ..engine import ARGS_MODES
     from ..evaluation.embedder import SentenceEmbedder
     from ..evaluation.prompts import load_prompts
     from ..evaluation.report import markdown, plot_reward_vs_w, summarize
@@ -96,6 +97,8 @@ def run(args) -> int:
 
     methods = parse_methods(args.methods)
     sweep_w = nonnegative_floats(args.sweep_w, "--sweep-w")
+    if sweep_w and not any(m in ARGS_MODES for m in methods):
+        raise UserError(f"--sweep-w varies w of the ARGS methods ({', '.join(ARGS_MODES)}), and --methods has none")
     if sweep_w and not args.out:
         print("args-local: note: --sweep-w without --out prints the sweep table but writes no plot", file=sys.stderr)
     if args.n < 1:
