@@ -238,6 +238,23 @@ def test_a_built_in_model_that_is_no_reward_model_is_not_called_damaged(model):
     assert "reward model" in proc.stderr and "rebuilds it" not in proc.stderr, proc.stderr
 
 
+def test_models_lists_a_policy_that_is_not_gguf_as_damaged_and_the_eval_embedder(tmp_path):
+    """A cut-off policy download was listed as a working "gguf, 0.0 MB"; eval's embedder was not listed."""
+    from args_local import home
+
+    env = {"ARGS_LOCAL_HOME": str(tmp_path)}
+    policy = tmp_path / home.default_policy().relative_to(home.home())
+    policy.parent.mkdir(parents=True)
+    policy.write_bytes(b"<html>cut off")
+    listed = run_cli("models", "--json", env_extra=env)
+    assert listed.returncode == 0, listed.stderr
+    rows = {r["role"]: r for r in json.loads(listed.stdout)["models"]}
+    assert "not a GGUF file" in rows["policy (default)"]["problem"]
+    assert rows["embedder (eval)"]["present"] is False
+    shown = run_cli("models", env_extra=env).stdout
+    assert "policy (default)     damaged" in shown and "embedder (eval)      missing" in shown
+
+
 def test_a_damaged_built_in_model_is_named_listed_and_rebuilt(tmp_path):
     """A built-in model whose manifest was damaged: `models` lists it as damaged beside the others, loading
     it says tools/setup.sh rebuilds it, and setup's up-to-date check sends it to be rebuilt."""

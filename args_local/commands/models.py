@@ -6,6 +6,7 @@ import json
 
 from .. import home, llama_build
 from ..errors import UserError
+from ..policy import check_gguf_file
 from ..reward.gates import gate_specs, gate_threshold
 from ..reward.heads import default_weights, head_ramps, head_specs
 from ..reward.manifest import MANIFEST, read_manifest
@@ -33,6 +34,11 @@ def run(args) -> int:
     policy = home.default_policy()
     rows.append({"role": "policy (default)", "path": str(policy), "present": policy.is_file(),
                  "size_mb": round(policy.stat().st_size / 1e6, 1) if policy.is_file() else None})
+    if policy.is_file():
+        try:
+            check_gguf_file(policy, "policy model")
+        except UserError as e:  # e.g. a download cut off: listed as damaged, not as a working gguf
+            rows[-1]["problem"] = str(e)
     for role, path in (("guide RM (default)", home.default_reward()), ("encoder RM", home.default_encoder_reward()),
                        ("judge RM", home.default_judge())):
         row = {"role": role, "path": str(path), "present": (path / MANIFEST).is_file()}
@@ -43,6 +49,18 @@ def run(args) -> int:
             except UserError as e:  # listed as damaged, the others still listed
                 row["problem"] = str(e)
         rows.append(row)
+    embedder = home.default_sentence_embedder()  # eval's coherence
+    row = {"role": "embedder (eval)", "path": str(embedder), "present": (embedder / MANIFEST).is_file()}
+    if row["present"]:
+        row["size_mb"] = round(sum(f.stat().st_size for f in embedder.iterdir() if f.is_file()) / 1e6, 1)
+        try:
+            model = embedder / json.loads((embedder / MANIFEST).read_text())["model"]
+            row["kind"] = "sentence embedder"
+            if not model.is_file():
+                row["problem"] = f"{model} is missing; tools/setup.sh builds it again"
+        except (ValueError, KeyError, TypeError, OSError):
+            row["problem"] = f"{embedder / MANIFEST} is damaged; tools/setup.sh builds it again"
+    rows.append(row)
     build = llama_build.status()
     if args.json:
         print(json.dumps({"models_dir": str(home.models_dir()), "models": rows, "llama_cpp": build}, indent=2))
