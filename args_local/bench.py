@@ -94,11 +94,13 @@ def run_bench(configs: list[Config], prompts, tokens: int, reps: int, progress: 
         progress(f"repetition {rep + 1}/{reps} done")
     results = []
     for c, runs, peak in zip(configs, samples, peaks):
+        # the weights decoding used: after the gates, which switch a gated objective per prompt
+        used = [c.engine.prompt_weights([{"role": "user", "content": p}], c.settings) for p in prompts] if c.reward_kind else None
         rates = [r["tokens_per_s"] for r in runs]
         results.append({
             "reward_kind": c.reward_kind, "reward_name": None if c.reward_kind is None else c.engine.reward.name,
             "provider": None if c.reward_kind is None else c.engine.reward.provider, "k": c.k,
-            "adaptive": c.adaptive, "min_p": c.min_p, "objectives": c.engine.objective_weights(c.settings) if c.reward_kind else None,
+            "adaptive": c.adaptive, "min_p": c.min_p, "objectives": used and {n: statistics.mean(w[n] for w in used) for n in used[0]},
             "tokens_per_s": statistics.median(rates), "tokens_per_s_min": min(rates), "tokens_per_s_max": max(rates),
             "ms_policy_per_step": statistics.median(r["ms_policy_per_step"] for r in runs),
             "ms_reward_per_step": statistics.median(r["ms_reward_per_step"] for r in runs),

@@ -29,6 +29,13 @@ def test_bench_quick_json_reports_plain_and_args_speeds(capsys):
     assert machine["policy_threads"] == 1 and machine["rm_threads"] == 1
     assert "CPUExecutionProvider" in machine["onnxruntime_providers"]
     assert isinstance(machine["llama_cpp_gpu_offload"], bool)
+    # the weights the runs decoded with: the guide's harmless gate is off for these ordinary requests
+    # (the ungated default, harmless 2, was reported once)
+    from args_local.bench import BENCH_PROMPTS
+    from args_local.reward import load_reward_model
+    guide = load_reward_model("guide", threads=1)
+    gated = guide.prompt_weights([{"role": "user", "content": BENCH_PROMPTS[0]}])
+    assert decoder_runs[0]["objectives"] == gated != dict(zip(guide.objectives, guide.weight_vector(None).tolist()))
 
 
 def test_bench_table_and_bad_k_values(capsys):

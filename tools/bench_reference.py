@@ -92,8 +92,8 @@ class ReferenceArgs:
                                       provider=f"torch {torch_threads} thread(s)")
         self.replies: dict[str, list[int]] = {}  # the last reply per prompt, for the agreement check
 
-    def objective_weights(self, settings) -> dict:
-        return dict(self.guide.default_objectives)  # what bench reports beside each configuration
+    def prompt_weights(self, conversation: list[dict], settings) -> dict:
+        return self.guide.prompt_weights(conversation)  # what bench reports: the gated weights generate uses
 
     def generate(self, prompt: str, settings) -> Decoded:
         import torch

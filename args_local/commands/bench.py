@@ -150,7 +150,7 @@ def table(result: dict) -> str:
               f"after {how['warmup']} warm-up: {how['how']}.",
               f"- memory: policy loaded {result['memory']['rss_mb_with_policy']:.0f} MB; {how['memory']}."]
     weights = {r["reward_kind"]: r["objectives"] for r in result["runs"] if r.get("objectives")}
-    lines += [f"- objective weights, {kind} RM: " + ", ".join(f"{n} {w:g}" for n, w in w_.items())
+    lines += [f"- objective weights after the gates (mean over the prompts), {kind} RM: " + ", ".join(f"{n} {w:g}" for n, w in w_.items())
               for kind, w_ in weights.items()]
     lines += [f"- n/a: {why}" for why in result["unavailable"]]
     return "\n".join(lines)
