@@ -20,12 +20,16 @@ quiet_pip() {
 }
 
 python=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  say "creating .venv with $($python --version)"
-  "$python" -m venv .venv
+stamp=.venv/.args-local-installed
+# .venv/bin/python exists long before `python -m venv` has finished installing pip: a run stopped
+# there (Ctrl+C) left a .venv whose pip could not start, and every later run failed on it. So a
+# .venv counts only once venv returned (the marker) or packages were installed into it (the stamp).
+if [ ! -e .venv/.args-local-venv ] && [ ! -e "$stamp" ]; then
+  say "creating .venv with $("$python" --version)"
+  "$python" -m venv --clear .venv
+  touch .venv/.args-local-venv
 fi
 
-stamp=.venv/.args-local-installed
 want=$( (sha256sum pyproject.toml args_local/llama_build.py) | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   t=$SECONDS
