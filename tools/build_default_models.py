@@ -289,6 +289,17 @@ def build_embedder(force: bool) -> None:
     stamp_head(out, {})  # no head: the stamp is of its files
 
 
+def writable_or_exit(models: Path) -> None:
+    """A models folder setup cannot write (a read-only or mistyped ARGS_LOCAL_HOME) is one line saying
+    which and what to do, not an OSError traceback from the first step that writes there."""
+    try:
+        models.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=models).close()
+    except OSError as e:
+        raise SystemExit(f"setup: cannot write the built-in models to {models} ({e.strerror}); "
+                         "set ARGS_LOCAL_HOME to a folder you can write, or fix that one's permissions") from None
+
+
 STEPS = {"policy": build_policy, "guide": build_guide, "encoder": build_encoder, "judge": build_judge,
          "embedder": build_embedder}
 
@@ -298,6 +309,7 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(STEPS), help="comma-separated steps")
     parser.add_argument("--force", action="store_true", help="rebuild even if present")
     args = parser.parse_args()
+    writable_or_exit(home.models_dir())
     quiet_converters()
     for name in args.only.split(","):
         t = time.time()
