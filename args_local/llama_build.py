@@ -40,6 +40,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -395,7 +396,7 @@ def wheel_dir(variant: Variant, info: dict) -> Path:
 def build_wheel(variant: Variant, info: dict, pip: list[str], log) -> Path:
     """The variant's wheel from the cache, or compiled now (a few minutes on 2 cores) and cached."""
     out = wheel_dir(variant, info)
-    found = sorted(out.glob("llama_cpp_python-*.whl"))
+    found = [w for w in sorted(out.glob("llama_cpp_python-*.whl")) if zipfile.is_zipfile(w)]  # not a cut-off one
     if found:
         return found[0]
     out.mkdir(parents=True, exist_ok=True)
@@ -413,7 +414,11 @@ def build_wheel(variant: Variant, info: dict, pip: list[str], log) -> Path:
                "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2)}
         _run([*pip, "wheel", "-q", "--no-deps", "--no-cache-dir", "-w", str(tmp / "wheel"), str(source)], log_file, env)
         built = next((tmp / "wheel").glob("*.whl"))
-        shutil.move(str(built), out / built.name)
+        # renamed into the cache whole: a move from another file system (/tmp on tmpfs) is a copy, and
+        # one stopped part-way left a cut-off wheel that every later setup found and failed to install
+        partial = out / (built.name + ".partial")
+        shutil.copyfile(built, partial)
+        partial.rename(out / built.name)
         (out / "build.json").write_text(json.dumps({"variant": variant.name, "cmake_args": env["CMAKE_ARGS"], "amx_patch": patched,
                                                     "cpu": info.get("model")}, indent=2))
     return next(out.glob("llama_cpp_python-*.whl"))

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 
 import pytest
 
@@ -131,6 +132,23 @@ def test_wheels_are_keyed_by_what_they_assume_of_the_cpu():
     for variant in llama_build.VARIANTS[1:]:
         assert not any("AMX" in arg for arg in variant.cmake_args(set(info["flags"])))
 
+
+
+def test_a_cut_off_cached_wheel_is_built_again_not_installed(tmp_path, monkeypatch):
+    """A wheel cut off on its way into the cache (a stopped copy from /tmp) made every later setup fail in pip
+    install; now only a whole one is taken from the cache. (`false` as pip: the build starts and stops there.)"""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    info, variant = llama_build.cpu_info(), llama_build.BY_NAME["portable"]
+    cached = llama_build.wheel_dir(variant, info) / "llama_cpp_python-0.3.36-py3-none-linux_x86_64.whl"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"PK\x03\x04 cut off")
+    said = []
+    with pytest.raises(SystemExit, match="false download"):
+        llama_build.build_wheel(variant, info, ["false"], said.append)
+    assert said and "compiling the 'portable' build" in said[0]
+    with zipfile.ZipFile(cached, "w") as whole:
+        whole.writestr("llama_cpp/__init__.py", "")
+    assert llama_build.build_wheel(variant, info, ["false"], said.append) == cached and len(said) == 1
 
 ORIGINAL_TILE_SETUP = """inline void ggml_tile_config_init(void) {
     static thread_local bool done = false;
