@@ -427,6 +427,10 @@ def build_wheel(variant: Variant, info: dict, pip: list[str], log) -> Path:
 def install_wheel(wheel: Path, variant: Variant, pip: list[str], log) -> None:
     log(f"llama.cpp: installing the '{variant.name}' build")
     log_file = wheel.parent / "build.log"
+    # pip's uninstall leaves the stamp (not in the wheel's RECORD): a run stopped between the reinstall and
+    # the new stamp left the old variant's name on the new build, and the next run took it at its word
+    if (lib := library_dir()) is not None:
+        (lib.parent / "args-local-variant").unlink(missing_ok=True)
     _run([*pip, "install", "-q", "--force-reinstall", "--no-cache-dir", "--no-deps", str(wheel)], log_file)
     _run([*pip, "install", "-q", str(wheel)], log_file)  # its dependencies, on a fresh environment
     lib = library_dir()
