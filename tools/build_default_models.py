@@ -336,4 +336,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl+C: setup.sh says so; half-built models are never trusted
+        sys.exit(130)

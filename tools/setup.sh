@@ -8,6 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 say() { echo "setup: $*" >&2; }
+# Ctrl+C stops the step that runs (each leaves nothing a later run trusts): one line saying so, not
+# that step's failure (pip's log and "pip install failed") or a traceback.
+trap 'echo >&2; say "stopped; run tools/setup.sh again to finish (it redoes only what is not done)"; exit 130' INT
 # pip's own chatter (ignored find-links locations, setuptools' editable banner) is noise here:
 # keep it in a log and show it only when pip fails.
 quiet_pip() {
@@ -39,7 +42,11 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # compiled with -march=native must not be reused on another CPU); pip then finds it installed.
   .venv/bin/python -m args_local.llama_build install
   quiet_pip install -q -e ".[export,eval,serve,test]"
-  .venv/bin/python -c "import llama_cpp, onnxruntime, tokenizers, textual, torch, optimum.exporters.onnx, matplotlib, uvicorn, sse_starlette, openai" \
+  .venv/bin/python -c "
+try:
+    import llama_cpp, onnxruntime, tokenizers, textual, torch, optimum.exporters.onnx, matplotlib, uvicorn, sse_starlette, openai
+except KeyboardInterrupt:
+    raise SystemExit(130)" \
     || { say "package installation failed (see .venv/setup-pip.log)"; exit 1; }
   echo "$want" > "$stamp"
   say "packages ready ($((SECONDS - t))s)"
