@@ -31,6 +31,9 @@ if [ ! -e .venv/.args-local-venv ] && [ ! -e "$stamp" ]; then
   say "creating .venv with $("$python" --version)"
   "$python" -m venv --clear .venv
   touch .venv/.args-local-venv
+elif [ -n "${PYTHON:-}" ]; then  # asked for an interpreter that .venv was not made with: say so, not silently
+  made=$(.venv/bin/python --version 2>&1 || true) asked=$("$python" --version 2>/dev/null || true)
+  [ "$made" = "$asked" ] || say "keeping .venv ($made; PYTHON=$PYTHON is ${asked:-not found}): remove .venv to make it with $PYTHON"
 fi
 
 want=$( (sha256sum pyproject.toml args_local/llama_build.py) | sha256sum | cut -c1-16)
