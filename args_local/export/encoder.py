@@ -124,7 +124,7 @@ def export_encoder(src: Path, out: Path, *, input_format: InputFormat, max_lengt
 
     with staged_output(out, force) as stage:
         t = time.time()
-        progress(f"exporting {src.name} with optimum (task text-classification, opset {opset})")
+        progress(f"exporting {name or src.name} with optimum (task text-classification, opset {opset})")
         with warnings.catch_warnings():  # torch's TracerWarnings: our own validation below is what counts
             warnings.filterwarnings("ignore", message=".*registered as constants in the trace")
             main_export(str(src), output=str(stage / "optimum"), task="text-classification", opset=opset,
