@@ -72,7 +72,7 @@ class Finished:
     tokens: list[int]
     stop_reason: str  # end_of_turn | max_new_tokens | stop_string | cancelled | context_full
     rewards: list[float]  # the chosen candidate's reward at each step (ARGS modes)
-    reward: float | None  # the guide RM's score of the whole reply
+    reward: float | None  # the loaded reward model's score of the whole reply (None without one)
     settings: dict
     prompt_tokens: int
     dropped_turns: int

@@ -19,7 +19,7 @@ class Piece:
 class Reply:
     pieces: list[Piece] = field(default_factory=list)
     stop_reason: str | None = None  # None while streaming
-    reward: float | None = None  # guide RM's score of the whole reply
+    reward: float | None = None  # the reward model's score of the whole reply
     judge_reward: float | None = None
     settings: dict = field(default_factory=dict)
     tokens_per_s: float = 0.0
