@@ -135,8 +135,8 @@ def run(args) -> int:
     by_index = {p.index: p for p in prompts}
     for record in list(store.records.values()):  # replies from before the judge, the embedder or a guide head existed
         if record["prompt_index"] in by_index:
-            before = json.dumps(record, sort_keys=True)
-            if json.dumps(scorers.fill(record, by_index[record["prompt_index"]]), sort_keys=True) != before:
+            before = dict(record)  # fill replaces values, never changes one in place
+            if scorers.fill(record, by_index[record["prompt_index"]]) != before:
                 store.add(record)  # saved: the next rerun need not score it again
 
     indices = [p.index for p in prompts]
