@@ -254,7 +254,7 @@ def probe_child(model: str, extra_bufts: bool, steps: int) -> dict:
     fault = os.environ.get(PROBE_FAULT_ENV)
     if fault == "all" or (fault == "extra_bufts" and extra_bufts):
         os.kill(os.getpid(), signal.SIGILL)  # tests: a real crash by signal, as a bad build gives
-    import llama_cpp
+    llama_cpp = load_llama_cpp()  # onnxruntime first: a CUDA build segfaults the other way round
 
     with model_params(extra_bufts):
         llm = llama_cpp.Llama(model_path=model, n_ctx=512, n_threads=1, n_threads_batch=1, n_gpu_layers=0,
@@ -275,7 +275,9 @@ def run_probe(model: Path, extra_bufts: bool, steps: int = 32, timeout: float = 
     """Probe in a child process; a crash (by signal) or a hang is a result, not our death."""
     code = ("import json, sys; from args_local.llama_build import probe_child; "
             f"print(json.dumps(probe_child({str(model)!r}, {extra_bufts!r}, {steps})))")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    # args_local first, and the user's own path kept: llama_cpp may live there (a CUDA build, say)
+    paths = [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
     setting = "extra buffers" if extra_bufts else "no extra buffers"
     result = {"model": Path(model).name, "setting": setting, "extra_bufts": extra_bufts, "ok": False}
     try:

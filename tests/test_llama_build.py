@@ -192,3 +192,20 @@ def test_a_policy_load_brings_onnxruntime_in_before_llama_cpp(policy_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "True"
+
+
+def test_a_probe_child_keeps_the_users_path_and_brings_onnxruntime_in_first(policy_path, tmp_path, monkeypatch):
+    """A CUDA build installed off the default path (PYTHONPATH) was not found by the probe, and its
+    child imported llama_cpp before onnxruntime (SIGSEGV on an H200): both read as 'this build cannot
+    run on this CPU'. The child's own sitecustomize, found on the user's path, reports what it saw."""
+    report = tmp_path / "order.json"
+    (tmp_path / "sitecustomize.py").write_text(
+        "import atexit, json, sys\n"
+        "def _report():\n"
+        "    names = list(sys.modules)\n"
+        f"    open({str(report)!r}, 'w').write(json.dumps(names.index('onnxruntime') < names.index('llama_cpp')))\n"
+        "atexit.register(_report)\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    result = llama_build.run_probe(policy_path, extra_bufts=False, steps=2)
+    assert result["ok"], result
+    assert json.loads(report.read_text()) is True
