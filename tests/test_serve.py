@@ -159,6 +159,17 @@ def test_openai_fields_map_onto_the_settings(client):
     assert r.usage.completion_tokens <= 8 and "\n\n" not in r.choices[0].message.content
 
 
+def test_text_parts_are_joined_by_a_newline(client):
+    """As other OpenAI-compatible servers join them: the words where two parts meet stay apart."""
+    greedy = {"args": {"mode": "greedy"}}
+    parts = [{"type": "text", "text": "Name a fruit."}, {"type": "text", "text": "Answer in one word."}]
+    joined = client.chat.completions.create(model="args-local", messages=[{"role": "user", "content": parts}],
+                                            max_tokens=8, extra_body=greedy)
+    whole = chat(client, "Name a fruit.\nAnswer in one word.", max_tokens=8, extra_body=greedy)
+    assert joined.usage.prompt_tokens == whole.usage.prompt_tokens
+    assert joined.choices[0].message.content == whole.choices[0].message.content
+
+
 def test_bad_args_value_is_a_400_with_the_reason(client):
     with pytest.raises(openai.BadRequestError, match="k must be at least 1"):
         chat(client, extra_body={"args": {"k": 0}})

@@ -119,11 +119,12 @@ def parse_messages(messages) -> list[dict]:
 
 
 def text_of(content, i: int) -> str:
-    """A string, or a list of content parts of which only text parts are accepted."""
+    """A string, or a list of content parts of which only text parts are accepted, joined by newlines
+    (as other OpenAI-compatible servers join them: words where two parts meet must not run together)."""
     if isinstance(content, str):
         return content
     if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text"
                                          and isinstance(p.get("text"), str) for p in content):
-        return "".join(p["text"] for p in content)
+        return "\n".join(p["text"] for p in content)
     raise APIError(400, f"messages[{i}].content must be a string or a list of text parts "
                         "(images and audio are not supported)", param=f"messages[{i}].content")
