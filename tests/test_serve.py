@@ -159,6 +159,16 @@ def test_openai_fields_map_onto_the_settings(client):
     assert r.usage.completion_tokens <= 8 and "\n\n" not in r.choices[0].message.content
 
 
+def test_top_p_0_keeps_the_most_likely_token_and_one_outside_0_to_1_is_a_400(client):
+    greedy = chat(client, extra_body={"args": {"mode": "greedy"}})
+    narrowest = chat(client, top_p=0, temperature=1.5, extra_body={"args": {"mode": "nucleus"}})
+    assert narrowest.choices[0].message.content == greedy.choices[0].message.content
+    for bad in (-0.1, 1.5):
+        with pytest.raises(openai.BadRequestError, match=r"top_p must be between 0 and 1 \(got") as e:
+            chat(client, top_p=bad)
+        assert e.value.body["param"] == "top_p"
+
+
 def test_text_parts_are_joined_by_a_newline(client):
     """As other OpenAI-compatible servers join them: the words where two parts meet stay apart."""
     greedy = {"args": {"mode": "greedy"}}

@@ -8,6 +8,7 @@ Fields this server does not use are ignored, as OpenAI-compatible servers do.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import get_args, get_origin, get_type_hints
 
@@ -19,6 +20,9 @@ from .errors import APIError
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 OPENAI_FIELDS = {"max_tokens": "max_new_tokens", "max_completion_tokens": "max_new_tokens",
                  "temperature": "temperature", "top_p": "top_p", "seed": "seed", "stop": "stop"}
+# OpenAI's top_p 0 as the narrowest nucleus DecodingSettings accepts (it refuses 0): the sampler keeps
+# the fewest most likely tokens whose probability reaches top_p, and here the top token alone does
+NARROWEST_TOP_P = math.ulp(0.0)
 
 
 @dataclass
@@ -41,6 +45,8 @@ def parse_chat_request(body, defaults: DecodingSettings, model_id: str, vocab_si
                             '"args": {"mode": "best-of-n", "n": N})', param="n")
     changes = {name: value_for(name, body[key], key)
                for key, name in OPENAI_FIELDS.items() if body.get(key) is not None}
+    if "top_p" in changes:
+        changes["top_p"] = openai_top_p(changes["top_p"])
     extra = body.get("args")
     if extra is not None:
         if not isinstance(extra, dict):
@@ -59,6 +65,13 @@ def parse_chat_request(body, defaults: DecodingSettings, model_id: str, vocab_si
     return ChatRequest(messages=parse_messages(body.get("messages")), settings=settings,
                        stream=body.get("stream") is True,
                        include_usage=isinstance(options, dict) and options.get("include_usage") is True)
+
+
+def openai_top_p(top_p: float) -> float:
+    """OpenAI's top_p, 0 to 1, where 0 means the single most likely token."""
+    if not 0 <= top_p <= 1:
+        raise APIError(400, f"top_p must be between 0 and 1 (got {top_p!r})", param="top_p")
+    return top_p or NARROWEST_TOP_P
 
 
 def setting_names() -> list[str]:
