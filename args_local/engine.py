@@ -157,7 +157,9 @@ class Engine:
 
     def stream(self, prompt: str | list[dict], settings: DecodingSettings | None = None, *,
                system: str | None = None, cancel: threading.Event | None = None,
-               drop_old_turns: bool = False) -> Iterator[Event]:
+               drop_old_turns: bool = False, shorten_reply: bool = False) -> Iterator[Event]:
+        """shorten_reply: max_new_tokens is a ceiling, lowered to the room the prompt leaves, rather than
+        room the prompt must leave (the server caps OpenAI's max_tokens so)."""
         settings = (settings or DecodingSettings()).validated(self.policy.n_vocab)
         if settings.uses_reward and self.reward is None:
             raise UserError(f"mode {settings.mode} needs a reward model; none is loaded")
@@ -169,7 +171,10 @@ class Engine:
         with self._lock:
             self._lock_holder = threading.get_ident()
             try:
-                messages, prompt_ids, dropped = self._fit(messages, settings, drop_old_turns)
+                messages, prompt_ids, dropped = self._fit(messages, settings, drop_old_turns, shorten_reply)
+                if shorten_reply:
+                    room = self.policy.n_ctx - len(prompt_ids)
+                    settings = settings.with_(max_new_tokens=min(settings.max_new_tokens, room))
                 if dropped:
                     yield Notice(f"dropped the {dropped} oldest turn(s) to fit the {self.policy.n_ctx}-token context")
                 rng = np.random.default_rng(settings.seed)
@@ -203,9 +208,10 @@ class Engine:
         combined = checked(self.reward.combine(by_objective, weights))
         return combined, [{n: float(r[i]) for n, r in by_objective.items()} for i in range(len(texts))]
 
-    def _fit(self, messages: list[dict], settings: DecodingSettings, drop_old_turns: bool):
-        """Prompt tokens that leave room for the reply; in chat, drop the oldest turns until they do."""
-        budget = self.policy.n_ctx - settings.max_new_tokens
+    def _fit(self, messages: list[dict], settings: DecodingSettings, drop_old_turns: bool, shorten_reply: bool = False):
+        """Prompt tokens that leave room for the reply (max_new_tokens, or one token with shorten_reply);
+        in chat, drop the oldest turns until they do."""
+        budget = self.policy.n_ctx - (1 if shorten_reply else settings.max_new_tokens)
         dropped = 0
         while True:
             ids = self.policy.tokenize(self.policy.render_chat(messages))
@@ -213,6 +219,9 @@ class Engine:
                 return messages, ids, dropped
             turns = [i for i, m in enumerate(messages) if m["role"] != "system"]
             if not drop_old_turns or len(turns) <= 1:
+                if shorten_reply:
+                    raise UserError(f"the prompt is {len(ids)} tokens: it does not fit the {self.policy.n_ctx}-token "
+                                    "context with room for a reply. Shorten it, or use a larger context (--n-ctx).")
                 raise UserError(f"the prompt is {len(ids)} tokens; with max-new-tokens {settings.max_new_tokens} "
                                 f"it does not fit the {self.policy.n_ctx}-token context. Shorten it, lower "
                                 "max-new-tokens (--max-new-tokens; F3 in the chat), or raise --n-ctx.")

@@ -213,6 +213,21 @@ def test_a_prompt_longer_than_the_context_is_refused(policy_path, guide_dir):
     assert dropped == 2 and kept == long_first[2:]
 
 
+def test_a_shortened_reply_takes_the_room_the_prompt_leaves_from_one_rendering_of_it(policy_path):
+    """What the server asks for OpenAI's max_tokens: a ceiling, not room the prompt must leave."""
+    small = Engine.load(policy_path, need_reward=False, n_ctx=256, threads=THREADS)
+    render = small.policy.render_chat
+    renders = []
+    small.policy.render_chat = lambda messages: renders.append(messages) or render(messages)
+    done = small.generate("Name a fruit.", DecodingSettings(mode="greedy", max_new_tokens=10**6), shorten_reply=True)
+    assert done.settings["max_new_tokens"] == 256 - done.prompt_tokens
+    assert len(renders) == 1  # rendered and tokenized once to fit the context and to decode
+    with pytest.raises(UserError, match=r"the prompt is \d+ tokens: it does not fit the 256-token context with room "
+                                        "for a reply") as e:
+        small.generate("word " * 400, DecodingSettings(mode="greedy", max_new_tokens=8), shorten_reply=True)
+    assert "max-new-tokens" not in str(e.value)  # nobody chose one that could be lowered
+
+
 @pytest.mark.parametrize("n_ctx", [10, 255])
 def test_a_context_below_what_llama_cpp_gives_is_refused_from_python_as_on_the_command_line(policy_path, n_ctx):
     # llama.cpp gave 256 tokens, llama-cpp-python's buffer held n_ctx: a longer prompt was a numpy ValueError

@@ -114,7 +114,8 @@ class Generations:
             return
         self.running, start = True, time.perf_counter()
         try:
-            for event in self.engine.stream(job.messages, self._fit_reply(job), cancel=job.cancel):
+            # shorten_reply: max_tokens is capped by the room the prompt leaves in the context
+            for event in self.engine.stream(job.messages, job.settings, cancel=job.cancel, shorten_reply=True):
                 if isinstance(event, Finished):
                     self.ended[event.stop_reason] += 1
                 job.put(event)
@@ -129,14 +130,3 @@ class Generations:
             self.running = False
             self._seconds.append(time.perf_counter() - start)
             job.put(_END)
-
-    def _fit_reply(self, job: Job) -> DecodingSettings:
-        """max_tokens capped by the room the prompt leaves in the context; UserError if it leaves
-        none (the engine's message would blame a max-new-tokens of 1 the client never asked for)."""
-        policy = self.engine.policy
-        prompt = len(policy.tokenize(policy.render_chat(job.messages)))
-        if prompt >= policy.n_ctx:
-            raise UserError(f"the prompt is {prompt} tokens: it does not fit the {policy.n_ctx}-token context "
-                            "with room for a reply. Shorten the messages, or restart the server with a "
-                            "larger --n-ctx.")
-        return job.settings.with_(max_new_tokens=min(job.settings.max_new_tokens, policy.n_ctx - prompt))
