@@ -127,6 +127,14 @@ def test_sweep_w_without_an_args_method_exits_2(capsys):
     assert "--sweep-w" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("methods", ["greedy", "greedy,best-of-n"])
+def test_all_objective_weights_0_are_refused_in_eval_s_own_terms(capsys, methods):
+    # the message once named args-greedy, a method nobody had asked for
+    assert main(["eval", "--prompts", str(HH), "--methods", methods, "--objective", "helpful=0"]) == 2
+    err = capsys.readouterr().err
+    assert "all objective weights are 0: eval scores every method's replies" in err and "args-greedy" not in err
+
+
 def test_unknown_method_exits_2(capsys):
     assert main(["eval", "--prompts", str(HH), "--methods", "greedy,beam"]) == 2
     err = capsys.readouterr().err

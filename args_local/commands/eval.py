@@ -103,9 +103,13 @@ def run(args) -> int:
         print("args-local: note: --sweep-w without --out prints the sweep table but writes no plot", file=sys.stderr)
     if args.n < 1:
         raise UserError(f"--n must be at least 1 (got {args.n})")
+    objectives = objectives_from(args)
+    if objectives and all(weight == 0 for _, weight in objectives):  # before DecodingSettings names its default mode
+        raise UserError("all objective weights are 0: eval scores every method's replies by the weighted reward, "
+                        "which would be 0 for all; give one objective a positive weight (objectives not named get 0)")
     base = DecodingSettings(k=args.k, w=args.w, temperature=args.temperature, top_p=args.top_p, n=args.best_of,
                             max_new_tokens=args.max_new_tokens, seed=args.seed, **tuning_from(args),
-                            objectives=objectives_from(args)).validated()
+                            objectives=objectives).validated()
     check_fits_context(base, args)
     prompts = load_prompts(args.prompts, args.n, args.on_bad_line, split=args.split,
                            warn=lambda message: print(f"args-local: warning: {message}", file=sys.stderr))
