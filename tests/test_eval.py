@@ -127,6 +127,16 @@ def test_sweep_w_without_an_args_method_exits_2(capsys):
     assert "--sweep-w" in capsys.readouterr().err
 
 
+def test_an_n_beyond_the_file_uses_all_its_prompts_and_says_so(tmp_path, capsys):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "Name a fruit."}\n{"prompt": "Name a colour."}\n')
+    assert main(["eval", "--json", *TINY, "--methods", "greedy", "--max-new-tokens", "4", "--prompts", str(prompts),
+                 "--n", "5"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["prompts"] == 2
+    assert f"args-local: note: {prompts} has 2 prompts, fewer than --n 5: all 2 are used\n" in err
+
+
 @pytest.mark.parametrize("methods", ["greedy", "greedy,best-of-n"])
 def test_all_objective_weights_0_are_refused_in_eval_s_own_terms(capsys, methods):
     # the message once named args-greedy, a method nobody had asked for

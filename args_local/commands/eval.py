@@ -113,6 +113,10 @@ def run(args) -> int:
     check_fits_context(base, args)
     prompts = load_prompts(args.prompts, args.n, args.on_bad_line, split=args.split,
                            warn=lambda message: print(f"args-local: warning: {message}", file=sys.stderr))
+    if len(prompts) < args.n:
+        split = "" if args.split == "all" else f" in the {args.split} split"
+        print(f"args-local: note: {args.prompts} has {len(prompts)} prompts{split}, fewer than --n {args.n}: "
+              f"all {len(prompts)} are used", file=sys.stderr)
     settings = {"prompts_file": str(Path(args.prompts).expanduser().resolve()), "split": args.split,
                 "methods": methods, "k": args.k,
                 "w": args.w, "sweep_w": sweep_w, "temperature": args.temperature, "top_p": args.top_p,
