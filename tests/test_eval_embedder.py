@@ -1,6 +1,7 @@
 """The MiniLM sentence embedder behind the coherence metric (needs it built: see embedder_build.py)."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from args_local import home
 from args_local.errors import UserError
 from args_local.evaluation.embedder import SentenceEmbedder
+from args_local.export.common import is_earlier_export
 
 ROOT = Path(__file__).resolve().parents[1]
 built = pytest.mark.skipif(not (home.default_sentence_embedder() / "manifest.json").is_file(),
@@ -33,6 +35,14 @@ def test_runtime_needs_no_torch_or_transformers():
             "bad = [m for m in ('torch', 'transformers', 'optimum') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+@built
+def test_a_copy_of_the_built_embedder_is_an_earlier_export_that_force_may_replace(tmp_path):
+    copy = tmp_path / "embedder"
+    copy.mkdir()
+    shutil.copy(home.default_sentence_embedder() / "manifest.json", copy)
+    assert is_earlier_export(copy)  # the kind embedder_build writes is the one export reads
 
 
 def test_missing_embedder_says_how_to_build_it(tmp_path):

