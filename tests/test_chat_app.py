@@ -17,6 +17,8 @@ from args_local.chat.status_bar import StatusBar
 from args_local.engine import Engine
 from args_local.settings import DecodingSettings
 
+from .test_chat_history import other_chat
+
 SIZE = (80, 24)
 QUICK = DecodingSettings(max_new_tokens=16)
 
@@ -193,6 +195,18 @@ async def test_restarted_app_finds_the_conversation_in_history(engine, tmp_path)
         await send(second, pilot, "And about hawks?")
         assert [t.role for t in second.session.turns] == ["user", "assistant", "user", "assistant"]
     assert len(stored_messages(tmp_path)) == 4
+
+
+async def test_a_conversation_open_in_another_chat_stays_there_with_a_note_saying_so(engine, tmp_path):
+    with other_chat(tmp_path / "history.sqlite") as other_starts:
+        other_starts("Tell me about owls.")
+        app = make_app(engine, tmp_path)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("f6", "enter")
+            await pilot.pause()
+            assert app.session.conversation_id is None and not app.session.turns
+            notes = [text_of(n) for n in app.query(Note)]
+            assert "“Tell me about owls.” is open in another args-local chat" in notes[-1], notes
 
 
 def test_reward_colours_run_in_five_bands_and_overrides_by_rank():

@@ -1,12 +1,18 @@
 """The chat's history layer and session: commits per turn, rename/delete, damaged or locked files."""
 
+import contextlib
+import os
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from args_local.chat.history import History, HistoryError
 from args_local.chat.reply import Piece, Reply
 from args_local.chat.session import ChatSession
+from args_local.errors import UserError
 
 
 def reply(text="Paris.", reward=0.5):
@@ -63,6 +69,56 @@ def test_a_prompt_left_without_a_reply_is_not_sent_to_the_model_again(tmp_path):
     assert reopened.model_messages() == [{"role": "user", "content": "Capital of France?"},
                                          {"role": "assistant", "content": "Paris."},
                                          {"role": "user", "content": "Capital of Italy?"}]
+
+
+OTHER_CHAT = r"""
+import sys
+from args_local.chat.history import History
+from args_local.chat.session import ChatSession
+
+history = History(sys.argv[1])
+for line in sys.stdin:  # each line: a new conversation, whose first prompt is the line
+    session = ChatSession(history)
+    session.add_prompt(line.strip())
+    print(session.conversation_id, flush=True)
+"""
+
+
+@contextlib.contextmanager
+def other_chat(db: Path):
+    """Another process chatting on db; yields start(prompt): the id of the conversation it starts with prompt."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    other = subprocess.Popen([sys.executable, "-c", OTHER_CHAT, str(db)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, env=env)
+
+    def start(prompt: str) -> int:
+        other.stdin.write(prompt + "\n")
+        other.stdin.flush()
+        return int(other.stdout.readline())
+
+    try:
+        yield start
+    finally:
+        other.kill()  # kill -9: no chance to let go of its conversation itself
+        other.wait()
+
+
+def test_a_conversation_another_chat_holds_is_refused_until_it_lets_go(tmp_path):
+    """Two chats adding turns to one conversation would interleave them in the history."""
+    db = tmp_path / "h.sqlite"
+    with other_chat(db) as other_starts:
+        first = other_starts("Capital of France?")
+        mine = ChatSession(History(db))
+        with pytest.raises(UserError, match="“Capital of France[?]” is open in another args-local chat"):
+            mine.open(first)
+        assert ChatSession(mine.history).open(first, to_continue=False)  # reading it (to export) is fine
+        second = other_starts("Capital of Spain?")  # the other chat moved on: the first is free
+        assert mine.open(first) and mine.turns[0].content == "Capital of France?"
+        with pytest.raises(UserError, match="open in another args-local chat"):
+            ChatSession(mine.history).open(second)
+        with pytest.raises(UserError, match="open in another args-local chat"):
+            mine.history.delete(second)  # it would write on into a deleted conversation, or a new one of its id
+    assert ChatSession(mine.history).open(second)  # a chat killed lets go of its conversation
 
 
 def test_rename_and_delete(tmp_path):

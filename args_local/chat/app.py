@@ -293,7 +293,12 @@ class ChatApp(App):
                     self.action_new_conversation()  # the open conversation was deleted
                 return
             session = self.new_session(self.session.history)
-            if session.open(conversation_id):
+            try:
+                opened = session.open(conversation_id)
+            except UserError as e:  # another chat holds it
+                self.add_note(str(e), "warning")
+                return
+            if opened:
                 self.session = session
                 self.show_session()
 
@@ -305,6 +310,8 @@ class ChatApp(App):
         return session
 
     def action_new_conversation(self) -> None:
+        if self.session.history is not None:
+            self.session.history.hold(None)  # another chat may continue the conversation left
         self.session = self.new_session(self.session.history)
         self.show_session()
         self.add_note("new conversation")

@@ -3,10 +3,12 @@
 WAL mode and a commit per message mean a finished turn survives a crash or kill -9.
 A database that is locked or damaged raises HistoryError; the file itself is never
 deleted or recreated (the app then runs without history).
+A chat holds the conversation it writes to (see History.hold), so two chats never add turns to one.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sqlite3
@@ -91,6 +93,13 @@ class History:
         except sqlite3.Error as e:
             self._db.close()
             raise HistoryError(self._explain(e)) from None
+        holds = self.path.with_name(self.path.name + "-open.lock")
+        try:
+            self._holds = os.open(holds, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            self._db.close()
+            raise HistoryError(f"cannot open {holds}: {e.strerror or e}; chat history is off for this session") from None
+        self._held: int | None = None
 
     def _check_writable(self) -> None:
         """Every turn is saved as it happens, so a history that cannot be written is off from the
@@ -128,6 +137,26 @@ class History:
 
     def close(self) -> None:
         self._db.close()
+        os.close(self._holds)
+
+    def hold(self, conversation_id: int | None) -> bool:
+        """Make conversation_id (None: none) the one this process writes to, letting go of the one before;
+        False if another process holds it: two chats adding turns to one conversation would interleave them.
+        A hold is an OS lock on byte conversation_id of a file beside the database, so it ends with its
+        process, kill -9 included (and, the lock being per process, a process never conflicts with itself)."""
+        if conversation_id is not None and not self._lock(conversation_id):
+            return False
+        if self._held not in (None, conversation_id):
+            fcntl.lockf(self._holds, fcntl.LOCK_UN, 1, self._held)
+        self._held = conversation_id
+        return True
+
+    def _lock(self, conversation_id: int) -> bool:
+        try:
+            fcntl.lockf(self._holds, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, conversation_id)
+            return True
+        except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: another process holds it
+            return False
 
     # --- conversations -------------------------------------------------------------------
     def create_conversation(self, title: str, system: str | None = None) -> int:
@@ -151,7 +180,16 @@ class History:
         self._run("UPDATE conversations SET system = ? WHERE id = ?", (system, conversation_id))
 
     def delete(self, conversation_id: int) -> None:
-        self._run("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+        """UserError while another chat holds it: that chat would write on into a deleted conversation,
+        or into the next new one, which may get the same id."""
+        theirs = conversation_id != self._held
+        if theirs and not self._lock(conversation_id):
+            raise UserError("this conversation is open in another args-local chat; close it there first")
+        try:
+            self._run("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+        finally:
+            if theirs:
+                fcntl.lockf(self._holds, fcntl.LOCK_UN, 1, conversation_id)
 
     # --- messages ------------------------------------------------------------------------
     def add_message(self, conversation_id: int, role: str, content: str, *, reward: float | None = None,

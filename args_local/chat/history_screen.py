@@ -104,7 +104,7 @@ class HistoryScreen(ModalScreen[int | None]):
             return
         session = ChatSession(self.history)
         try:
-            if session.open(conversation_id):
+            if session.open(conversation_id, to_continue=False):
                 self.say(f"exported to {session.export()}")
         except UserError as e:
             self.say(str(e))
@@ -112,6 +112,6 @@ class HistoryScreen(ModalScreen[int | None]):
     def run_safely(self, change) -> None:
         try:
             change()
-        except HistoryError as e:
+        except UserError as e:  # a HistoryError, or a conversation another chat holds
             self.say(str(e))
         self.reload()

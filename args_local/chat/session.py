@@ -59,6 +59,7 @@ class ChatSession:
         if self.conversation_id is None:
             self.title = title_from(text)
             self.conversation_id = self._save(lambda h: h.create_conversation(self.title, self.system))
+            self._save(lambda h: h.hold(self.conversation_id))
         if self.conversation_id is not None:
             self._save(lambda h: h.add_message(self.conversation_id, "user", text))
 
@@ -75,12 +76,16 @@ class ChatSession:
         if self.conversation_id is not None:
             self._save(lambda h: h.set_system(self.conversation_id, self.system))
 
-    def open(self, conversation_id: int) -> bool:
-        """Load a stored conversation into this session; False if it is gone or history is off."""
+    def open(self, conversation_id: int, to_continue: bool = True) -> bool:
+        """Load a stored conversation into this session; False if it is gone or history is off.
+        to_continue: hold it for this chat's turns (UserError if another chat holds it)."""
         row = self._save(lambda h: h.conversation(conversation_id))
         messages = self._save(lambda h: h.messages(conversation_id))
         if row is None or messages is None:
             return False
+        if to_continue and not self.history.hold(row.id):
+            raise UserError(f"“{row.title}” is open in another args-local chat: continue it there, or close "
+                            "that chat first (two chats would interleave their turns in it)")
         self.conversation_id, self.title, self.system = row.id, row.title, row.system
         self.turns = [Turn(m.role, m.content, None if m.role == "user" else Reply.from_stored(
             m.content, m.reward, m.judge_reward, m.stop_reason, m.settings, m.pieces)) for m in messages]
