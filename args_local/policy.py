@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from . import home, llama_build
+from .chat_template import compile_chat_template
 from .cpu import default_threads
 from .errors import UserError
 from .paths import input_file
@@ -102,16 +103,8 @@ class LlamaPolicy:
     def render_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
         """The model's own chat template (from the GGUF metadata) applied to the messages."""
         if self._template is None:
-            from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-            def raise_exception(message):
-                raise UserError(f"the model's chat template refused the conversation: {message}")
-
-            env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-            env.globals["raise_exception"] = raise_exception
-            self._template = env.from_string(self.chat_template)
-        return self._template.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                     bos_token=self.bos_text, eos_token=self.eos_text)
+            self._template = compile_chat_template(self.chat_template, self.bos_text, self.eos_text)
+        return self._template(messages, add_generation_prompt)
 
     def tokenize(self, text: str) -> list[int]:
         """Tokens of text with special tokens (<|im_start|> …) parsed; no BOS added here."""

@@ -1,0 +1,69 @@
+"""Chat templates, the Jinja programs Hugging Face tokenizers and GGUF files carry: rendering them,
+and reading off one the text a reward model expects around each turn."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Callable
+
+from .errors import UserError
+
+Render = Callable[[list[dict], bool], str]  # (messages, add_generation_prompt) -> text
+
+
+def compile_chat_template(source: str, bos_token: str = "", eos_token: str = "") -> Render:
+    """The template as Hugging Face runs it: sandboxed, trimmed blocks, raise_exception and
+    strftime_now available."""
+    from jinja2.exceptions import TemplateError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message):
+        raise UserError(f"the model's chat template refused the conversation: {message}")
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals.update(raise_exception=raise_exception, strftime_now=lambda fmt: datetime.now().strftime(fmt))
+    try:
+        template = env.from_string(source)
+    except TemplateError as e:
+        raise UserError(f"the model's chat template is not valid Jinja: {e}") from None
+
+    def render(messages: list[dict], add_generation_prompt: bool = True) -> str:
+        return template.render(messages=messages, add_generation_prompt=add_generation_prompt,
+                               bos_token=bos_token, eos_token=eos_token)
+
+    return render
+
+
+# Private-use characters: no template changes them, and no real message holds them.
+_USER, _ASSISTANT, _NEXT_USER = "\ue000u\ue000", "\ue000a\ue000", "\ue000v\ue000"
+
+
+def turn_layout(render: Render) -> dict:
+    """What the template writes before each turn's content, before a reply and after a finished one:
+    {"before": {"first", "user", "assistant"}, "reply_prefix", "reply_suffix"}, read off renderings of
+    marked conversations. UserError when that layout does not reproduce the template's own text
+    (a template that renders a turn by its position or by what follows it)."""
+    user, reply = {"role": "user", "content": _USER}, {"role": "assistant", "content": _ASSISTANT}
+    two_turns = render([user, reply, {"role": "user", "content": _NEXT_USER}], True)
+    finished = render([user, reply], False)
+    one_turn = render([user], True)
+    try:
+        first, rest = split_once(two_turns, _USER)
+        before_assistant, rest = split_once(rest, _ASSISTANT)
+        before_user, reply_prefix = split_once(rest, _NEXT_USER)
+        head, reply_suffix = split_once(finished, _ASSISTANT)
+    except ValueError:
+        raise UserError("the model's chat template does not write each message's content once, as it was "
+                        "given: give the input format with --format") from None
+    if one_turn != first + _USER + reply_prefix or head != first + _USER + before_assistant:
+        raise UserError("the model's chat template lays out a turn differently depending on where it stands "
+                        "in the conversation, which args-local cannot follow: give the input format with --format")
+    return {"before": {"first": first, "user": before_user, "assistant": before_assistant},
+            "reply_prefix": reply_prefix, "reply_suffix": reply_suffix}
+
+
+def split_once(text: str, marker: str) -> tuple[str, str]:
+    if text.count(marker) != 1:
+        raise ValueError(marker)
+    before, after = text.split(marker)
+    return before, after
