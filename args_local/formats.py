@@ -5,7 +5,12 @@
      "reply_suffix": "<|im_end|>",                             # closes a finished reply
      "roles": {"user": "user", "assistant": "assistant"},      # role names as the RM knows them
      "context": "all" | "last_user",                           # which turns the RM sees
-     "pair": false}                                            # encoder: (context, reply) as a text pair
+     "pair": false,                                            # encoder: (context, reply) as a text pair
+     "before": null}                                           # or: read off the model's chat template
+
+A format read off the model's own chat template ("before") writes, instead of `turn`, the text its
+template puts before each turn's content: {"first": …, "user": …, "assistant": …}; that text carries
+the template's special tokens (BOS included), so the tokenizer adds none of its own.
 
 A decoder RM reads context + reply_prefix + reply (+ reply_suffix once the reply is finished);
 an encoder RM with "pair" reads (context, reply_prefix + reply) as a pair of texts.
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .chat_template import Render, turn_layout
 from .errors import UserError
 
 
@@ -26,6 +32,7 @@ class InputFormat:
     roles: dict = field(default_factory=lambda: {"user": "user", "assistant": "assistant", "system": "system"})
     context: str = "all"
     pair: bool = False
+    before: dict | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> "InputFormat":
@@ -35,7 +42,15 @@ class InputFormat:
         fmt = cls(**d)
         if fmt.context not in ("all", "last_user"):
             raise UserError(f"input_format.context must be 'all' or 'last_user' (got {fmt.context!r})")
+        if fmt.before is not None and not (isinstance(fmt.before, dict) and {"first", "user", "assistant"} <= set(fmt.before)):
+            raise UserError("input_format.before must give the text before the first, a user and an assistant turn")
         return fmt
+
+    @classmethod
+    def from_chat_template(cls, render: Render) -> "InputFormat":
+        """The layout the model's own chat template writes (UserError where it cannot be followed)."""
+        layout = turn_layout(render)
+        return cls(before=layout["before"], reply_prefix=layout["reply_prefix"], reply_suffix=layout["reply_suffix"])
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -44,6 +59,9 @@ class InputFormat:
         turns = [m for m in conversation if m["role"] != "system"]
         if self.context == "last_user":
             turns = [m for m in turns if m["role"] == "user"][-1:]
+        if self.before is not None:
+            return "".join((self.before["first"] if i == 0 else self.before.get(m["role"], "")) + m["content"]
+                           for i, m in enumerate(turns))
         return "".join(
             self.turn.format(role=self.roles.get(m["role"], m["role"]), content=m["content"]) for m in turns
         )

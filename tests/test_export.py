@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -10,6 +11,7 @@ import pytest
 from args_local.engine import Engine
 from args_local.errors import UserError
 from args_local.export.common import staged_output
+from args_local.reward import load_reward_model
 from args_local.settings import DecodingSettings
 
 from .conftest import THREADS, assert_user_error, run_cli
@@ -312,3 +314,39 @@ def test_int8_encoder_export_prints_only_its_own_lines(tiny_bert, tmp_path):
     proc = export(tiny_bert, tmp_path / "rm", "--quantize", "int8")  # kept or refused: the ranking check decides
     lines = proc.stderr.strip().splitlines()
     assert "converting to int8" in proc.stderr and all(line.startswith("[") for line in lines[:-1]), proc.stderr
+
+
+def with_chat_template(src: Path, out: Path, template: str, **tokens) -> Path:
+    shutil.copytree(src, out)
+    (out / "tokenizer_config.json").write_text(json.dumps({"chat_template": template, **tokens}))
+    return out
+
+
+def test_a_decoder_rm_reads_a_conversation_as_its_own_chat_template_writes_it(tiny_llama, tmp_path):
+    """Scored in chatml, a model trained on its own template sees text it never saw, and validation
+    against torch cannot tell: both read the same wrong ids. Now the template's layout, BOS included,
+    is exported, and the ids equal what transformers' apply_chat_template gives."""
+    from transformers import AutoTokenizer
+
+    from .test_chat_template import GEMMA_LIKE
+
+    src = with_chat_template(tiny_llama, tmp_path / "src", GEMMA_LIKE, bos_token={  # as older transformers saved it
+        "__type": "AddedToken", "content": "<|endoftext|>", "lstrip": False, "normalized": False, "rstrip": False,
+        "single_word": False})
+    proc = export(src, tmp_path / "rm")
+    assert proc.returncode == 0, proc.stderr
+    rm = load_reward_model(tmp_path / "rm", threads=THREADS)
+    conversation = [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello!"},
+                    {"role": "user", "content": "Why is the sky blue?"}]
+    ours = rm.encode(rm.format.context_text(conversation) + rm.format.reply_prefix)
+    theirs = AutoTokenizer.from_pretrained(src).apply_chat_template(conversation, add_generation_prompt=True)
+    assert ours == list(theirs) and ours[0] == 0  # <|endoftext|>, the template's BOS, is token 0 here
+    assert np.isfinite(rm.score_replies(conversation, ["Rayleigh scattering."])).all()
+
+
+def test_a_chat_template_args_local_cannot_follow_is_one_line_naming_format(tiny_llama, tmp_path):
+    from .test_chat_template import POSITIONAL
+
+    src = with_chat_template(tiny_llama, tmp_path / "src", POSITIONAL)
+    assert_user_error(export(src, tmp_path / "rm"), "--format", one_line=True)
+    assert not (tmp_path / "rm").exists()

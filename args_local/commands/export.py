@@ -31,8 +31,10 @@ def register(sub) -> None:
     r.add_argument("--layers", type=int, help="with --from-gguf: cut the backbone after this many layers")
     r.add_argument("--label-index", type=int, help="which output label is the reward, for multi-label models")
     r.add_argument("--max-length", type=int, default=None, help="tokens the RM reads (default 512, or the encoder's positions where fewer; 384 for --from-gguf)")
-    r.add_argument("--format", default=None, help="input format: chatml, plain or pair-last-user "
-                                                  "(default: chatml for decoders, pair-last-user for encoders)")
+    r.add_argument("--format", default=None,
+                   help="input format: template (the model's own chat template, from its tokenizer files), chatml, "
+                        "plain or pair-last-user (default: template where the model has one, else chatml for "
+                        "decoders and pair-last-user for encoders)")
     r.add_argument("--opset", type=int, default=18)
     r.add_argument("--fp16", action="store_true",
                    help="half-precision weights (mainly for GPUs); refused if it reorders candidates")
@@ -105,7 +107,7 @@ def run(args) -> int:
         config = read_config(src)
     quiet_converters()  # before the converters are imported
     _require_export_extra()
-    from ..formats import named_format
+    from ..export.input_format import input_format_for
 
     progress = stderr_progress()
     if args.from_gguf:
@@ -123,14 +125,14 @@ def run(args) -> int:
 
         kind = detect_kind(config) if args.kind == "auto" else args.kind
         if kind == "encoder":
-            manifest = export_encoder(src, out, input_format=named_format(args.format or "pair-last-user"),
+            manifest = export_encoder(src, out, input_format=input_format_for(src, args.format, "pair-last-user"),
                                       max_length=args.max_length, opset=args.opset,
                                       label_index=args.label_index, precision=precision, force=args.force,
                                       progress=progress)
         else:
             from ..export.decoder import export_hf_decoder
 
-            manifest = export_hf_decoder(src, out, input_format=named_format(args.format or "chatml"),
+            manifest = export_hf_decoder(src, out, input_format=input_format_for(src, args.format, "chatml"),
                                          max_length=args.max_length or 512, opset=args.opset,
                                          label_index=args.label_index, force=args.force, progress=progress,
                                          precision=precision)

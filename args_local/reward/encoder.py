@@ -51,11 +51,12 @@ class EncoderRewardModel(Objectives):
             batch = [(context, self.format.reply_prefix + r) for r in replies]
         else:
             batch = [context + self.format.reply_prefix + r for r in replies]
+        special = self.format.before is None  # a chat template's layout brings its own special tokens
         try:
-            encodings = self.tokenizer.encode_batch(batch)
+            encodings = self.tokenizer.encode_batch(batch, add_special_tokens=special)
         except Exception:  # the reply alone is longer than max_length: cut both from the left
             self.tokenizer.enable_truncation(self.max_length, strategy="longest_first", direction="left")
-            encodings = self.tokenizer.encode_batch(batch)
+            encodings = self.tokenizer.encode_batch(batch, add_special_tokens=special)
             self.tokenizer.enable_truncation(self.max_length, strategy=self._strategy, direction="left")
         width = max(len(e.ids) for e in encodings)
         arrays = {name: np.zeros((len(batch), width), np.int64) for name in ("input_ids", "attention_mask", "token_type_ids")}

@@ -1,0 +1,52 @@
+"""Chat templates: the layout an input format reads off one reproduces the template's own text, and
+a template whose turns depend on their position is refused rather than followed wrongly."""
+
+from __future__ import annotations
+
+import pytest
+
+from args_local.chat_template import compile_chat_template
+from args_local.errors import UserError
+from args_local.formats import InputFormat
+from args_local.policy import LlamaPolicy
+
+GEMMA_LIKE = ("{{ bos_token }}{% for m in messages %}<start_of_turn>"
+              "{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n{{ m['content'] | trim }}<end_of_turn>\n"
+              "{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
+# marks the last message: a turn's text depends on where it stands
+POSITIONAL = ("{% for m in messages %}{% if loop.last %}LAST {% endif %}{{ m['role'] }}: {{ m['content'] }}\n"
+              "{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}")
+
+
+def dialogue(n: int) -> list[dict]:
+    return [{"role": "user" if i % 2 == 0 else "assistant", "content": f"message {i}, with  spaces"} for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def smollm2_template(policy_path):
+    policy = LlamaPolicy(policy_path, n_ctx=256, n_threads=1)
+    return lambda messages, gen=True: policy.render_chat(messages, gen)
+
+
+@pytest.mark.parametrize("turns", [1, 3, 5])
+def test_the_layout_of_the_policys_own_template_writes_what_the_template_writes(smollm2_template, turns):
+    """SmolLM2's GGUF template adds a default system prompt: it lands before the first turn."""
+    fmt = InputFormat.from_chat_template(smollm2_template)
+    assert "You are a helpful AI assistant" in fmt.before["first"]
+    assert fmt.context_text(dialogue(turns)) + fmt.reply_prefix == smollm2_template(dialogue(turns))
+    finished = dialogue(turns + 1)
+    assert fmt.context_text(finished) + fmt.reply_suffix == smollm2_template(finished, False)
+
+
+def test_bos_and_renamed_roles_come_from_the_template():
+    render = compile_chat_template(GEMMA_LIKE, bos_token="<bos>")
+    fmt = InputFormat.from_chat_template(render)
+    assert fmt.before["first"] == "<bos><start_of_turn>user\n"
+    assert fmt.reply_prefix == fmt.before["assistant"] == "<end_of_turn>\n<start_of_turn>model\n"
+    assert fmt.reply_suffix == "<end_of_turn>\n"
+    assert InputFormat.from_dict(fmt.to_dict()) == fmt  # what the manifest stores reads back the same
+
+
+def test_a_template_that_marks_a_turn_by_its_position_is_refused():
+    with pytest.raises(UserError, match="--format"):
+        InputFormat.from_chat_template(compile_chat_template(POSITIONAL))
