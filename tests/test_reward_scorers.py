@@ -45,3 +45,20 @@ def batch_noise(rm) -> float:
     (skipped tokens ride in the pass ahead of the candidates). Measured: up to 0.04 (z units)."""
     int8 = (rm.manifest.get("validation") or {}).get("int8") or {}
     return 0.1 if int8.get("way") == "dynamic" else 1e-4
+
+
+def test_dynamic_int8_reward_models_keep_to_the_cpu_where_a_gpu_would_be_slower():
+    """onnxruntime's CUDA provider has no DynamicQuantizeLinear: the int8 guide was twice as slow there."""
+    from args_local.reward.onnx_session import worth_a_gpu
+
+    assert not worth_a_gpu({"validation": {"int8": {"way": "dynamic"}}})
+    assert worth_a_gpu({"validation": {"int8": {"way": "weight-only"}}})
+    assert worth_a_gpu({"validation": {"max_abs_diff": 0.0}}) and worth_a_gpu({})
+
+
+@pytest.mark.parametrize("cores, spins", [(1, False), (2, False), (8, False), (12, False), (16, True), (64, True)])
+def test_reward_model_threads_spin_only_where_cores_are_plenty(monkeypatch, cores, spins):
+    from args_local import cpu
+
+    monkeypatch.setattr(cpu.os, "cpu_count", lambda: cores)
+    assert cpu.rm_threads_may_spin(cpu.default_rm_threads()) is spins

@@ -16,7 +16,7 @@ from ..formats import InputFormat
 from .base import finished_reply, load_tokenizer, truncate_left
 from .gates import load_gates
 from .heads import CombinedScorer, Heads, Objectives
-from .onnx_session import make_session, provider_of
+from .onnx_session import make_session, provider_of, worth_a_gpu
 
 NEG_INF = np.float32(-np.inf)
 
@@ -88,7 +88,7 @@ class DecoderRewardModel(Objectives):
         self.vocab = manifest["vocab"]
         self.max_reply = self.max_length * 3 // 4  # a long reply still leaves room for some context
         self.tokenizer = load_tokenizer(directory / manifest["tokenizer"])
-        self.session = make_session(directory / manifest["model"], threads, use_gpu)
+        self.session = make_session(directory / manifest["model"], threads, use_gpu and worth_a_gpu(manifest))
         self.provider = provider_of(self.session)
         names = {i.name for i in self.session.get_inputs()}
         if "attention_bias" not in names or "past_key_0" not in names:

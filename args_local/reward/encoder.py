@@ -14,7 +14,7 @@ from ..errors import UserError
 from ..formats import InputFormat
 from .base import Normalization, load_tokenizer
 from .heads import CombinedScorer, Objectives, objective_of
-from .onnx_session import make_session, provider_of
+from .onnx_session import make_session, provider_of, worth_a_gpu
 
 # Sequences per ONNX run. Attention memory grows with sequences x length², so a large k (up to
 # settings.MAX_K candidates of up to max_length tokens) is scored in slices, not all at once.
@@ -39,7 +39,7 @@ class EncoderRewardModel(Objectives):
         self.tokenizer.no_padding()
         self._strategy = "only_first" if self.format.pair else "longest_first"
         self.tokenizer.enable_truncation(self.max_length, strategy=self._strategy, direction="left")
-        self.session = make_session(directory / manifest["model"], threads, use_gpu)
+        self.session = make_session(directory / manifest["model"], threads, use_gpu and worth_a_gpu(manifest))
         self.provider = provider_of(self.session)
         self.input_names = [i.name for i in self.session.get_inputs()]
         if "input_ids" not in self.input_names or not set(self.input_names) <= {"input_ids", "attention_mask", "token_type_ids"}:
