@@ -8,8 +8,9 @@
 # 2. swaps onnxruntime for onnxruntime-gpu of the same version, with the CUDA/cuDNN wheels, when
 #    pip can fetch it (else it keeps onnxruntime and checks that the RM falls back to CPU quietly);
 # 3. checks that llama.cpp reports GPU offload and that onnxruntime's CUDA provider really loads
-#    for the RM (session.get_providers()[0] == "CUDAExecutionProvider": onnxruntime silently
-#    falls back to CPU when a CUDA library is missing);
+#    (session.get_providers()[0] == "CUDAExecutionProvider" for an fp32 model: onnxruntime silently
+#    falls back to CPU when a CUDA library is missing); a dynamic-int8 RM such as the built-in guide
+#    stays on the CPU by design (onnx_session.worth_a_gpu);
 # 4. runs `args-local bench --quick --json` with every layer offloaded and prints a summary.
 # It changes the packages of the environment it runs in: use a throwaway venv or machine.
 #
@@ -21,7 +22,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-python3}"
-OUT="${OUT:-$(mktemp -d)}"
+export OUT="${OUT:-$(mktemp -d)}"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 echo "== GPU"
@@ -52,26 +53,34 @@ echo "== providers"
 "$PY" - <<'PY' | tee "$OUT/providers.txt"
 import os
 
+import numpy as np
 import onnxruntime as ort  # before llama_cpp: the other order segfaults with a CUDA build
+from onnx import TensorProto, helper, save
 
 from args_local import home, llama_build
-from args_local.reward.manifest import read_manifest
-from args_local.reward.onnx_session import make_session
+from args_local.reward import load_reward_model
+from args_local.reward.onnx_session import make_session, provider_of
 
 print("llama.cpp GPU offload support:", bool(llama_build.load_llama_cpp().llama_supports_gpu_offload()))
 print("onnxruntime", ort.__version__, "available providers:", ort.get_available_providers())
-reward = home.reward_model_dir(os.environ.get("REWARD") or home.default_reward())
-model = reward / read_manifest(reward)["model"]
-session = make_session(model, threads=1, use_gpu=True)  # the code path args-local itself uses
-first = session.get_providers()[0]
-if first != "CUDAExecutionProvider" and hasattr(ort, "preload_dlls"):
+# a one-MatMul fp32 model: whether the CUDA provider really loads (it falls back to CPU silently)
+w = helper.make_tensor("w", TensorProto.FLOAT, [64, 64], np.ones(64 * 64, np.float32))
+graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "tiny",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], [w])
+tiny = os.path.join(os.environ["OUT"], "tiny.onnx")
+save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tiny)
+first = provider_of(make_session(tiny, threads=1, use_gpu=True))  # the code path args-local itself uses
+if first != "CUDA" and hasattr(ort, "preload_dlls"):
     # pip's nvidia-* CUDA/cuDNN wheels are found only after preload_dlls(): say so if that is the fix
     ort.preload_dlls()
-    first_after = make_session(model, threads=1, use_gpu=True).get_providers()[0]
-    print("session provider after onnxruntime.preload_dlls():", first_after,
-          "(args-local would need to call preload_dlls)" if first_after == "CUDAExecutionProvider" else "")
-print("guide RM session provider:", first)
-print("ORT_CUDA_OK" if first == "CUDAExecutionProvider" else "ORT_CUDA_FAILED")
+    after = provider_of(make_session(tiny, threads=1, use_gpu=True))
+    print("session provider after onnxruntime.preload_dlls():", after,
+          "(args-local would need to call preload_dlls)" if after == "CUDA" else "")
+print("fp32 session provider:", first)
+rm = load_reward_model(os.environ.get("REWARD") or home.default_reward(), 4, use_gpu=True)
+print("reward model provider:", rm.provider, "(dynamic int8 stays on the CPU by design)" if rm.provider == "CPU" else "")
+print("ORT_CUDA_OK" if first == "CUDA" else "ORT_CUDA_FAILED")
 PY
 
 echo "== bench --quick with offload"
