@@ -53,7 +53,9 @@ class InputFormat:
         return cls(before=layout["before"], reply_prefix=layout["reply_prefix"], reply_suffix=layout["reply_suffix"])
 
     def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        """The fields that mean something: a template's layout ("before") replaces turn and roles."""
+        unused = {"before"} if self.before is None else {"turn", "roles"}
+        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in unused}
 
     def context_text(self, conversation: list[dict]) -> str:
         turns = [m for m in conversation if m["role"] != "system"]
