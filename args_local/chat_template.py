@@ -28,8 +28,11 @@ def compile_chat_template(source: str, bos_token: str = "", eos_token: str = "")
         raise UserError(f"the model's chat template is not valid Jinja: {e}") from None
 
     def render(messages: list[dict], add_generation_prompt: bool = True) -> str:
-        return template.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                               bos_token=bos_token, eos_token=eos_token)
+        try:
+            return template.render(messages=messages, add_generation_prompt=add_generation_prompt,
+                                   bos_token=bos_token, eos_token=eos_token)
+        except (TemplateError, TypeError, ValueError, AttributeError, KeyError, IndexError) as e:
+            raise UserError(f"the model's chat template failed on the conversation: {e}") from None
 
     return render
 

@@ -350,3 +350,12 @@ def test_a_chat_template_args_local_cannot_follow_is_one_line_naming_format(tiny
     src = with_chat_template(tiny_llama, tmp_path / "src", POSITIONAL)
     assert_user_error(export(src, tmp_path / "rm"), "--format", one_line=True)
     assert not (tmp_path / "rm").exists()
+
+
+def test_a_chat_template_that_fails_on_a_plain_conversation_is_one_line_naming_format(tiny_llama, tmp_path):
+    """Templates that insist on a system turn, or index into content parts, fail on ours: say what to do."""
+    strict = "{% if messages[0]['role'] != 'system' %}{{ raise_exception('a system message must come first') }}{% endif %}"
+    parts = "{% for m in messages %}{{ m['content'][0]['text'] }}{% endfor %}"
+    for i, template in enumerate((strict, parts)):
+        src = with_chat_template(tiny_llama, tmp_path / f"src{i}", template)
+        assert_user_error(export(src, tmp_path / f"rm{i}"), "chat template", "--format", one_line=True)

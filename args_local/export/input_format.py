@@ -25,7 +25,12 @@ def input_format_for(src: Path, name: str | None, default: str) -> InputFormat:
             raise UserError(f"{src} has no chat template (tokenizer_config.json's chat_template, or "
                             f"chat_template.jinja): give --format {', '.join(NAMED_FORMATS)}")
         return named_format(default)
-    return InputFormat.from_chat_template(render)
+    try:
+        return InputFormat.from_chat_template(render)
+    except UserError as e:  # the template refused or failed on the marked conversations
+        if "--format" in str(e):
+            raise
+        raise UserError(f"{e}; give the input format with --format ({', '.join(NAMED_FORMATS)})") from None
 
 
 def model_chat_template(src: Path) -> Render | None:
