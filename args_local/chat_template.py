@@ -56,11 +56,10 @@ def turn_layout(render: Render) -> dict:
         before_user, reply_prefix = split_once(rest, _NEXT_USER)
         head, reply_suffix = split_once(finished, _ASSISTANT)
     except ValueError:
-        raise UserError("the model's chat template does not write each message's content once, as it was "
-                        "given: give the input format with --format") from None
+        raise UserError("the model's chat template does not write each message's content once, as it was given") from None
     if one_turn != first + _USER + reply_prefix or head != first + _USER + before_assistant:
         raise UserError("the model's chat template lays out a turn differently depending on where it stands "
-                        "in the conversation, which args-local cannot follow: give the input format with --format")
+                        "in the conversation, which args-local cannot follow")
     return {"before": {"first": first, "user": before_user, "assistant": before_assistant},
             "reply_prefix": reply_prefix, "reply_suffix": reply_suffix}
 

@@ -48,5 +48,5 @@ def test_bos_and_renamed_roles_come_from_the_template():
 
 
 def test_a_template_that_marks_a_turn_by_its_position_is_refused():
-    with pytest.raises(UserError, match="--format"):
+    with pytest.raises(UserError, match="depending on where it stands"):
         InputFormat.from_chat_template(compile_chat_template(POSITIONAL))

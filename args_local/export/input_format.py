@@ -27,9 +27,7 @@ def input_format_for(src: Path, name: str | None, default: str) -> InputFormat:
         return named_format(default)
     try:
         return InputFormat.from_chat_template(render)
-    except UserError as e:  # the template refused or failed on the marked conversations
-        if "--format" in str(e):
-            raise
+    except UserError as e:  # the template cannot be followed, refused or failed on the marked conversations
         raise UserError(f"{e}; give the input format with --format ({', '.join(NAMED_FORMATS)})") from None
 
 
