@@ -3,6 +3,7 @@ and reading off one the text a reward model expects around each turn."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Callable
 
@@ -20,8 +21,9 @@ def compile_chat_template(source: str, bos_token: str = "", eos_token: str = "")
     def raise_exception(message):
         raise UserError(f"the model's chat template refused the conversation: {message}")
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
     env.globals.update(raise_exception=raise_exception, strftime_now=lambda fmt: datetime.now().strftime(fmt))
+    env.filters["tojson"] = hf_tojson
     try:
         template = env.from_string(source)
     except TemplateError as e:
@@ -29,12 +31,18 @@ def compile_chat_template(source: str, bos_token: str = "", eos_token: str = "")
 
     def render(messages: list[dict], add_generation_prompt: bool = True) -> str:
         try:
-            return template.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                   bos_token=bos_token, eos_token=eos_token)
+            # tools and documents are passed as None, as transformers does: `tools is defined` holds there
+            return template.render(messages=messages, add_generation_prompt=add_generation_prompt, tools=None,
+                                   documents=None, bos_token=bos_token, eos_token=eos_token)
         except (TemplateError, TypeError, ValueError, AttributeError, KeyError, IndexError) as e:
             raise UserError(f"the model's chat template failed on the conversation: {e}") from None
 
     return render
+
+
+def hf_tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False) -> str:
+    """transformers' tojson: plain json.dumps, where Jinja's own escapes <, >, & and ' as HTML."""
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
 
 # Private-use characters: no template changes them, and no real message holds them.

@@ -18,8 +18,20 @@ POSITIONAL = ("{% for m in messages %}{% if loop.last %}LAST {% endif %}{{ m['ro
               "{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}")
 
 
-def dialogue(n: int) -> list[dict]:
-    return [{"role": "user" if i % 2 == 0 else "assistant", "content": f"message {i}, with  spaces"} for i in range(n)]
+def dialogue(n: int, pad: str = "") -> list[dict]:
+    return [{"role": "user" if i % 2 == 0 else "assistant", "content": f"{pad}message {i}, with  spaces{pad}"}
+            for i in range(n)]
+
+
+def transformers_render(template: dict):
+    """apply_chat_template of a tokenizer carrying the template: what the reward model was trained on."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<unk>": 0}, unk_token="<unk>")),
+                                        bos_token=template["bos_token"] or None, eos_token=template["eos_token"])
+    tokenizer.chat_template = template["template"]
+    return lambda messages, gen=True: tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen)
 
 
 @pytest.fixture(scope="module")
@@ -50,3 +62,14 @@ def test_bos_and_renamed_roles_come_from_the_template():
 def test_a_template_that_marks_a_turn_by_its_position_is_refused():
     with pytest.raises(UserError, match="depending on where it stands"):
         InputFormat.from_chat_template(compile_chat_template(POSITIONAL))
+
+
+def test_jinja_as_transformers_runs_it_loop_controls_tojson_and_tools_none():
+    """{% continue %}, transformers' tojson (no HTML escapes) and `tools is defined` (passed as None)."""
+    source = ("{% for m in messages %}{% if m['role'] == 'system' %}{% continue %}{% endif %}{{ m['role'] }}: "
+              "{{ m['content'] }}\n{% endfor %}{% if tools is defined %}{{ tools | tojson }}{% endif %}"
+              "{{ {'a': '<&>'} | tojson }}{% if add_generation_prompt %}assistant: {% endif %}")
+    conversation = dialogue(3)
+    ours = compile_chat_template(source)(conversation, True)
+    assert ours == transformers_render({"template": source, "bos_token": "", "eos_token": ""})(conversation)
+    assert 'null{"a": "<&>"}' in ours
