@@ -47,13 +47,16 @@ def hf_tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys
 
 # Private-use characters: no template changes them, and no real message holds them.
 _USER, _ASSISTANT, _NEXT_USER = "\ue000u\ue000", "\ue000a\ue000", "\ue000v\ue000"
+# Whitespace around a message: Llama 3 and Gemma templates strip it (`content | trim`), most keep it.
+_PAD = " \n"
 
 
 def turn_layout(render: Render) -> dict:
-    """What the template writes before each turn's content, before a reply and after a finished one:
-    {"before": {"first", "user", "assistant"}, "reply_prefix", "reply_suffix"}, read off renderings of
-    marked conversations. UserError when that layout does not reproduce the template's own text
-    (a template that renders a turn by its position or by what follows it)."""
+    """What the template writes before each turn's content, before a reply and after a finished one,
+    and which roles' contents it strips of surrounding whitespace: {"before": {"first", "user",
+    "assistant"}, "reply_prefix", "reply_suffix", "stripped_roles"}, read off renderings of marked
+    conversations. UserError when that layout does not reproduce the template's own text (a template
+    that renders a turn by its position or by what follows it)."""
     user, reply = {"role": "user", "content": _USER}, {"role": "assistant", "content": _ASSISTANT}
     two_turns = render([user, reply, {"role": "user", "content": _NEXT_USER}], True)
     finished = render([user, reply], False)
@@ -69,7 +72,23 @@ def turn_layout(render: Render) -> dict:
         raise UserError("the model's chat template lays out a turn differently depending on where it stands "
                         "in the conversation, which args-local cannot follow")
     return {"before": {"first": first, "user": before_user, "assistant": before_assistant},
-            "reply_prefix": reply_prefix, "reply_suffix": reply_suffix}
+            "reply_prefix": reply_prefix, "reply_suffix": reply_suffix,
+            "stripped_roles": stripped_roles(render, two_turns)}
+
+
+def stripped_roles(render: Render, two_turns: str) -> list[str]:
+    """The roles whose content the template strips of surrounding whitespace, as str.strip() (and
+    Jinja's trim) does: the marked conversation again, each content padded with whitespace."""
+    turns = [("user", _USER), ("assistant", _ASSISTANT), ("user", _NEXT_USER)]
+    padded = render([{"role": role, "content": _PAD + marker + _PAD} for role, marker in turns], True)
+    kept = {marker: _PAD + marker + _PAD in padded for _, marker in turns}
+    expected = two_turns
+    for marker in kept:
+        expected = expected.replace(marker, _PAD + marker + _PAD) if kept[marker] else expected
+    if padded != expected or kept[_USER] != kept[_NEXT_USER]:
+        raise UserError("the model's chat template changes the whitespace around a message in a way args-local "
+                        "cannot follow")
+    return [role for role, marker in turns[:2] if not kept[marker]]
 
 
 def split_once(text: str, marker: str) -> tuple[str, str]:

@@ -6,11 +6,14 @@
      "roles": {"user": "user", "assistant": "assistant"},      # role names as the RM knows them
      "context": "all" | "last_user",                           # which turns the RM sees
      "pair": false,                                            # encoder: (context, reply) as a text pair
-     "before": null}                                           # or: read off the model's chat template
+     "before": null,                                           # or: read off the model's chat template
+     "stripped_roles": []}                                     # roles whose contents the template strips
 
 A format read off the model's own chat template ("before") writes, instead of `turn`, the text its
 template puts before each turn's content: {"first": …, "user": …, "assistant": …}; that text carries
 the template's special tokens (BOS included), so the tokenizer adds none of its own.
+Such a template may strip the whitespace around a message (Llama 3, Gemma: `content | trim`): the
+context's messages of those roles are stripped as it does. The reply is scored as the policy writes it.
 
 A decoder RM reads context + reply_prefix + reply (+ reply_suffix once the reply is finished);
 an encoder RM with "pair" reads (context, reply_prefix + reply) as a pair of texts.
@@ -33,6 +36,7 @@ class InputFormat:
     context: str = "all"
     pair: bool = False
     before: dict | None = None
+    stripped_roles: list = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, d: dict) -> "InputFormat":
@@ -44,21 +48,26 @@ class InputFormat:
             raise UserError(f"input_format.context must be 'all' or 'last_user' (got {fmt.context!r})")
         if fmt.before is not None and not (isinstance(fmt.before, dict) and {"first", "user", "assistant"} <= set(fmt.before)):
             raise UserError("input_format.before must give the text before the first, a user and an assistant turn")
+        if not set(fmt.stripped_roles) <= {"user", "assistant"}:
+            raise UserError("input_format.stripped_roles may name only user and assistant")
         return fmt
 
     @classmethod
     def from_chat_template(cls, render: Render) -> "InputFormat":
         """The layout the model's own chat template writes (UserError where it cannot be followed)."""
         layout = turn_layout(render)
-        return cls(before=layout["before"], reply_prefix=layout["reply_prefix"], reply_suffix=layout["reply_suffix"])
+        return cls(before=layout["before"], reply_prefix=layout["reply_prefix"], reply_suffix=layout["reply_suffix"],
+                   stripped_roles=layout["stripped_roles"])
 
     def to_dict(self) -> dict:
-        """The fields that mean something: a template's layout ("before") replaces turn and roles."""
-        unused = {"before"} if self.before is None else {"turn", "roles"}
+        """The fields that mean something: a template's layout ("before", "stripped_roles") replaces
+        turn and roles."""
+        unused = {"before", "stripped_roles"} if self.before is None else {"turn", "roles"}
         return {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in unused}
 
     def context_text(self, conversation: list[dict]) -> str:
-        turns = [m for m in conversation if m["role"] != "system"]
+        turns = [{**m, "content": m["content"].strip()} if m["role"] in self.stripped_roles else m
+                 for m in conversation if m["role"] != "system"]
         if self.context == "last_user":
             turns = [m for m in turns if m["role"] == "user"][-1:]
         if self.before is not None:

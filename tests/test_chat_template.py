@@ -18,6 +18,41 @@ POSITIONAL = ("{% for m in messages %}{% if loop.last %}LAST {% endif %}{{ m['ro
               "{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}")
 
 
+# Templates written here, each with one layout trait of a common reward-model base (the real
+# templates were checked against transformers once and are not copied into the project):
+# (template, bos_token, eos_token)
+TRAITS = {
+    "header tokens, BOS, contents trimmed": (
+        "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+        "{{ m['content'] | trim }}<|eot_id|>{% endfor %}"
+        "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}", "<|bos|>", "<|eot_id|>"),
+    "a dated system header even without a system message": (
+        "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{% set system = messages[0]['content'] | trim %}"
+        "{% set messages = messages[1:] %}{% else %}{% set system = '' %}{% endif %}"
+        "{% if date_string is not defined %}{% set date_string = '1 Jan 2025' %}{% endif %}"
+        "<|start_header_id|>system<|end_header_id|>\n\nToday: {{ date_string }}\n\n{{ system }}<|eot_id|>"
+        "{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n{{ m['content'] | trim }}"
+        "<|eot_id|>{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}",
+        "<|bos|>", "<|eot_id|>"),
+    "a default system prompt": (
+        "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}", "", "<|im_end|>"),
+    "the system prompt inside the last user turn, EOS after each reply": (
+        "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{% set system = messages[0]['content'] %}"
+        "{% set messages = messages[1:] %}{% endif %}{% for m in messages %}{% if m['role'] == 'user' %}"
+        "{% if loop.last and system is defined %}[INST] {{ system }}\n\n{{ m['content'] }}[/INST]"
+        "{% else %}[INST] {{ m['content'] }}[/INST]{% endif %}{% else %}{{ ' ' + m['content'] + eos_token }}{% endif %}"
+        "{% endfor %}", "<s>", "</s>"),
+    "a renamed role, no system role, contents trimmed": (
+        "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+        + GEMMA_LIKE, "<bos>", "<eos>"),
+    "role tags, EOS only after a finished conversation": (
+        "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>\n{% else %}{{ eos_token }}{% endif %}", "<s>", "<|endoftext|>"),
+}
+
+
 def dialogue(n: int, pad: str = "") -> list[dict]:
     return [{"role": "user" if i % 2 == 0 else "assistant", "content": f"{pad}message {i}, with  spaces{pad}"}
             for i in range(n)]
@@ -64,6 +99,29 @@ def test_a_template_that_marks_a_turn_by_its_position_is_refused():
         InputFormat.from_chat_template(compile_chat_template(POSITIONAL))
 
 
+@pytest.mark.parametrize("trait", TRAITS)
+def test_the_layout_of_a_template_writes_what_transformers_writes(trait):
+    """1, 3 and 5 turns, contents with and without surrounding whitespace (some templates strip it),
+    a reply to come and a finished one; a system message is dropped, as if none had been given."""
+    source, bos, eos = TRAITS[trait]
+    theirs = transformers_render({"template": source, "bos_token": bos, "eos_token": eos})
+    fmt = InputFormat.from_chat_template(compile_chat_template(source, bos, eos))
+    assert InputFormat.from_dict(fmt.to_dict()) == fmt
+    for pad in ("", " \n "):
+        for turns in (1, 3, 5):
+            conversation, finished = dialogue(turns, pad), dialogue(turns + 1, pad)
+            assert fmt.context_text(conversation) + fmt.reply_prefix == theirs(conversation)
+            assert fmt.context_text(finished) + fmt.reply_suffix == theirs(finished, False)
+            with_system = [{"role": "system", "content": "Be brief."}, *conversation]
+            assert fmt.context_text(with_system) == fmt.context_text(conversation)
+
+
+def test_a_default_system_prompt_is_what_the_reward_model_reads_without_one():
+    source, _, eos = TRAITS["a default system prompt"]
+    fmt = InputFormat.from_chat_template(compile_chat_template(source, eos_token=eos))
+    assert fmt.before["first"] == "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+
+
 def test_jinja_as_transformers_runs_it_loop_controls_tojson_and_tools_none():
     """{% continue %}, transformers' tojson (no HTML escapes) and `tools is defined` (passed as None)."""
     source = ("{% for m in messages %}{% if m['role'] == 'system' %}{% continue %}{% endif %}{{ m['role'] }}: "
@@ -73,3 +131,10 @@ def test_jinja_as_transformers_runs_it_loop_controls_tojson_and_tools_none():
     ours = compile_chat_template(source)(conversation, True)
     assert ours == transformers_render({"template": source, "bos_token": "", "eos_token": ""})(conversation)
     assert 'null{"a": "<&>"}' in ours
+
+
+def test_a_template_that_strips_only_one_side_of_a_message_is_refused():
+    source = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'].lstrip() }}\n{% endfor %}"
+              "{% if add_generation_prompt %}assistant: {% endif %}")
+    with pytest.raises(UserError, match="whitespace around a message"):
+        InputFormat.from_chat_template(compile_chat_template(source))

@@ -337,7 +337,7 @@ def test_a_decoder_rm_reads_a_conversation_as_its_own_chat_template_writes_it(ti
     assert proc.returncode == 0, proc.stderr
     rm = load_reward_model(tmp_path / "rm", threads=THREADS)
     conversation = [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello!"},
-                    {"role": "user", "content": "Why is the sky blue?"}]
+                    {"role": "user", "content": "Why is the sky blue?\n"}]  # the template strips the newline
     ours = rm.encode(rm.format.context_text(conversation) + rm.format.reply_prefix)
     theirs = AutoTokenizer.from_pretrained(src).apply_chat_template(conversation, add_generation_prompt=True)
     assert ours == list(theirs) and ours[0] == 0  # <|endoftext|>, the template's BOS, is token 0 here
