@@ -13,7 +13,8 @@ A format read off the model's own chat template ("before") writes, instead of `t
 template puts before each turn's content: {"first": …, "user": …, "assistant": …}; that text carries
 the template's special tokens (BOS included), so the tokenizer adds none of its own.
 Such a template may strip the whitespace around a message (Llama 3, Gemma: `content | trim`): the
-context's messages of those roles are stripped as it does. The reply is scored as the policy writes it.
+context's messages of those roles are stripped as it does, and so is a finished reply (score, eval,
+best-of-n); a reply being written is scored token by token as the policy writes it.
 
 A decoder RM reads context + reply_prefix + reply (+ reply_suffix once the reply is finished);
 an encoder RM with "pair" reads (context, reply_prefix + reply) as a pair of texts.
@@ -64,6 +65,10 @@ class InputFormat:
         turn and roles."""
         unused = {"before", "stripped_roles"} if self.before is None else {"turn", "roles"}
         return {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in unused}
+
+    def reply_content(self, reply: str) -> str:
+        """A finished reply as the template writes an assistant message (stripped where it strips them)."""
+        return reply.strip() if "assistant" in self.stripped_roles else reply
 
     def context_text(self, conversation: list[dict]) -> str:
         turns = [{**m, "content": m["content"].strip()} if m["role"] in self.stripped_roles else m

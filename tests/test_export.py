@@ -341,7 +341,13 @@ def test_a_decoder_rm_reads_a_conversation_as_its_own_chat_template_writes_it(ti
     ours = rm.encode(rm.format.context_text(conversation) + rm.format.reply_prefix)
     theirs = AutoTokenizer.from_pretrained(src).apply_chat_template(conversation, add_generation_prompt=True)
     assert ours == list(theirs) and ours[0] == 0  # <|endoftext|>, the template's BOS, is token 0 here
-    assert np.isfinite(rm.score_replies(conversation, ["Rayleigh scattering."])).all()
+    # a finished reply is scored as the template writes it too: stripped, with its end of turn
+    finished = rm.encode(rm.format.context_text(conversation) + rm.format.reply_prefix)
+    reply = conversation + [{"role": "assistant", "content": " Rayleigh scattering.\n"}]
+    assert finished + rm.encode(rm.format.reply_content(" Rayleigh scattering.\n") + rm.format.reply_suffix) == list(
+        AutoTokenizer.from_pretrained(src).apply_chat_template(reply))
+    assert rm.score_replies(conversation, [" Rayleigh scattering.\n"]) == pytest.approx(
+        rm.score_replies(conversation, ["Rayleigh scattering."]))
 
 
 def test_a_chat_template_args_local_cannot_follow_is_one_line_naming_format(tiny_llama, tmp_path):
