@@ -82,9 +82,10 @@ def stripped_roles(render: Render, two_turns: str) -> list[str]:
     turns = [("user", _USER), ("assistant", _ASSISTANT), ("user", _NEXT_USER)]
     padded = render([{"role": role, "content": _PAD + marker + _PAD} for role, marker in turns], True)
     kept = {marker: _PAD + marker + _PAD in padded for _, marker in turns}
-    expected = two_turns
-    for marker in kept:
-        expected = expected.replace(marker, _PAD + marker + _PAD) if kept[marker] else expected
+    expected = two_turns  # what the padded rendering is if only the stripping differs
+    for marker, was_kept in kept.items():
+        if was_kept:
+            expected = expected.replace(marker, _PAD + marker + _PAD)
     if padded != expected or kept[_USER] != kept[_NEXT_USER]:
         raise UserError("the model's chat template changes the whitespace around a message in a way args-local "
                         "cannot follow")
