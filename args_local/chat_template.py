@@ -21,7 +21,8 @@ def compile_chat_template(source: str, bos_token: str = "", eos_token: str = "")
     def raise_exception(message):
         raise UserError(f"the model's chat template refused the conversation: {message}")
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=["jinja2.ext.loopcontrols", generation_block()])
     env.globals.update(raise_exception=raise_exception, strftime_now=lambda fmt: datetime.now().strftime(fmt))
     env.filters["tojson"] = hf_tojson
     try:
@@ -38,6 +39,21 @@ def compile_chat_template(source: str, bos_token: str = "", eos_token: str = "")
             raise UserError(f"the model's chat template failed on the conversation: {e}") from None
 
     return render
+
+
+def generation_block():
+    """{% generation %} … {% endgeneration %}: transformers marks the assistant's text with it (for
+    training masks) and renders the text unchanged; so does this."""
+    from jinja2.ext import Extension
+
+    class GenerationBlock(Extension):
+        tags = {"generation"}
+
+        def parse(self, parser):
+            next(parser.stream)
+            return parser.parse_statements(("name:endgeneration",), drop_needle=True)
+
+    return GenerationBlock
 
 
 def hf_tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False) -> str:

@@ -138,3 +138,14 @@ def test_a_template_that_strips_only_one_side_of_a_message_is_refused():
               "{% if add_generation_prompt %}assistant: {% endif %}")
     with pytest.raises(UserError, match="whitespace around a message"):
         InputFormat.from_chat_template(compile_chat_template(source))
+
+
+def test_a_generation_block_renders_its_text_as_transformers_does():
+    """transformers' {% generation %} marks assistant text for training masks; the text is unchanged."""
+    source = ("{% for m in messages %}<|{{ m['role'] }}|>{% if m['role'] == 'assistant' %}{% generation %}"
+              "{{ m['content'] }}{% endgeneration %}{% else %}{{ m['content'] }}{% endif %}\n{% endfor %}"
+              "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    conversation = dialogue(3)
+    assert compile_chat_template(source)(conversation) == transformers_render(
+        {"template": source, "bos_token": "", "eos_token": ""})(conversation)
+    assert InputFormat.from_chat_template(compile_chat_template(source)).before["assistant"] == "<|assistant|>"
