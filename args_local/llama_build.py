@@ -140,6 +140,13 @@ def library_dir() -> Path | None:
     return Path(list(spec.submodule_search_locations)[0]) / "lib"
 
 
+def users_own_gpu_build() -> bool:
+    """A llama-cpp-python that setup did not build (no stamp) and that offloads to a GPU (README, "On a
+    GPU"): setup must not replace it with a CPU build, as it would any other."""
+    return (library_dir() is not None and installed_variant() is None
+            and any(f"{backend} :" in system_info_of_installed() for backend in ("CUDA", "Vulkan", "Metal", "HIP")))
+
+
 def build_id() -> str | None:
     """A fingerprint of the installed native libraries (names, sizes, times): a record is valid for them only."""
     lib = library_dir()
@@ -534,7 +541,11 @@ def main(argv: list[str] | None = None) -> int:
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     if args.action == "install":
         info = cpu_info()
-        ensure_installed(preferred(info), info, [sys.executable, "-m", "pip"], log)
+        if users_own_gpu_build():
+            log("llama.cpp: keeping the GPU build of llama-cpp-python installed here (setup builds for the CPU "
+                "only; `pip uninstall llama-cpp-python` to let it build one)")
+        else:
+            ensure_installed(preferred(info), info, [sys.executable, "-m", "pip"], log)
     elif args.action == "choose":
         record = read_record()
         if record_is_current(record) and record.get("extra_bufts") is not None:

@@ -209,3 +209,23 @@ def test_a_probe_child_keeps_the_users_path_and_brings_onnxruntime_in_first(poli
     result = llama_build.run_probe(policy_path, extra_bufts=False, steps=2)
     assert result["ok"], result
     assert json.loads(report.read_text()) is True
+
+
+def test_setup_keeps_a_gpu_build_the_user_installed_and_would_replace_a_plain_one(tmp_path):
+    """No CUDA toolchain here, so a stand-in package plays the user's CUDA build of llama-cpp-python
+    (unstamped, its system info naming CUDA), found first on the path as a real install would be."""
+    package = tmp_path / "llama_cpp"
+    (package / "lib").mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        "def llama_print_system_info():\n    return b'CUDA : ARCHS = 900 | CPU : AVX2 = 1 |'\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    code = "from args_local import llama_build; print(llama_build.users_own_gpu_build())"
+    kept = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert kept.stdout.strip() == "True", kept.stderr
+    install = subprocess.run([sys.executable, "-m", "args_local.llama_build", "install"], capture_output=True,
+                             text=True, env=env, cwd=ROOT, timeout=120)
+    assert install.returncode == 0 and "keeping the GPU build" in install.stderr, install.stderr
+    (package / "__init__.py").write_text("def llama_print_system_info():\n    return b'CPU : AVX2 = 1 |'\n")
+    plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert plain.stdout.strip() == "False", plain.stderr
+    assert llama_build.users_own_gpu_build() is False  # the build setup made here is stamped: setup's own
