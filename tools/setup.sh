@@ -47,7 +47,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   quiet_pip install -q -e ".[export,eval,serve,test]"
   .venv/bin/python -c "
 try:
-    import llama_cpp, onnxruntime, tokenizers, textual, torch, optimum.exporters.onnx, matplotlib, uvicorn, sse_starlette, openai
+    import onnxruntime, llama_cpp, tokenizers, textual, torch, optimum.exporters.onnx, matplotlib, uvicorn, sse_starlette, openai  # onnxruntime first: a CUDA build of llama_cpp segfaults the other way round
 except KeyboardInterrupt:
     raise SystemExit(130)" \
     || { say "package installation failed (see .venv/setup-pip.log)"; exit 1; }
