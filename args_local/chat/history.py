@@ -147,7 +147,7 @@ class History:
         if conversation_id is not None and not self._lock(conversation_id):
             return False
         if self._held not in (None, conversation_id):
-            fcntl.lockf(self._holds, fcntl.LOCK_UN, 1, self._held)
+            self._unlock(self._held)
         self._held = conversation_id
         return True
 
@@ -157,6 +157,9 @@ class History:
             return True
         except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: another process holds it
             return False
+
+    def _unlock(self, conversation_id: int) -> None:
+        fcntl.lockf(self._holds, fcntl.LOCK_UN, 1, conversation_id)
 
     # --- conversations -------------------------------------------------------------------
     def create_conversation(self, title: str, system: str | None = None) -> int:
@@ -189,7 +192,7 @@ class History:
             self._run("DELETE FROM conversations WHERE id = ?", (conversation_id,))
         finally:
             if theirs:
-                fcntl.lockf(self._holds, fcntl.LOCK_UN, 1, conversation_id)
+                self._unlock(conversation_id)
 
     # --- messages ------------------------------------------------------------------------
     def add_message(self, conversation_id: int, role: str, content: str, *, reward: float | None = None,
