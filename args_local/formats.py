@@ -14,7 +14,8 @@ template puts before each turn's content: {"first": …, "user": …, "assistant
 the template's special tokens (BOS included), so the tokenizer adds none of its own.
 Such a template may strip the whitespace around a message (Llama 3, Gemma: `content | trim`): the
 context's messages of those roles are stripped as it does, and so is a finished reply (score, eval,
-best-of-n); a reply being written is scored token by token as the policy writes it.
+best-of-n); a reply being written loses its leading whitespace as text (encoder RMs), while a decoder
+RM reads the policy's own tokens as they come.
 
 A decoder RM reads context + reply_prefix + reply (+ reply_suffix once the reply is finished);
 an encoder RM with "pair" reads (context, reply_prefix + reply) as a pair of texts.
@@ -69,6 +70,11 @@ class InputFormat:
     def reply_content(self, reply: str) -> str:
         """A finished reply as the template writes an assistant message (stripped where it strips them)."""
         return reply.strip() if "assistant" in self.stripped_roles else reply
+
+    def reply_so_far(self, reply: str) -> str:
+        """A reply being written: its start is final, so it is stripped there where the template strips
+        replies; its end may still grow."""
+        return reply.lstrip() if "assistant" in self.stripped_roles else reply
 
     def context_text(self, conversation: list[dict]) -> str:
         turns = [{**m, "content": m["content"].strip()} if m["role"] in self.stripped_roles else m

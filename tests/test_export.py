@@ -350,6 +350,25 @@ def test_a_decoder_rm_reads_a_conversation_as_its_own_chat_template_writes_it(ti
         rm.score_replies(conversation, ["Rayleigh scattering."]))
 
 
+def test_an_encoder_rm_whose_template_strips_replies_scores_a_reply_being_written_stripped(tiny_llama, tmp_path):
+    """Decoding, the reply so far is text to an encoder RM: where its template trims a reply, a leading
+    space the policy wrote (" Rayleigh") is not what the RM was trained on, so it is dropped, as the
+    finished reply's is."""
+    from args_local.reward.encoder import EncoderCandidateScorer
+
+    from .test_chat_template import GEMMA_LIKE
+
+    src = with_chat_template(tiny_llama, tmp_path / "src", GEMMA_LIKE)
+    proc = export(src, tmp_path / "rm", "--kind", "encoder")
+    assert proc.returncode == 0, proc.stderr
+    rm = load_reward_model(tmp_path / "rm", threads=THREADS)
+    assert rm.kind == "encoder" and "assistant" in rm.format.stripped_roles
+    conversation = [{"role": "user", "content": "Why is the sky blue?"}]
+    scorer = EncoderCandidateScorer(rm, rm.format.context_text(conversation))
+    spaced, bare, other = scorer.score(np.zeros(3, np.int64), [b" Rayleigh", b"Rayleigh", b"Blue"])[:, 0]
+    assert spaced == pytest.approx(bare) and bare != pytest.approx(other)
+
+
 def test_a_chat_template_args_local_cannot_follow_is_one_line_naming_format(tiny_llama, tmp_path):
     from .test_chat_template import POSITIONAL
 

@@ -94,7 +94,7 @@ class EncoderCandidateScorer:
 
     def score(self, ids: np.ndarray, pieces: list[bytes]) -> np.ndarray:
         self._pieces = pieces
-        texts = [(self.reply + p).decode("utf-8", errors="replace") for p in pieces]
+        texts = [self.rm.format.reply_so_far((self.reply + p).decode("utf-8", errors="replace")) for p in pieces]
         return self.rm.raw_scores(self.context, texts)[:, None]  # [k, 1]: the one objective
 
     def accept(self, index: int) -> None:
