@@ -282,6 +282,19 @@ def test_bad_json_is_400_and_unknown_fields_are_ignored(http):
         assert r.status_code == 400 and r.json()["error"]["message"]
 
 
+def test_asking_for_what_the_server_never_produces_is_a_400(client):
+    """A tool call, JSON mode, log probabilities: a plain-text reply without them would pass for
+    the model's choice (no tool called, JSON that does not parse, logprobs None)."""
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    for field, value in (("tools", [tool]), ("response_format", {"type": "json_object"}), ("logprobs", True),
+                         ("top_logprobs", 2)):
+        with pytest.raises(openai.BadRequestError, match="not supported") as e:
+            chat(client, **{field: value})
+        assert e.value.body["param"] == field
+    r = chat(client, tools=[], response_format={"type": "text"}, logprobs=False)  # these ask for none of it
+    assert r.choices[0].message.content
+
+
 def test_unknown_model_is_404(client):
     with pytest.raises(openai.NotFoundError, match="not served here"):
         client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": Q}], max_tokens=8)

@@ -3,7 +3,8 @@
 Layers, later wins: the server's command-line settings, the OpenAI fields (max_tokens, temperature,
 top_p, seed, stop), then the `args` extra field, whose keys are DecodingSettings' own field names
 (mapped generically, so a field added to DecodingSettings is settable here without a change).
-Fields this server does not use are ignored, as OpenAI-compatible servers do.
+Fields this server does not use are ignored, as OpenAI-compatible servers do, except those asking for
+what it never produces (UNSUPPORTED), which are refused.
 """
 
 from __future__ import annotations
@@ -20,6 +21,13 @@ from .errors import APIError
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 OPENAI_FIELDS = {"max_tokens": "max_new_tokens", "max_completion_tokens": "max_new_tokens",
                  "temperature": "temperature", "top_p": "top_p", "seed": "seed", "stop": "stop"}
+# fields asking for what this server never produces: a plain-text reply without it would pass for the
+# model's choice (no tool called, JSON that does not parse, logprobs None), so any value but
+# ASKS_FOR_NOTHING is a 400
+UNSUPPORTED = {"tools": "no tool or function calls are made", "functions": "no tool or function calls are made",
+               "response_format": 'replies are plain text (only {"type": "text"}: no JSON mode or schema)',
+               "logprobs": "no log probabilities are returned", "top_logprobs": "no log probabilities are returned"}
+ASKS_FOR_NOTHING = (None, False, [], {"type": "text"})
 # OpenAI's top_p 0 as the narrowest nucleus DecodingSettings accepts (it refuses 0): the sampler keeps
 # the fewest most likely tokens whose probability reaches top_p, and here the top token alone does
 NARROWEST_TOP_P = math.ulp(0.0)
@@ -43,6 +51,9 @@ def parse_chat_request(body, defaults: DecodingSettings, model_id: str, vocab_si
     if body.get("n") not in (None, 1):
         raise APIError(400, "n must be 1: one reply per request (for reward-reranked samples set "
                             '"args": {"mode": "best-of-n", "n": N})', param="n")
+    for key, reason in UNSUPPORTED.items():
+        if body.get(key) not in ASKS_FOR_NOTHING:
+            raise APIError(400, f"{key} is not supported: {reason}", param=key)
     changes = {name: value_for(name, body[key], key)
                for key, name in OPENAI_FIELDS.items() if body.get(key) is not None}
     if "top_p" in changes:
