@@ -295,6 +295,12 @@ def test_asking_for_what_the_server_never_produces_is_a_400(client):
     assert r.choices[0].message.content
 
 
+def test_a_stream_field_that_is_not_a_boolean_is_a_400(http):
+    """"stream": "true" answered as plain JSON would break a client that reads server-sent events."""
+    r = http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": Q}], "stream": "true"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "stream", r.text
+
+
 def test_unknown_model_is_404(client):
     with pytest.raises(openai.NotFoundError, match="not served here"):
         client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": Q}], max_tokens=8)

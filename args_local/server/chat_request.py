@@ -74,7 +74,7 @@ def parse_chat_request(body, defaults: DecodingSettings, model_id: str, vocab_si
         raise APIError(400, f"invalid decoding settings: {e}") from None
     options = body.get("stream_options")
     return ChatRequest(messages=parse_messages(body.get("messages")), settings=settings,
-                       stream=body.get("stream") is True,
+                       stream=scalar(body.get("stream") or False, bool, "stream"),  # null: not streamed
                        include_usage=isinstance(options, dict) and options.get("include_usage") is True)
 
 
