@@ -257,6 +257,21 @@ def test_a_full_queue_gets_429_with_retry_after(http, server):
     wait_for(http, lambda h: not h["running"] and h["waiting"] == 0)
 
 
+def test_a_client_that_leaves_the_line_frees_its_place_at_once(http):
+    """Until the running reply ended, one that gave up waiting still counted: /health said it waited
+    and, the line being full (--max-waiting 1), the next client got 429."""
+    body = {"model": "args-local", "messages": [{"role": "user", "content": LONG_Q}], "max_tokens": 2000}
+    with http.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as running:
+        lines = running.iter_lines()  # kept: a dropped iterator closes the response
+        next(lines)
+        for _ in range(2):  # the second takes the place the first left
+            with pytest.raises(httpx.ReadTimeout):  # waits its turn, then gives up
+                http.post("/v1/chat/completions", json=body, timeout=2)
+            health = wait_for(http, lambda h: h["waiting"] == 0, 10)
+            assert health["running"] is True
+    wait_for(http, lambda h: not h["running"] and h["waiting"] == 0)
+
+
 # -- bad requests ---------------------------------------------------------------------------
 def test_no_key_or_a_wrong_key_is_401(server):
     for headers in ({}, {"Authorization": "Bearer wrong"}):

@@ -76,7 +76,7 @@ def create_app(engine: Engine, defaults: DecodingSettings, *, api_key: str | Non
                 raise stopping_error()
             return JSONResponse(Reply(MODEL_ID).completion(done))
         except ClientGone:
-            job.cancel.set()
+            generations.leave(job)
             return Response(status_code=204)  # nobody reads it
         except BaseException:
             job.cancel.set()

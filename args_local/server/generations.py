@@ -35,6 +35,7 @@ class Job:
     def __init__(self, messages: list[dict], settings: DecodingSettings, loop: asyncio.AbstractEventLoop):
         self.messages, self.settings = messages, settings
         self.cancel = threading.Event()
+        self.started = False  # set by the worker as it takes the job
         self._loop = loop
         self._items: asyncio.Queue = asyncio.Queue()
 
@@ -95,6 +96,13 @@ class Generations:
         return {"running": self.running, "waiting": len(self._jobs) - self.running, "max_waiting": self.max_waiting,
                 "generations": dict(self.ended)}
 
+    def leave(self, job: Job) -> None:
+        """Its client has gone: a running job ends at its next step, and one still waiting leaves the
+        line now, its place free for the next client (the worker skips it). Event loop only."""
+        job.cancel.set()
+        if not job.started:
+            self._jobs.discard(job)
+
     def stop(self) -> None:
         """The server is stopping: the running reply ends at its next step, those waiting are
         skipped, each ending cut short (its handler answers stopping_error), and none is taken."""
@@ -108,6 +116,7 @@ class Generations:
 
     # -- the worker thread ----------------------------------------------------------------
     def _run(self, job: Job) -> None:
+        job.started = True  # before the check: either leave() sees it or this sees leave()'s cancel
         if job.cancel.is_set():  # its client left while it waited
             self.ended["cancelled"] += 1
             job.put(_END)
