@@ -404,6 +404,22 @@ def test_stopping_the_server_mid_reply_tells_each_client_why(tmp_path, policy_pa
     assert "Traceback" not in log and "ERROR" not in log, log
 
 
+def test_a_second_ctrl_c_quits_at_once_without_a_traceback(tmp_path, policy_path):
+    """Ctrl+C pressed twice while a reply streams: uvicorn skips the app's shutdown, and its
+    lifespan, cancelled as the loop closed, logged an ERROR with a traceback."""
+    body = {"model": "args-local", "messages": [{"role": "user", "content": LONG_Q}], "max_tokens": 2000,
+            "stream": True}
+    with server_process(tmp_path / "stderr.txt") as (proc, url), httpx.Client(base_url=url, timeout=120) as http:
+        with http.stream("POST", "/v1/chat/completions", json=body) as r:
+            next(line for line in r.iter_lines() if '"content": "' in line and '"content": ""' not in line)
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.05)
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=60) == 130
+    log = (tmp_path / "stderr.txt").read_text()
+    assert "Traceback" not in log and "ERROR" not in log, log
+
+
 def test_the_legacy_completions_endpoint_is_an_openai_shaped_404(http):
     r = http.post("/v1/completions", json={"model": "args-local", "prompt": "Hello"})
     assert r.status_code == 404

@@ -10,7 +10,6 @@ import asyncio
 import hmac
 import json
 import time
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 from sse_starlette.sse import EventSourceResponse
@@ -86,17 +85,11 @@ def create_app(engine: Engine, defaults: DecodingSettings, *, api_key: str | Non
         raise APIError(404, "POST /v1/completions is not served: the engine always applies the model's chat "
                             "template. Use POST /v1/chat/completions", code="not_found")
 
-    @asynccontextmanager
-    async def lifespan(app):
-        yield
-        generations.close()
-
     app = Starlette(
         routes=[Route("/health", health), Route("/v1/models", models),
                 Route("/v1/chat/completions", chat_completions, methods=["POST"]),
                 Route("/v1/completions", completions, methods=["POST"])],
-        exception_handlers={kind: error_response for kind in (APIError, UserError, HTTPException, Exception)},
-        lifespan=lifespan)
+        exception_handlers={kind: error_response for kind in (APIError, UserError, HTTPException, Exception)})
     app.state.stop_generations = generations.stop  # for the runner, as soon as the server is told to stop
     return app
 

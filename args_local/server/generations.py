@@ -110,10 +110,6 @@ class Generations:
         for job in list(self._jobs):
             job.cancel.set()
 
-    def close(self) -> None:
-        self.stop()
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
     # -- the worker thread ----------------------------------------------------------------
     def _run(self, job: Job) -> None:
         job.started = True  # before the check: either leave() sees it or this sees leave()'s cancel

@@ -28,7 +28,9 @@ class AnnouncingServer(uvicorn.Server):
 
 
 def run(app: Starlette, sock: socket.socket, announce: str) -> None:
-    # uvicorn's own info lines and access log are off: the announce line says what matters
-    config = uvicorn.Config(app, log_level="warning", access_log=False,
+    # uvicorn's own info lines and access log are off: the announce line says what matters. No
+    # lifespan: the app has nothing to start, shutdown stops the generations, and a second Ctrl+C
+    # (which skips the lifespan's end) left it to be cancelled as the loop closed: a logged traceback
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                             timeout_graceful_shutdown=SHUTDOWN_GRACE_S + 1)
     AnnouncingServer(config, announce).run(sockets=[sock])
