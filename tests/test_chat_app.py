@@ -303,6 +303,25 @@ async def test_a_prompt_too_long_for_the_context_does_not_push_out_the_turns_aft
                                                      {"role": "user", "content": "Name a colour."}]
 
 
+async def test_a_pasted_paragraph_is_sent_whole_with_its_line_breaks(engine, tmp_path):
+    from textual import events
+
+    sent = "Summarise this:\nThe sea is big.\nIt is also deep."
+    app = make_app(engine, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        prompt_input = app.query_one(PromptInput)
+        prompt_input.focus()
+        app.post_message(events.Paste("Summarise this:\r\nThe sea is big.\nIt is also deep.\n"))  # a bracketed paste
+        await pilot.pause()
+        assert all(line in prompt_input.value for line in sent.splitlines())  # every line, on the one-line input
+        await send(app, pilot, "")
+        assert text_of(app.query_one(UserMessage)) == sent
+        assert app.session.model_messages()[0] == {"role": "user", "content": sent}
+        await pilot.press("up")  # recalled as it was sent
+        assert prompt_input.prompt == sent
+    assert stored_messages(tmp_path)[0][:2] == ("user", sent)
+
+
 async def test_damaged_history_file_app_chats_without_history_and_keeps_the_bytes(engine, tmp_path):
     db = tmp_path / "history.sqlite"
     garbage = b"SQLite format 3\x00" + b"\x13" * 5000

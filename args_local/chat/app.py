@@ -174,9 +174,9 @@ class ChatApp(App):
         return dict(self.settings.objectives) or None
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        prompt = event.value.strip()
-        if event.input.id != "prompt" or not prompt:
+        if event.input.id != "prompt" or not event.value.strip():
             return
+        prompt = event.input.prompt.strip()
         if self.busy:
             self.notify("A reply is still coming; Esc cancels it.", severity="warning")
             return
@@ -277,7 +277,7 @@ class ChatApp(App):
             self.add_note(f"No model loaded: {self.load_error or 'still loading'}", "error")
             return
         prompt_input = self.query_one(PromptInput)
-        prompt, prompt_input.value = prompt_input.value.strip(), ""
+        prompt, prompt_input.value = prompt_input.prompt.strip(), ""
         self.push_screen(CompareScreen(self.engine, self.settings, self.session.system, self.judge,
                                        self.colouring, prompt))
 

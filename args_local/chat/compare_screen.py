@@ -21,6 +21,7 @@ from ..evaluation.refusals import is_refusal
 from ..settings import DecodingSettings
 from .generation import run_reply
 from .messages import ReplyView
+from .prompt_input import PromptInput
 from .reply import Reply
 
 
@@ -57,7 +58,7 @@ class CompareScreen(ModalScreen):
             yield VerticalScroll(id="greedy-side")
             yield VerticalScroll(id="args-side")
         yield Label("", id="compare-refusals")
-        yield Input(self.prompt, placeholder="prompt to compare", id="compare-prompt")
+        yield PromptInput(value=self.prompt, placeholder="prompt to compare", id="compare-prompt")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -67,7 +68,7 @@ class CompareScreen(ModalScreen):
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
         if event.value.strip() and not self.running:
-            self.start(event.value)
+            self.start(event.input.prompt)
 
     def start(self, prompt: str) -> None:
         self.running = True

@@ -1,9 +1,16 @@
-"""The prompt line: Enter sends, ↑/↓ walk through earlier prompts (like a shell)."""
+"""The prompt line: Enter sends, ↑/↓ walk through earlier prompts (like a shell).
+
+A pasted paragraph keeps all its lines (Textual's Input keeps only the first): the input is one
+line, so each line break shows as LINE_BREAK there, and `prompt` gives the text with them back.
+"""
 
 from __future__ import annotations
 
+from textual import events
 from textual.binding import Binding
 from textual.widgets import Input
+
+LINE_BREAK = "⏎"
 
 
 class PromptInput(Input):
@@ -17,6 +24,18 @@ class PromptInput(Input):
         self.past = list(past or [])
         self._position: int | None = None  # index into past while recalling; None: editing a new prompt
         self._draft = ""
+
+    @property
+    def prompt(self) -> str:
+        """The text as typed or pasted, line breaks included."""
+        return self.value.replace(LINE_BREAK, "\n")
+
+    def validate_value(self, value: str) -> str:
+        return value.replace("\n", LINE_BREAK)  # a pasted or recalled prompt of several lines
+
+    def _on_paste(self, event: events.Paste) -> None:
+        event.prevent_default()  # Input's own handler would keep the first line only
+        self.replace("\n".join(event.text.splitlines()), *self.selection)
 
     def remember(self, prompt: str) -> None:
         if not self.past or self.past[-1] != prompt:
