@@ -133,6 +133,18 @@ async def test_bad_knob_is_refused_with_a_message(engine, tmp_path):
         assert app.settings.k == QUICK.k
 
 
+async def test_knobs_refuse_a_reply_length_that_leaves_no_room_for_the_prompt(engine, tmp_path):
+    app = make_app(engine, tmp_path)
+    n_ctx = engine.policy.n_ctx
+    async with app.run_test(size=SIZE) as pilot:
+        await enter_knob(app, pilot, "max_new_tokens", str(n_ctx))  # every prompt would then fail to fit
+        assert isinstance(app.screen, KnobsScreen)
+        assert f"leaves no room for the prompt in the {n_ctx}-token context" in text_of(app.screen.query_one("#knobs-error"))
+        assert app.settings.max_new_tokens == QUICK.max_new_tokens
+        await enter_knob(app, pilot, "max_new_tokens", str(n_ctx - 1))
+        assert app.settings.max_new_tokens == n_ctx - 1
+
+
 async def test_objective_weights_are_a_live_knob_shown_in_the_status_bar_and_the_reply(engine, tmp_path):
     app = make_app(engine, tmp_path)
     async with app.run_test(size=SIZE) as pilot:

@@ -263,8 +263,17 @@ class ChatApp(App):
 
         vocab = self.engine.policy.n_vocab if self.engine else None
         rm = self.engine.reward if self.engine else None
-        self.push_screen(KnobsScreen(self.settings, vocab, self.engine.objective_weights if self.engine else None,
+        self.push_screen(KnobsScreen(self.settings, vocab, self.check_knobs if self.engine else None,
                                      rm.default_objectives if rm else None), apply)
+
+    def check_knobs(self, settings: DecodingSettings) -> None:
+        """What the loaded models refuse: an objective the reward model lacks, or a reply as long as the
+        context (every prompt would then fail to fit, however short)."""
+        n_ctx = self.engine.policy.n_ctx
+        if settings.max_new_tokens >= n_ctx:
+            raise UserError(f"max new tokens {settings.max_new_tokens} leaves no room for the prompt in the "
+                            f"{n_ctx}-token context; lower it, or start the chat with a larger --n-ctx")
+        self.engine.objective_weights(settings)
 
     def action_cycle_colouring(self) -> None:
         self.colouring = COLOURINGS[(COLOURINGS.index(self.colouring) + 1) % len(COLOURINGS)]

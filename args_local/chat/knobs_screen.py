@@ -39,7 +39,7 @@ class KnobsScreen(ModalScreen[DecodingSettings | None]):
 
     def __init__(self, settings: DecodingSettings, vocab_size: int | None = None,
                  check: Callable[[DecodingSettings], object] | None = None, default_objectives: dict | None = None):
-        """check: raises UserError for settings the loaded models cannot use (an unknown objective)."""
+        """check: raises UserError for settings the loaded models cannot use (an unknown objective, a reply as long as the context)."""
         super().__init__()
         self.settings = settings
         self.vocab_size = vocab_size
