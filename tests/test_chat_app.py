@@ -347,6 +347,21 @@ async def test_damaged_history_file_app_chats_without_history_and_keeps_the_byte
     assert db.read_bytes() == garbage
 
 
+async def test_the_status_bar_shows_all_of_itself_in_an_80_column_terminal(engine, tmp_path):
+    from textual.geometry import Region
+
+    (tmp_path / "history.sqlite").write_bytes(b"SQLite format 3\x00" + b"\x13" * 5000)  # history off
+    app = make_app(engine, tmp_path, settings=DecodingSettings(max_new_tokens=400))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press(*"Write a long story about a dragon.", "enter")
+        await pilot.pause()
+        status = app.query_one(StatusBar)
+        on_screen = " ".join(strip.text for strip in status.render_lines(Region(0, 0, *status.size)))
+        assert "history:OFF" in on_screen and "generating" in on_screen, on_screen
+        await pilot.press("escape")
+        await app.workers.wait_for_complete()
+
+
 async def test_missing_model_shows_how_to_fix_it(tmp_path):
     def load():
         return Engine.load(policy=tmp_path / "missing.gguf", threads=1)

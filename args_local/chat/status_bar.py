@@ -11,7 +11,8 @@ from ..settings import DecodingSettings
 class StatusBar(Static):
     DEFAULT_CSS = """
     StatusBar {
-        height: 1;
+        height: auto;  /* wraps where the terminal is narrow: history OFF and generating stay in sight */
+        max-height: 3;
         padding: 0 1;
         background: $panel;
         color: $text;
