@@ -124,6 +124,20 @@ async def test_mode_and_knobs_change_live_and_are_used(engine, tmp_path):
         assert math.isfinite(view.reply.reward)  # still scored by the guide RM
 
 
+async def test_the_status_bar_shows_the_knobs_of_the_mode_in_use(engine, tmp_path):
+    app = make_app(engine, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        for field, value in (("top_p", "0.5"), ("n", "6"), ("seed", "7")):
+            await enter_knob(app, pilot, field, value)
+        await pilot.press("f2", "f2", "f2", "f2")
+        status = text_of(app.query_one(StatusBar))
+        assert status.startswith("nucleus top-p=0.5 T=1 seed=7 max=16"), status
+        await pilot.press("f2")
+        assert text_of(app.query_one(StatusBar)).startswith("best-of-n n=6 k=10 T=1 seed=7 max=16")
+        await enter_knob(app, pilot, "seed", str(2**63 - 1))
+        assert f"seed={2**63 - 1} " in text_of(app.query_one(StatusBar))  # every digit of it
+
+
 async def test_bad_knob_is_refused_with_a_message(engine, tmp_path):
     app = make_app(engine, tmp_path)
     async with app.run_test(size=SIZE) as pilot:

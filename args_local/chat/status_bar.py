@@ -1,4 +1,4 @@
-"""The knobs at all times: mode, k, w, temperature, max new tokens, token colouring, history state."""
+"""The knobs at all times: the mode and the knobs it decodes with, token colouring, history state."""
 
 from __future__ import annotations
 
@@ -6,6 +6,17 @@ from rich.text import Text
 from textual.widgets import Static
 
 from ..settings import DecodingSettings
+
+# The knobs each mode decodes with, besides max new tokens and the repetition knobs, which all use.
+MODE_KNOBS = {
+    "args-greedy": ("k", "w"),
+    "args-stochastic": ("k", "w", "temperature", "seed"),
+    "greedy": (),
+    "top-k": ("k", "temperature", "seed"),
+    "nucleus": ("top_p", "temperature", "seed"),
+    "best-of-n": ("n", "k", "temperature", "seed"),  # each sample drawn from the top k
+}
+SHORT_NAMES = {"temperature": "T", "top_p": "top-p"}
 
 
 class StatusBar(Static):
@@ -24,7 +35,10 @@ class StatusBar(Static):
         """objectives: the weights the reward model will use (its defaults unless the knobs set them)."""
         text = Text()
         text.append(settings.mode, "bold")
-        text.append(f" k={settings.k} w={settings.w:g} T={settings.temperature:g} max={settings.max_new_tokens}")
+        for knob in MODE_KNOBS[settings.mode]:
+            value = getattr(settings, knob)
+            text.append(f" {SHORT_NAMES.get(knob, knob)}={value:g}" if isinstance(value, float) else f" {knob}={value}")
+        text.append(f" max={settings.max_new_tokens}")
         if settings.repeat_penalty != 1:
             text.append(f" rep={settings.repeat_penalty:g}")
         if settings.no_repeat_ngram:
