@@ -285,6 +285,18 @@ async def test_export_writes_markdown_and_says_where(engine, tmp_path, monkeypat
         assert str(exported[0]) in text_of(list(app.query(Note))[-1])
 
 
+async def test_the_open_conversation_renamed_in_history_is_exported_under_its_new_title(engine, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    app = make_app(engine, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(app, pilot, "Name a fruit.")
+        await pilot.press("f6", "r", "ctrl+u", *"Fruit", "enter", "escape", "f9")
+        await pilot.pause()
+    exported = list(tmp_path.glob("args-local-chat-*.md"))
+    assert [path.name for path in exported] == [f"args-local-chat-{app.session.conversation_id}-fruit.md"]
+    assert exported[0].read_text().startswith("# Fruit\n")
+
+
 async def test_reply_error_is_shown_and_the_app_goes_on(engine, tmp_path):
     no_reward = Engine(engine.policy, None)  # ARGS needs a reward model: the engine refuses
     app = make_app(no_reward, tmp_path)

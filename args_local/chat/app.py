@@ -297,9 +297,12 @@ class ChatApp(App):
 
         def open_conversation(conversation_id: int | None) -> None:
             if conversation_id is None:
-                if self.session.conversation_id is not None and self.session.history is not None \
-                        and self.session.history.conversation(self.session.conversation_id) is None:
-                    self.action_new_conversation()  # the open conversation was deleted
+                if self.session.conversation_id is not None and self.session.history is not None:
+                    row = self.session.history.conversation(self.session.conversation_id)
+                    if row is None:
+                        self.action_new_conversation()  # the open conversation was deleted
+                    else:
+                        self.session.title = row.title  # or renamed: F9 exports it under its new title
                 return
             session = self.new_session(self.session.history)
             try:
