@@ -416,6 +416,19 @@ async def test_system_prompt_is_used_and_stored(engine, tmp_path):
     assert db.execute("SELECT system FROM conversations").fetchall() == [("Answer in French.",)]
 
 
+async def test_a_pasted_system_prompt_keeps_all_its_lines(engine, tmp_path):
+    from textual import events
+
+    app = make_app(engine, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f7")
+        app.post_message(events.Paste("You are terse.\nAnswer in French."))
+        await pilot.pause()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.session.system == "You are terse.\nAnswer in French."
+
+
 async def test_the_command_line_system_prompt_applies_to_every_new_conversation(engine, tmp_path):
     app = make_app(engine, tmp_path, system="Answer in French.")  # args-local chat --system ...
     async with app.run_test(size=SIZE) as pilot:

@@ -8,6 +8,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label
 
+from .prompt_input import PromptInput
+
 DIALOG_CSS = """
 {name} {{ align: center middle; }}
 {name} > Vertical {{
@@ -27,7 +29,7 @@ PANEL_CSS = """
 
 
 class TextPromptScreen(ModalScreen[str | None]):
-    """One line of text; Enter gives it back, Esc gives None."""
+    """A line of text (a paste keeps its line breaks); Enter gives it back, Esc gives None."""
 
     DEFAULT_CSS = DIALOG_CSS.format(name="TextPromptScreen")
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
@@ -39,12 +41,12 @@ class TextPromptScreen(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Label(self.question)
-            yield Input(self.value, id="answer")
+            yield PromptInput(value=self.value, id="answer")
             yield Label(self.hint, classes="hint")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
-        self.dismiss(event.value)
+        self.dismiss(event.input.prompt)
 
 
 class ConfirmScreen(ModalScreen[bool]):

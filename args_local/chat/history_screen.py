@@ -82,8 +82,8 @@ class HistoryScreen(ModalScreen[int | None]):
             return
 
         def rename(title: str | None) -> None:
-            if title and title.strip():
-                self.run_safely(lambda: self.history.rename(conversation_id, title.strip()))
+            if title and title.strip():  # one line, as the list shows it
+                self.run_safely(lambda: self.history.rename(conversation_id, " ".join(title.split())))
 
         self.app.push_screen(TextPromptScreen("New title:", row.title), rename)
 
