@@ -272,6 +272,27 @@ async def test_colouring_toggle_and_help_screen(engine, tmp_path):
         assert not isinstance(app.screen, HelpScreen)
 
 
+async def test_model_info_says_what_the_export_checked_in_words(engine, tmp_path):
+    """F8 showed the manifest's source and validation as Python dicts, some 17 lines that pushed the
+    judge and history rows off a 24-row screen."""
+    from rich.console import Console
+
+    from args_local.chat.model_info_screen import ModelInfoScreen
+
+    app = make_app(engine, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f8")
+        assert isinstance(app.screen, ModelInfoScreen)
+        console = Console(width=SIZE[0], record=True)
+        console.print(app.screen.table)
+        lines = console.export_text().splitlines()
+    text = " ".join(" ".join(lines).split())  # the rows as read, wherever they wrapped
+    assert "{" not in text and "'" not in text, text
+    assert "onnxruntime matches torch within" in text and "int8 (dynamic) ranks" in text
+    assert "heads harmless head.npz, helpful head-helpful.npz" in text
+    assert len(lines) <= SIZE[1] - 2, text  # with the title above it, it fits the screen
+
+
 async def test_export_writes_markdown_and_says_where(engine, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     app = make_app(engine, tmp_path)

@@ -36,15 +36,33 @@ def model_table(engine, judge, db_path, history_on: bool, load_error: str | None
             t.add_row("RM objectives", ", ".join(f"{n} (default weight {w:g})" for n, w in rm.default_objectives.items()))
             source = rm.manifest.get("source")
             if source:
-                t.add_row("RM source", source if isinstance(source, str) else str(source))
+                t.add_row("RM source", source if isinstance(source, str) else readable(source))
             validation = rm.manifest.get("validation")
             if validation:
-                t.add_row("RM validation", str(validation))
+                t.add_row("RM validation", validation_summary(validation))
     if judge is not None and judge.path is not None:
         state = "off: " + judge.error if judge.error else ("loaded on first reply" if judge.available else "not installed")
         t.add_row("judge RM", f"{judge.path} — {state}")
     t.add_row("history", f"{db_path} — {'on' if history_on else 'OFF'}")
     return t
+
+
+def readable(fields: dict) -> str:
+    """A manifest's nested fields as `key value, …` (one line where it fits, not a Python dict)."""
+    return ", ".join(f"{k} {readable(v) if isinstance(v, dict) else v}" for k, v in fields.items() if v is not None)
+
+
+def validation_summary(validation: dict) -> str:
+    """What the export checked: how close onnxruntime came to torch, and what a smaller precision kept."""
+    diffs = [v for k, v in validation.items() if k.startswith("max_") and isinstance(v, (int, float))]
+    parts = [f"onnxruntime matches torch within {max(diffs):.1e}"] if diffs else []
+    for precision in ("fp16", "int8"):
+        r = validation.get(precision)
+        if isinstance(r, dict) and "ranking_agreement" in r:
+            way = f" ({r['way']})" if r.get("way") else ""
+            parts.append(f"{precision}{way} ranks {r['ranking_agreement']:.1%} of candidate pairs as fp32 does, "
+                         f"{r['ms_per_step']:g} ms a step at export")
+    return "; ".join(parts) or readable(validation)
 
 
 class ModelInfoScreen(ModalScreen):
