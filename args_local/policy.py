@@ -21,7 +21,7 @@ from .settings import MAX_N_CTX, MIN_N_CTX
 
 
 def check_gguf_file(path: Path, what: str) -> Path:
-    path = input_file(path, what, "\nRun tools/setup.sh to fetch the default models, or give the path of a .gguf file.")
+    path = input_file(path, what, "; run tools/setup.sh to fetch the default models, or give the path of a .gguf file")
     with open(path, "rb") as f:
         if f.read(4) != b"GGUF":
             raise UserError(f"{what} {path} is not a GGUF file (wrong magic bytes); "

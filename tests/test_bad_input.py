@@ -103,6 +103,7 @@ CASES = [
     ("generate-policy-missing", G + ("--mode", "greedy", "--policy", "{missing}"), "policy model not found"),
     ("generate-policy-text", G + ("--mode", "greedy", "--policy", "{text}"), "not a GGUF file"),
     ("generate-reward-file", G + ("--reward", "{text}"), "is a file, not a directory"),
+    ("generate-reward-missing", G + ("--reward", "{missing}"), "reward model directory not found"),
     ("generate-reward-no-manifest", G + ("--reward", "{dir}"), "has no manifest.json"),
     ("generate-reward-manifest-mangled", G + ("--reward", "{oddmanifest}"), "format_version, vocab.size, vocab.probe_ids"),
     ("generate-trace-folder-missing", G + ("--trace", "{missing}/trace.jsonl"), "cannot write trace file"),
@@ -207,6 +208,8 @@ def check(proc, words: str) -> str | None:
     message = proc.stderr[proc.stderr.find("args-local: error:"):]
     if "args-local: error:" not in proc.stderr or words not in message:
         return f"expected an error saying {words!r}, got: {proc.stderr[-800:]}"
+    if len(message.strip().splitlines()) != 1:  # argparse's usage may come before it, nothing after
+        return f"expected one line, got: {message}"
     return None
 
 

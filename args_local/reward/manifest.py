@@ -67,7 +67,7 @@ def built_in_hint(directory: Path):
 
 def _read_manifest(directory: str | Path) -> dict:
     directory = input_dir(reward_model_dir(directory), "reward model directory",
-                          "\nRun tools/setup.sh to build the default reward models, "
+                          "; run tools/setup.sh to build the default reward models, "
                           "or export one with `args-local export reward SRC --out DIR`.")
     path = directory / MANIFEST
     if not path.is_file():
