@@ -13,6 +13,8 @@ from args_local.conversations import record_prompt
 from args_local.errors import UserError
 from args_local.evaluation.prompts import load_prompts
 
+from .conftest import assert_user_error, run_cli
+
 HH = Path(__file__).resolve().parents[1].parent / "shared/data/hh-rlhf/harmless-base-pairs.jsonl.gz"
 pytestmark = pytest.mark.skipif(not home.default_policy().is_file() or not HH.is_file(),
                                 reason="needs the built policy + guide RM and the HH-RLHF data")
@@ -259,3 +261,10 @@ def test_eval_on_instructions_reports_each_judge_objective_and_refusals(tmp_path
     assert main(["eval", *TINY, *argv]) == 0  # resumed: nothing to generate, the table from the saved replies
     table = capsys.readouterr().out
     assert "judge helpful: avg" in table and "judge harmless: avg" in table and "| refusals (only here / only greedy) | coherence vs greedy (95% CI) | ended |" in table
+
+
+def test_an_embedder_of_another_kind_is_refused_in_one_line():
+    # the guide's graph wants position_ids: coherence scoring ended in a KeyError traceback
+    proc = run_cli("eval", *TINY, "--methods", "greedy", "--max-new-tokens", "4", "--prompts", str(HH), "--n", "1",
+                   "--embedder", str(home.default_reward()))
+    assert_user_error(proc, "holds a decoder model, not a sentence embedder", one_line=True)

@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import home
 from ..errors import UserError
+from ..export.common import EMBEDDER_KIND
 from ..reward.base import load_tokenizer
 from ..reward.onnx_session import make_session, provider_of
 
@@ -33,9 +34,12 @@ def read_embedder_manifest(directory: Path) -> dict:
         raise UserError(f"sentence embedder not found in {directory}; {BUILD_HINT}")
     try:
         manifest = json.loads(manifest_path.read_text())
-        model = directory / manifest["model"]
+        model, kind = directory / manifest["model"], manifest["kind"]
     except (OSError, ValueError, KeyError, TypeError) as e:  # ValueError: not JSON, or not UTF-8
         raise UserError(f"{manifest_path} is damaged ({e}); {BUILD_HINT}") from None
+    if kind != EMBEDDER_KIND:  # a reward model's graph takes other inputs: a KeyError in embed()
+        raise UserError(f"{directory} holds a {kind} model, not a sentence embedder "
+                        f"(the built-in one is {home.default_sentence_embedder()})")
     if not model.is_file():
         raise UserError(f"{model} is missing; {BUILD_HINT}")
     return manifest
