@@ -384,3 +384,11 @@ def test_a_chat_template_that_fails_on_a_plain_conversation_is_one_line_naming_f
     for i, template in enumerate((strict, parts)):
         src = with_chat_template(tiny_llama, tmp_path / f"src{i}", template)
         assert_user_error(export(src, tmp_path / f"rm{i}"), "chat template", "--format", one_line=True)
+
+
+def test_an_out_that_cannot_be_made_is_one_line(tiny_bert, tmp_path):
+    in_the_way = tmp_path / "notes.txt"  # a file where --out needs a folder: a FileExistsError traceback
+    in_the_way.write_text("mine")
+    proc = export(tiny_bert, in_the_way / "rm")
+    assert_user_error(proc, f"cannot write {in_the_way / 'rm'}: a file is in the way", one_line=True)
+    assert in_the_way.read_text() == "mine"

@@ -89,10 +89,7 @@ def staged_output(out: Path, force: bool, sources=()):
     """Build into a fresh folder beside OUT, then swap it in: an interrupted export never leaves a
     model that loads, and only OUT itself (checked by check_output) is ever replaced."""
     out = check_output(out, force, sources)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f".{out.name}.partial-*"):  # left by an export that was killed
-        shutil.rmtree(stale, ignore_errors=True)
-    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    stage = _new_stage(out)
     umask = os.umask(0)
     os.umask(umask)
     stage.chmod(0o777 & ~umask)  # mkdtemp makes it private; the export gets the usual permissions
@@ -110,6 +107,18 @@ def staged_output(out: Path, force: bool, sources=()):
         out.rename(old / out.name)
     stage.rename(out)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _new_stage(out: Path) -> Path:
+    """An empty folder beside OUT to build in; a UserError if OUT's folder cannot be made or written."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        for stale in out.parent.glob(f".{out.name}.partial-*"):  # left by an export that was killed
+            shutil.rmtree(stale, ignore_errors=True)
+        return Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    except OSError as e:  # a file where a folder should be, a read-only place, a full disk
+        why = "a file is in the way" if isinstance(e, FileExistsError) else e.strerror
+        raise UserError(f"cannot write {out}: {why} ({e.filename}); choose another --out") from None
 
 
 def export_versions() -> dict:
