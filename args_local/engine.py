@@ -104,6 +104,8 @@ Event = Union[Step, Notice, Finished]
 
 def as_messages(prompt: str | list[dict], system: str | None = None) -> list[dict]:
     """The chat messages to answer; every prompt passes here, so here it is checked."""
+    if not isinstance(prompt, (str, list, tuple)):  # a dict would be read as its keys
+        raise UserError(f"the prompt must be text or a list of messages (got {type(prompt).__name__})")
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
     for i, m in enumerate(messages):  # a malformed message is named here, not a KeyError in the template
         if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):

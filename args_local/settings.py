@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, field, replace
 
 from .errors import UserError
@@ -18,6 +19,8 @@ MAX_SEED = 2**63 - 1  # numpy's generators take any non-negative integer; this k
 # keeps its token buffer at the size asked for, and fails on the first prompt longer; above 2**17 the KV
 # cache alone needs gigabytes even for a small model, and no built-in model was trained on more.
 MIN_N_CTX, MAX_N_CTX = 256, 131072
+INTEGER_FIELDS = ("k", "n", "max_new_tokens", "no_repeat_ngram", "seed")
+NUMBER_FIELDS = ("w", "temperature", "top_p", "repeat_penalty", "adaptive", "min_p")
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class DecodingSettings:
 
     def validated(self, vocab_size: int | None = None) -> "DecodingSettings":
         """Return self, or raise UserError naming the first bad field and its allowed range."""
+        self._validate_types()
         if self.mode not in MODES:
             raise UserError(f"unknown mode {self.mode!r}; choose one of: {', '.join(MODES)}")
         if not 1 <= self.k <= MAX_K:
@@ -85,6 +89,16 @@ class DecodingSettings:
             raise UserError(f"seed must be a non-negative integer (got {self.seed})")
         self._validate_objectives()
         return self
+
+    def _validate_types(self) -> None:
+        """From Python any value may come: a float k or a None temperature failed deep in the search."""
+        for name in INTEGER_FIELDS + NUMBER_FIELDS:
+            value, integer = getattr(self, name), name in INTEGER_FIELDS
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral if integer else numbers.Real):
+                raise UserError(f"{name.replace('_', '-')} must be {'an integer' if integer else 'a number'} "
+                                f"(got {value!r})")
+        if not isinstance(self.stop, tuple) or not all(isinstance(s, str) for s in self.stop):
+            raise UserError(f"stop must be a string or a list of strings (got {self.stop!r})")
 
     def _validate_objectives(self) -> None:
         """Shape and values only: which names exist depends on the reward model (the engine checks)."""

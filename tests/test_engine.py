@@ -116,6 +116,28 @@ def test_stop_string_cuts_the_reply(engine):
     assert bare.text == cut.text and bare.settings["stop"] == [word]
 
 
+@pytest.mark.parametrize("changes, words", [
+    ({"k": 10.5}, "k must be an integer"),  # each of these was a TypeError deep in numpy or the engine
+    ({"max_new_tokens": "8"}, "max-new-tokens must be an integer"),
+    ({"seed": 1.5}, "seed must be an integer"),
+    ({"mode": "best-of-n", "n": 2.0}, "n must be an integer"),
+    ({"no_repeat_ngram": 2.5}, "no-repeat-ngram must be an integer"),
+    ({"temperature": None}, "temperature must be a number"),
+    ({"w": "1"}, "w must be a number"),
+    ({"stop": None}, "stop must be a string or a list of strings"),
+    ({"stop": ["end", 1]}, "stop must be a string or a list of strings"),
+])
+def test_a_setting_of_the_wrong_type_from_python_is_a_user_error_naming_it(engine, changes, words):
+    with pytest.raises(UserError, match=words):
+        engine.generate(COFFEE, DecodingSettings(**{"max_new_tokens": 4, **changes}))
+
+
+@pytest.mark.parametrize("prompt", [None, 42, {"role": "user", "content": "Hi"}])
+def test_a_prompt_that_is_neither_text_nor_messages_is_a_user_error(engine, prompt):
+    with pytest.raises(UserError, match="the prompt must be text or a list of messages"):
+        engine.generate(prompt, DecodingSettings(max_new_tokens=4))
+
+
 def test_streamed_text_adds_up_to_the_reply(engine):
     steps, done = steps_of(engine, "Write one sentence about Zürich in German.", DecodingSettings(max_new_tokens=30))
     assert isinstance(done, Finished)
