@@ -31,8 +31,10 @@ def files(tmp_path_factory):
             "hf_inner": hf / "onnx", "outer": d, "missing": d / "nope", "notgz": d / "pairs.jsonl.gz",
             "latin1": d / "latin1.jsonl", "intpairs": d / "int-pairs.jsonl", "badjson": d / "bad-config",
             "latin1config": d / "latin1-config", "listconfig": d / "list-config", "noweights": d / "no-weights",
-            "userfolder": d / "my-files", "extension": d / "my-extension", "oddmanifest": d / "odd-manifest"}
+            "userfolder": d / "my-files", "extension": d / "my-extension", "oddmanifest": d / "odd-manifest",
+            "prompts": d / "prompts.jsonl"}
     made["dir"].mkdir()
+    made["prompts"].write_text('{"prompt": "Name a fruit."}\n')
     made["text"].write_text("just some notes\n")
     made["empty"].write_text("")
     made["notgz"].write_text('{"chosen": "x", "rejected": "y"}\n')  # .gz name, plain text inside
@@ -161,6 +163,11 @@ CASES = [
     ("eval-methods-empty", E + ("--methods", ""), "--methods"),
     ("eval-n-ctx-tiny", E + ("--n-ctx", "20"), "--n-ctx must be between 256"),
     ("eval-threads-negative", E + ("--threads", "-1"), "--threads must be between 1"),
+    # a model folder the input alone shows wrong, named before the policy loads (here it is not even a GGUF)
+    ("eval-judge-no-manifest", ("eval", "--prompts", "{prompts}", "--n", "1", "--policy", "{text}", "--judge", "{dir}"),
+     "has no manifest.json"),
+    ("eval-embedder-no-manifest", ("eval", "--prompts", "{prompts}", "--n", "1", "--policy", "{text}", "--embedder", "{dir}"),
+     "sentence embedder not found"),
     ("eval-prompts-missing", ("eval", "--prompts", "{missing}"), "not found"),
     ("eval-prompts-empty", E, "no usable prompts"),
     ("eval-prompts-latin1", ("eval", "--prompts", "{latin1}"), "{latin1}"),
@@ -173,6 +180,8 @@ CASES = [
     ("bench-k-values-huge", ("bench", "--k-values", "5," + HUGE), "at most 1024"),
     ("bench-adaptive-nan", ("bench", "--adaptive", "nan"), "adaptive"),
     ("bench-min-p-negative", ("bench", "--min-p", "-0.1"), "min-p"),
+    ("bench-reward-no-manifest", ("bench", "--policy", "{text}", "--reward", "{dir}"), "has no manifest.json"),
+    ("bench-encoder-no-manifest", ("bench", "--policy", "{text}", "--encoder", "{dir}"), "has no manifest.json"),
     ("bench-threads-zero", ("bench", "--threads", "0"), "--threads must be between 1"),
     ("bench-gpu-layers", ("bench", "--n-gpu-layers", "-2"), "--n-gpu-layers"),
     # models, and no command at all

@@ -8,7 +8,7 @@ from pathlib import Path
 from .. import home
 from ..errors import UserError
 from ..settings import DecodingSettings
-from .options import add_objective_option, check_model_options, objectives_from
+from .options import add_objective_option, check_model_options, check_reward_files, objectives_from
 
 
 def register(sub) -> None:
@@ -68,6 +68,9 @@ def run(args) -> int:
     prompts = BENCH_PROMPTS[:1] if args.quick else BENCH_PROMPTS
     progress = stderr_progress()
 
+    check_reward_files(args.reward)
+    if args.encoder:
+        check_reward_files(args.encoder)
     progress(f"loading the policy ({threads} thread(s)) and reward models ({rm_threads} thread(s))")
     policy = NeverEndingPolicy(LlamaPolicy(args.policy or home.default_policy(), n_ctx=1024, n_threads=threads,
                                            n_gpu_layers=args.n_gpu_layers))

@@ -11,7 +11,8 @@ from .. import home
 from ..errors import UserError
 from ..cpu import default_rm_threads
 from ..settings import MODES, DecodingSettings
-from .options import add_model_options, add_tuning_options, check_fits_context, load_engine, objectives_from, tuning_from
+from .options import (add_model_options, add_tuning_options, check_fits_context, check_reward_files, load_engine,
+                      objectives_from, tuning_from)
 
 DEFAULT_METHODS = ("greedy", "top-k", "nucleus", "best-of-n", "args-greedy", "args-stochastic")
 
@@ -89,7 +90,7 @@ def no_helpful_judge(judge) -> str | None:
 
 def run(args) -> int:
     from ..engine import ARGS_MODES
-    from ..evaluation.embedder import SentenceEmbedder
+    from ..evaluation.embedder import SentenceEmbedder, read_embedder_manifest
     from ..evaluation.prompts import load_prompts
     from ..evaluation.report import markdown, plot_reward_vs_w, summarize
     from ..evaluation.runner import ProgressBar, ReplyStore, Scorers, generate_all, plan_runs, reply_key
@@ -125,6 +126,10 @@ def run(args) -> int:
                 "policy": str(args.policy or home.default_policy()), "reward": str(args.reward or home.default_reward())}
     store = ReplyStore(args.out, settings)  # before loading models: a bad --out fails fast
 
+    if args.judge:
+        check_reward_files(args.judge)
+    if args.embedder:
+        read_embedder_manifest(Path(args.embedder).expanduser())
     engine = load_engine(args, need_reward=True)  # the guide RM scores every method's replies
     threads = args.rm_threads or default_rm_threads()  # scorers run between replies, never beside llama.cpp
     judge, no_judge = optional_model(args.judge, home.default_judge(), "judge reward", "judge",

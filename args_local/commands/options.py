@@ -111,16 +111,23 @@ def check_fits_context(settings: DecodingSettings, args) -> None:
                         f"{args.n_ctx}-token context; lower it or raise --n-ctx")
 
 
+def check_reward_files(value) -> None:
+    """--reward (or --judge): each reward model's own files, checked before the policy takes seconds to load."""
+    from .. import home
+    from ..reward.manifest import read_manifest
+
+    for directory in home.reward_model_dirs(value or home.default_reward()):
+        read_manifest(directory)
+
+
 def load_engine(args, need_reward: bool = True):
     from .. import home
     from ..engine import Engine
     from ..policy import check_gguf_file
-    from ..reward.manifest import read_manifest
 
     check_model_options(args)
-    if need_reward:  # the files' own checks, before the policy takes seconds to load
-        for directory in home.reward_model_dirs(args.reward or home.default_reward()):
-            read_manifest(directory)
+    if need_reward:
+        check_reward_files(args.reward)
     check_gguf_file(args.policy or home.default_policy(), "policy model")
 
     return Engine.load(args.policy, args.reward, n_ctx=args.n_ctx, threads=args.threads, rm_threads=args.rm_threads,
