@@ -137,15 +137,16 @@ def record_split(obj: dict, index: int) -> str:
 # --- files ---
 
 def open_text(path: Path):
-    """Text of a .jsonl or gzip-compressed file, whatever its name (a .gz that is not gzip is refused)."""
+    """Text of a .jsonl or gzip-compressed file, whatever its name (a .gz that is not gzip is refused).
+    A UTF-8 byte order mark, which Notepad and Windows PowerShell write first, is not part of the text."""
     with open(path, "rb") as f:
         gzipped = f.read(2) == b"\x1f\x8b"
     if gzipped:
-        return gzip.open(path, "rt", encoding="utf-8")
+        return gzip.open(path, "rt", encoding="utf-8-sig")
     if path.name.endswith(".gz"):
         raise UserError(f"{path}: the name ends in .gz but it is not gzip-compressed; "
                         "recompress it with gzip or drop .gz from the name")
-    return open(path, encoding="utf-8")
+    return open(path, encoding="utf-8-sig")
 
 
 def jsonl_records(path: str | Path, what: str = "file") -> Iterator[tuple[int, int, dict | str]]:

@@ -132,3 +132,16 @@ def test_score_reads_instruction_pairs_by_built_in_name(capsys, guide_dir):
     out = json.loads(capsys.readouterr().out)
     assert out["pairs"] == 6 and 0 <= out["accuracy"] <= 1 and out["split"] == "dev"
     assert 0 <= out["longer_wins"] <= 1 and out["length_matched"]["within"] == 1.25
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_a_file_saved_with_a_utf8_byte_order_mark_is_read(tmp_path, capsys, gzipped, guide_dir):
+    # Notepad and Windows PowerShell start UTF-8 files so: its first line was "not valid JSON (Unexpected UTF-8 BOM)"
+    text = "\ufeff" + json.dumps(HH_LINE) + "\n" + json.dumps(HH_LINE) + "\n"
+    pairs = tmp_path / ("pairs.jsonl.gz" if gzipped else "pairs.jsonl")
+    pairs.write_bytes(gzip.compress(text.encode()) if gzipped else text.encode())
+    assert main(["score", "--pairs", str(pairs), "--threads", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["pairs"] == 2
+    assert main(["eval", "--prompts", str(pairs), "--n", "1", "--methods", "greedy", "--max-new-tokens", "2",
+                 "--threads", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["prompts"] == 1
