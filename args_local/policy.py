@@ -28,6 +28,22 @@ def check_gguf_file(path: Path, what: str) -> Path:
                             "args-local runs GGUF models (convert with llama.cpp's convert_hf_to_gguf.py).")
     return path
 
+
+def check_gguf_loads(path: Path) -> None:
+    """What llama.cpp reads of a GGUF before its weights (header, tensor table, that each tensor lies within
+    the file), so that a download cut off past its magic bytes is found without loading the model."""
+    llama_cpp = llama_build.load_llama_cpp()
+    try:
+        with quiet_stderr():
+            llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    except (ValueError, RuntimeError) as e:
+        raise unloadable(path, e) from None
+
+
+def unloadable(path: Path, e: Exception) -> UserError:
+    return UserError(f"could not load policy model {path}: {e}. "
+                     f"The file may be cut off or damaged; {home.refetch_hint(path)}.")
+
 # Tokens per prefill call: small enough that cancelling a long prompt takes effect within a
 # fraction of a second on a CPU, large enough to keep llama.cpp's batched prefill efficient.
 # Chunks start at multiples of it, so a prompt is always cut the same way (see `prefill`).
@@ -79,8 +95,7 @@ class LlamaPolicy:
                     n_gpu_layers=n_gpu_layers, logits_all=False, verbose=False,
                 )
         except (ValueError, RuntimeError) as e:
-            raise UserError(f"could not load policy model {path}: {e}. "
-                            f"The file may be cut off or damaged; {home.refetch_hint(path)}.") from None
+            raise unloadable(path, e) from None
         self._vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
         self.n_vocab = self._llm.n_vocab()
         self.n_ctx = self._llm.n_ctx()

@@ -267,6 +267,20 @@ def test_models_lists_a_policy_that_is_not_gguf_as_damaged_and_the_eval_embedder
     assert "policy (default)     damaged" in shown and "embedder (eval)      missing" in shown
 
 
+def test_models_lists_a_policy_cut_off_past_its_magic_bytes_as_damaged(tmp_path, policy_path):
+    """A download cut off after 5 MB begins as a GGUF does: it was listed as a working "gguf, 5.0 MB"."""
+    from args_local import home
+
+    policy = tmp_path / home.default_policy().relative_to(home.home())
+    policy.parent.mkdir(parents=True)
+    with open(policy_path, "rb") as whole:
+        policy.write_bytes(whole.read(5_000_000))
+    listed = run_cli("models", "--json", env_extra={"ARGS_LOCAL_HOME": str(tmp_path)})
+    assert listed.returncode == 0, listed.stderr
+    row = json.loads(listed.stdout)["models"][0]
+    assert row["role"] == "policy (default)" and "cut off or damaged" in row["problem"]
+
+
 def test_a_damaged_built_in_model_is_named_listed_and_rebuilt(tmp_path):
     """A built-in model whose manifest was damaged: `models` lists it as damaged beside the others, loading
     it says tools/setup.sh rebuilds it, and setup's up-to-date check sends it to be rebuilt."""

@@ -7,7 +7,7 @@ import json
 from .. import home, llama_build
 from ..errors import UserError
 from ..evaluation.embedder import read_embedder_manifest
-from ..policy import check_gguf_file
+from ..policy import check_gguf_file, check_gguf_loads
 from ..reward.gates import gate_specs, gate_threshold
 from ..reward.heads import default_weights, head_ramps, head_specs
 from ..reward.manifest import MANIFEST, read_manifest
@@ -37,7 +37,7 @@ def run(args) -> int:
                  "size_mb": round(policy.stat().st_size / 1e6, 1) if policy.is_file() else None})
     if policy.is_file():
         try:
-            check_gguf_file(policy, "policy model")
+            check_gguf_loads(check_gguf_file(policy, "policy model"))
         except UserError as e:  # e.g. a download cut off: listed as damaged, not as a working gguf
             rows[-1]["problem"] = str(e)
     for role, path in (("guide RM (default)", home.default_reward()), ("encoder RM", home.default_encoder_reward()),
