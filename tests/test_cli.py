@@ -68,6 +68,23 @@ def test_version_names_args_local_and_both_runtimes():
     assert line.startswith("args-local 0.") and f"llama-cpp-python {LLAMA_VERSION}" in line and "onnxruntime 1." in line
 
 
+def test_every_option_of_every_command_says_what_it_does_in_its_help():
+    # score --threads (which threads? onnxruntime's), export's --opset and models --json showed no text
+    import argparse
+
+    from args_local.cli import build_parser
+
+    def silent(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from silent(sub, f"{path} {name}")
+            elif action.help is None:
+                yield f"{path} {'/'.join(action.option_strings) or action.dest}"
+
+    assert not list(silent(build_parser(), "args-local"))
+
+
 def test_missing_policy_file():
     assert_user_error(generate("--policy", "/nonexistent/model.gguf"), "policy model not found", "tools/setup.sh")
 

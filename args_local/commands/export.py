@@ -35,7 +35,7 @@ def register(sub) -> None:
                    help="input format: template (the model's own chat template, from its tokenizer files), chatml, "
                         "plain or pair-last-user (default: template where the model has one, else chatml for "
                         "decoders and pair-last-user for encoders)")
-    r.add_argument("--opset", type=int, default=18)
+    r.add_argument("--opset", type=int, default=18, help="ONNX opset of the written graph (default 18, at least 14)")
     r.add_argument("--fp16", action="store_true",
                    help="half-precision weights (mainly for GPUs); refused if it reorders candidates")
     r.add_argument("--quantize", choices=("int8",),

@@ -15,7 +15,7 @@ from ..reward.manifest import MANIFEST, read_manifest
 
 def register(sub) -> None:
     p = sub.add_parser("models", help="list the installed models", description="List the models args-local can use.")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the list as one JSON object")
     p.set_defaults(run=run)
 
 

@@ -26,7 +26,8 @@ def register(sub) -> None:
     p.add_argument("--objective", metavar="NAME",
                    help="score this objective's head alone (default: the model's default weights over its objectives)")
     p.add_argument("--limit", type=int, help="score only the first N pairs (after --split; default: all)")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None,
+                   help="onnxruntime threads (default: 2 on <= 2 cores, else half the cores up to 4)")
     p.add_argument("--json", action="store_true", help="print {accuracy, pairs, ...} as JSON")
     p.set_defaults(run=run)
 
