@@ -268,3 +268,10 @@ def test_an_embedder_of_another_kind_is_refused_in_one_line():
     proc = run_cli("eval", *TINY, "--methods", "greedy", "--max-new-tokens", "4", "--prompts", str(HH), "--n", "1",
                    "--embedder", str(home.default_reward()))
     assert_user_error(proc, "holds a decoder model, not a sentence embedder", one_line=True)
+
+
+def test_a_chosen_judge_without_a_helpful_head_is_not_sent_to_rebuild_the_built_in_one(capsys):
+    # the note told a user who gave --judge encoder to rebuild the built-in judge, which changes nothing for them
+    result = eval_json(capsys, "--methods", "greedy", "--max-new-tokens", "4", "--prompts", str(HH), "--n", "1",
+                       "--judge", "encoder")
+    assert "helpfulness judge: encoder has no 'helpful' head (objectives: harmless)" in result["unavailable"]

@@ -81,11 +81,12 @@ def optional_model(explicit: str | None, default: Path, what: str, build_step: s
     return load(default), None
 
 
-def no_helpful_judge(judge) -> str | None:
+def no_helpful_judge(judge, chosen: bool) -> str | None:
+    """Why helpfulness is not judged; rebuilding is the remedy only for the built-in judge, not a --judge given."""
     if judge is None or "helpful" in judge.objectives:
         return None
-    return (f"helpfulness judge: {judge.name} has no 'helpful' head (objectives: {', '.join(judge.objectives)}); "
-            "rebuild the built-in judge with `python tools/build_default_models.py --only judge`")
+    why = f"helpfulness judge: {judge.name} has no 'helpful' head (objectives: {', '.join(judge.objectives)})"
+    return why if chosen else f"{why}; rebuild the built-in judge with `python tools/build_default_models.py --only judge`"
 
 
 def run(args) -> int:
@@ -161,7 +162,7 @@ def run(args) -> int:
         "models": {"policy": settings["policy"], "guide": engine.reward.name,
                    "judge": getattr(judge, "name", None), "judge_objectives": list(getattr(judge, "objectives", ())),
                    "embedder": None if embedder is None else str(args.embedder or home.default_sentence_embedder())},
-        "unavailable": [why for why in (no_judge, no_embedder, no_helpful_judge(judge)) if why]
+        "unavailable": [why for why in (no_judge, no_embedder, no_helpful_judge(judge, bool(args.judge))) if why]
                        + ([] if greedy else ["judge win/tie/loss: include greedy in --methods to compare against it"]),
     }
     if args.out:
