@@ -24,7 +24,7 @@ from .errors import UserError
 from .policy import LlamaPolicy
 from .reward import load_reward_model, members
 from .reward.base import checked
-from .settings import DecodingSettings
+from .settings import DecodingSettings, check_load_options
 from .text_stream import TextStream
 from .user_text import checked_text
 
@@ -145,6 +145,7 @@ class Engine:
         """Load models (the built-in defaults when a path is None). need_reward=False skips the RM.
 
         threads: llama.cpp's; rm_threads: onnxruntime's (defaults: args_local.cpu)."""
+        check_load_options(rm_threads=rm_threads)  # the policy checks its own; both before anything loads
         p = LlamaPolicy(policy or home.default_policy(), n_ctx=n_ctx, n_threads=threads, n_gpu_layers=n_gpu_layers)
         rm = load_reward_model(reward or home.default_reward(), rm_threads, use_gpu) if need_reward else None
         return cls(p, rm, overlap)

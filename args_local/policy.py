@@ -17,7 +17,7 @@ from .cpu import default_threads
 from .errors import UserError
 from .paths import input_file
 from .quiet import quiet_stderr
-from .settings import MAX_N_CTX, MIN_N_CTX
+from .settings import check_load_options
 
 
 def check_gguf_file(path: Path, what: str) -> Path:
@@ -80,8 +80,7 @@ class LlamaPolicy:
 
     def __init__(self, path: str | Path, n_ctx: int = 4096, n_threads: int | None = None,
                  n_gpu_layers: int | None = None):
-        if not MIN_N_CTX <= n_ctx <= MAX_N_CTX:
-            raise UserError(f"n_ctx (the policy's context) must be between {MIN_N_CTX} and {MAX_N_CTX} tokens (got {n_ctx})")
+        check_load_options(n_ctx=n_ctx, threads=n_threads, n_gpu_layers=n_gpu_layers)
         llama_cpp = self._lib = llama_build.load_llama_cpp()
         path = check_gguf_file(path, "policy model")
         n_threads = n_threads or default_threads()

@@ -23,6 +23,25 @@ INTEGER_FIELDS = ("k", "n", "max_new_tokens", "no_repeat_ngram", "seed")
 NUMBER_FIELDS = ("w", "temperature", "top_p", "repeat_penalty", "adaptive", "min_p")
 
 
+MAX_THREADS = 512
+
+
+def check_load_options(n_ctx=None, threads=None, rm_threads=None, n_gpu_layers=None, spell=lambda name: name) -> None:
+    """Refuse a context size, thread count or GPU layer count the models cannot load with (None: the default);
+    spell(name) is how the caller's user writes the option (the CLI: --n-ctx)."""
+    for name, value, low, high in (("n_ctx", n_ctx, MIN_N_CTX, MAX_N_CTX), ("threads", threads, 1, MAX_THREADS),
+                                   ("rm_threads", rm_threads, 1, MAX_THREADS)):
+        if value is not None and (not _is_integer(value) or not low <= value <= high):
+            raise UserError(f"{spell(name)} must be between {low} and {high}{' tokens' if name == 'n_ctx' else ''} "
+                            f"(got {value!r})")
+    if n_gpu_layers is not None and (not _is_integer(n_gpu_layers) or n_gpu_layers < -1):
+        raise UserError(f"{spell('n_gpu_layers')} must be -1 (all), 0 (none) or a number of layers (got {n_gpu_layers!r})")
+
+
+def _is_integer(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class DecodingSettings:
     mode: str = "args-greedy"

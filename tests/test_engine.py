@@ -257,6 +257,13 @@ def test_a_context_below_what_llama_cpp_gives_is_refused_from_python_as_on_the_c
         Engine.load(policy_path, need_reward=False, n_ctx=n_ctx, threads=THREADS)
 
 
+@pytest.mark.parametrize("option, value", [("threads", -3), ("threads", 1.5), ("rm_threads", 0), ("n_gpu_layers", -2)])
+def test_a_thread_or_layer_count_the_command_line_refuses_is_refused_from_python_too(policy_path, option, value):
+    # args_local.load(threads=-3) was accepted: llama.cpp was handed -3 threads
+    with pytest.raises(UserError, match=f"{option} must be"):
+        Engine.load(policy_path, need_reward=False, **{"threads": THREADS, option: value})
+
+
 def test_a_non_finite_reward_is_an_error_naming_the_step(policy_path, guide_dir, tmp_path):
     def nan_rewards(manifest):  # every objective's reward NaN
         for head in manifest["heads"].values():

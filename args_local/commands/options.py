@@ -6,10 +6,9 @@ from __future__ import annotations
 import argparse
 
 from ..errors import UserError
-from ..settings import MAX_N_CTX, MIN_N_CTX, MODES, DecodingSettings, parse_objectives
+from ..settings import MODES, DecodingSettings, check_load_options, parse_objectives
 from ..user_text import checked_text
 
-MAX_THREADS = 512
 
 
 def text(value: str) -> str:
@@ -22,16 +21,8 @@ def text(value: str) -> str:
 
 def check_model_options(args) -> None:
     """Refuse bad --n-ctx / --threads / --rm-threads / --n-gpu-layers before anything loads."""
-    n_ctx = getattr(args, "n_ctx", None)
-    if n_ctx is not None and not MIN_N_CTX <= n_ctx <= MAX_N_CTX:
-        raise UserError(f"--n-ctx must be between {MIN_N_CTX} and {MAX_N_CTX} tokens (got {n_ctx})")
-    for option in ("threads", "rm_threads"):
-        value = getattr(args, option, None)
-        if value is not None and not 1 <= value <= MAX_THREADS:
-            raise UserError(f"--{option.replace('_', '-')} must be between 1 and {MAX_THREADS} (got {value})")
-    layers = getattr(args, "n_gpu_layers", None)
-    if layers is not None and layers < -1:
-        raise UserError(f"--n-gpu-layers must be -1 (all), 0 (none) or a number of layers (got {layers})")
+    check_load_options(**{name: getattr(args, name, None) for name in ("n_ctx", "threads", "rm_threads", "n_gpu_layers")},
+                       spell=lambda name: "--" + name.replace("_", "-"))
 
 
 REWARD_HELP = ("reward model: a directory, or a built-in name (guide, encoder; default guide); several "
