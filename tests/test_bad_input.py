@@ -32,9 +32,10 @@ def files(tmp_path_factory):
             "latin1": d / "latin1.jsonl", "intpairs": d / "int-pairs.jsonl", "badjson": d / "bad-config",
             "latin1config": d / "latin1-config", "listconfig": d / "list-config", "noweights": d / "no-weights",
             "userfolder": d / "my-files", "extension": d / "my-extension", "oddmanifest": d / "odd-manifest",
-            "prompts": d / "prompts.jsonl"}
+            "prompts": d / "prompts.jsonl", "onepair": d / "one-pair.jsonl"}
     made["dir"].mkdir()
     made["prompts"].write_text('{"prompt": "Name a fruit."}\n')
+    made["onepair"].write_text('{"prompt": "Hi", "chosen": "Hello!", "rejected": "Go away."}\n')  # pair 0: train
     made["text"].write_text("just some notes\n")
     made["empty"].write_text("")
     made["notgz"].write_text('{"chosen": "x", "rejected": "y"}\n')  # .gz name, plain text inside
@@ -109,6 +110,7 @@ CASES = [
     ("generate-reward-no-manifest", G + ("--reward", "{dir}"), "has no manifest.json"),
     ("generate-reward-manifest-mangled", G + ("--reward", "{oddmanifest}"), "format_version, vocab.size, vocab.probe_ids"),
     ("generate-trace-folder-missing", G + ("--trace", "{missing}/trace.jsonl"), "cannot write trace file"),
+    ("generate-trace-empty-name", G + ("--trace", ""), "--trace needs a file name"),  # it wrote nothing, silently
     # chat: checked before it asks for a terminal, which these runs have not got
     ("chat-system-not-utf8", ("chat", "--system", b"\xff"), "not valid UTF-8"),
     ("chat-n-ctx-tiny", ("chat", "--n-ctx", "20"), "--n-ctx must be between 256"),
@@ -128,6 +130,7 @@ CASES = [
     ("score-threads-zero", S + ("--threads", "0"), "--threads must be between 1"),
     ("score-pairs-missing", ("score", "--pairs", "{missing}"), "nope"),
     ("score-pairs-empty", S, "empty"),
+    ("score-split-empty", ("score", "--pairs", "{onepair}", "--split", "dev"), "has no dev-split pairs"),
     # export
     ("export-out-is-source", ("export", "reward", "{hf}", "--out", "{hf}", "--force"), "overlaps the source"),
     ("export-out-inside-source", ("export", "reward", "{hf}", "--out", "{hf_inner}"), "overlaps the source"),

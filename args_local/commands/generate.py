@@ -40,7 +40,9 @@ def run(args) -> int:
     settings = settings_from(args)
     messages = as_messages(prompt_from(args.prompt), args.system)  # a bad prompt fails before the models load
     trace = None
-    if args.trace:
+    if args.trace is not None:
+        if not args.trace.strip():  # '' opened nothing and wrote no trace, without a word
+            raise UserError("--trace needs a file name, e.g. --trace steps.jsonl")
         try:
             trace = open(args.trace, "w")
         except OSError as e:

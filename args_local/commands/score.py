@@ -39,9 +39,10 @@ def run(args) -> int:
     pairs = read_preference_pairs(args.pairs)
     if args.split != "all":
         pairs = [p for p in pairs if p.split == args.split]
+    if not pairs:  # the file itself has pairs (read_preference_pairs refuses an empty one)
+        raise UserError(f"{args.pairs} has no {args.split}-split pairs (see --split in --help); "
+                        "score them all with --split all")
     pairs = pairs[: args.limit]
-    if not pairs:
-        raise UserError("no pairs to score")
     rm = load_reward_model(args.reward or home.default_reward(), threads=args.threads)
     weights = {args.objective: 1.0} if args.objective else None
     rm.weight_vector(weights)  # an objective the model lacks: before scoring anything
