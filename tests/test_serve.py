@@ -187,6 +187,9 @@ def test_bad_args_value_is_a_400_with_the_reason(client):
         chat(client, extra_body={"args": {"kk": 3}})
     with pytest.raises(openai.BadRequestError, match="n must be 1"):
         chat(client, n=2)
+    with pytest.raises(openai.BadRequestError, match=r"max_tokens must be at least 1 \(got 0\)") as e:
+        chat(client, max_tokens=0)  # it said "max-new-tokens", the command line's name, with no param
+    assert e.value.body["param"] == "max_tokens"
     with pytest.raises(openai.BadRequestError, match=r"args.objectives must be an object \{name: weight\}"):
         chat(client, extra_body={"args": {"objectives": "helpful=1"}})
     with pytest.raises(openai.BadRequestError, match="objectives must be name-weight pairs"):

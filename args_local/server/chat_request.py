@@ -54,6 +54,9 @@ def parse_chat_request(body, defaults: DecodingSettings, model_id: str, vocab_si
     for key, reason in UNSUPPORTED.items():
         if body.get(key) not in ASKS_FOR_NOTHING:
             raise APIError(400, f"{key} is not supported: {reason}", param=key)
+    for key in ("max_tokens", "max_completion_tokens"):  # named as the client sent it, not as max-new-tokens
+        if isinstance(body.get(key), int) and body[key] < 1:
+            raise APIError(400, f"{key} must be at least 1 (got {body[key]})", param=key)
     changes = {name: value_for(name, body[key], key)
                for key, name in OPENAI_FIELDS.items() if body.get(key) is not None}
     if "top_p" in changes:
