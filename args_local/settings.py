@@ -21,8 +21,6 @@ MAX_SEED = 2**63 - 1  # numpy's generators take any non-negative integer; this k
 MIN_N_CTX, MAX_N_CTX = 256, 131072
 INTEGER_FIELDS = ("k", "n", "max_new_tokens", "no_repeat_ngram", "seed")
 NUMBER_FIELDS = ("w", "temperature", "top_p", "repeat_penalty", "adaptive", "min_p")
-
-
 MAX_THREADS = 512
 
 
@@ -40,6 +38,10 @@ def check_load_options(n_ctx=None, threads=None, rm_threads=None, n_gpu_layers=N
 
 def _is_integer(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,7 @@ class DecodingSettings:
         """From Python any value may come: a float k or a None temperature failed deep in the search."""
         for name in INTEGER_FIELDS + NUMBER_FIELDS:
             value, integer = getattr(self, name), name in INTEGER_FIELDS
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral if integer else numbers.Real):
+            if not (_is_integer if integer else _is_number)(value):
                 raise UserError(f"{name.replace('_', '-')} must be {'an integer' if integer else 'a number'} "
                                 f"(got {value!r})")
         if not isinstance(self.stop, tuple) or not all(isinstance(s, str) for s in self.stop):
