@@ -92,8 +92,8 @@ class DecodingSettings:
             raise UserError(f"w must be a finite number >= 0, 0 for the policy alone (got {self.w})")
         if not math.isfinite(self.temperature) or self.temperature < 0:
             raise UserError(f"temperature must be >= 0 (got {self.temperature})")
-        if not 0 < self.top_p <= 1:
-            raise UserError(f"top-p must be in (0, 1] (got {self.top_p})")
+        if not 0 <= self.top_p <= 1:  # 0: the most likely token alone, as OpenAI's top_p 0
+            raise UserError(f"top-p must be in [0, 1] (got {self.top_p})")
         if self.n < 1:
             raise UserError(f"n (best-of-n samples) must be at least 1 (got {self.n})")
         if not math.isfinite(self.repeat_penalty) or self.repeat_penalty <= 0:

@@ -91,6 +91,12 @@ def test_nucleus_keeps_only_the_head_of_the_distribution():
     assert seen == {0, 1}
 
 
+def test_nucleus_of_top_p_0_is_the_most_likely_token_alone():
+    logits = np.log(np.array([0.2, 0.5, 0.3]))  # top_p 0, as OpenAI clients send it: no sampling left
+    rng = np.random.default_rng(0)
+    assert {search.sample_nucleus(logits, 0.0, 1.5, rng) for _ in range(50)} == {search.greedy_token(logits)}
+
+
 def test_top_k_sampling_never_leaves_the_top_k():
     logits = np.arange(100, dtype=np.float32)
     rng = np.random.default_rng(0)

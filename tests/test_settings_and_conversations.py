@@ -15,7 +15,8 @@ from args_local.settings import DecodingSettings
     ({"w": math.inf}, "finite"),
     ({"mode": "beam"}, "unknown mode"),
     ({"max_new_tokens": 0}, "max-new-tokens"),
-    ({"top_p": 0}, "top-p"),
+    ({"top_p": -0.1}, "top-p"),
+    ({"top_p": 1.5}, "top-p"),
 ])
 def test_invalid_settings_name_the_field(changes, words):
     with pytest.raises(UserError, match=words):

@@ -9,7 +9,6 @@ what it never produces (UNSUPPORTED), which are refused.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields
 from typing import get_args, get_origin, get_type_hints
 
@@ -28,9 +27,6 @@ UNSUPPORTED = {"tools": "no tool or function calls are made", "functions": "no t
                "response_format": 'replies are plain text (only {"type": "text"}: no JSON mode or schema)',
                "logprobs": "no log probabilities are returned", "top_logprobs": "no log probabilities are returned"}
 ASKS_FOR_NOTHING = (None, False, [], {"type": "text"})
-# OpenAI's top_p 0 as the narrowest nucleus DecodingSettings accepts (it refuses 0): the sampler keeps
-# the fewest most likely tokens whose probability reaches top_p, and here the top token alone does
-NARROWEST_TOP_P = math.ulp(0.0)
 
 
 @dataclass
@@ -59,8 +55,8 @@ def parse_chat_request(body, defaults: DecodingSettings, model_id: str, vocab_si
             raise APIError(400, f"{key} must be at least 1 (got {body[key]})", param=key)
     changes = {name: value_for(name, body[key], key)
                for key, name in OPENAI_FIELDS.items() if body.get(key) is not None}
-    if "top_p" in changes:
-        changes["top_p"] = openai_top_p(changes["top_p"])
+    if not 0 <= changes.get("top_p", 0) <= 1:  # named as the client sent it (DecodingSettings says top-p)
+        raise APIError(400, f"top_p must be between 0 and 1 (got {changes['top_p']!r})", param="top_p")
     extra = body.get("args")
     if extra is not None:
         if not isinstance(extra, dict):
@@ -79,13 +75,6 @@ def parse_chat_request(body, defaults: DecodingSettings, model_id: str, vocab_si
     return ChatRequest(messages=parse_messages(body.get("messages")), settings=settings,
                        stream=scalar(body.get("stream") or False, bool, "stream"),  # null: not streamed
                        include_usage=isinstance(options, dict) and options.get("include_usage") is True)
-
-
-def openai_top_p(top_p: float) -> float:
-    """OpenAI's top_p, 0 to 1, where 0 means the single most likely token."""
-    if not 0 <= top_p <= 1:
-        raise APIError(400, f"top_p must be between 0 and 1 (got {top_p!r})", param="top_p")
-    return top_p or NARROWEST_TOP_P
 
 
 def setting_names() -> list[str]:
