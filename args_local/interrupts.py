@@ -18,6 +18,7 @@ Ctrl+C is redelivered shortly after, again and again, until the CLI says it has 
 from __future__ import annotations
 
 import _thread
+import contextlib
 import signal
 import sys
 import threading
@@ -79,6 +80,25 @@ def install() -> None:
         _swallowed.acquire()
         _watcher = threading.Thread(target=_watch, name="interrupt-redelivery", daemon=True)
         _watcher.start()
+
+
+@contextlib.contextmanager
+def deferred():
+    """A Ctrl+C during the block takes effect as it ends: for steps that must happen together (an
+    export's two renames). Python's signal handlers run in the main thread only; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught and callable(previous):
+            previous(signal.SIGINT, None)
+        elif caught and previous != signal.SIG_IGN:
+            raise KeyboardInterrupt
 
 
 def interrupted(error: BaseException) -> bool:

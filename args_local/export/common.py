@@ -16,6 +16,7 @@ from typing import Callable
 
 from ..errors import UserError
 from ..home import is_built_in
+from ..interrupts import deferred
 from ..reward.manifest import KINDS, MANIFEST
 
 EMBEDDER_KIND = "sentence-embedder"  # the kind in the manifest of eval's embedder (evaluation/embedder_build.py)
@@ -103,9 +104,10 @@ def staged_output(out: Path, force: bool, sources=()):
         shutil.rmtree(stage, ignore_errors=True)
         raise
     old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-    if out.exists() or out.is_symlink():
-        out.rename(old / out.name)
-    stage.rename(out)
+    with deferred():  # a Ctrl+C between the renames would leave OUT gone, the old export hidden in `old`
+        if out.exists() or out.is_symlink():
+            out.rename(old / out.name)
+        stage.rename(out)
     shutil.rmtree(old, ignore_errors=True)
 
 
