@@ -47,7 +47,7 @@ def add_decoding_options(p: argparse.ArgumentParser, default_mode: str = "args-g
     g.add_argument("--k", type=int, default=d.k, help=f"candidates per step (default {d.k})")
     g.add_argument("--w", type=float, default=d.w, help=f"reward weight in logit + w*reward, >= 0 (default {d.w})")
     g.add_argument("--temperature", type=float, default=d.temperature, help="sampling temperature (default 1.0)")
-    g.add_argument("--top-p", type=float, default=d.top_p, help="nucleus sampling mass (default 0.9)")
+    g.add_argument("--top-p", type=float, default=d.top_p, help="nucleus sampling mass, 0 to 1; 0 keeps the most likely token alone (default 0.9)")
     g.add_argument("--n", type=int, default=d.n, help="best-of-n: samples to draw (default 4)")
     g.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="default %(default)s")
     add_tuning_options(g)
