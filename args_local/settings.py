@@ -36,6 +36,13 @@ def check_load_options(n_ctx=None, threads=None, rm_threads=None, n_gpu_layers=N
         raise UserError(f"{spell('n_gpu_layers')} must be -1 (all), 0 (none) or a number of layers (got {n_gpu_layers!r})")
 
 
+def check_reply_room(max_new_tokens: int, n_ctx: int, spell=lambda name: name) -> None:
+    """A reply as long as the context leaves no room for any prompt: every one would fail to fit."""
+    if max_new_tokens >= n_ctx:
+        raise UserError(f"{spell('max_new_tokens')} {max_new_tokens} leaves no room for the prompt in the "
+                        f"{n_ctx}-token context; lower it or raise --n-ctx")
+
+
 def _is_integer(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 

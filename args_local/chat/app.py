@@ -22,7 +22,7 @@ from textual.widgets import Footer, Input
 
 from .. import home
 from ..errors import UserError
-from ..settings import MODES, DecodingSettings
+from ..settings import MODES, DecodingSettings, check_reply_room
 from .compare_screen import CompareScreen
 from .crash_log import write_crash_log
 from .dialogs import TextPromptScreen
@@ -269,10 +269,7 @@ class ChatApp(App):
     def check_knobs(self, settings: DecodingSettings) -> None:
         """What the loaded models refuse: an objective the reward model lacks, or a reply as long as the
         context (every prompt would then fail to fit, however short)."""
-        n_ctx = self.engine.policy.n_ctx
-        if settings.max_new_tokens >= n_ctx:
-            raise UserError(f"max new tokens {settings.max_new_tokens} leaves no room for the prompt in the "
-                            f"{n_ctx}-token context; lower it, or start the chat with a larger --n-ctx")
+        check_reply_room(settings.max_new_tokens, self.engine.policy.n_ctx, spell=lambda name: name.replace("_", " "))
         self.engine.objective_weights(settings)
 
     def action_cycle_colouring(self) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import UserError
-from ..settings import MODES, DecodingSettings, check_load_options, parse_objectives
+from ..settings import MODES, DecodingSettings, check_load_options, check_reply_room, parse_objectives
 from ..user_text import checked_text
 
 
@@ -22,7 +22,12 @@ def text(value: str) -> str:
 def check_model_options(args) -> None:
     """Refuse bad --n-ctx / --threads / --rm-threads / --n-gpu-layers before anything loads."""
     check_load_options(**{name: getattr(args, name, None) for name in ("n_ctx", "threads", "rm_threads", "n_gpu_layers")},
-                       spell=lambda name: "--" + name.replace("_", "-"))
+                       spell=option_name)
+
+
+def option_name(name: str) -> str:
+    """A setting's name as the command line writes it: max_new_tokens → --max-new-tokens."""
+    return "--" + name.replace("_", "-")
 
 
 REWARD_HELP = ("reward model: a directory, or a built-in name (guide, encoder; default guide); several "
@@ -97,9 +102,7 @@ def settings_from(args) -> DecodingSettings:
 
 def check_fits_context(settings: DecodingSettings, args) -> None:
     check_model_options(args)
-    if settings.max_new_tokens >= args.n_ctx:
-        raise UserError(f"--max-new-tokens {settings.max_new_tokens} leaves no room for the prompt in the "
-                        f"{args.n_ctx}-token context; lower it or raise --n-ctx")
+    check_reply_room(settings.max_new_tokens, args.n_ctx, spell=option_name)
 
 
 def check_reward_files(value) -> None:
