@@ -120,6 +120,8 @@ CASES = [
     ("serve-port-negative", ("serve", "--port", "-1"), "--port must be in 0-65535"),
     ("serve-port-huge", ("serve", "--port", HUGE), "--port must be in 0-65535"),
     ("serve-max-waiting-negative", ("serve", "--max-waiting", "-1"), "--max-waiting must be 0 or more"),
+    ("serve-origin-with-a-path", ("serve", "--allow-origin", "http://localhost:3000/"), "is not an origin"),
+    ("serve-origin-without-a-scheme", ("serve", "--allow-origin", "localhost:3000"), "is not an origin"),
     ("serve-n-ctx-tiny", ("serve", "--n-ctx", "20"), "--n-ctx must be between 256"),
     ("serve-max-new-over-context", ("serve", "--n-ctx", "512"), "leaves no room for the prompt"),
     ("serve-k-zero", ("serve", "--k", "0"), "k must be"),

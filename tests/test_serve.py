@@ -24,6 +24,7 @@ from args_local.server.app import MAX_BODY_BYTES
 from .conftest import ROOT, THREADS, run_cli
 
 KEY = "test-key"
+PAGE = "http://localhost:3000"  # the one web page the module's server lets call it (--allow-origin)
 Q = "How do I make a good cup of coffee?"
 LONG_Q = "Write a very long story about a dragon who learns to bake bread, with many chapters."
 
@@ -78,9 +79,11 @@ def running_server(stderr_path, *flags, host: str | None = None, env_extra: dict
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, policy_path, guide_dir):
-    """One server for the module: an API key, at most one request waiting, short replies by default."""
+    """One server for the module: an API key, at most one request waiting, short replies by default,
+    one web page allowed to call it from a browser."""
     stderr_path = tmp_path_factory.mktemp("serve") / "stderr.txt"
-    with running_server(stderr_path, "--api-key", KEY, "--max-waiting", "1", "--max-new-tokens", "16") as url:
+    with running_server(stderr_path, "--api-key", KEY, "--max-waiting", "1", "--max-new-tokens", "16",
+                        "--allow-origin", PAGE) as url:
         yield url
 
 
@@ -274,6 +277,27 @@ def test_a_client_that_leaves_the_line_frees_its_place_at_once(http):
             health = wait_for(http, lambda h: h["waiting"] == 0, 10)
             assert health["running"] is True
     wait_for(http, lambda h: not h["running"] and h["waiting"] == 0)
+
+
+def test_a_browser_page_may_call_the_api_only_from_an_allowed_origin(server):
+    """As a browser asks: a preflight (OPTIONS) for the POST with its headers, then the request itself;
+    the answer, even a 401, carries Access-Control-Allow-Origin for the allowed page only."""
+    preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Private-Network": "true",
+                 "Access-Control-Request-Headers": "authorization,content-type,x-stainless-lang"}
+    ok = httpx.options(f"{server}/v1/chat/completions", headers={"Origin": PAGE, **preflight}, timeout=30)
+    assert ok.status_code == 200, ok.text
+    assert ok.headers["access-control-allow-origin"] == PAGE
+    assert "x-stainless-lang" in ok.headers["access-control-allow-headers"].lower()
+    assert ok.headers["access-control-allow-private-network"] == "true"
+    other = httpx.options(f"{server}/v1/chat/completions", headers={"Origin": "https://example.com", **preflight},
+                          timeout=30)
+    assert other.status_code == 400 and "access-control-allow-origin" not in other.headers
+    for key, status in ((KEY, 200), ("wrong", 401)):
+        r = httpx.get(f"{server}/v1/models", headers={"Origin": PAGE, "Authorization": f"Bearer {key}"}, timeout=30)
+        assert r.status_code == status and r.headers["access-control-allow-origin"] == PAGE
+    r = httpx.get(f"{server}/v1/models", headers={"Origin": "https://example.com", "Authorization": f"Bearer {KEY}"},
+                  timeout=30)
+    assert "access-control-allow-origin" not in r.headers
 
 
 # -- bad requests ---------------------------------------------------------------------------

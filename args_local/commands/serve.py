@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 import sys
 from pathlib import Path
@@ -25,6 +26,9 @@ def register(sub) -> None:
                    help=f"require the header 'Authorization: Bearer KEY' (default: ${API_KEY_ENV}, else no key)")
     p.add_argument("--max-waiting", type=int, default=8, metavar="N",
                    help="requests that may wait while one is decoded; more get 429 (default 8)")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="let web pages from ORIGIN (e.g. http://localhost:3000; '*' for any) call the API from a "
+                        "browser; repeat for several (default: none)")
     add_decoding_options(p)
     add_model_options(p)
     # a chat client rarely sends max_tokens, and 128 tokens cut many replies short
@@ -40,6 +44,7 @@ def run(args) -> int:
     settings = settings_from(args)
     if args.max_waiting < 0:
         raise UserError(f"--max-waiting must be 0 or more (got {args.max_waiting})")
+    allow_origins = tuple(checked_origin(o) for o in args.allow_origin)
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     sock = listen(args.host, args.port)  # before loading models: a busy port fails at once
     if api_key is None and not is_loopback(args.host):
@@ -51,9 +56,18 @@ def run(args) -> int:
     reward = "no reward model" if engine.reward is None else engine.reward.name
     announce = (f"args-local: serving {Path(engine.policy.info.path).name} guided by {reward} at "
                 f"http://{host}:{port}/v1 (OpenAI API, model 'args-local'); Ctrl+C stops")
-    app = create_app(engine, settings, api_key=api_key, max_waiting=args.max_waiting)
+    app = create_app(engine, settings, api_key=api_key, max_waiting=args.max_waiting,
+                     allow_origins=allow_origins)
     run_server(app, sock, announce)
     return 0
+
+
+def checked_origin(origin: str) -> str:
+    """An origin as browsers send it: scheme://host[:port], no path, no trailing slash (or "*")."""
+    if origin != "*" and not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*://[^/\s]+", origin):
+        raise UserError(f"--allow-origin {origin!r} is not an origin: give scheme://host[:port] with no path "
+                        "or trailing slash, as in http://localhost:3000, or '*' for any")
+    return origin
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -15,6 +15,8 @@ from pathlib import Path
 from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -39,7 +41,8 @@ class ClientGone(Exception):
 
 
 def create_app(engine: Engine, defaults: DecodingSettings, *, api_key: str | None = None,
-               max_waiting: int = 8) -> Starlette:
+               max_waiting: int = 8, allow_origins: tuple[str, ...] = ()) -> Starlette:
+    """allow_origins: the web pages (origins, or "*") whose scripts a browser lets call this server."""
     generations = Generations(engine, max_waiting)
     started = int(time.time())
     details = {"policy": Path(engine.policy.info.path).name, "n_ctx": engine.policy.n_ctx,
@@ -89,9 +92,17 @@ def create_app(engine: Engine, defaults: DecodingSettings, *, api_key: str | Non
         routes=[Route("/health", health), Route("/v1/models", models),
                 Route("/v1/chat/completions", chat_completions, methods=["POST"]),
                 Route("/v1/completions", completions, methods=["POST"])],
-        exception_handlers={kind: error_response for kind in (APIError, UserError, HTTPException, Exception)})
+        exception_handlers={kind: error_response for kind in (APIError, UserError, HTTPException, Exception)},
+        middleware=[cors(allow_origins)] if allow_origins else [])
     app.state.stop_generations = generations.stop  # for the runner, as soon as the server is told to stop
     return app
+
+
+def cors(allow_origins: tuple[str, ...]) -> Middleware:
+    """Browsers' cross-origin rules, opened to the given origins only. Any header may be sent (the
+    openai package for JavaScript adds its own); private network access too, since this server is one."""
+    return Middleware(CORSMiddleware, allow_origins=list(allow_origins), allow_methods=["GET", "POST"],
+                      allow_headers=["*"], expose_headers=["Retry-After"], allow_private_network=True)
 
 
 async def error_response(request: Request, e: Exception) -> Response:
