@@ -71,6 +71,10 @@ class InputFormat:
         """A finished reply as the template writes an assistant message (stripped where it strips them)."""
         return reply.strip() if "assistant" in self.stripped_roles else reply
 
+    def finished_text(self, reply: str) -> str:
+        """A finished reply and the end of its turn, as the template writes them."""
+        return self.reply_content(reply) + self.reply_suffix
+
     def reply_so_far(self, reply: str) -> str:
         """A reply being written: its start is final, so it is stripped there where the template strips
         replies; its end may still grow."""

@@ -118,11 +118,11 @@ def truncate_left(ids: list[int], keep: int) -> list[int]:
     return ids[max(0, len(ids) - keep):] if keep > 0 else []
 
 
-def finished_reply(encode, reply: str, suffix: str, keep: int) -> list[int]:
-    """A finished reply's tokens with its end of turn, at most `keep` in all: a longer reply keeps
-    its beginning, what ARGS read while writing it (and where an answer usually is)."""
-    ids = encode(reply + suffix)
+def finished_reply(encode, fmt, reply: str, keep: int) -> list[int]:
+    """A finished reply's tokens in the InputFormat fmt, with its end of turn, at most `keep` in all: a
+    longer reply keeps its beginning, what ARGS read while writing it (and where an answer usually is)."""
+    ids = encode(fmt.finished_text(reply))
     if len(ids) <= keep:
         return ids
-    end = encode(suffix)
-    return encode(reply)[: max(0, keep - len(end))] + end
+    end = encode(fmt.reply_suffix)
+    return encode(fmt.reply_content(reply))[: max(0, keep - len(end))] + end

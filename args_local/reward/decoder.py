@@ -135,7 +135,7 @@ class DecoderRewardModel(Objectives):
 
         A reply longer than the RM reads keeps its beginning (then the end of turn): what ARGS
         read while writing it. Causal, so row t is also what the reply's first t + 1 tokens alone give."""
-        encoded = [finished_reply(self.encode, self.format.reply_content(r), self.format.reply_suffix, self.max_reply) for r in replies]
+        encoded = [finished_reply(self.encode, self.format, r, self.max_reply) for r in replies]
         cache = self.prefill(conversation, reply_len=max(len(ids) for ids in encoded))
         past = cache.length
         return [self._run(cache, ids, past + np.arange(len(ids)), causal_bias(past, len(ids)))[0] for ids in encoded]

@@ -79,7 +79,7 @@ class EncoderRewardModel(Objectives):
 
     def reward_matrix(self, conversation: list[dict], replies: list[str]) -> np.ndarray:
         context = self.format.context_text(conversation)
-        return self.raw_scores(context, [self.format.reply_content(r) + self.format.reply_suffix for r in replies])[:, None]
+        return self.raw_scores(context, [self.format.finished_text(r) for r in replies])[:, None]
 
     def start(self, conversation: list[dict], weights: dict | None = None) -> CombinedScorer:
         scorer = EncoderCandidateScorer(self, self.format.context_text(conversation))

@@ -72,7 +72,7 @@ class GgufEmbeddingRewardModel(Objectives):
     def features(self, conversation: list[dict], replies: list[str]) -> np.ndarray:
         """[len(replies), 2 * hidden]: [h_last, h_mean] of each finished reply (shared prefix run once)."""
         max_reply = self.max_length * 3 // 4  # a long reply still leaves room for some context
-        reply_ids = [finished_reply(self.encode, self.format.reply_content(r), self.format.reply_suffix, max_reply) for r in replies]
+        reply_ids = [finished_reply(self.encode, self.format, r, max_reply) for r in replies]
         prefix = self.encode(self.format.context_text(conversation) + self.format.reply_prefix, bos=True)
         keep = self.max_length - max(len(r) for r in reply_ids)
         prefix = prefix[:1] + truncate_left(prefix[1:], keep - 1)
