@@ -5,6 +5,7 @@ import pytest
 
 from args_local.policy import LlamaPolicy
 from args_local.reward import load_reward_model
+from args_local.reward.base import finished_reply
 
 from .conftest import THREADS
 
@@ -62,3 +63,17 @@ def test_reward_model_threads_spin_only_where_cores_are_plenty(monkeypatch, core
 
     monkeypatch.setattr(cpu.os, "cpu_count", lambda: cores)
     assert cpu.rm_threads_may_spin(cpu.default_rm_threads()) is spins
+
+
+def test_a_reply_longer_than_the_model_reads_keeps_its_beginning_and_its_end_of_turn(guide_dir):
+    """The guide reads at most max_reply tokens of a finished reply: its start (what ARGS read while
+    writing it) and the end of turn, so that a long reply is still scored as finished."""
+    rm = load_reward_model(guide_dir, THREADS, use_gpu=False)
+    long_reply = " ".join(f"Step {i}: stir the coffee gently." for i in range(400))
+    ids = finished_reply(rm.encode, rm.format, long_reply, rm.max_reply)
+    end = rm.encode(rm.format.reply_suffix)
+    assert len(ids) == rm.max_reply and ids[-len(end):] == end
+    assert ids[:20] == rm.encode(long_reply)[:20]
+    short = finished_reply(rm.encode, rm.format, REPLY, rm.max_reply)
+    assert short == rm.encode(REPLY + rm.format.reply_suffix)
+    assert all(np.isfinite(r).all() for r in rm.score_objectives(CONVERSATION, [long_reply, REPLY]).values())
