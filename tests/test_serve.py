@@ -366,6 +366,17 @@ def test_max_tokens_is_capped_by_the_context(client):
     assert r.model_extra["args"]["settings"]["max_new_tokens"] == 4096 - r.usage.prompt_tokens
 
 
+def test_a_context_no_longer_than_the_default_reply_is_served(tmp_path, policy_path):
+    """README: --n-ctx 256 to 131072, and max_tokens defaults to --max-new-tokens (512 for serve), capped by
+    the room the prompt leaves. `serve --n-ctx 512` alone was refused: that default 'left no room'."""
+    with running_server(tmp_path / "stderr.txt", "--n-ctx", "512") as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
+        r = client.chat.completions.create(model="args-local", messages=[{"role": "user", "content": Q}],
+                                           stop=[".", ","], extra_body={"args": {"mode": "greedy"}})
+    assert r.choices[0].message.content
+    assert r.model_extra["args"]["settings"]["max_new_tokens"] == 512 - r.usage.prompt_tokens
+
+
 # -- the command ----------------------------------------------------------------------------
 def test_a_port_in_use_is_one_clear_error():
     with socket.socket() as s:

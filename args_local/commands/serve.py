@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UserError
-from .options import add_decoding_options, add_model_options, load_engine, settings_from
+from .options import add_decoding_options, add_model_options, check_model_options, load_engine, settings_from
 
 API_KEY_ENV = "ARGS_LOCAL_API_KEY"
 
@@ -41,6 +41,10 @@ def run(args) -> int:
         from ..server.runner import run as run_server
     except ModuleNotFoundError as e:
         raise UserError(f"serve needs the serve extra ({e.name} is missing): pip install -e '.[serve]'") from None
+    check_model_options(args)
+    # each reply is capped by the room its prompt leaves, so a longer one is only a ceiling: --n-ctx 512 alone
+    # was refused, its 512-token default said to leave no room for a prompt
+    args.max_new_tokens = min(args.max_new_tokens, args.n_ctx - 1)
     settings = settings_from(args)
     if args.max_waiting < 0:
         raise UserError(f"--max-waiting must be 0 or more (got {args.max_waiting})")
