@@ -7,6 +7,8 @@ import pytest
 from args_local import home
 from args_local.cli import main
 
+from .conftest import assert_user_error, run_cli
+
 pytestmark = pytest.mark.skipif(not home.default_policy().is_file() or not (home.default_reward() / "manifest.json").is_file(),
                                 reason="needs the built policy and guide RM")
 
@@ -62,3 +64,13 @@ def test_bench_measures_two_reward_models_weighed_together(capsys):
     assert ensemble["ms_reward_per_step"] > 0
     # the separate encoder row has no guide.* objective: reported, not measured
     assert any("encoder RM: has no objective" in why for why in result["unavailable"])
+
+
+@pytest.mark.skipif(not (home.default_encoder_reward() / "manifest.json").is_file(), reason="needs the built encoder RM")
+def test_a_reward_model_of_the_wrong_kind_is_refused_before_the_policy_loads():
+    """README: a user error comes before any model loads where the input shows it. `bench --reward encoder`
+    was refused only once the policy had loaded, and as 'encoder is encoder'."""
+    for option, name, words in (("--reward", "encoder", "measure it with --encoder"),
+                                ("--encoder", "guide", "takes one encoder reward model")):
+        proc = run_cli("bench", option, name, timeout=120)
+        assert_user_error(proc, words, one_line=True)

@@ -45,6 +45,17 @@ def parse_k_values(text: str) -> list[int]:
     return list(dict.fromkeys(values))
 
 
+def check_kind(value, kind: str, option: str) -> None:
+    """--reward measures a decoder RM (or several joined by +), --encoder an encoder: told before the policy loads."""
+    from ..reward.manifest import read_manifest
+
+    directories = home.reward_model_dirs(value)
+    found = read_manifest(directories[0])["kind"] if len(directories) == 1 else "ensemble"
+    if found != kind and (kind, found) != ("decoder", "ensemble"):
+        raise UserError(f"bench {option} takes one {kind} reward model; {value} is not one (kind {found})"
+                        + ("; measure it with --encoder" if found == "encoder" else ""))
+
+
 def run(args) -> int:
     from ..bench import (BENCH_PROMPTS, Config, NeverEndingPolicy, current_rss_mb, machine_info,
                          run_bench)
@@ -69,8 +80,10 @@ def run(args) -> int:
     progress = stderr_progress()
 
     check_reward_files(args.reward)
+    check_kind(args.reward or home.default_reward(), "decoder", "--reward")
     if args.encoder:
         check_reward_files(args.encoder)
+        check_kind(args.encoder, "encoder", "--encoder")
     progress(f"loading the policy ({threads} thread(s)) and reward models ({rm_threads} thread(s))")
     policy = NeverEndingPolicy(LlamaPolicy(args.policy or home.default_policy(), n_ctx=1024, n_threads=threads,
                                            n_gpu_layers=args.n_gpu_layers))
@@ -87,9 +100,6 @@ def run(args) -> int:
     for kind, directory in reward_dirs.items():
         before = current_rss_mb()
         rm = load_reward_model(directory, rm_threads)
-        if rm.kind != kind and (kind, rm.kind) != ("decoder", "ensemble"):
-            option = "--reward" if kind == "decoder" else "--encoder"
-            raise UserError(f"bench {option} takes one {kind} reward model; {directory} is {rm.kind}")
         engine = Engine(policy, rm)
         rm_mb = current_rss_mb() - before
         lacking = [name for name, _ in objectives if name not in rm.objectives]
