@@ -14,7 +14,7 @@ def register(sub) -> None:
                        description="Multi-turn chat with reward-guided decoding; knobs, rewards, "
                                    "greedy-vs-ARGS compare and saved history. F1 in the app lists the keys.")
     add_model_options(p)
-    p.add_argument("--db", metavar="PATH", help="history database (default: DATA_DIR/history.sqlite)")
+    p.add_argument("--db", metavar="PATH", help="history database (default: $ARGS_LOCAL_HOME/history.sqlite)")
     p.add_argument("--system", type=text, help="system prompt for new conversations (default: the template's own)")
     add_objective_option(p)
     p.set_defaults(run=run)
