@@ -123,7 +123,7 @@ CASES = [
     ("serve-origin-with-a-path", ("serve", "--allow-origin", "http://localhost:3000/"), "is not an origin"),
     ("serve-origin-without-a-scheme", ("serve", "--allow-origin", "localhost:3000"), "is not an origin"),
     ("serve-n-ctx-tiny", ("serve", "--n-ctx", "20"), "--n-ctx must be between 256"),
-    ("serve-max-new-over-context", ("serve", "--n-ctx", "512"), "leaves no room for the prompt"),
+    ("serve-max-new-over-context", ("serve", "--n-ctx", "512", "--max-new-tokens", "600"), "leaves no room for the prompt"),
     ("serve-k-zero", ("serve", "--k", "0"), "k must be"),
     ("serve-stop-not-utf8", ("serve", "--stop", b"\xff"), "not valid UTF-8"),
     # score

@@ -13,6 +13,7 @@ from ..errors import UserError
 from .options import add_decoding_options, add_model_options, check_model_options, load_engine, settings_from
 
 API_KEY_ENV = "ARGS_LOCAL_API_KEY"
+MAX_NEW_TOKENS = 512  # a chat client rarely sends max_tokens, and 128 tokens cut many replies short
 
 
 def register(sub) -> None:
@@ -31,8 +32,7 @@ def register(sub) -> None:
                         "browser; repeat for several (default: none)")
     add_decoding_options(p)
     add_model_options(p)
-    # a chat client rarely sends max_tokens, and 128 tokens cut many replies short
-    p.set_defaults(run=run, max_new_tokens=512)
+    p.set_defaults(run=run, max_new_tokens=MAX_NEW_TOKENS)
 
 
 def run(args) -> int:
@@ -42,9 +42,8 @@ def run(args) -> int:
     except ModuleNotFoundError as e:
         raise UserError(f"serve needs the serve extra ({e.name} is missing): pip install -e '.[serve]'") from None
     check_model_options(args)
-    # each reply is capped by the room its prompt leaves, so a longer one is only a ceiling: --n-ctx 512 alone
-    # was refused, its 512-token default said to leave no room for a prompt
-    args.max_new_tokens = min(args.max_new_tokens, args.n_ctx - 1)
+    if args.max_new_tokens == MAX_NEW_TOKENS:  # the default fits a smaller context: --n-ctx 512 alone was refused
+        args.max_new_tokens = min(MAX_NEW_TOKENS, args.n_ctx - 1)  # (each reply is capped by the room left anyway)
     settings = settings_from(args)
     if args.max_waiting < 0:
         raise UserError(f"--max-waiting must be 0 or more (got {args.max_waiting})")
