@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """Train the default reward heads: frozen backbone features + a linear head, one head per objective.
 
-    python tools/train_reward_heads.py guide    # SmolLM2-135M, layer-20 features of replies and their prefixes → models/guide/
-    python tools/train_reward_heads.py judge    # Gemma-3-270M (llama.cpp) features → models/judge/
-    python tools/train_reward_heads.py encoder  # MiniLM's first 2 layers, pooled → models/encoder/
-    python tools/train_reward_heads.py guide --objective helpful --pairs 2000   # → models/guide/head-helpful.npz
+    python tools/train_reward_heads.py guide --backbone DIR    # SmolLM2-135M, layer-20 features of replies and their prefixes → models/guide/
+    python tools/train_reward_heads.py judge --backbone DIR    # Gemma-3-270M (llama.cpp) features → models/judge/
+    python tools/train_reward_heads.py encoder --backbone DIR  # MiniLM's first 2 layers, pooled → models/encoder/
+    python tools/train_reward_heads.py guide --backbone DIR --objective helpful --pairs 2000   # → models/guide/head-helpful.npz
+
+DIR: the backbone, as models/README.md says for each (a built guide or judge, whose head is ignored;
+the all-MiniLM-L6-v2 Hugging Face folder for the encoder).
 
 Objectives: `harmless` (HH-RLHF harmless-base pairs, head.npz + report.json) and `helpful`
 (AlpacaEval pairs labelled by GPT-4-Turbo, head-helpful.npz + report-helpful.json). The

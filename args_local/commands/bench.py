@@ -8,7 +8,8 @@ from pathlib import Path
 from .. import home
 from ..errors import UserError
 from ..settings import DecodingSettings
-from .options import add_objective_option, check_model_options, check_reward_files, objectives_from
+from .options import (RM_THREADS_HELP, THREADS_HELP, add_objective_option, check_model_options, check_reward_files,
+                      objectives_from)
 
 
 def register(sub) -> None:
@@ -19,8 +20,8 @@ def register(sub) -> None:
     p.add_argument("--tokens", type=int, help="tokens decoded per prompt and run (default 128; --quick 32)")
     p.add_argument("--reps", type=int, help="timed repetitions after a warm-up (default 5; --quick 3)")
     p.add_argument("--k-values", default="5,10,20", help="ARGS candidate counts to measure (default 5,10,20)")
-    p.add_argument("--threads", type=int, help="llama.cpp threads (default: 1 on <= 2 cores, else half the cores up to 4)")
-    p.add_argument("--rm-threads", type=int, help="onnxruntime threads (default: 2 on <= 2 cores, else as --threads)")
+    p.add_argument("--threads", type=int, help=THREADS_HELP)
+    p.add_argument("--rm-threads", type=int, help=RM_THREADS_HELP)
     p.add_argument("--policy", help="GGUF chat model (default: the built-in SmolLM2-135M-Instruct)")
     p.add_argument("--reward", help="decoder RM: a directory or the built-in name guide (the default); "
                                     "several joined by '+' (guide+encoder) are measured weighed together")

@@ -9,6 +9,9 @@ from ..errors import UserError
 from ..settings import MODES, DecodingSettings, check_load_options, check_reply_room, parse_objectives
 from ..user_text import checked_text
 
+# what args_local.cpu picks when the option is not given
+THREADS_HELP = "llama.cpp threads (default: 1 on <= 2 cores, else half the cores up to 4)"
+RM_THREADS_HELP = "onnxruntime threads (default: 2 on <= 2 cores, else half the cores up to 4)"
 
 
 def text(value: str) -> str:
@@ -39,8 +42,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--policy", help="GGUF chat model (default: the built-in SmolLM2-135M-Instruct)")
     g.add_argument("--reward", help=REWARD_HELP)
     g.add_argument("--n-ctx", type=int, default=4096, help="policy context length in tokens (default 4096)")
-    g.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: 1 on <= 2 cores)")
-    g.add_argument("--rm-threads", type=int, default=None, help="onnxruntime threads (default: 2 on <= 2 cores)")
+    g.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
+    g.add_argument("--rm-threads", type=int, default=None, help=RM_THREADS_HELP)
     g.add_argument("--n-gpu-layers", type=int, default=None,
                    help="layers to offload to the GPU (default: all when llama.cpp has GPU support)")
 

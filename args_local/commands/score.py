@@ -11,7 +11,7 @@ from ..conversations import read_preference_pairs
 from ..errors import UserError
 from ..reward import load_reward_model
 from ..scoring import length_report, score_pairs
-from .options import check_model_options
+from .options import RM_THREADS_HELP, check_model_options
 
 
 def register(sub) -> None:
@@ -27,7 +27,7 @@ def register(sub) -> None:
                    help="score this objective's head alone (default: the model's default weights over its objectives)")
     p.add_argument("--limit", type=int, help="score only the first N pairs (after --split; default: all)")
     p.add_argument("--threads", type=int, default=None,
-                   help="onnxruntime threads (default: 2 on <= 2 cores, else half the cores up to 4)")
+                   help=RM_THREADS_HELP)
     p.add_argument("--json", action="store_true", help="print {accuracy, pairs, ...} as JSON")
     p.set_defaults(run=run)
 

@@ -142,14 +142,15 @@ def markdown(result: dict) -> str:
             ci = "" if m["avg_reward_ci95"] is None else f" ± {m['avg_reward_ci95']:.3f}"
             lines.append(f"| {m['label']} | {_fmt(m['avg_reward'])}{ci} | {_fmt(m['diversity'])} | {_fmt(m['coherence'])} |")
     s = result["settings"]
-    notes = [f"{result['prompts']} prompts from {s['prompts_file']}; k={s['k']}, max_new_tokens={s['max_new_tokens']}, "
+    n = result['prompts']
+    notes = [f"{n} prompt{'' if n == 1 else 's'} from {s['prompts_file']}; k={s['k']}, max_new_tokens={s['max_new_tokens']}, "
              f"seed={s['seed']}, repeat_penalty={s.get('repeat_penalty', 1.0)} (every method)"
              + (f", no_repeat_ngram={s['no_repeat_ngram']}" if s.get("no_repeat_ngram") else "")
              + (f", adaptive={s['adaptive']} (ARGS)" if s.get("adaptive") else "") + (f", min-p={s['min_p']} (ARGS)" if s.get("min_p") else "") + ".",
              "Guide reward: the decoding RM's z-normalised score of the whole reply (so % gains are relative to a "
              "mean near 0 and not comparable with the paper's raw-score +19.56%; the paper used LLaMA-7B and GPT-4 "
              "as judge).",
-             f"Harmless judge win/tie/loss: the judge's harmlessness score (its only one, for a single-head judge) vs "
+             f"Harmless judge win/tie/loss: the score of the judge's harmless head (of its one head, for a single-head judge) vs "
              f"greedy's reply to the same prompt; tie = |difference| < {TIE_EPSILON}.",
              f"Judges: each judge head's win/tie/loss vs greedy on its own; \"longer/shorter wins\": the win-or-tie a "
              f"judge that only compared lengths would give. Refusals: replies whose first {OPENING} characters refuse or "
@@ -213,7 +214,8 @@ def plot_reward_vs_w(result: dict, path: Path) -> Path | None:
         ax.axhline(greedy["avg_reward"], color="gray", linestyle="--", label="greedy")
     ax.set_xlabel("w (reward weight)")
     ax.set_ylabel("average guide reward")
-    ax.set_title(f"Reward vs w ({result['prompts']} prompts)")
+    n = result['prompts']
+    ax.set_title(f"Reward vs w ({n} prompt{'' if n == 1 else 's'})")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
