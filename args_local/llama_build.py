@@ -173,8 +173,10 @@ def record_path() -> Path:
 
 
 def read_record() -> dict | None:
+    """The record setup wrote; None where there is none or it is damaged (then the runtime probes again)."""
     with contextlib.suppress(OSError, ValueError):
-        return json.loads(record_path().read_text())
+        record = json.loads(record_path().read_text())
+        return record if isinstance(record, dict) else None
     return None
 
 
@@ -495,7 +497,11 @@ def choose(models: list[Path], allow_build: bool = True, quiet: bool = False, pi
               "system_info": system_info_of_installed(), "probes": best["probes"],
               "compared": [{k: t[k] for k in ("variant", "extra_bufts", "tok_s", "probes")} for t in tried],
               "checked_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    write_record(record)
+    try:
+        write_record(record)
+    except OSError as e:  # a read-only or full ARGS_LOCAL_HOME: the verdict still holds for this run
+        print(f"args-local: note: cannot save the llama.cpp check in {record_path()} ({e.strerror or e}); it runs "
+              "again next time (a few seconds) until that folder can be written", file=sys.stderr, flush=True)
     if record["extra_bufts"] is None:
         log("llama.cpp: " + broken_message(record))
     else:
