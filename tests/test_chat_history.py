@@ -156,6 +156,23 @@ def test_damaged_pages_in_a_real_database_are_refused_untouched(tmp_path):
     assert db.read_bytes() == bytes(data)
 
 
+@pytest.mark.parametrize("tables", [
+    # a later args-local that added a column the turns need
+    "CREATE TABLE conversations (id INTEGER PRIMARY KEY, title TEXT NOT NULL, system TEXT, created REAL NOT NULL, "
+    "updated REAL NOT NULL, folder TEXT NOT NULL);",
+    "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);",  # another program's database, named by --db
+])
+def test_a_database_of_other_tables_is_refused_at_once_and_left_byte_for_byte(tmp_path, tables):
+    """It opened, was switched to WAL and given our tables, and the first turn then failed (unsaved)."""
+    db = tmp_path / "h.sqlite"
+    with contextlib.closing(sqlite3.connect(db)) as other:
+        other.executescript(tables + "PRAGMA user_version = 7;")
+    before = db.read_bytes()
+    with pytest.raises(HistoryError, match="is not one this args-local made.*left untouched.*--db OTHER.sqlite"):
+        History(db)
+    assert db.read_bytes() == before and not Path(f"{db}-wal").exists()
+
+
 def test_locked_database_says_so(tmp_path):
     db = tmp_path / "h.sqlite"
     History(db).close()

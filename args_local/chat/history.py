@@ -8,6 +8,7 @@ A chat holds the conversation it writes to (see History.hold), so two chats neve
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -86,6 +87,7 @@ class History:
             check = self._db.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise sqlite3.DatabaseError(f"integrity check failed: {check}")
+            self._check_tables()
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(SCHEMA)
@@ -100,6 +102,25 @@ class History:
             self._db.close()
             raise HistoryError(f"cannot open {holds}: {e.strerror or e}; chat history is off for this session") from None
         self._held: int | None = None
+
+    def _check_tables(self) -> None:
+        """Read-only, before anything is written: a database whose tables are not these (another program's, or
+        one a later args-local changed) is refused, where it was opened, switched to WAL and given our tables,
+        and then failed at the first turn, which went unsaved."""
+        def tables(db: sqlite3.Connection) -> dict[str, list[str]]:
+            names = [n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            return {n: [c[1] for c in db.execute(f'PRAGMA table_info("{n}")')] for n in names
+                    if not n.startswith("sqlite_")}
+        with contextlib.closing(sqlite3.connect(":memory:")) as empty:
+            empty.executescript(SCHEMA)
+            ours = tables(empty)
+        found = tables(self._db)
+        other = sorted(n for n, columns in found.items() if ours.get(n) != columns)
+        if other:
+            self._db.close()
+            raise HistoryError(f"the history database {self.path} is not one this args-local made (its table "
+                               f"{other[0]} is not as args-local makes it); chat history is off for this session and the file was left "
+                               "untouched. Pass --db OTHER.sqlite, or open it with the args-local that made it.")
 
     def _check_writable(self) -> None:
         """Every turn is saved as it happens, so a history that cannot be written is off from the
