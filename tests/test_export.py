@@ -1,7 +1,10 @@
 """`args-local export`: real (tiny) Hugging Face reward models of both kinds, exported, validated, decoded with."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +17,7 @@ from args_local.export.common import staged_output
 from args_local.reward import load_reward_model
 from args_local.settings import DecodingSettings
 
-from .conftest import THREADS, assert_user_error, run_cli
+from .conftest import ROOT, THREADS, assert_user_error, run_cli
 
 
 def save_tiny(model_cls, config, directory, tokenizer_json):
@@ -299,6 +302,26 @@ def test_an_interrupted_export_leaves_nothing_that_loads(tmp_path):
         with staged_output(out, force=False) as stage:
             raise OSError(28, "No space left on device")
     assert not list(tmp_path.iterdir())
+
+
+def test_a_second_export_to_the_same_out_waits_its_turn_and_the_first_lands(tiny_bert, tmp_path):
+    """The second export took the first's build folder for one a killed export left and removed it: the first
+    failed with 'No such file or directory'. Now the second is refused, and the first goes on to write OUT."""
+    out = tmp_path / "rm"
+    code = ("import sys; from args_local.export.common import staged_output\n"
+            f"with staged_output({str(out)!r}, force=False) as stage:\n"
+            "    (stage / 'manifest.json').write_text('{}'); print('building', flush=True); sys.stdin.readline()")
+    first = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline() == "building\n"
+        assert_user_error(export(tiny_bert, out), f"another args-local export is writing {out} now", one_line=True)
+        first.stdin.write("\n")
+        first.stdin.close()
+        assert first.wait(timeout=60) == 0
+    finally:
+        first.kill()
+    assert (out / "manifest.json").read_text() == "{}" and [p.name for p in tmp_path.iterdir()] == ["rm"]
 
 
 def test_fp16_encoder_export_reports_what_it_changed(tiny_bert, policy_path, tmp_path):

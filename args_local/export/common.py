@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import shutil
@@ -90,37 +91,67 @@ def staged_output(out: Path, force: bool, sources=()):
     """Build into a fresh folder beside OUT, then swap it in: an interrupted export never leaves a
     model that loads, and only OUT itself (checked by check_output) is ever replaced."""
     out = check_output(out, force, sources)
-    stage = _new_stage(out)
-    umask = os.umask(0)
-    os.umask(umask)
-    stage.chmod(0o777 & ~umask)  # mkdtemp makes it private; the export gets the usual permissions
+    stage, hold = _new_stage(out)
     try:
-        yield stage
-    except OSError as e:
-        shutil.rmtree(stage, ignore_errors=True)
-        disk = " (out of disk space)" if e.errno == errno.ENOSPC else ""
-        raise UserError(f"the export failed: {e}{disk}; nothing was written to {out}") from None  # e names the file
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-    with deferred():  # a Ctrl+C between the renames would leave OUT gone, the old export hidden in `old`
-        if out.exists() or out.is_symlink():
-            out.rename(old / out.name)
-        stage.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
+        umask = os.umask(0)
+        os.umask(umask)
+        stage.chmod(0o777 & ~umask)  # mkdtemp makes it private; the export gets the usual permissions
+        try:
+            yield stage
+        except OSError as e:
+            shutil.rmtree(stage, ignore_errors=True)
+            disk = " (out of disk space)" if e.errno == errno.ENOSPC else ""
+            raise UserError(f"the export failed: {e}{disk}; nothing was written to {out}") from None  # e names the file
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+        with deferred():  # a Ctrl+C between the renames would leave OUT gone, the old export hidden in `old`
+            if out.exists() or out.is_symlink():
+                out.rename(old / out.name)
+            stage.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        os.close(hold)
 
 
-def _new_stage(out: Path) -> Path:
-    """An empty folder beside OUT to build in; a UserError if OUT's folder cannot be made or written."""
+def _new_stage(out: Path) -> tuple[Path, int]:
+    """An empty folder beside OUT to build in, and the descriptor that holds its lock while the export runs;
+    a UserError if OUT's folder cannot be made or written, or another export is writing OUT now."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        for stale in out.parent.glob(f".{out.name}.partial-*"):  # left by an export that was killed
-            shutil.rmtree(stale, ignore_errors=True)
-        return Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+        stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+        hold = _lock(stage)
     except OSError as e:  # a file where a folder should be, a read-only place, a full disk
         why = "a file is in the way" if isinstance(e, FileExistsError) else e.strerror
         raise UserError(f"cannot write {out}: {why} ({e.filename}); choose another --out") from None
+    for other in out.parent.glob(f".{out.name}.partial-*"):
+        if other == stage:
+            continue
+        try:
+            held = _lock(other)
+        except BlockingIOError:  # a live export of the same OUT (removing its folder made it fail)
+            os.close(hold)
+            shutil.rmtree(stage, ignore_errors=True)
+            raise UserError(f"another args-local export is writing {out} now; wait for it to end, or choose "
+                            "another --out") from None
+        except OSError:
+            continue
+        shutil.rmtree(other, ignore_errors=True)  # left by an export that was killed
+        os.close(held)
+    return stage, hold
+
+
+def _lock(folder: Path) -> int:
+    """An open descriptor of FOLDER holding an OS lock on it, which ends with the process (kill -9 included);
+    BlockingIOError if another process holds it."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
 
 
 def export_versions() -> dict:
