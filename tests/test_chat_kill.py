@@ -1,5 +1,6 @@
-"""kill -9 in the middle of a reply loses no finished turn: each turn is committed when it ends."""
+"""kill -9 in the middle of a reply loses no finished turn: each turn is committed when it ends; kill (SIGTERM) quits as Ctrl+Q."""
 
+import contextlib
 import json
 import os
 import signal
@@ -63,3 +64,48 @@ def test_sigkill_mid_reply_keeps_every_finished_turn(tmp_path):
     assert rows == [("user", "Name a fruit."), ("assistant", finished[0]),
                     ("user", "Name a colour."), ("assistant", finished[1]),
                     ("user", "Write a very long story about the sea.")]  # the reply in progress is the only loss
+
+
+def test_sigterm_quits_as_ctrl_q_does_giving_back_the_terminal_and_saving_the_reply(tmp_path):
+    """`kill PID` ended the chat on the spot: the terminal stayed in the app's screen with mouse reporting on
+    (every mouse move typed escape codes), and the reply in progress was lost. Now it stops at its next token,
+    is saved marked cancelled, and the app exits 143 (128 + SIGTERM) with the terminal restored."""
+    import select
+
+    db = tmp_path / "history.sqlite"
+    master, slave = os.openpty()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "TERM": "xterm-256color"}
+    proc = subprocess.Popen([sys.executable, "-m", "args_local.cli", "chat", "--threads", "1", "--db", str(db)],
+                            stdin=slave, stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    screen = b""
+
+    def read_until(done, seconds):
+        nonlocal screen
+        deadline = time.time() + seconds
+        while not done() and time.time() < deadline:
+            if select.select([master], [], [], 0.2)[0]:
+                try:
+                    screen += os.read(master, 65536)
+                except OSError:  # the app has exited and closed the terminal
+                    return
+
+    def rows():
+        with contextlib.closing(sqlite3.connect(db)) as history:
+            return history.execute("SELECT role, content, stop_reason FROM messages ORDER BY id").fetchall()
+
+    try:
+        read_until(lambda: b"ready" in screen, 120)
+        os.write(master, b"Write a very long story about the sea.\r")
+        read_until(lambda: b"generating" in screen, 30)  # the status bar's word while a reply streams
+        read_until(lambda: False, 0.5)  # inside the reply (some 250 tokens, 2 s or more)
+        proc.send_signal(signal.SIGTERM)
+        read_until(lambda: proc.poll() is not None, 30)
+        assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    finally:
+        proc.kill()
+        os.close(master)
+    assert b"\x1b[?1049l" in screen and b"\x1b[?1000l" in screen  # the app's screen left, mouse reporting off
+    (user, prompt, _), (assistant, text, stop) = rows()
+    assert (user, prompt, assistant, stop) == ("user", "Write a very long story about the sea.", "assistant", "cancelled")
+    assert text.strip()

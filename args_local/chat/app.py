@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import threading
 from pathlib import Path
 from typing import Callable
@@ -108,6 +109,11 @@ class ChatApp(App):
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
+        # kill PID quits as Ctrl+Q does; it ended the process on the spot, leaving the terminal in the app's
+        # screen and mouse mode, and the reply in progress unsaved
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # Windows; a loop outside the main thread
+            asyncio.get_running_loop().add_signal_handler(
+                signal.SIGTERM, lambda: self.call_next(self.action_quit, 128 + signal.SIGTERM))
         try:
             self.session.history = History(self.db_path)
             self.query_one(PromptInput).past = self.session.history.prompts()
@@ -229,12 +235,12 @@ class ChatApp(App):
         self.scroll_down()
 
     # --- actions ----------------------------------------------------------------------------------
-    async def action_quit(self) -> None:
+    async def action_quit(self, return_code: int = 0) -> None:
         if self.busy:  # the reply stops at its next token and is saved, marked cancelled
             self.cancel.set()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.workers.wait_for_complete(), timeout=5)
-        await super().action_quit()
+        self.exit(return_code=return_code)
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action in CHAT_ACTIONS and len(self.screen_stack) > 1:
