@@ -173,6 +173,20 @@ def test_a_database_of_other_tables_is_refused_at_once_and_left_byte_for_byte(tm
     assert db.read_bytes() == before and not Path(f"{db}-wal").exists()
 
 
+def test_a_full_disk_is_called_full_not_unreadable(tmp_path):
+    """SQLite's 'database or disk is full' was reported as an unreadable file, with advice to move it away."""
+    history = History(tmp_path / "h.sqlite")
+    conversation = history.create_conversation("x")
+    history.add_message(conversation, "user", "kept")
+    history._db.execute("PRAGMA max_page_count = 1")  # SQLite's own limit on the file: a disk that is full now
+    with pytest.raises(HistoryError, match="disk holding the history database .* is full.*turns so far are kept.*"
+                                           "Free some space") as refused:
+        history.add_message(conversation, "user", "x" * 100_000)
+    assert "Move it away" not in str(refused.value)
+    history.close()
+    assert [m.content for m in History(tmp_path / "h.sqlite").messages(conversation)] == ["kept"]
+
+
 def test_locked_database_says_so(tmp_path):
     db = tmp_path / "h.sqlite"
     History(db).close()

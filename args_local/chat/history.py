@@ -136,6 +136,9 @@ class History:
         if "readonly" in text:
             return (f"the history database {self.path} is read-only ({text}); chat history is off for this session. "
                     "Make it writable or pass --db OTHER.sqlite.")
+        if "full" in text:  # SQLITE_FULL: the disk, not the file (which was told to be moved away)
+            return (f"the disk holding the history database {self.path} is full ({text}); chat history is off for "
+                    "this session, the turns so far are kept. Free some space and restart the chat.")
         if "locked" in text or "busy" in text:
             return (f"the history database {self.path} is locked by another program ({text}); "
                     "chat history is off for this session")
