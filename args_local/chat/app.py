@@ -109,11 +109,11 @@ class ChatApp(App):
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
-        # kill PID quits as Ctrl+Q does; it ended the process on the spot, leaving the terminal in the app's
-        # screen and mouse mode, and the reply in progress unsaved
-        with contextlib.suppress(NotImplementedError, RuntimeError):  # Windows; a loop outside the main thread
-            asyncio.get_running_loop().add_signal_handler(
-                signal.SIGTERM, lambda: self.call_next(self.action_quit, 128 + signal.SIGTERM))
+        # kill PID (or kill -INT) quits as Ctrl+Q does; it ended the process on the spot (SIGINT: with a traceback),
+        # leaving the terminal in the app's screen and mouse mode, and the reply in progress unsaved
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # Windows; a loop outside the main thread
+                asyncio.get_running_loop().add_signal_handler(signum, self.call_next, self.action_quit, 128 + signum)
         try:
             self.session.history = History(self.db_path)
             self.query_one(PromptInput).past = self.session.history.prompts()
