@@ -187,6 +187,12 @@ def test_a_full_disk_is_called_full_not_unreadable(tmp_path):
     assert [m.content for m in History(tmp_path / "h.sqlite").messages(conversation)] == ["kept"]
 
 
+def test_a_database_that_cannot_be_opened_says_what_to_do(tmp_path):
+    """--db naming a folder: 'cannot open … unable to open database file' said nothing of what to do."""
+    with pytest.raises(HistoryError, match="unable to open database file; chat history is off .*--db OTHER.sqlite"):
+        History(tmp_path)
+
+
 def test_locked_database_says_so(tmp_path):
     db = tmp_path / "h.sqlite"
     History(db).close()

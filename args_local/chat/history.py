@@ -81,7 +81,8 @@ class History:
         try:
             self._db = sqlite3.connect(self.path, timeout=2.0, check_same_thread=False)
         except sqlite3.Error as e:
-            raise HistoryError(f"cannot open the history database {self.path}: {e}") from None
+            raise HistoryError(f"cannot open the history database {self.path}: {e}; chat history is off for this "
+                               "session (pass --db OTHER.sqlite)") from None
         try:
             # Read-only checks first: a damaged file must not be written to.
             check = self._db.execute("PRAGMA quick_check").fetchone()[0]
