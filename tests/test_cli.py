@@ -7,7 +7,7 @@ import pytest
 
 from args_local.llama_build import VERSION as LLAMA_VERSION
 
-from .conftest import THREADS, assert_user_error, run_cli
+from .conftest import THREADS, assert_user_error, guide_copy, run_cli
 
 Q = "How do I make a good cup of coffee?"
 
@@ -119,6 +119,16 @@ def test_onnx_file_that_is_garbage(encoder_dir, tmp_path):
     shutil.copytree(encoder_dir, rm)
     (rm / "model.onnx").write_bytes(b"\x00garbage" * 100)
     assert_user_error(generate("--reward", str(rm)), "could not load ONNX model", "re-export")
+
+
+def test_head_file_that_is_garbage(guide_dir, tmp_path):
+    """numpy reads a file that is no .npz as a pickle, and its error said to load it unsafely if trusted."""
+    rm = guide_copy(guide_dir, tmp_path / "rm", lambda manifest: None)
+    (rm / "head-helpful.npz").unlink()
+    (rm / "head-helpful.npz").write_text("garbage\n")
+    proc = generate("--reward", str(rm))
+    assert_user_error(proc, f"{rm / 'head-helpful.npz'} is not a reward head", "not an .npz file", one_line=True)
+    assert "pickle" not in proc.stderr
 
 
 def test_onnx_file_that_is_not_a_reward_model(guide_dir, encoder_dir, tmp_path):

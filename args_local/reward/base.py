@@ -76,6 +76,9 @@ class LinearHead:
     @classmethod
     def load(cls, path: Path, hidden_size: int | None = None) -> "LinearHead":
         try:
+            with open(path, "rb") as f:  # np.load reads any other file as a pickle, and says to allow that
+                if f.read(4) != b"PK\x03\x04":
+                    raise ValueError("not an .npz file")
             with np.load(path) as z:
                 head = cls(z["w_last"].astype(np.float32), z["w_mean"].astype(np.float32), float(z["bias"]))
         except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:  # missing, cut off, not an .npz
