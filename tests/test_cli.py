@@ -121,6 +121,18 @@ def test_onnx_file_that_is_garbage(encoder_dir, tmp_path):
     assert_user_error(generate("--reward", str(rm)), "could not load ONNX model", "re-export")
 
 
+def test_a_run_that_fails_before_generating_keeps_the_last_trace(tmp_path):
+    """--trace emptied the file before the models loaded: a typo in --reward lost the previous run's trace."""
+    trace = tmp_path / "steps.jsonl"
+    trace.write_text('{"step": 0}\n')
+    assert_user_error(generate("--reward", str(tmp_path / "no-such-rm"), "--trace", str(trace)), "not found")
+    assert trace.read_text() == '{"step": 0}\n'
+    proc = generate("--trace", str(trace))  # a run that decodes replaces it
+    assert proc.returncode == 0, proc.stderr
+    steps = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert steps and steps[0]["step"] == 0 and "candidates" in steps[0]
+
+
 def test_head_file_that_is_garbage(guide_dir, tmp_path):
     """numpy reads a file that is no .npz as a pickle, and its error said to load it unsafely if trusted."""
     rm = guide_copy(guide_dir, tmp_path / "rm", lambda manifest: None)

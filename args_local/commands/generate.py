@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from ..engine import Finished, Notice, Step, as_messages
@@ -44,11 +45,13 @@ def run(args) -> int:
         if not args.trace.strip():  # '' opened nothing and wrote no trace, without a word
             raise UserError("--trace needs a file name, e.g. --trace steps.jsonl")
         try:
-            trace = open(args.trace, "w")
+            trace = open(args.trace, "a")  # emptied once the models load: a typo in --reward keeps the last trace
         except OSError as e:
             raise UserError(f"cannot write trace file {args.trace}: {e.strerror}") from None
     try:
         engine = load_engine(args, need_reward=settings.uses_reward)
+        if trace and os.path.isfile(args.trace):  # a pipe or a device (/dev/stderr) has nothing to empty
+            trace.truncate(0)
         for event in engine.stream(messages, settings):
             if isinstance(event, Step):
                 if trace and event.candidates is not None:
