@@ -46,6 +46,7 @@ from pathlib import Path
 
 from . import home
 from .errors import UserError
+from .paths import write_text_atomically
 
 VERSION = "0.3.36"  # pyproject.toml pins the same
 PATCH_LEVEL = 2  # bump when patch_amx changes, so cached wheels are rebuilt
@@ -183,9 +184,7 @@ def read_record() -> dict | None:
 def write_record(record: dict) -> None:
     path = record_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(path)
+    write_text_atomically(path, json.dumps(record, indent=2) + "\n")
 
 
 def record_is_current(record: dict | None, build: str | None = None, cpu: str | None = None) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 from .errors import UserError
@@ -28,3 +29,17 @@ def input_dir(path: str | Path, what: str, hint: str = "") -> Path:
     if not path.is_dir():
         raise UserError(f"{what} not found: {path}{hint}")
     return path
+
+
+def write_text_atomically(path: str | Path, text: str) -> None:
+    """PATH's new text, all or nothing: a kill or a full disk mid-write leaves the old file as it was, and
+    two writers at once each write a temporary file of their own (the last to finish wins)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8") as f:  # "x": the usual permissions, as open(path, "w") gives
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -12,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from args_local.paths import write_text_atomically
+
 from .conftest import ROOT, run_cli
 
 HUGE = str(10**12)
@@ -366,3 +368,18 @@ def test_the_python_api_raises_user_error_for_a_damaged_manifest(guide_dir, tmp_
     damaged = guide_copy(guide_dir, tmp_path / "rm", lambda manifest: manifest["graph"].pop("hidden_size"))
     with pytest.raises(args_local.UserError, match=r"manifest.json: graph.hidden_size missing or of the wrong type"):
         args_local.load(reward=damaged, threads=1)
+
+
+def test_a_file_rewritten_atomically_is_whole_or_unchanged(tmp_path):
+    """results.json, the llama.cpp record and the chat's Markdown export are replaced all at once: a write that
+    fails part-way (here text that cannot be encoded, as a full disk or a kill would) leaves the old file
+    whole and no temporary file behind; a finished one has the permissions a plain write gives."""
+    path = tmp_path / "results.json"
+    path.write_text("the old results\n")
+    with pytest.raises(UnicodeEncodeError):
+        write_text_atomically(path, "x" * 100_000 + "\udcff")
+    assert path.read_text() == "the old results\n" and os.listdir(tmp_path) == ["results.json"]
+    write_text_atomically(path, "new\n")
+    plain = tmp_path / "plain"
+    plain.write_text("")
+    assert path.read_text() == "new\n" and path.stat().st_mode == plain.stat().st_mode

@@ -14,6 +14,7 @@ from typing import Callable
 
 from .. import home
 from ..errors import UserError
+from ..paths import write_text_atomically
 from .history import History, HistoryError
 from .reply import Reply
 
@@ -112,7 +113,7 @@ class ChatSession:
             try:
                 folder.mkdir(parents=True, exist_ok=True)
                 path = folder / name
-                path.write_text(text, encoding="utf-8")
+                write_text_atomically(path, text)  # a full disk keeps an earlier export of it whole
                 return path.resolve()
             except OSError as error:
                 last = error

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .. import home
 from ..errors import UserError
+from ..paths import write_text_atomically
 from ..cpu import default_rm_threads
 from ..settings import MODES, DecodingSettings
 from .options import (add_model_options, add_tuning_options, check_fits_context, check_reward_files, load_engine,
@@ -176,7 +177,7 @@ def write_outputs(out: Path, result: dict, store, indices: list[int], plot) -> N
     replies = sorted((r for r in store.records.values() if r["prompt_index"] in wanted),
                      key=lambda r: (r["prompt_index"], r["method"], r["w"] or 0.0))
     try:
-        (out / "results.json").write_text(json.dumps({**result, "replies": replies}, indent=2) + "\n")
+        write_text_atomically(out / "results.json", json.dumps({**result, "replies": replies}, indent=2) + "\n")
         png = plot(result, out / "reward_vs_w.png")
     except OSError as e:
         raise UserError(f"could not write results to {out}: {e.strerror or e}") from None
