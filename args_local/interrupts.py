@@ -84,21 +84,30 @@ def install() -> None:
 
 @contextlib.contextmanager
 def deferred():
-    """A Ctrl+C during the block takes effect as it ends: for steps that must happen together (an
-    export's two renames). Python's signal handlers run in the main thread only; elsewhere this does nothing."""
+    """A Ctrl+C or a SIGTERM (kill PID) during the block takes effect as it ends: for steps that must happen
+    together (an export's two renames). Python's signal handlers run in the main thread only; elsewhere this
+    does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     caught = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    previous = {signum: signal.signal(signum, lambda signum, frame: caught.append(signum))
+                for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-        if caught and callable(previous):
-            previous(signal.SIGINT, None)
-        elif caught and previous != signal.SIG_IGN:
-            raise KeyboardInterrupt
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(caught):
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, None)
+            elif handler == signal.SIG_IGN:
+                continue
+            elif signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            else:
+                signal.raise_signal(signum)  # the default action, now: SIGTERM ends the process
 
 
 def interrupted(error: BaseException) -> bool:

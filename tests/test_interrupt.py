@@ -124,3 +124,19 @@ def test_a_ctrl_c_in_a_deferred_block_lands_as_it_ends():
     finally:
         signal.signal(signal.SIGINT, previous)
     assert ran_to_the_end == [True]
+
+
+def test_a_sigterm_in_a_deferred_block_ends_the_process_as_the_block_ends(tmp_path):
+    """kill PID between export's two renames ended it there, as Ctrl+C once did: now the block finishes first."""
+    marker = tmp_path / "renamed"
+    child = ("import os, signal, sys, time\n"
+             "from args_local import interrupts\n"
+             "with interrupts.deferred():\n"
+             "    os.kill(os.getpid(), signal.SIGTERM)\n"
+             "    time.sleep(0.2)\n"
+             f"    open({str(marker)!r}, 'w').close()\n"
+             "print('after the block')\n")
+    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == -signal.SIGTERM, (proc.returncode, proc.stderr)
+    assert marker.exists() and "after the block" not in proc.stdout
