@@ -17,6 +17,11 @@ def load(policy=None, reward=None, **options):
     return Engine.load(policy, reward, **options)
 
 
+def __dir__():
+    # with the lazy names, so that dir(), a REPL's tab completion and help(args_local) show them
+    return sorted({*globals(), *__all__})
+
+
 def __getattr__(name):
     # Lazy, so that `python -m args_local.llama_build` runs before numpy or llama.cpp is installed,
     # and the CLI can reject bad arguments before importing the native libraries.

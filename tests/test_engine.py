@@ -320,3 +320,14 @@ def test_the_largest_k_allowed_runs_with_either_reward_model(engine, encoder_dir
     rm = engine.reward if kind == "decoder" else load_reward_model(encoder_dir, THREADS)
     steps, done = steps_of(Engine(engine.policy, rm), COFFEE, DecodingSettings(k=MAX_K, max_new_tokens=1))
     assert len(steps[0].candidates) == MAX_K and len(done.rewards) == 1 and all(np.isfinite(done.rewards))
+
+
+def test_dir_and_help_of_the_package_show_every_public_name():
+    # Engine, DecodingSettings, Step... are imported lazily: dir(), tab completion and help(args_local) missed them
+    import pydoc
+
+    import args_local
+
+    assert set(args_local.__all__) <= set(dir(args_local))
+    page = pydoc.render_doc(args_local, renderer=pydoc.plaintext)
+    assert all(f"class {name}(" in page for name in args_local.__all__ if name != "load")
