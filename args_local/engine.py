@@ -163,6 +163,9 @@ class Engine:
                drop_old_turns: bool = False, shorten_reply: bool = False) -> Iterator[Event]:
         """shorten_reply: max_new_tokens is a ceiling, lowered to the room the prompt leaves, rather than
         room the prompt must leave (the server caps OpenAI's max_tokens so)."""
+        if not isinstance(settings, (DecodingSettings, type(None))):  # a dict was read as the defaults when empty
+            raise UserError(f"settings must be a DecodingSettings, e.g. DecodingSettings(mode='greedy', "
+                            f"max_new_tokens=64) (got {type(settings).__name__})")
         settings = (settings or DecodingSettings()).validated(self.policy.n_vocab)
         if settings.uses_reward and self.reward is None:
             raise UserError(f"mode {settings.mode} needs a reward model; none is loaded")

@@ -138,6 +138,13 @@ def test_a_prompt_that_is_neither_text_nor_messages_is_a_user_error(engine, prom
         engine.generate(prompt, DecodingSettings(max_new_tokens=4))
 
 
+@pytest.mark.parametrize("settings", [{"max_new_tokens": 4}, {}, "greedy"])
+def test_settings_that_are_not_decoding_settings_are_a_user_error(engine, settings):
+    # a dict or a mode name was an AttributeError ('dict' object has no attribute 'validated'), {} the defaults
+    with pytest.raises(UserError, match=r"settings must be a DecodingSettings, e.g. DecodingSettings\("):
+        engine.generate(COFFEE, settings)
+
+
 def test_streamed_text_adds_up_to_the_reply(engine):
     steps, done = steps_of(engine, "Write one sentence about Zürich in German.", DecodingSettings(max_new_tokens=30))
     assert isinstance(done, Finished)
