@@ -163,6 +163,7 @@ class Engine:
                drop_old_turns: bool = False, shorten_reply: bool = False) -> Iterator[Event]:
         """shorten_reply: max_new_tokens is a ceiling, lowered to the room the prompt leaves, rather than
         room the prompt must leave (the server caps OpenAI's max_tokens so)."""
+        self._check_open()
         if not isinstance(settings, (DecodingSettings, type(None))):  # a dict was read as the defaults when empty
             raise UserError(f"settings must be a DecodingSettings, e.g. DecodingSettings(mode='greedy', "
                             f"max_new_tokens=64) (got {type(settings).__name__})")
@@ -171,12 +172,11 @@ class Engine:
             raise UserError(f"mode {settings.mode} needs a reward model; none is loaded")
         self.objective_weights(settings)  # an objective the reward model lacks: before any work
         messages = as_messages(prompt, system)
-        if self._lock_holder == threading.get_ident():  # waiting for the lock would wait for ever
-            raise RuntimeError("an earlier stream of this engine is still open in this thread, and it decodes one "
-                               "reply at a time: iterate that stream to its end or close() it first")
+        self._check_no_stream_here()
         with self._lock:
             self._lock_holder = threading.get_ident()
             try:
+                self._check_open()  # closed while this call waited for the one before
                 messages, prompt_ids, dropped = self._fit(messages, settings, drop_old_turns, shorten_reply)
                 if shorten_reply:
                     room = self.policy.n_ctx - len(prompt_ids)
@@ -190,6 +190,33 @@ class Engine:
                     yield from self._decode(messages, prompt_ids, settings, rng, cancel, dropped)
             finally:
                 self._lock_holder = None
+
+    def close(self) -> None:
+        """Free the models now (llama.cpp's weights and cache, the reward model's session, the worker
+        thread) rather than when the engine is garbage-collected; a reply in progress in another thread
+        ends first. Using the engine afterwards is a UserError. `with args_local.load() as engine:` closes it."""
+        self._check_no_stream_here()
+        with self._lock:
+            if self._worker is not None:
+                self._worker.shutdown()
+            if self.policy is not None:
+                self.policy.close()
+            self.policy = self.reward = self._worker = None
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self.policy is None:
+            raise UserError("this engine is closed: load another (args_local.load())")
+
+    def _check_no_stream_here(self) -> None:
+        if self._lock_holder == threading.get_ident():  # waiting for the lock would wait for ever
+            raise RuntimeError("an earlier stream of this engine is still open in this thread, and it decodes one "
+                               "reply at a time: iterate that stream to its end or close() it first")
 
     def objective_weights(self, settings: DecodingSettings) -> dict[str, float] | None:
         """The weights of the reward model's objectives these settings ask for (UserError if it

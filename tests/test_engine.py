@@ -1,6 +1,7 @@
 """The engine on the real models: the ARGS rule, stopping, caching, context limits."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -255,6 +256,20 @@ def test_a_shortened_reply_takes_the_room_the_prompt_leaves_from_one_rendering_o
                                         "for a reply") as e:
         small.generate("word " * 400, DecodingSettings(mode="greedy", max_new_tokens=8), shorten_reply=True)
     assert "max-new-tokens" not in str(e.value)  # nobody chose one that could be lowered
+
+
+def test_a_closed_engine_frees_its_models_and_refuses_further_replies(policy_path, guide_dir):
+    def rss_mb():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    with Engine.load(policy_path, guide_dir, threads=THREADS) as engine:  # it had no close(): only the GC freed it
+        engine.generate(COFFEE, DecodingSettings(max_new_tokens=4))
+        loaded = rss_mb()
+    assert loaded - rss_mb() > 150  # llama.cpp's weights and KV cache and the guide: about 360 MB here
+    with pytest.raises(UserError, match="this engine is closed"):
+        engine.generate(COFFEE)
+    engine.close()  # a second close does nothing
 
 
 @pytest.mark.parametrize("n_ctx", [10, 255])
