@@ -410,8 +410,8 @@ class Engine:
         best = search.best_of_n(scores)
         steps, done = samples[best]
         yield from steps
-        done.reward = float(scores[best])
-        done.objective_rewards = by_objective[best]
+        if done.text.strip():  # an empty reply (cancelled at once) has no reward, as in the other modes
+            done.reward, done.objective_rewards = float(scores[best]), by_objective[best]
         done.objective_weights = weights
         done.seconds = time.perf_counter() - start
         done.reward_calls = len(samples)

@@ -334,6 +334,13 @@ def test_a_reply_cancelled_during_the_prefill_ends_at_once(engine):
     assert steps == [] and done.stop_reason == "cancelled" and done.tokens == []
 
 
+@pytest.mark.parametrize("mode", ["args-greedy", "best-of-n"])
+def test_a_reply_cancelled_before_its_first_token_has_no_reward_in_any_mode(engine, mode):
+    # best-of-n reported the score of " " (its stand-in for an empty sample) as the empty reply's reward
+    done = engine.generate(COFFEE, DecodingSettings(mode=mode, max_new_tokens=8), cancel=CancelAfterChecks(0))
+    assert done.text == "" and done.reward is None and done.objective_rewards is None
+
+
 @pytest.mark.parametrize("kind", ["decoder", "encoder"])
 def test_the_largest_k_allowed_runs_with_either_reward_model(engine, encoder_dir, kind):
     from args_local.reward import load_reward_model
