@@ -11,7 +11,10 @@ __all__ = ["DecodingSettings", "Engine", "Finished", "Notice", "RewardError", "S
 
 
 def load(policy=None, reward=None, **options):
-    """An Engine on the given models (GGUF path, reward-model directory); None means the built-in one."""
+    """An Engine on the given models (GGUF path, reward-model directory); None means the built-in one.
+
+    options (Engine.load's): n_ctx (4096), threads (llama.cpp's), rm_threads (onnxruntime's),
+    n_gpu_layers, use_gpu, need_reward (False: no reward model, for greedy, top-k and nucleus), overlap."""
     from .engine import Engine
 
     return Engine.load(policy, reward, **options)

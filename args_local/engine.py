@@ -33,7 +33,9 @@ ARGS_MODES = ("args-greedy", "args-stochastic")
 
 @dataclass
 class Step:
-    """One decoded token. candidates/logits/rewards are the k the search chose among (ARGS modes)."""
+    """One decoded token. candidates/logits/rewards are the k the search chose among (ARGS modes; None
+    where it took a token unscored). token is the end of turn on the last step of a reply that ended its turn, -1 on a Step that
+    only gives out text held back (the texts of all Steps make Finished.text)."""
 
     step: int
     token: int
@@ -68,11 +70,22 @@ class Notice:
 
 @dataclass
 class Finished:
+    """A stream's last event, and what generate() returns.
+
+    stop_reason: end_of_turn, max_new_tokens, stop_string (text stops before it), cancelled (text is what
+    came before) or context_full. tokens: the reply's, without the end of turn. rewards: the chosen
+    candidate's reward at each step the reward model scored (ARGS modes). reward: the loaded reward
+    model's score of the whole reply (None without one, or for an empty reply); objective_rewards: the
+    same by objective; objective_weights: the weights combining them, after any gate. seconds: the
+    decoding's, without the prompt's prefill (ms_prefill) and the final score (best-of-n: all of it,
+    its n samples and their scores); tokens_per_s = len(tokens) / seconds. settings: the ones that decoded it. extra:
+    best-of-n's candidates_rewards and chosen_sample."""
+
     text: str
     tokens: list[int]
-    stop_reason: str  # end_of_turn | max_new_tokens | stop_string | cancelled | context_full
-    rewards: list[float]  # the chosen candidate's reward at each step (ARGS modes)
-    reward: float | None  # the loaded reward model's score of the whole reply (None without one)
+    stop_reason: str
+    rewards: list[float]
+    reward: float | None
     settings: dict
     prompt_tokens: int
     dropped_turns: int
@@ -81,8 +94,8 @@ class Finished:
     ms_policy_per_step: float
     ms_reward_per_step: float
     reward_calls: int
-    objective_rewards: dict[str, float] | None = None  # the whole reply's reward by objective
-    objective_weights: dict[str, float] | None = None  # the weights `reward` combined them with
+    objective_rewards: dict[str, float] | None = None
+    objective_weights: dict[str, float] | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -121,6 +134,12 @@ def as_messages(prompt: str | list[dict], system: str | None = None) -> list[dic
 
 
 class Engine:
+    """A policy and a reward model, loaded once (args_local.load()), decoding one reply at a time.
+
+    A stream holds the engine from its first event until it is exhausted or closed (a generator
+    dropped is closed): a reply asked for from another thread meanwhile waits for it, one from the
+    same thread is a RuntimeError. close(), or a `with` block, frees the models."""
+
     def __init__(self, policy: LlamaPolicy, reward=None, overlap: bool | None = None):
         """overlap: run the reward model beside llama.cpp's next step (see `_score_while_guessing`);
         default on wherever there is a second core. The replies are the same either way."""
@@ -152,7 +171,7 @@ class Engine:
 
     # ------------------------------------------------------------------------------------
     def generate(self, prompt: str | list[dict], settings: DecodingSettings | None = None, **kw) -> Finished:
-        """Run to the end and return the result (the stream's last event)."""
+        """Run to the end and return the result (the stream's last event); keywords as stream()'s."""
         for event in self.stream(prompt, settings, **kw):
             if isinstance(event, Finished):
                 return event
@@ -161,8 +180,15 @@ class Engine:
     def stream(self, prompt: str | list[dict], settings: DecodingSettings | None = None, *,
                system: str | None = None, cancel: threading.Event | None = None,
                drop_old_turns: bool = False, shorten_reply: bool = False) -> Iterator[Event]:
-        """shorten_reply: max_new_tokens is a ceiling, lowered to the room the prompt leaves, rather than
-        room the prompt must leave (the server caps OpenAI's max_tokens so)."""
+        """Decode a reply to a prompt (text, or messages [{'role': ..., 'content': ...}] ending with the
+        one to answer), yielding Step events, any Notice, and a last Finished.
+
+        system: a system prompt, replacing any system message in the prompt. cancel: a threading.Event
+        (anything with is_set()); set, from any thread, it ends the reply at the next step or prefill chunk
+        with stop_reason 'cancelled'. drop_old_turns: a conversation too long for the context loses its
+        oldest turns (a Notice says so) rather than being a UserError. shorten_reply: max_new_tokens is a
+        ceiling, lowered to the room the prompt leaves, rather than room the prompt must leave (the server
+        caps OpenAI's max_tokens so)."""
         self._check_open()
         if not isinstance(settings, (DecodingSettings, type(None))):  # a dict was read as the defaults when empty
             raise UserError(f"settings must be a DecodingSettings, e.g. DecodingSettings(mode='greedy', "

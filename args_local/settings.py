@@ -53,6 +53,10 @@ def _is_number(value) -> bool:
 
 @dataclass(frozen=True)
 class DecodingSettings:
+    """How to decode a reply: the mode (args-greedy, args-stochastic, greedy, top-k, nucleus, best-of-n)
+    and its knobs, checked when a reply starts (a UserError names a bad one). objectives may be a dict,
+    stop one string; with_(**changes) is a changed copy."""
+
     mode: str = "args-greedy"
     k: int = 10  # candidates per step (ARGS, top-k sampling)
     w: float = 1.5  # reward weight in score = logit + w * reward
