@@ -156,6 +156,7 @@ class Engine:
                                 "Pass a decoder or encoder reward model with --reward.")
         self._lock = threading.Lock()  # one generation at a time: the KV caches are shared state
         self._lock_holder = None  # the thread whose stream holds the lock (a stream may be left open)
+        self._closed = False
 
     @classmethod
     def load(cls, policy: str | Path | None = None, reward: str | Path | None = None, *, n_ctx: int = 4096,
@@ -198,7 +199,9 @@ class Engine:
             raise UserError(f"mode {settings.mode} needs a reward model; none is loaded")
         self.objective_weights(settings)  # an objective the reward model lacks: before any work
         messages = as_messages(prompt, system)
-        self._check_no_stream_here()
+        if self._lock_holder == threading.get_ident():  # waiting for the lock would wait for ever
+            raise RuntimeError("an earlier stream of this engine is still open in this thread, and it decodes one "
+                               "reply at a time: iterate that stream to its end or close() it first")
         with self._lock:
             self._lock_holder = threading.get_ident()
             try:
@@ -216,18 +219,25 @@ class Engine:
                     yield from self._decode(messages, prompt_ids, settings, rng, cancel, dropped)
             finally:
                 self._lock_holder = None
+                if self._closed:  # close() was called while this reply was in progress
+                    self._free()
 
     def close(self) -> None:
         """Free the models now (llama.cpp's weights and cache, the reward model's session, the worker
-        thread) rather than when the engine is garbage-collected; a reply in progress in another thread
-        ends first. Using the engine afterwards is a UserError. `with args_local.load() as engine:` closes it."""
-        self._check_no_stream_here()
-        with self._lock:
-            if self._worker is not None:
-                self._worker.shutdown()
-            if self.policy is not None:
-                self.policy.close()
-            self.policy = self.reward = self._worker = None
+        thread) rather than when the engine is garbage-collected; a reply in progress ends first (one
+        in another thread is waited for, one left open in this thread frees them as it ends). A reply
+        asked for afterwards is a UserError. `with args_local.load() as engine:` closes it."""
+        self._closed = True
+        if self._lock_holder != threading.get_ident():
+            with self._lock:
+                self._free()
+
+    def _free(self) -> None:
+        if self._worker is not None:
+            self._worker.shutdown()
+        if self.policy is not None:
+            self.policy.close()
+        self.policy = self.reward = self._worker = None
 
     def __enter__(self) -> "Engine":
         return self
@@ -236,13 +246,8 @@ class Engine:
         self.close()
 
     def _check_open(self) -> None:
-        if self.policy is None:
+        if self._closed:
             raise UserError("this engine is closed: load another (args_local.load())")
-
-    def _check_no_stream_here(self) -> None:
-        if self._lock_holder == threading.get_ident():  # waiting for the lock would wait for ever
-            raise RuntimeError("an earlier stream of this engine is still open in this thread, and it decodes one "
-                               "reply at a time: iterate that stream to its end or close() it first")
 
     def objective_weights(self, settings: DecodingSettings) -> dict[str, float] | None:
         """The weights of the reward model's objectives these settings ask for (UserError if it

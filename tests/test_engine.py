@@ -263,12 +263,16 @@ def test_a_closed_engine_frees_its_models_and_refuses_further_replies(policy_pat
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
+    settings = DecodingSettings(max_new_tokens=4)
     with Engine.load(policy_path, guide_dir, threads=THREADS) as engine:  # it had no close(): only the GC freed it
-        engine.generate(COFFEE, DecodingSettings(max_new_tokens=4))
+        reply = engine.generate(COFFEE, settings)
+        left_open = engine.stream(COFFEE, settings)
+        next(left_open)
         loaded = rss_mb()
-    assert loaded - rss_mb() > 150  # llama.cpp's weights and KV cache and the guide: about 360 MB here
     with pytest.raises(UserError, match="this engine is closed"):
         engine.generate(COFFEE)
+    assert list(left_open)[-1].tokens == reply.tokens  # a reply in progress ends first, then frees them
+    assert loaded - rss_mb() > 150  # llama.cpp's weights and KV cache and the guide: about 360 MB here
     engine.close()  # a second close does nothing
 
 
