@@ -235,9 +235,8 @@ class Engine:
     def _free(self) -> None:
         if self._worker is not None:
             self._worker.shutdown()
-        if self.policy is not None:
-            self.policy.close()
-        self.policy = self.reward = self._worker = None
+        self.policy.close()  # kept (closed, a second close does nothing): a call checking its settings reads n_vocab
+        self.reward = self._worker = None
 
     def __enter__(self) -> "Engine":
         return self
