@@ -34,8 +34,8 @@ ARGS_MODES = ("args-greedy", "args-stochastic")
 @dataclass
 class Step:
     """One decoded token. candidates/logits/rewards are the k the search chose among (ARGS modes; None
-    where it took a token unscored). token is the end of turn on the last step of a reply that ended its turn, -1 on a Step that
-    only gives out text held back (the texts of all Steps make Finished.text)."""
+    where it took a token unscored). token is the end of turn on the last step of a reply that ended its
+    turn, -1 on a Step that only gives out text held back (the texts of all Steps make Finished.text)."""
 
     step: int
     token: int
@@ -78,8 +78,8 @@ class Finished:
     model's score of the whole reply (None without one, or for an empty reply); objective_rewards: the
     same by objective; objective_weights: the weights combining them, after any gate. seconds: the
     decoding's, without the prompt's prefill (ms_prefill) and the final score (best-of-n: all of it,
-    its n samples and their scores); tokens_per_s = len(tokens) / seconds. settings: the ones that decoded it. extra:
-    best-of-n's candidates_rewards and chosen_sample."""
+    its n samples and their scores); tokens_per_s = len(tokens) / seconds. settings: the ones that
+    decoded it. extra: best-of-n's candidates_rewards and chosen_sample."""
 
     text: str
     tokens: list[int]
