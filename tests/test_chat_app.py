@@ -293,6 +293,29 @@ async def test_model_info_says_what_the_export_checked_in_words(engine, tmp_path
     assert len(lines) <= SIZE[1] - 2, text  # with the title above it, it fits the screen
 
 
+async def test_square_brackets_the_user_typed_are_shown_as_typed_not_read_as_markup(engine, tmp_path):
+    """A first prompt "What does [/b] mean?" made F6 stop the app (exit 1, a crash log) every time after, its
+    title read as Textual markup; so did a knob typed as [/x], and F8 with --db in a folder named [/old]."""
+    from rich.console import Console
+
+    db = tmp_path / "[/old]" / "history.sqlite"
+    app = ChatApp(engine=engine, db_path=db, judge_path=tmp_path / "no-judge", threads=1, settings=QUICK)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(app, pilot, "What does [/b] mean?")
+        await pilot.press("f6")
+        await pilot.pause()
+        assert "What does [/b] mean?" in str(app.screen.query_one("#conversations").get_option_at_index(0).prompt)
+        await pilot.press("escape")
+        await enter_knob(app, pilot, "k", "[/x]")
+        assert "'[/x]' is not an integer" in text_of(app.screen.query_one("#knobs-error"))
+        await pilot.press("escape", "f8")
+        await pilot.pause()
+        console = Console(width=400, record=True)
+        console.print(app.screen.table)
+        assert f"{db} — on" in console.export_text()
+    assert app.crash_log is None
+
+
 async def test_export_writes_markdown_and_says_where(engine, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     app = make_app(engine, tmp_path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -41,7 +42,7 @@ class HistoryScreen(ModalScreen[int | None]):
         with Vertical():
             yield Label("Conversations — Enter open · r rename · d delete · x export · Esc close", classes="hint")
             yield OptionList(id="conversations")
-            yield Label("", id="history-status", classes="hint")
+            yield Label("", id="history-status", classes="hint", markup=False)  # paths, titles
 
     def on_mount(self) -> None:
         self.reload()
@@ -57,7 +58,8 @@ class HistoryScreen(ModalScreen[int | None]):
             return
         for row in rows:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(row.updated))
-            options.add_option(Option(f"{when}  {row.title}  ({row.n_messages} msgs)", id=str(row.id)))
+            # a Text, not markup: a first prompt "What does [/b] mean?" made every F6 after it exit the app
+            options.add_option(Option(Text(f"{when}  {row.title}  ({row.n_messages} msgs)"), id=str(row.id)))
         if rows:
             options.highlighted = min(highlighted or 0, len(rows) - 1)
         else:

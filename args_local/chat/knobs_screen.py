@@ -60,7 +60,7 @@ class KnobsScreen(ModalScreen[DecodingSettings | None]):
                 yield Input(",".join(f"{n}={w:g}" for n, w in self.settings.objectives), id="objectives",
                             placeholder=f"defaults: {defaults}" if defaults else "the reward model's defaults",
                             compact=True)
-            yield Label("", id="knobs-error")
+            yield Label("", id="knobs-error", markup=False)  # quotes what was typed: [/x] is no markup
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()

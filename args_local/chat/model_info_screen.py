@@ -17,33 +17,37 @@ def model_table(engine, judge, db_path, history_on: bool, load_error: str | None
     t = Table.grid(padding=(0, 2))
     t.add_column(style="bold", no_wrap=True)
     t.add_column(overflow="fold")
+
+    def row(name: str, value: str, style: str = "") -> None:  # a Text: a path with [/old] in it is no markup
+        t.add_row(name, Text(value, style))
+
     if engine is None:
-        t.add_row("models", Text(load_error or "loading…", style="red" if load_error else ""))
+        row("models", load_error or "loading…", "red" if load_error else "")
     else:
         p = engine.policy.info
-        t.add_row("policy", p.path)
-        t.add_row("size", f"{p.size_bytes / 2**20:.1f} MiB")
-        t.add_row("context", f"{p.n_ctx} tokens (trained on {p.n_ctx_train})")
-        t.add_row("vocabulary", str(p.n_vocab))
-        t.add_row("GPU offload", f"yes, {p.n_gpu_layers} layers" if p.gpu_offload else "no (CPU)")
-        t.add_row("threads", str(p.n_threads))
+        row("policy", p.path)
+        row("size", f"{p.size_bytes / 2**20:.1f} MiB")
+        row("context", f"{p.n_ctx} tokens (trained on {p.n_ctx_train})")
+        row("vocabulary", str(p.n_vocab))
+        row("GPU offload", f"yes, {p.n_gpu_layers} layers" if p.gpu_offload else "no (CPU)")
+        row("threads", str(p.n_threads))
         rm = engine.reward
         if rm is None:
-            t.add_row("reward model", "none loaded (ARGS modes unavailable)")
+            row("reward model", "none loaded (ARGS modes unavailable)")
         else:
-            t.add_row("reward model", f"{rm.name} ({rm.kind})")
-            t.add_row("RM runs on", rm.provider)
-            t.add_row("RM objectives", ", ".join(f"{n} (default weight {w:g})" for n, w in rm.default_objectives.items()))
+            row("reward model", f"{rm.name} ({rm.kind})")
+            row("RM runs on", rm.provider)
+            row("RM objectives", ", ".join(f"{n} (default weight {w:g})" for n, w in rm.default_objectives.items()))
             source = rm.manifest.get("source")
             if source:
-                t.add_row("RM source", source if isinstance(source, str) else readable(source))
+                row("RM source", source if isinstance(source, str) else readable(source))
             validation = rm.manifest.get("validation")
             if validation:
-                t.add_row("RM validation", validation_summary(validation))
+                row("RM validation", validation_summary(validation))
     if judge is not None and judge.path is not None:
         state = "off: " + judge.error if judge.error else ("loaded on first reply" if judge.available else "not installed")
-        t.add_row("judge RM", f"{judge.path} — {state}")
-    t.add_row("history", f"{db_path} — {'on' if history_on else 'OFF'}")
+        row("judge RM", f"{judge.path} — {state}")
+    row("history", f"{db_path} — {'on' if history_on else 'OFF'}")
     return t
 
 
