@@ -316,6 +316,26 @@ async def test_square_brackets_the_user_typed_are_shown_as_typed_not_read_as_mar
     assert app.crash_log is None
 
 
+async def test_a_reply_about_html_shows_its_tags(engine, tmp_path):
+    """Replies are shown as Markdown, and Rich's Markdown drops HTML: "Use the <br> tag." showed as "Use the  tag."."""
+    from textual.geometry import Region
+
+    from args_local.chat.history import History
+
+    history = History(tmp_path / "history.sqlite")
+    conversation = history.create_conversation("line breaks")
+    history.add_message(conversation, "user", "How do I break a line in HTML?")
+    history.add_message(conversation, "assistant", "Use the <br> tag, as in `a<br>b`.\n\n<p>Or a new paragraph.</p>")
+    history.close()
+    app = make_app(engine, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f6", "enter")
+        await pilot.pause()
+        body = app.query_one(ReplyView).query_one(".reply-body")
+        shown = [strip.text.strip() for strip in body.render_lines(Region(0, 0, *body.size))]
+        assert [line for line in shown if line] == ["Use the <br> tag, as in a<br>b.", "<p>Or a new paragraph.</p>"]
+
+
 async def test_export_writes_markdown_and_says_where(engine, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     app = make_app(engine, tmp_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from markdown_it import MarkdownIt
 from rich.markdown import Markdown
 from rich.text import Text
 from textual.containers import Vertical
@@ -26,6 +27,15 @@ def override_style(chosen_index: int | None) -> str:
     if chosen_index is None:
         return "dim"
     return "" if chosen_index == 0 else ("black on yellow" if chosen_index == 1 else "black on dark_orange")
+
+
+class ReplyMarkdown(Markdown):
+    """Rich's Markdown, with HTML kept as the text it is: Rich drops HTML, so a reply saying
+    "use the <br> tag" showed "use the  tag" (and a line of <p>…</p> not at all)."""
+
+    def __init__(self, text: str):
+        super().__init__(text)
+        self.parsed = MarkdownIt("commonmark", {"html": False}).enable("strikethrough").enable("table").parse(text)
 
 
 class UserMessage(Static):
@@ -106,7 +116,7 @@ class ReplyView(Vertical):
         reply = self.reply
         if self.colouring == "off":
             if reply.done and reply.text.strip():
-                return Markdown(reply.text)
+                return ReplyMarkdown(reply.text)
             return Text(reply.text or ("…" if not reply.done else ""))
         style = reward_style if self.colouring == "reward" else override_style
         text = Text()
