@@ -272,6 +272,23 @@ async def test_colouring_toggle_and_help_screen(engine, tmp_path):
         assert not isinstance(app.screen, HelpScreen)
 
 
+async def test_f1_opens_the_help_from_every_dialog_and_closes_it_again(engine, tmp_path):
+    """The footer under every dialog says F1 Help; the dialogs took F1 and nothing happened."""
+    app = make_app(engine, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        for key in ("f3", "f5", "f6", "f7", "f8"):
+            await pilot.press(key)
+            dialog = app.screen
+            await pilot.press("f1")
+            assert isinstance(app.screen, HelpScreen), key
+            await pilot.press("f1")
+            assert app.screen is dialog, key
+            await pilot.press("escape")
+            assert len(app.screen_stack) == 1 and isinstance(app.focused, PromptInput), key
+        await pilot.press("?")  # typed into the prompt, which is focused
+        assert app.query_one(PromptInput).value == "?" and len(app.screen_stack) == 1
+
+
 async def test_model_info_says_what_the_export_checked_in_words(engine, tmp_path):
     """F8 showed the manifest's source and validation as Python dicts, some 17 lines that pushed the
     judge and history rows off a 24-row screen."""

@@ -58,7 +58,9 @@ class ChatApp(App):
     """
     BINDINGS = [
         Binding("escape", "cancel_reply", "Cancel", tooltip="cancel the reply in progress (keeps its text)"),
-        Binding("f1,question_mark", "help", "Help", tooltip="this list of keys"),
+        # F1 as a priority key reaches the app from every dialog, as the footer under them says it does
+        Binding("f1", "help", "Help", priority=True, tooltip="this list of keys"),
+        Binding("question_mark", "help", "Help", show=False),  # not a priority key: ? is typed into an input
         Binding("f2", "cycle_mode", "Mode", tooltip="next decoding mode: " + " → ".join(MODES)),
         Binding("f3", "knobs", "Knobs", tooltip="edit mode, k, w, temperature, top-p, n, max new tokens, repetition, adaptive, min-p, seed, "
                                                "objective weights"),
@@ -250,7 +252,9 @@ class ChatApp(App):
         return True
 
     def action_help(self) -> None:
-        if not isinstance(self.screen, HelpScreen):
+        if isinstance(self.screen, HelpScreen):
+            self.screen.dismiss()
+        else:
             self.push_screen(HelpScreen(self.BINDINGS))
 
     def action_cancel_reply(self) -> None:

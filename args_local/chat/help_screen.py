@@ -42,7 +42,7 @@ def key_rows(bindings: list[Binding]) -> list[tuple[str, str]]:
 
 class HelpScreen(ModalScreen):
     DEFAULT_CSS = PANEL_CSS.format(name="HelpScreen")
-    BINDINGS = [Binding("escape,f1,question_mark,q", "dismiss", "Close")]
+    BINDINGS = [Binding("escape,question_mark,q", "dismiss", "Close")]  # F1: the app's action_help
 
     def __init__(self, bindings: list[Binding]):
         super().__init__()
