@@ -200,6 +200,38 @@ async def test_compare_answers_by_greedy_and_by_args_side_by_side(engine, tmp_pa
         assert not isinstance(app.screen, CompareScreen)
 
 
+async def test_a_comparison_cancelled_midway_shows_both_sides_ended_and_keeps_only_the_tally(engine, tmp_path):
+    """Esc during the greedy side left the ARGS column saying 'generating… (Esc cancels)' for good, and the
+    refusal line went on saying 'this prompt: …' about the prompt compared before."""
+    app = make_app(engine, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press(*"Name a fruit.", "f5")
+        screen = app.screen
+        await screen.workers.wait_for_complete()
+        await pilot.pause()
+        assert "this prompt: " in text_of(screen.query_one("#compare-refusals"))
+        screen.settings = screen.settings.with_(max_new_tokens=400)
+        screen.query_one("#compare-prompt").value = "Write a long story about a dragon."
+        await pilot.press("enter")
+        greedy, args = screen.query(ReplyView)
+        for _ in range(500):  # until a few tokens of the greedy side have streamed
+            await pilot.pause(0.02)
+            if len(greedy.reply.text) > 10:
+                break
+        tally = text_of(screen.query_one("#compare-refusals"))
+        assert tally.startswith("refusals so far: greedy 0/1") and "this prompt" not in tally, tally
+        await pilot.press("escape")
+        await screen.workers.wait_for_complete()
+        await pilot.pause()
+        assert [view.reply.stop_reason for view in (greedy, args)] == ["cancelled", "cancelled"]
+        for view in (greedy, args):
+            assert "CANCELLED" in text_of(view.query_one(".reply-meta")) and not view.has_class("-streaming")
+        assert args.reply.text == "" and len(greedy.reply.text) > 10
+        assert text_of(screen.query_one("#compare-refusals")) == tally  # a cancelled comparison is not counted
+        await pilot.press("escape")
+        assert not isinstance(app.screen, CompareScreen)
+
+
 async def test_restarted_app_finds_the_conversation_in_history(engine, tmp_path):
     first = make_app(engine, tmp_path)
     async with first.run_test(size=SIZE) as pilot:

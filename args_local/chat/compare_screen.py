@@ -74,6 +74,8 @@ class CompareScreen(ModalScreen):
         self.running = True
         self.cancel.clear()
         self.results = []
+        if self.refusals:  # its "this prompt" was about the prompt before
+            self.query_one("#compare-refusals", Label).update(refusal_line(self.refusals, []))
         views = []
         for side, settings in zip(("#greedy-side", "#args-side"), compared_settings(self.settings)):
             column = self.query_one(side, VerticalScroll)
@@ -90,9 +92,7 @@ class CompareScreen(ModalScreen):
             reply = run_reply(self.engine, conversation, settings, system=self.system, cancel=self.cancel,
                               judge=self.judge, on_step=lambda r, v=view: self.app.call_from_thread(self.show, v, r))
             self.app.call_from_thread(self.show, view, reply)
-            self.results.append(reply)
-            if reply.stop_reason == "cancelled" or reply.error:
-                break
+            self.results.append(reply)  # after Esc, the side not yet run ends at once, shown cancelled
         self.app.call_from_thread(self.finished)
 
     def show(self, view: ReplyView, reply: Reply) -> None:
@@ -101,7 +101,7 @@ class CompareScreen(ModalScreen):
 
     def finished(self) -> None:
         self.running = False
-        if len(self.results) < 2 or any(r.stop_reason == "cancelled" or r.error for r in self.results):
+        if any(r.stop_reason == "cancelled" or r.error for r in self.results):
             return  # a cancelled comparison is not counted
         for reply in self.results:
             tally = self.refusals.setdefault(reply.settings.get("mode", "?"), [0, 0])
@@ -117,8 +117,11 @@ class CompareScreen(ModalScreen):
 
 
 def refusal_line(tally: dict[str, list[int]], last: list[Reply]) -> str:
-    """'refusals: greedy 1/4 (25%), args-greedy 2/4 (50%) · this prompt: args-greedy refused'."""
-    rates = ", ".join(f"{mode} {n}/{total} ({100 * n / total:.0f}%)" for mode, (n, total) in tally.items())
+    """'refusals so far: greedy 1/4 (25%), args-greedy 2/4 (50%) · this prompt: args-greedy opened by refusing';
+    no 'this prompt' where last is empty (while the next prompt runs, or after it was cancelled)."""
+    line = "refusals so far: " + ", ".join(f"{mode} {n}/{total} ({100 * n / total:.0f}%)"
+                                           for mode, (n, total) in tally.items())
+    if not last:
+        return line
     refused = [r.settings.get("mode", "?") for r in last if is_refusal(r.text)]
-    return (f"refusals so far: {rates} · this prompt: "
-            + (f"{' and '.join(refused)} opened by refusing" if refused else "no refusal"))
+    return line + " · this prompt: " + (f"{' and '.join(refused)} opened by refusing" if refused else "no refusal")
