@@ -365,16 +365,22 @@ async def test_square_brackets_the_user_typed_are_shown_as_typed_not_read_as_mar
     assert app.crash_log is None
 
 
-async def test_a_reply_about_html_shows_its_tags(engine, tmp_path):
-    """Replies are shown as Markdown, and Rich's Markdown drops HTML: "Use the <br> tag." showed as "Use the  tag."."""
+@pytest.mark.parametrize("reply, lines", [
+    # Rich's Markdown drops HTML: "Use the <br> tag" showed as "Use the  tag"
+    ("Use the <br> tag, as in `a<br>b`.\n\n<p>Or a new paragraph.</p>",
+     ["Use the <br> tag, as in a<br>b.", "<p>Or a new paragraph.</p>"]),
+    # and joins a paragraph's lines: a poem, streamed line by line, became one line once finished
+    ("In the realm of rain,\nwhere shadows play.", ["In the realm of rain,", "where shadows play."]),
+])
+async def test_a_finished_reply_shows_its_html_and_its_line_breaks_as_written(engine, tmp_path, reply, lines):
     from textual.geometry import Region
 
     from args_local.chat.history import History
 
     history = History(tmp_path / "history.sqlite")
-    conversation = history.create_conversation("line breaks")
-    history.add_message(conversation, "user", "How do I break a line in HTML?")
-    history.add_message(conversation, "assistant", "Use the <br> tag, as in `a<br>b`.\n\n<p>Or a new paragraph.</p>")
+    conversation = history.create_conversation("a reply")
+    history.add_message(conversation, "user", "Show me.")
+    history.add_message(conversation, "assistant", reply)
     history.close()
     app = make_app(engine, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
@@ -382,7 +388,7 @@ async def test_a_reply_about_html_shows_its_tags(engine, tmp_path):
         await pilot.pause()
         body = app.query_one(ReplyView).query_one(".reply-body")
         shown = [strip.text.strip() for strip in body.render_lines(Region(0, 0, *body.size))]
-        assert [line for line in shown if line] == ["Use the <br> tag, as in a<br>b.", "<p>Or a new paragraph.</p>"]
+        assert [line for line in shown if line] == lines
 
 
 async def test_export_writes_markdown_and_says_where(engine, tmp_path, monkeypatch):

@@ -30,12 +30,17 @@ def override_style(chosen_index: int | None) -> str:
 
 
 class ReplyMarkdown(Markdown):
-    """Rich's Markdown, with HTML kept as the text it is: Rich drops HTML, so a reply saying
-    "use the <br> tag" showed "use the  tag" (and a line of <p>…</p> not at all)."""
+    """Rich's Markdown, with HTML kept as the text it is (Rich drops it: "use the <br> tag" showed
+    "use the  tag") and each line break kept, as chats keep them (Markdown joins the lines of a
+    paragraph: a poem streamed line by line became one run-on line once finished)."""
 
     def __init__(self, text: str):
         super().__init__(text)
         self.parsed = MarkdownIt("commonmark", {"html": False}).enable("strikethrough").enable("table").parse(text)
+        for block in self.parsed:
+            for token in block.children or ():
+                if token.type == "softbreak":
+                    token.type = "hardbreak"
 
 
 class UserMessage(Static):
