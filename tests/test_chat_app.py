@@ -232,6 +232,20 @@ async def test_a_comparison_cancelled_midway_shows_both_sides_ended_and_keeps_on
         assert not isinstance(app.screen, CompareScreen)
 
 
+async def test_compare_columns_follow_their_replies_to_the_reward_line(engine, tmp_path):
+    """In a short terminal each column stayed at its top: the reward, the point of comparing, was out of sight."""
+    app = make_app(engine, tmp_path, settings=DecodingSettings(max_new_tokens=64))
+    async with app.run_test(size=(60, 15)) as pilot:
+        await pilot.press(*"Write a poem about rain.", "f5")
+        screen = app.screen
+        await screen.workers.wait_for_complete()
+        await pilot.pause()
+        for view in screen.query(ReplyView):
+            column, meta = view.parent, view.query_one(".reply-meta")
+            assert column.max_scroll_y > 0  # the reply is longer than the column
+            assert column.scroll_y == column.max_scroll_y and column.content_region.contains_region(meta.region)
+
+
 async def test_restarted_app_finds_the_conversation_in_history(engine, tmp_path):
     first = make_app(engine, tmp_path)
     async with first.run_test(size=SIZE) as pilot:

@@ -98,6 +98,7 @@ class CompareScreen(ModalScreen):
     def show(self, view: ReplyView, reply: Reply) -> None:
         view.reply = reply
         view.show()
+        view.parent.scroll_end(animate=False)  # follows the reply, as the chat does: its reward line comes last
 
     def finished(self) -> None:
         self.running = False
