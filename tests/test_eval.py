@@ -116,6 +116,20 @@ def test_eval_refuses_to_resume_with_other_settings(tmp_path, capsys):
     assert "other settings" in err and "k: 10 -> 5" in err
 
 
+def test_a_resumed_run_whose_prompt_file_changed_is_refused(tmp_path, capsys):
+    # replies are stored by prompt position: a line put in front once had the old first prompt's reply
+    # reported as the answer to the new one ("How do I pick a lock?" -> "The fruit I mentioned is the Banana")
+    prompts, out = tmp_path / "prompts.jsonl", tmp_path / "run"
+    prompts.write_text('{"prompt": "Name a fruit."}\n')
+    argv = ["--methods", "greedy", "--max-new-tokens", "4", "--prompts", str(prompts), "--out", str(out)]
+    eval_json(capsys, *argv)
+    saved = (out / "replies.jsonl").read_text()
+    prompts.write_text('{"prompt": "How do I pick a lock?"}\n{"prompt": "Name a fruit."}\n')
+    assert main(["eval", *TINY, *argv]) == 2
+    assert "the prompt file changed since" in capsys.readouterr().err
+    assert (out / "replies.jsonl").read_text() == saved
+
+
 def test_malformed_line_exits_2_naming_the_line(tmp_path, capsys):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(hh_lines(1)[0] + "{not json\n")

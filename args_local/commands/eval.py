@@ -95,7 +95,8 @@ def run(args) -> int:
     from ..evaluation.embedder import SentenceEmbedder, read_embedder_manifest
     from ..evaluation.prompts import load_prompts
     from ..evaluation.report import markdown, plot_reward_vs_w, summarize
-    from ..evaluation.runner import ProgressBar, ReplyStore, Scorers, generate_all, plan_runs, reply_key
+    from ..evaluation.runner import (ProgressBar, ReplyStore, Scorers, check_same_prompts, generate_all, plan_runs,
+                                     reply_key)
     from ..reward import load_reward_model, members
 
     methods = parse_methods(args.methods)
@@ -127,6 +128,7 @@ def run(args) -> int:
                 **tuning_from(args), **({"objectives": dict(base.objectives)} if base.objectives else {}),
                 "policy": str(args.policy or home.default_policy()), "reward": str(args.reward or home.default_reward())}
     store = ReplyStore(args.out, settings)  # before loading models: a bad --out fails fast
+    check_same_prompts(store, prompts, args.out)
 
     if args.judge:
         check_reward_files(args.judge)

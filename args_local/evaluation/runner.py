@@ -3,6 +3,7 @@ finishes, so a rerun with the same DIR and settings only generates what is missi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import time
@@ -99,6 +100,25 @@ def check_same_settings(old: dict, new: dict, out_dir: Path) -> None:
                         "Rerun with the same settings to continue it, or pick another --out directory.")
 
 
+def prompt_digest(prompt: EvalPrompt) -> str:
+    """A short fingerprint of the prompt's messages, saved with each reply: a resumed run finds replies
+    stored under an index that a since-edited prompt file gives to another prompt."""
+    return hashlib.sha256(json.dumps(prompt.messages, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_same_prompts(store: ReplyStore, prompts: list[EvalPrompt], out_dir) -> None:
+    """Refuse a resumed run whose saved replies answer other prompts than the file now gives at their index
+    (replies saved before the fingerprint existed are checked by their line)."""
+    by_index = {p.index: p for p in prompts}
+    for record in store.records.values():
+        prompt = by_index.get(record.get("prompt_index"))
+        if prompt is not None and (record["prompt_digest"] != prompt_digest(prompt) if "prompt_digest" in record
+                                   else record.get("line") != prompt.line):
+            raise UserError(f"the prompt file changed since {out_dir} was written: its reply to prompt {prompt.index + 1} "
+                            f"(line {record.get('line')}) answers another prompt than line {prompt.line} now holds. "
+                            "Restore the file to continue that run, or pick another --out directory.")
+
+
 class ProgressBar:
     """One line on stderr: done/total, elapsed, ETA from the replies generated in this session."""
 
@@ -175,7 +195,8 @@ def generate_all(engine: Engine, prompts: list[EvalPrompt], runs: list[Run], bas
             settings = base.with_(mode=run.method, w=base.w if run.w is None else run.w, seed=base.seed + prompt.index)
             res = engine.generate(prompt.messages, settings)
             # an empty reply is not scored by the engine (reward None): scorers.fill scores it as " ", like best-of-n
-            record = {"key": key, "prompt_index": prompt.index, "line": prompt.line, "method": run.method,
+            record = {"key": key, "prompt_index": prompt.index, "line": prompt.line,
+                      "prompt_digest": prompt_digest(prompt), "method": run.method,
                       "w": run.w, "text": res.text, "n_tokens": len(res.tokens), "stop_reason": res.stop_reason,
                       "guide_reward": res.reward, "guide_rewards": res.objective_rewards, "seconds": res.seconds,
                       "tokens_per_s": res.tokens_per_s,
