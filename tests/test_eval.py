@@ -130,6 +130,23 @@ def test_a_resumed_run_whose_prompt_file_changed_is_refused(tmp_path, capsys):
     assert (out / "replies.jsonl").read_text() == saved
 
 
+def test_a_resumed_run_knows_its_reward_model_by_name_folder_or_relative_path(tmp_path, capsys, monkeypatch):
+    # run.json kept --reward as typed: 'guide' was refused as another model than the default guide's folder,
+    # and ./rm typed in another folder, where it names another model, was taken as the same
+    out = tmp_path / "run"
+    argv = ["--methods", "greedy", "--max-new-tokens", "4", "--prompts", str(HH), "--n", "1", "--out", str(out)]
+    eval_json(capsys, *argv, "--reward", "guide")
+    eval_json(capsys, *argv)
+    for name, model in (("a", home.default_reward()), ("b", home.default_encoder_reward())):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "rm").symlink_to(model)
+    monkeypatch.chdir(tmp_path / "a")
+    eval_json(capsys, *argv, "--reward", "rm")
+    monkeypatch.chdir(tmp_path / "b")
+    assert main(["eval", *TINY, *argv, "--reward", "rm"]) == 2
+    assert "holds an eval run with other settings (reward:" in capsys.readouterr().err
+
+
 def test_malformed_line_exits_2_naming_the_line(tmp_path, capsys):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(hh_lines(1)[0] + "{not json\n")

@@ -126,7 +126,10 @@ def run(args) -> int:
                 "w": args.w, "sweep_w": sweep_w, "temperature": args.temperature, "top_p": args.top_p,
                 "best_of": args.best_of, "max_new_tokens": args.max_new_tokens, "seed": args.seed,
                 **tuning_from(args), **({"objectives": dict(base.objectives)} if base.objectives else {}),
-                "policy": str(args.policy or home.default_policy()), "reward": str(args.reward or home.default_reward())}
+                # the models' own paths: a built-in name and its folder are one model, ./rm from another folder is not
+                "policy": str(Path(args.policy or home.default_policy()).expanduser().resolve()),
+                "reward": home.COMBINE.join(str(d.resolve())
+                                            for d in home.reward_model_dirs(args.reward or home.default_reward()))}
     store = ReplyStore(args.out, settings)  # before loading models: a bad --out fails fast
     check_same_prompts(store, prompts, args.out)
 
