@@ -23,6 +23,7 @@ class PairwiseResult:
     ties: int
     chosen_mean: float
     rejected_mean: float
+    weights: dict  # the objective weights scored with, after the gates: the mean over the pairs
 
     @property
     def accuracy(self) -> float:
@@ -42,15 +43,20 @@ class PairwiseResult:
 
 def score_pairs(rm, pairs: list[PreferencePair], progress=None, weights: dict | None = None) -> tuple[PairwiseResult, np.ndarray]:
     """Score chosen and rejected of every pair; returns the result and a [pairs, 2] score array.
-    weights: by objective (e.g. {"helpful": 1} scores that head alone); None: the model's defaults."""
+    weights: by objective (e.g. {"helpful": 1} scores that head alone); None: the model's defaults, gated
+    per prompt as decoding weighs them (the guide's harmless weight is 0 on an ordinary request)."""
     scores = np.zeros((len(pairs), 2))
+    used = np.zeros(len(rm.objectives))
     for i, pair in enumerate(pairs):
-        scores[i] = rm.score_replies(pair.conversation, [pair.chosen, pair.rejected], weights)
+        own = weights if weights is not None else rm.prompt_weights(pair.conversation)
+        scores[i] = rm.score_replies(pair.conversation, [pair.chosen, pair.rejected], own)
+        used += rm.weight_vector(own)
         if progress:
             progress(i + 1, len(pairs))
     correct = int(np.sum(scores[:, 0] > scores[:, 1]))
     ties = int(np.sum(scores[:, 0] == scores[:, 1]))
-    result = PairwiseResult(len(pairs), correct, ties, float(scores[:, 0].mean()), float(scores[:, 1].mean()))
+    result = PairwiseResult(len(pairs), correct, ties, float(scores[:, 0].mean()), float(scores[:, 1].mean()),
+                            dict(zip(rm.objectives, (used / max(1, len(pairs))).tolist())))
     return result, scores
 
 

@@ -134,6 +134,20 @@ def test_score_reads_instruction_pairs_by_built_in_name(capsys, guide_dir):
     assert 0 <= out["longer_wins"] <= 1 and out["length_matched"]["within"] == 1.25
 
 
+def test_score_weighs_the_guide_s_objectives_as_decoding_does(capsys, guide_dir):
+    # the guide's harmless weight is gated off on ordinary requests; score weighed it 2 on them all
+    # (AlpacaEval dev, first 40 pairs: .750 where the helpfulness the guide decodes with ranks .950)
+    argv = ["score", "--reward", "guide", "--pairs", str(ALPACA), "--split", "dev", "--limit", "12", "--threads", "1",
+            "--json"]
+    results = []
+    for extra in ([], ["--objective", "helpful"]):
+        assert main([*argv, *extra]) == 0
+        results.append(json.loads(capsys.readouterr().out))
+    default, helpful = results
+    assert default["objectives"] == helpful["objectives"] == {"harmless": 0.0, "helpful": 1.0}  # gate off: all 12
+    assert default["correct"] == helpful["correct"] and default["accuracy"] == helpful["accuracy"]
+
+
 @pytest.mark.parametrize("gzipped", [False, True])
 def test_a_file_saved_with_a_utf8_byte_order_mark_is_read(tmp_path, capsys, gzipped, guide_dir):
     # Notepad and Windows PowerShell start UTF-8 files so: its first line was "not valid JSON (Unexpected UTF-8 BOM)"

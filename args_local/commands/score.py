@@ -24,7 +24,8 @@ def register(sub) -> None:
     p.add_argument("--split", choices=("all", "train", "dev"), default="all",
                    help="dev: the pairs the built-in heads were never trained on (a record's 'split' field, else instruction_index %% 5 == 4, else pair index %% 5 == 4)")
     p.add_argument("--objective", metavar="NAME",
-                   help="score this objective's head alone (default: the model's default weights over its objectives)")
+                   help="score this objective's head alone (default: the model's default weights over its objectives, "
+                        "each gated by the prompt as in decoding)")
     p.add_argument("--limit", type=int, help="score only the first N pairs (after --split; default: all)")
     p.add_argument("--threads", type=int, default=None,
                    help=RM_THREADS_HELP)
@@ -55,7 +56,7 @@ def run(args) -> int:
     result, scores = score_pairs(rm, pairs, progress, weights)
     lengths = length_report(pairs, scores)
     out = {**result.to_dict(), **lengths, "reward_model": rm.name, "kind": rm.kind, "split": args.split,
-           "objectives": dict(zip(rm.objectives, rm.weight_vector(weights).tolist())),
+           "objectives": result.weights,
            "seconds": round(time.time() - start, 1)}
     if args.json:
         print(json.dumps(out))
