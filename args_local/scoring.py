@@ -16,6 +16,17 @@ from .conversations import PreferencePair
 LENGTH_MATCHED = 1.25  # the longer reply at most 1.25× the shorter, in characters
 
 
+def wilson95(correct: int, n: int) -> tuple[float, float] | tuple[None, None]:
+    """The Wilson score 95% interval of correct/n: inside [0, 1], and not 0 wide at 0 or n of n correct,
+    where the normal approximation (ci95) reads 1.000 ± 0.000 on 3 pairs of 3."""
+    if not n:
+        return None, None
+    z, p = 1.96, correct / n
+    scale = 1 + z * z / n
+    centre, half = (p + z * z / (2 * n)) / scale, z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / scale
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 @dataclass
 class PairwiseResult:
     pairs: int
@@ -37,7 +48,9 @@ class PairwiseResult:
         return 1.96 * math.sqrt(p * (1 - p) / self.pairs) if self.pairs else 0.0
 
     def to_dict(self) -> dict:
-        return {"accuracy": self.accuracy, "ci95": self.ci95, "pairs": self.pairs, "correct": self.correct,
+        low, high = wilson95(self.correct, self.pairs)
+        return {"accuracy": self.accuracy, "ci95": self.ci95, "ci95_low": low, "ci95_high": high,
+                "pairs": self.pairs, "correct": self.correct,
                 "ties": self.ties, "chosen_mean_reward": self.chosen_mean, "rejected_mean_reward": self.rejected_mean}
 
 
@@ -69,7 +82,9 @@ def length_report(pairs: list[PreferencePair], scores: np.ndarray, within: float
     correct = scores[:, 0] > scores[:, 1]
     n = int(matched.sum())
     accuracy = float(correct[matched].mean()) if n else None
+    low, high = wilson95(int(correct[matched].sum()), n)
     return {"longer_wins": float(longer.mean()) if len(pairs) else None,
             "length_matched": {"within": within, "pairs": n, "accuracy": accuracy,
                                "ci95": 1.96 * math.sqrt(accuracy * (1 - accuracy) / n) if n else None,
+                               "ci95_low": low, "ci95_high": high,
                                "longer_wins": float(longer[matched].mean()) if n else None}}

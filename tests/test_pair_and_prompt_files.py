@@ -148,6 +148,17 @@ def test_score_weighs_the_guide_s_objectives_as_decoding_does(capsys, guide_dir)
     assert default["correct"] == helpful["correct"] and default["accuracy"] == helpful["accuracy"]
 
 
+def test_a_perfect_score_on_few_pairs_has_an_interval_that_says_how_few(capsys, guide_dir):
+    # the normal approximation printed "1.000 ± 0.000 on 3 pairs" (and intervals past 1 on 5 matched pairs)
+    argv = ["score", "--reward", "guide", "--pairs", str(ALPACA), "--split", "dev", "--limit", "3", "--threads", "1"]
+    assert main([*argv, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["accuracy"] == 1.0 and out["ci95"] == 0.0  # kept as it was for the tools that read it
+    assert out["ci95_low"] == pytest.approx(0.4385, abs=1e-4) and out["ci95_high"] == 1.0  # Wilson: 3 of 3
+    assert main(argv) == 0
+    assert "pairwise accuracy 1.000 (95% CI 0.438-1.000) on 3 pairs" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("gzipped", [False, True])
 def test_a_file_saved_with_a_utf8_byte_order_mark_is_read(tmp_path, capsys, gzipped, guide_dir):
     # Notepad and Windows PowerShell start UTF-8 files so: its first line was "not valid JSON (Unexpected UTF-8 BOM)"

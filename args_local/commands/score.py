@@ -64,11 +64,12 @@ def run(args) -> int:
         if sys.stderr.isatty():
             print(file=sys.stderr)
         print(f"{rm.name} ({rm.kind}{', ' + args.objective if args.objective else ''}): pairwise accuracy "
-              f"{result.accuracy:.3f} ± {result.ci95:.3f} "
+              f"{result.accuracy:.3f} (95% CI {out['ci95_low']:.3f}-{out['ci95_high']:.3f}) "
               f"on {result.pairs} pairs ({result.correct} chosen above rejected, {result.ties} ties); "
               f"\"longer wins\" {lengths['longer_wins']:.3f}")
         matched = lengths["length_matched"]
         if matched["pairs"]:
-            print(f"length-matched pairs (within {matched['within']}x): accuracy {matched['accuracy']:.3f} ± "
-                  f"{matched['ci95']:.3f} on {matched['pairs']} pairs; \"longer wins\" {matched['longer_wins']:.3f}")
+            print(f"length-matched pairs (within {matched['within']}x): accuracy {matched['accuracy']:.3f} (95% CI "
+                  f"{matched['ci95_low']:.3f}-{matched['ci95_high']:.3f}) on {matched['pairs']} pairs; "
+                  f"\"longer wins\" {matched['longer_wins']:.3f}")
     return 0
