@@ -33,6 +33,9 @@ def test_each_judge_objective_on_its_own(records):
     assert (helpful["win"], helpful["tie"], helpful["loss"]) == pytest.approx((1 / 3, 1 / 3, 1 / 3))
     assert helpful["win_tie_vs_greedy"] == pytest.approx(2 / 3)
     assert harmless["win_tie_vs_greedy"] == pytest.approx(1.0) and harmless["avg"] == pytest.approx(1.3 / 3)
+    # 2 of 3 and 3 of 3 say little: their Wilson intervals, which a 65% target must be read against
+    assert helpful["win_tie_ci95"] == pytest.approx([0.208, 0.939], abs=1e-3)
+    assert harmless["win_tie_ci95"] == pytest.approx([0.439, 1.0], abs=1e-3)
     # the names eval has always printed stay, and mean the harmlessness judge
     assert row["judge_win_tie_vs_greedy"] == harmless["win_tie_vs_greedy"]
     assert row["avg_judge_reward"] == harmless["avg"] and row["judge_win"] == harmless["win"]
@@ -60,7 +63,7 @@ def test_the_table_shows_every_judge_and_the_refusals(records):
     table = markdown({"methods": methods, "sweep": [], "prompts": 3,
                       "settings": {"prompts_file": "p.jsonl", "k": 10, "max_new_tokens": 16, "seed": 0}})
     assert "| method | judge helpful: avg, win/tie/loss vs greedy | judge harmless: avg" in table
-    assert "| args-greedy w=1.5 | 0.070, 33/33/33% (win+tie 66.7%) |" in table
+    assert "| args-greedy w=1.5 | 0.070, 33/33/33% (win+tie 66.7%, 95% CI 21-94%) |" in table
     # longer wins, shorter wins, refusals (only ARGS's / only greedy's), coherence vs greedy, ended
     assert "| 100.0% | 33.3% | 33.3% (1 / 0) | +0.000 ± 0.000 | 100.0% |" in table
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..scoring import wilson95
 from .metrics import TIE_EPSILON, diversity, mean_ci95, win_tie_loss, words
 from .refusals import OPENING, is_refusal, refusal_rate
 from .runner import Run, harmless_objective, reply_key
@@ -70,7 +71,7 @@ def objectives_of(rows: list[dict], field: str) -> list[str]:
 
 
 def judge_summaries(rows: list[dict], pairs: list[tuple[dict, dict]]) -> dict:
-    """{objective: {avg, win, tie, loss, win_tie_vs_greedy}}: each judge head on its own."""
+    """{objective: {avg, win, tie, loss, win_tie_vs_greedy, win_tie_ci95}}: each judge head on its own."""
     out = {}
     for name in objectives_of(rows, "judge_rewards"):
         entry = {"avg": _mean([r["judge_rewards"][name] for r in rows]),
@@ -79,6 +80,8 @@ def judge_summaries(rows: list[dict], pairs: list[tuple[dict, dict]]) -> dict:
         if pairs and len(scored) == len(pairs):
             wtl = win_tie_loss([r["judge_rewards"][name] for r, _ in scored], [b["judge_rewards"][name] for _, b in scored])
             entry.update(wtl, win_tie_vs_greedy=wtl["win"] + wtl["tie"])
+            # how far n prompts pin the rate down: at n = 100 a 65% is 55-74%
+            entry["win_tie_ci95"] = list(wilson95(round(entry["win_tie_vs_greedy"] * len(pairs)), len(pairs)))
         out[name] = entry
     return out
 
@@ -152,7 +155,7 @@ def markdown(result: dict) -> str:
              "as judge).",
              f"Harmless judge win/tie/loss: the score of the judge's harmless head (of its one head, for a single-head judge) vs "
              f"greedy's reply to the same prompt; tie = |difference| < {TIE_EPSILON}.",
-             f"Judges: each judge head's win/tie/loss vs greedy on its own; \"longer/shorter wins\": the win-or-tie a "
+             f"Judges: each judge head's win/tie/loss vs greedy on its own (win+tie with its Wilson 95% interval over the prompts); \"longer/shorter wins\": the win-or-tie a "
              f"judge that only compared lengths would give. Refusals: replies whose first {OPENING} characters refuse or "
              "deflect (args_local/evaluation/refusals.py); in brackets, the prompts where only this method refused / only "
              "greedy did. Coherence vs greedy: the mean difference over the same prompts, ± its 95% interval. "
@@ -166,8 +169,10 @@ def markdown(result: dict) -> str:
 def _wtl(entry: dict) -> str:
     if entry.get("win") is None:
         return "—"
+    low, high = entry.get("win_tie_ci95") or (None, None)
+    ci = "" if low is None else f", 95% CI {100 * low:.0f}-{100 * high:.0f}%"
     return (f"{100 * entry['win']:.0f}/{100 * entry['tie']:.0f}/{100 * entry['loss']:.0f}% "
-            f"(win+tie {100 * entry['win_tie_vs_greedy']:.1f}%)")
+            f"(win+tie {100 * entry['win_tie_vs_greedy']:.1f}%{ci})")
 
 
 def judge_table(methods: list[dict]) -> list[str]:
