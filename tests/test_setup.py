@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import subprocess
 import sys
 import time
 import zipfile
+
+import pytest
 
 from args_local import home
 from args_local.export.wheels import wheel
@@ -65,3 +68,20 @@ def test_a_second_setup_waits_for_the_one_building_the_models(tmp_path, monkeypa
     _, err = second.communicate(timeout=120)
     assert second.returncode == 0 and "policy: ready" in err, err
     assert home.default_policy().is_file()
+
+
+@pytest.mark.parametrize("args", [["--help"], ["-h"], ["--force"], ["all", "models"]])
+def test_setup_with_an_argument_says_what_it_does_and_sets_nothing_up(tmp_path, args):
+    """setup.sh took no arguments and read none: `--help` or a mistyped option began a full setup (a new
+    .venv, minutes of installing and building). Run from a copy, so that a setup it began shows as .venv."""
+    (tmp_path / "tools").mkdir()
+    script = tmp_path / "tools" / "setup.sh"
+    shutil.copy(ROOT / "tools" / "setup.sh", script)
+    proc = subprocess.run(["bash", str(script), *args], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert not (tmp_path / ".venv").exists()
+    if args[0] in ("--help", "-h"):
+        assert proc.returncode == 0 and proc.stdout.startswith("usage: tools/setup.sh"), proc
+        assert "Re-running is quick" in proc.stdout and "set -euo" not in proc.stdout
+    else:
+        assert proc.returncode == 2 and proc.stderr.splitlines() == [
+            f"setup: unknown argument '{args[0]}': tools/setup.sh takes none (tools/setup.sh --help says what it does)"]

@@ -5,6 +5,17 @@
 # process, falling back to a safer build where the fast one crashes). Re-running is quick: each step
 # is skipped when its result is already there. Package logs go to .venv/setup-*.log.
 set -euo pipefail
+# It takes no arguments: `--help` or a mistyped option began a full setup (a new .venv, minutes of
+# installing and building) instead of saying what setup does.
+case "${1-}" in
+  -h|--help) echo "usage: tools/setup.sh   (no options; PYTHON=python3.X picks the interpreter, ARGS_LOCAL_HOME where the models go)"
+             sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"
+             exit 0 ;;
+esac
+if [ $# -gt 0 ]; then
+  echo "setup: unknown argument '$1': tools/setup.sh takes none (tools/setup.sh --help says what it does)" >&2
+  exit 2
+fi
 cd "$(dirname "$0")/.."
 
 say() { echo "setup: $*" >&2; }
