@@ -149,13 +149,30 @@ def users_own_gpu_build() -> bool:
 
 
 def build_id() -> str | None:
-    """A fingerprint of the installed native libraries (names, sizes, times): a record is valid for them only."""
+    """A fingerprint of the installed native libraries (names, sizes, and the sha256 pip recorded for each,
+    else its time): a record is valid for them only. Not their times where pip recorded their contents: pip
+    stamps a file with the time it installs it, so two clones' .venvs with the same wheel (the same build)
+    each took the other's record sharing one home (the default one) for another build's, and probed
+    llama.cpp again at every model load, overwriting it."""
     lib = library_dir()
     if lib is None or not lib.is_dir():
         return None
     files = sorted(p for p in lib.iterdir() if p.suffix in (".so", ".dylib", ".dll") or ".so." in p.name)
-    text = json.dumps([(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files])
+    recorded = installed_hashes(lib)
+    text = json.dumps([(p.name, p.stat().st_size, recorded.get(p.name) or p.stat().st_mtime_ns) for p in files])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def installed_hashes(lib: Path) -> dict[str, str]:
+    """{file name in lib: its sha256} from the RECORD pip wrote installing llama-cpp-python there."""
+    hashes = {}
+    with contextlib.suppress(OSError):
+        for record in lib.parent.parent.glob("llama_cpp_python-*.dist-info/RECORD"):
+            for line in record.read_text().splitlines():
+                path, _, rest = line.partition(",")
+                if path.startswith(f"{lib.parent.name}/{lib.name}/") and rest.startswith("sha256="):
+                    hashes[path.rsplit("/", 1)[1]] = rest.split(",")[0]
+    return hashes
 
 
 def _stamp() -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -249,3 +250,26 @@ def test_setup_keeps_a_gpu_build_the_user_installed_and_would_replace_a_plain_on
     plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert plain.stdout.strip() == "False", plain.stderr
     assert llama_build.users_own_gpu_build() is False  # the build setup made here is stamped: setup's own
+
+
+def test_the_same_build_installed_in_two_places_is_one_build(tmp_path, monkeypatch):
+    """pip gives each installed file its install time: two clones' .venvs with the same wheel, sharing one
+    home, each took the other's record for another build's and probed llama.cpp again at every load."""
+    installed = llama_build.library_dir()
+    site = installed.parent.parent
+    copies = []
+    for name in ("first", "second"):
+        lib = tmp_path / name / "llama_cpp" / "lib"
+        shutil.copytree(installed, lib, symlinks=True)  # copied now: other file times, the same contents
+        for record in site.glob("llama_cpp_python-*.dist-info"):
+            shutil.copytree(record, tmp_path / name / record.name)
+        copies.append(lib)
+    os.utime(copies[1] / "libllama.so", (1, 1))
+    ids = []
+    for lib in copies:
+        monkeypatch.setattr(llama_build, "library_dir", lambda lib=lib: lib)
+        ids.append(llama_build.build_id())
+    assert ids[0] == ids[1] is not None
+    record = next(copies[1].parent.parent.glob("llama_cpp_python-*.dist-info")) / "RECORD"
+    record.write_text(record.read_text().replace("llama_cpp/lib/libllama.so,sha256=", "llama_cpp/lib/libllama.so,sha256=0"))
+    assert llama_build.build_id() != ids[0]  # another build installed there (pip wrote other contents)
