@@ -49,9 +49,23 @@ def encoder_dir() -> Path:
     return require(home.default_encoder_reward())
 
 
+def require_data(path: Path) -> Path:
+    """The project's data sets live in shared/ beside the clone, not in what setup builds: a clone made
+    elsewhere was told to run tools/setup.sh, which never brings them."""
+    if not path.exists():
+        pytest.fail(f"{path} is missing: the tests read the project's data from ../shared/data, beside this "
+                    "clone (tools/setup.sh does not fetch it); clone the project next to its shared/ folder")
+    return path
+
+
 @pytest.fixture(scope="session")
 def hh_pairs() -> Path:
-    return require(HH_PAIRS)
+    return require_data(HH_PAIRS)
+
+
+@pytest.fixture(scope="session")
+def alpaca_pairs() -> Path:
+    return require_data(HH_PAIRS.parents[1] / "alpaca-eval" / "helpful-pairs.jsonl.gz")
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,6 @@ from args_local.errors import UserError
 from args_local.evaluation.prompts import load_prompts
 from args_local.reward import load_reward_model
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-ALPACA = DATA / "alpaca-eval" / "helpful-pairs.jsonl.gz"
 HH_LINE = {"chosen": "\n\nHuman: Hi?\n\nAssistant: Hello.", "rejected": "\n\nHuman: Hi?\n\nAssistant: Go away."}
 
 
@@ -34,16 +32,16 @@ def test_hh_and_instruction_pairs_read_alike(tmp_path):
     assert (hh.split, named.split, indexed.split) == ("train", "dev", "dev")  # position 0; field; 9 % 5 == 4
 
 
-def test_real_files_split_by_their_own_rule(hh_pairs):
-    alpaca = read_preference_pairs(ALPACA)
+def test_real_files_split_by_their_own_rule(hh_pairs, alpaca_pairs):
+    alpaca = read_preference_pairs(alpaca_pairs)
     assert len(alpaca) == 16080 and sum(p.split == "dev" for p in alpaca) == 3216  # the README's counts
     assert sum(p.split == "dev" for p in read_preference_pairs(hh_pairs)) == 385
     # eval: one prompt per instruction (670 instructions, 134 of them dev); HH: one per pair
-    dev, train = (load_prompts(ALPACA, split=s) for s in ("dev", "train"))
+    dev, train = (load_prompts(alpaca_pairs, split=s) for s in ("dev", "train"))
     assert (len(dev), len(train)) == (134, 536)
     assert not {p.messages[0]["content"] for p in dev} & {p.messages[0]["content"] for p in train}
     assert len(load_prompts(hh_pairs, split="dev")) == 385
-    assert [p.index for p in load_prompts(ALPACA, 3, split="dev")] == [0, 1, 2]
+    assert [p.index for p in load_prompts(alpaca_pairs, 3, split="dev")] == [0, 1, 2]
 
 
 def test_prompt_lines_of_every_style(tmp_path):
@@ -126,18 +124,18 @@ def test_length_report_sets_accuracy_beside_the_longer_wins_baseline():
     assert matched["pairs"] == 2 and matched["accuracy"] == 0.5 and matched["longer_wins"] == 0.5
 
 
-def test_score_reads_instruction_pairs_by_built_in_name(capsys, guide_dir):
-    assert main(["score", "--reward", "guide", "--pairs", str(ALPACA), "--split", "dev", "--limit", "6",
+def test_score_reads_instruction_pairs_by_built_in_name(capsys, guide_dir, alpaca_pairs):
+    assert main(["score", "--reward", "guide", "--pairs", str(alpaca_pairs), "--split", "dev", "--limit", "6",
                  "--threads", "1", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["pairs"] == 6 and 0 <= out["accuracy"] <= 1 and out["split"] == "dev"
     assert 0 <= out["longer_wins"] <= 1 and out["length_matched"]["within"] == 1.25
 
 
-def test_score_weighs_the_guide_s_objectives_as_decoding_does(capsys, guide_dir):
+def test_score_weighs_the_guide_s_objectives_as_decoding_does(capsys, guide_dir, alpaca_pairs):
     # the guide's harmless weight is gated off on ordinary requests; score weighed it 2 on them all
     # (AlpacaEval dev, first 40 pairs: .750 where the helpfulness the guide decodes with ranks .950)
-    argv = ["score", "--reward", "guide", "--pairs", str(ALPACA), "--split", "dev", "--limit", "12", "--threads", "1",
+    argv = ["score", "--reward", "guide", "--pairs", str(alpaca_pairs), "--split", "dev", "--limit", "12", "--threads", "1",
             "--json"]
     results = []
     for extra in ([], ["--objective", "helpful"]):
@@ -148,9 +146,9 @@ def test_score_weighs_the_guide_s_objectives_as_decoding_does(capsys, guide_dir)
     assert default["correct"] == helpful["correct"] and default["accuracy"] == helpful["accuracy"]
 
 
-def test_a_perfect_score_on_few_pairs_has_an_interval_that_says_how_few(capsys, guide_dir):
+def test_a_perfect_score_on_few_pairs_has_an_interval_that_says_how_few(capsys, guide_dir, alpaca_pairs):
     # the normal approximation printed "1.000 ± 0.000 on 3 pairs" (and intervals past 1 on 5 matched pairs)
-    argv = ["score", "--reward", "guide", "--pairs", str(ALPACA), "--split", "dev", "--limit", "3", "--threads", "1"]
+    argv = ["score", "--reward", "guide", "--pairs", str(alpaca_pairs), "--split", "dev", "--limit", "3", "--threads", "1"]
     assert main([*argv, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["accuracy"] == 1.0 and out["ci95"] == 0.0  # kept as it was for the tools that read it
