@@ -70,14 +70,20 @@ def test_a_second_setup_waits_for_the_one_building_the_models(tmp_path, monkeypa
     assert home.default_policy().is_file()
 
 
+def setup_in_a_copy(tmp_path, *args, env=None):
+    """tools/setup.sh run from a bare copy, so that a setup it begins shows as a .venv there."""
+    (tmp_path / "tools").mkdir(parents=True)
+    script = tmp_path / "tools" / "setup.sh"
+    shutil.copy(ROOT / "tools" / "setup.sh", script)
+    return subprocess.run(["bash", str(script), *args], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **(env or {})})
+
+
 @pytest.mark.parametrize("args", [["--help"], ["-h"], ["--force"], ["all", "models"]])
 def test_setup_with_an_argument_says_what_it_does_and_sets_nothing_up(tmp_path, args):
     """setup.sh took no arguments and read none: `--help` or a mistyped option began a full setup (a new
-    .venv, minutes of installing and building). Run from a copy, so that a setup it began shows as .venv."""
-    (tmp_path / "tools").mkdir()
-    script = tmp_path / "tools" / "setup.sh"
-    shutil.copy(ROOT / "tools" / "setup.sh", script)
-    proc = subprocess.run(["bash", str(script), *args], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    .venv, minutes of installing and building)."""
+    proc = setup_in_a_copy(tmp_path, *args)
     assert not (tmp_path / ".venv").exists()
     if args[0] in ("--help", "-h"):
         assert proc.returncode == 0 and proc.stdout.startswith("usage: tools/setup.sh"), proc
@@ -85,3 +91,18 @@ def test_setup_with_an_argument_says_what_it_does_and_sets_nothing_up(tmp_path, 
     else:
         assert proc.returncode == 2 and proc.stderr.splitlines() == [
             f"setup: unknown argument '{args[0]}': tools/setup.sh takes none (tools/setup.sh --help says what it does)"]
+
+
+@pytest.mark.parametrize("python, found", [("python3.99", "was not found"), ("old", "is Python 3.8.10"),
+                                           ("true", "is not a Python")])
+def test_an_interpreter_setup_cannot_use_is_one_line_naming_it(tmp_path, python, found):
+    """PYTHON=python3.99 printed 'creating .venv with ' and bash's 'command not found' (exit 127); an old
+    Python made a .venv that pip then refused args-local in."""
+    if python == "old":
+        python = tmp_path / "python3.8"
+        python.write_text("#!/bin/sh\necho 3.8.10; exit 1\n")  # what the version check prints and says there
+        python.chmod(0o755)
+    proc = setup_in_a_copy(tmp_path / "clone", env={"PYTHON": str(python)})
+    assert proc.returncode == 1 and not (tmp_path / "clone" / ".venv").exists()
+    assert proc.stderr.splitlines() == [f"setup: {python} {found}; args-local needs Python 3.10 or newer: install it, "
+                                        "or name it, e.g. PYTHON=python3.11 tools/setup.sh"]

@@ -39,6 +39,14 @@ stamp=.venv/.args-local-installed
 # there (Ctrl+C) left a .venv whose pip could not start, and every later run failed on it. So a
 # .venv counts only once venv returned (the marker) or packages were installed into it (the stamp).
 if [ ! -e .venv/.args-local-venv ] && [ ! -e "$stamp" ]; then
+  # a missing or too old interpreter: one line naming it, not "creating .venv with " and bash's
+  # "command not found" (exit 127), nor pip refusing args-local inside a .venv made with Python 3.8
+  version=$("$python" -c 'import sys; print(sys.version.split()[0]); sys.exit(sys.version_info < (3, 10))' 2>/dev/null) \
+    && [ -n "$version" ] || {
+    command -v "$python" >/dev/null && found="is ${version:+Python }${version:-not a Python}" || found="was not found"
+    say "$python $found; args-local needs Python 3.10 or newer: install it, or name it, e.g. PYTHON=python3.11 tools/setup.sh"
+    exit 1
+  }
   say "creating .venv with $("$python" --version)"
   "$python" -m venv --clear .venv
   touch .venv/.args-local-venv
