@@ -161,7 +161,7 @@ def build_guide(force: bool) -> None:
     if up_to_date(out, stamped, force):
         return
     from args_local.export.from_gguf import export_from_gguf
-    from args_local.reward.manifest import read_manifest, write_manifest
+    from args_local.reward.manifest import read_manifest, validation_summary, write_manifest
 
     manifest = export_from_gguf(home.default_policy(), None, out, n_layers=None,
                                 max_length=384, opset=18, force=True, progress=PROGRESS, name="guide",
@@ -178,7 +178,7 @@ def build_guide(force: bool) -> None:
                              for name, path in gates.items()}
     write_manifest(out, manifest)
     stamp_head(out, stamped)
-    PROGRESS(f"guide: validation {json.dumps(manifest['validation'])}")
+    PROGRESS(f"guide: checked: {validation_summary(manifest['validation'])}")
 
 
 GEMMA_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
@@ -257,7 +257,7 @@ def build_encoder(force: bool) -> None:
 
     from args_local.export.encoder import export_encoder
     from args_local.formats import PAIR_LAST_USER
-    from args_local.reward.manifest import write_manifest
+    from args_local.reward.manifest import validation_summary, write_manifest
 
     src = minilm_source(PROGRESS)
     with tempfile.TemporaryDirectory() as tmp, np.load(head_path) as head:
@@ -278,7 +278,7 @@ def build_encoder(force: bool) -> None:
     manifest["objective"] = "harmless"  # trained on HH-RLHF harmless-base, like the guide's head.npz
     write_manifest(out, manifest)
     stamp_head(out, {"harmless": head_path})
-    PROGRESS(f"encoder: validation {json.dumps(manifest['validation'])}")
+    PROGRESS(f"encoder: checked: {validation_summary(manifest['validation'])}")
 
 
 def build_embedder(force: bool) -> None:

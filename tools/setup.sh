@@ -78,3 +78,4 @@ fi
 # Prove the llama.cpp build on this CPU with the built-in policy and judge (a crash kills only the
 # probe's child); switch to a build that runs if it must, and record the choice for the runtime.
 .venv/bin/python -m args_local.llama_build choose
+say "ready: .venv/bin/args-local chat opens the chat; .venv/bin/args-local --help lists the rest"

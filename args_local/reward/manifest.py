@@ -112,3 +112,21 @@ def wrong_members(manifest: dict, required: dict, prefix: str = "") -> list[str]
 def write_manifest(directory: Path, manifest: dict) -> None:
     manifest = {"format_version": FORMAT_VERSION, **manifest}
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def readable(fields: dict) -> str:
+    """A manifest's nested fields as `key value, …` (one line where it fits, not a Python dict)."""
+    return ", ".join(f"{k} {readable(v) if isinstance(v, dict) else v}" for k, v in fields.items() if v is not None)
+
+
+def validation_summary(validation: dict) -> str:
+    """What the export checked: how close onnxruntime came to torch, and what a smaller precision kept."""
+    diffs = [v for k, v in validation.items() if k.startswith("max_") and isinstance(v, (int, float))]
+    parts = [f"onnxruntime matches torch within {max(diffs):.1e}"] if diffs else []
+    for precision in ("fp16", "int8"):
+        r = validation.get(precision)
+        if isinstance(r, dict) and "ranking_agreement" in r:
+            way = f" ({r['way']})" if r.get("way") else ""
+            parts.append(f"{precision}{way} ranks {r['ranking_agreement']:.1%} of candidate pairs as fp32 does, "
+                         f"{r['ms_per_step']:g} ms a step at export")
+    return "; ".join(parts) or readable(validation)
