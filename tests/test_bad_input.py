@@ -157,6 +157,12 @@ CASES = [
     ("export-gguf-folder", GGUF + ("{dir}", "--out", "{missing}"), "is a directory"),
     ("export-gguf-text", GGUF + ("{text}", "--out", "{missing}"), "not a GGUF file"),
     ("export-fp16-and-int8", X + ("--fp16", "--quantize", "int8"), "choose one"),
+    # options the other kind of source ignores: the export left them out silently, and validated
+    ("export-layers-without-gguf", X + ("--layers", "1"), "--layers cannot be used without --from-gguf"),
+    ("export-head-without-gguf", X + ("--head", "{text}", "--objective", "a=1"), "--head, --objective cannot be used"),
+    ("export-src-and-gguf", GGUF + ("{text}", "{hf}", "--out", "{missing}"), "SRC cannot be used with --from-gguf"),
+    ("export-format-with-gguf", GGUF + ("{text}", "--out", "{missing}", "--format", "plain"), "--format cannot be used"),
+    ("export-label-with-gguf", GGUF + ("{text}", "--out", "{missing}", "--label-index", "1"), "--label-index cannot"),
     # eval
     ("eval-n-zero", E + ("--n", "0"), "--n must be at least 1"),
     ("eval-n-negative", E + ("--n", "-1"), "--n must be at least 1"),

@@ -73,10 +73,26 @@ def parse_heads(values: list[str]) -> tuple[str | None, dict[str, str] | None]:
     return None, objectives
 
 
+def check_options_fit_the_source(args) -> None:
+    """Options that the other kind of source ignores are refused: an export that silently left out the
+    user's --head, or kept all layers despite --layers, validated and looked right."""
+    if args.from_gguf:
+        unused = {"SRC": args.src, "--kind": args.kind != "auto", "--label-index": args.label_index is not None,
+                  "--format": args.format}
+        where = ("with --from-gguf, which exports the GGUF's backbone with --head files (its input format is "
+                 "the policy's own)")
+    else:
+        unused = {"--head": args.head, "--objective": args.objective, "--layers": args.layers is not None}
+        where = "without --from-gguf: a Hugging Face SRC is exported whole, with its own classification head"
+    if misplaced := [name for name, given in unused.items() if given]:
+        raise UserError(f"{', '.join(misplaced)} cannot be used {where}")
+
+
 def run(args) -> int:
     from ..export.common import check_output, quiet_converters, stderr_progress
 
     # Everything a user can get wrong is checked before the slow imports of the export extra.
+    check_options_fit_the_source(args)
     head, objectives = parse_heads(args.head or [])
     head_files = list(objectives.values()) if objectives else [head]
     out = check_output(args.out, args.force, (args.src, args.from_gguf, *head_files))
