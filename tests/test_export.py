@@ -291,6 +291,20 @@ def test_head_of_another_hidden_size(policy_path, tmp_path):
     assert_user_error(proc, "expects hidden size 10", "has 576")
 
 
+def test_a_gguf_backbone_that_cannot_serve_is_refused_before_it_loads(policy_path, tmp_path):
+    from args_local.home import default_judge_gguf
+
+    export = ("export", "reward", "--out", str(tmp_path / "o"), "--from-gguf")
+    # one_line: no "loading ... into torch" first; it said "the head reads layer 99" (there was no head)
+    assert_user_error(run_cli(*export, str(policy_path), "--layers", "99"), "--layers 99 is more than the 30 layers",
+                      one_line=True)
+    head = tmp_path / "head.npz"
+    np.savez(head, w_last=np.zeros(576, np.float32), w_mean=np.zeros(576, np.float32), bias=np.float32(0), n_layers=40)
+    assert_user_error(run_cli(*export, str(policy_path), "--head", str(head)), "n_layers 40 is more than", one_line=True)
+    assert_user_error(run_cli(*export, str(default_judge_gguf())), "is a gemma3 model", "llama", one_line=True)
+    assert not (tmp_path / "o").exists()
+
+
 def test_an_interrupted_export_leaves_nothing_that_loads(tmp_path):
     out = tmp_path / "rm"
     with pytest.raises(KeyboardInterrupt):

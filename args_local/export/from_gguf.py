@@ -17,6 +17,7 @@ from ..policy import check_gguf_file
 from ..reward.base import LinearHead
 from .common import Progress
 from .decoder import export_decoder, hidden_state_reference, load_gguf_backbone
+from .encoder import DECODER_MODEL_TYPES
 
 
 def read_head(path: Path) -> tuple[LinearHead, int | None, dict | None]:
@@ -27,20 +28,31 @@ def read_head(path: Path) -> tuple[LinearHead, int | None, dict | None]:
     return head, n_layers, norm
 
 
-def gguf_hidden_size(gguf: Path) -> int | None:
+def gguf_shape(gguf: Path) -> tuple[str, dict[str, int]]:
+    """The GGUF's architecture and its integer `ARCH.*` sizes (embedding_length, block_count, …), read from
+    its metadata without loading the weights."""
     from gguf import GGUFReader
 
-    reader = GGUFReader(str(gguf))
-    for name, field in reader.fields.items():
-        if name.endswith(".embedding_length"):
-            return int(field.parts[field.data[0]][0])
-    return None
+    fields = GGUFReader(str(gguf)).fields
+    arch_field = fields.get("general.architecture")
+    arch = bytes(arch_field.parts[arch_field.data[0]]).decode() if arch_field else ""
+    sizes = {name.removeprefix(f"{arch}."): int(field.parts[field.data[0]][0]) for name, field in fields.items()
+             if name.startswith(f"{arch}.") and len(field.data) == 1 and field.parts[field.data[0]].dtype.kind in "iu"}
+    return arch, sizes
 
 
-def read_heads(paths: dict[str, Path], gguf: Path) -> tuple[dict, int | None]:
+def check_backbone(gguf: Path, arch: str, sizes: dict[str, int], layers: int | None, what: str) -> None:
+    """What the GGUF's metadata shows will fail, said before the slow load into torch."""
+    if arch and arch not in DECODER_MODEL_TYPES:
+        raise UserError(f"{gguf.name} is a {arch} model; --from-gguf runs the backbones of "
+                        f"{', '.join(DECODER_MODEL_TYPES)} models")
+    if layers and layers > sizes.get("block_count", layers):
+        raise UserError(f"{what} {layers} is more than the {sizes['block_count']} layers of {gguf.name}")
+
+
+def read_heads(paths: dict[str, Path], gguf: Path, hidden: int | None) -> tuple[dict, int | None]:
     """{objective: (head, normalization)} and the layer they read; checked before the slow load:
     a head from another backbone is a common mistake."""
-    hidden = gguf_hidden_size(gguf)
     heads, layers = {}, set()
     for objective, path in paths.items():
         if not Path(path).is_file():
@@ -63,8 +75,11 @@ def export_from_gguf(gguf: str | Path, head_path: str | Path | None, out: Path, 
                      default_objectives: dict[str, float] | None = None) -> dict:
     """head_path: one head (None: features only, to train a head); or `objectives`, one head file per objective."""
     gguf = check_gguf_file(Path(gguf), "policy model")
-    heads, head_layers = read_heads(objectives or ({None: head_path} if head_path else {}), gguf)
+    arch, sizes = gguf_shape(gguf)
+    heads, head_layers = read_heads(objectives or ({None: head_path} if head_path else {}), gguf,
+                                    sizes.get("embedding_length"))
     head, norm = next(iter(heads.values()), (None, None))
+    check_backbone(gguf, arch, sizes, n_layers or head_layers, "--layers" if n_layers else "the head's n_layers")
     n_layers = n_layers or head_layers
     model, tokenizer = load_gguf_backbone(gguf, progress)
     hidden = model.config.hidden_size
