@@ -83,6 +83,30 @@ def test_decoder_export_matches_the_source_model_and_decodes(tiny_llama, policy_
     assert len(result.rewards) == 6 and all(np.isfinite(result.rewards))
 
 
+def test_the_summary_says_what_was_validated_and_how_to_use_it(tiny_llama, encoder_dir, policy_path, tmp_path):
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    out = tmp_path / "rm"
+    proc = export(tiny_llama, out, "--quantize", "int8")
+    assert proc.returncode == 0, proc.stderr
+    # it printed the validation as one raw JSON object, and no word on how to use the model
+    assert "the source model's own forward included" in proc.stdout and "int8 (" in proc.stdout
+    assert f"generate --reward {out} " in proc.stdout and "{" not in proc.stdout
+    # a decoder RM of another vocabulary than the policy's: the summary names its vocabulary, and generate
+    # names the way out (export it as an encoder, with its own tokenizer)
+    config = LlamaConfig(vocab_size=30522, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, num_labels=1, pad_token_id=0,
+                         architectures=["LlamaForSequenceClassification"])
+    src = save_tiny(LlamaForSequenceClassification, config, tmp_path / "bert-vocab-llama", encoder_dir / "tokenizer.json")
+    proc = export(src, tmp_path / "other")
+    assert proc.returncode == 0 and "a policy of its tokenizer (30522 tokens)" in proc.stdout, proc.stderr
+    proc = run_cli("generate", "hi", "--max-new-tokens", "4", "--reward", str(tmp_path / "other"))
+    assert_user_error(proc, "does not share the tokenizer", "export reward SRC --kind encoder", one_line=True)
+    assert export(src, tmp_path / "enc", "--kind", "encoder").returncode == 0
+    result = decode_with(policy_path, tmp_path / "enc")
+    assert len(result.rewards) == 6 and all(np.isfinite(result.rewards))
+
+
 def test_int8_decoder_export_reports_what_it_changed(tiny_llama, tmp_path):
     out = tmp_path / "rm"
     proc = export(tiny_llama, out, "--quantize", "int8")

@@ -104,7 +104,8 @@ class DecoderRewardModel(Objectives):
             raise UserError(
                 f"the decoder reward model {self.name} (vocabulary of {self.vocab['size']} tokens) does not share "
                 f"the tokenizer of the policy {policy_name} ({policy_vocab_size} tokens): a decoder RM must use "
-                "the policy's vocabulary. Use an encoder reward model, which brings its own tokenizer.")
+                "the policy's vocabulary. Use an encoder reward model, which brings its own tokenizer "
+                "(`args-local export reward SRC --kind encoder` exports any Hugging Face classifier as one).")
 
     def _run(self, cache: KVCache, ids, positions, bias):
         feeds = {"input_ids": np.asarray(ids, np.int64), "position_ids": np.asarray(positions, np.int64),
