@@ -159,6 +159,11 @@ def test_hub_model_id_offline(tmp_path):
     assert_user_error(export("OpenAssistant/reward-model-deberta-v3-large", tmp_path / "out"), "offline")
 
 
+def test_a_gguf_given_as_source_names_from_gguf(policy_path, tmp_path):
+    # it said the file was no directory, and that model ids need the hub
+    assert_user_error(export(policy_path, tmp_path / "o"), f"--from-gguf {policy_path} --head", one_line=True)
+
+
 def test_directory_that_is_not_a_model(tmp_path):
     (tmp_path / "src").mkdir()
     assert_user_error(export(tmp_path / "src", tmp_path / "out"), "no config.json")

@@ -121,6 +121,9 @@ def run(args) -> int:
         if not src.exists() and "/" in args.src and not args.src.startswith((".", "/", "~")):
             raise UserError(f"{args.src} looks like a hub model id; args-local works offline and cannot download "
                             "it. Download the model directory elsewhere and pass its local path.")
+        if src.is_file() and src.suffix.lower() == ".gguf":
+            raise UserError(f"{args.src} is a GGUF file, and SRC a Hugging Face model directory; a GGUF chat model's "
+                            f"backbone is exported with --from-gguf {args.src} --head HEAD.npz")
         config = read_config(src)
     quiet_converters()  # before the converters are imported
     _require_export_extra()
