@@ -305,6 +305,27 @@ def test_missing_tokenizer(tiny_bert, tmp_path):
     assert_user_error(export(src, tmp_path / "out"), "no tokenizer.json")
 
 
+@pytest.mark.parametrize("kind", ["encoder", "decoder"])
+def test_another_models_tokenizer_is_refused_before_the_export(kind, encoder_dir, guide_dir, tmp_path):
+    """Token ids past the model's embeddings: onnxruntime's Gather failed with a traceback, while validating."""
+    from transformers import BertConfig, BertForSequenceClassification, LlamaConfig, LlamaForSequenceClassification
+
+    if kind == "encoder":
+        model, tokenizer = BertForSequenceClassification, encoder_dir / "tokenizer.json"
+        config = BertConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                            intermediate_size=64, num_labels=1, architectures=["BertForSequenceClassification"])
+    else:
+        model, tokenizer = LlamaForSequenceClassification, guide_dir / "tokenizer.json"
+        config = LlamaConfig(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=2, num_labels=1, pad_token_id=0,
+                             architectures=["LlamaForSequenceClassification"])
+    src = save_tiny(model, config, tmp_path / "src", tokenizer)
+    assert_user_error(export(src, tmp_path / "out"), "another model's tokenizer", "embeddings for 1000", one_line=True)
+    (src / "tokenizer.json").write_text('{"nope": 1}')
+    assert_user_error(export(src, tmp_path / "out"), "cannot be read as a tokenizer", one_line=True)
+    assert not (tmp_path / "out").exists()
+
+
 def test_existing_output_needs_force(tiny_bert, tmp_path):
     out = tmp_path / "out"
     out.mkdir()

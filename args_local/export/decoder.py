@@ -233,13 +233,12 @@ def export_hf_decoder(src: Path, out: Path, *, input_format: InputFormat, max_le
     """LlamaForSequenceClassification & co.: all layers + final norm; the score row becomes w_last."""
     from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerFast
 
-    from .encoder import check_reward_architecture, read_config
+    from .encoder import check_reward_architecture, check_tokenizer, read_config
 
     config = read_config(src)
     index = check_reward_architecture(config, label_index)
     check_decoder_architecture(config["architectures"][0])  # before the model loads
-    if not (src / "tokenizer.json").is_file():
-        raise UserError(f"{src} has no tokenizer.json; save the tokenizer with save_pretrained() first")
+    check_tokenizer(src, config)
     progress(f"loading {src.name} into torch")
     model = AutoModelForSequenceClassification.from_pretrained(str(src), dtype=torch.float32).eval()
     tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(src / "tokenizer.json"))

@@ -88,6 +88,25 @@ def check_reward_architecture(config: dict, label_index: int | None) -> int:
     return index
 
 
+def check_tokenizer(src: Path, config: dict) -> None:
+    """SRC's tokenizer.json is there and gives no token id past the model's embeddings: another model's
+    tokenizer (a copied file, a base model's with tokens added) failed in onnxruntime, a traceback."""
+    from tokenizers import Tokenizer
+
+    path = src / "tokenizer.json"
+    if not path.is_file():
+        raise UserError(f"{src} has no tokenizer.json (the fast tokenizer file); save the tokenizer with "
+                        "tokenizer.save_pretrained() in transformers first")
+    try:
+        largest = max(Tokenizer.from_file(str(path)).get_vocab(with_added_tokens=True).values())
+    except Exception as e:  # tokenizers raises a bare Exception for a file it cannot read
+        raise UserError(f"{path} cannot be read as a tokenizer ({e}); save the tokenizer again") from None
+    embeddings = config.get("vocab_size")
+    if isinstance(embeddings, int) and largest >= embeddings:
+        raise UserError(f"{path} gives token ids up to {largest}, but the model has embeddings for {embeddings}: "
+                        "it is another model's tokenizer. Save this model's own with tokenizer.save_pretrained()")
+
+
 def readable_length(config: dict, max_length: int | None) -> int:
     """Tokens the model is given at most: max_length (default 512, or fewer where the model has fewer
     positions); longer than its position table, every long input failed while decoding."""
@@ -108,9 +127,7 @@ def export_encoder(src: Path, out: Path, *, input_format: InputFormat, max_lengt
     config = read_config(src)
     index = check_reward_architecture(config, label_index)
     max_length = readable_length(config, max_length)
-    if not (src / "tokenizer.json").is_file():
-        raise UserError(f"{src} has no tokenizer.json (the fast tokenizer file); save the tokenizer with "
-                        "tokenizer.save_pretrained() in transformers first")
+    check_tokenizer(src, config)
     pad_id = config.get("pad_token_id")
     if "pad_token_id" not in config:  # an older config.json: the architecture's own default (BERT's is 0)
         from transformers import AutoConfig
