@@ -107,6 +107,19 @@ def test_the_summary_says_what_was_validated_and_how_to_use_it(tiny_llama, encod
     assert len(result.rewards) == 6 and all(np.isfinite(result.rewards))
 
 
+def test_a_decoder_reads_no_more_tokens_than_it_has_positions(guide_dir, tmp_path):
+    """As encoders do: past its positions a decoder RM scored text it was never trained to read, silently."""
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    config = LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, num_labels=1, pad_token_id=0,
+                         max_position_embeddings=64, architectures=["LlamaForSequenceClassification"])
+    src = save_tiny(LlamaForSequenceClassification, config, tmp_path / "src", guide_dir / "tokenizer.json")
+    assert_user_error(export(src, tmp_path / "long", "--max-length", "128"), "--max-length 128 is more", "64 positions")
+    assert export(src, tmp_path / "rm").returncode == 0
+    assert json.loads((tmp_path / "rm" / "manifest.json").read_text())["max_length"] == 64
+
+
 def test_int8_decoder_export_reports_what_it_changed(tiny_llama, tmp_path):
     out = tmp_path / "rm"
     proc = export(tiny_llama, out, "--quantize", "int8")

@@ -31,7 +31,7 @@ def register(sub) -> None:
                    help="with named heads: the default weights of the objectives (default: 1 each)")
     r.add_argument("--layers", type=int, help="with --from-gguf: cut the backbone after this many layers")
     r.add_argument("--label-index", type=int, help="which output label is the reward, for multi-label models")
-    r.add_argument("--max-length", type=int, default=None, help="tokens the RM reads (default 512, or the encoder's positions where fewer; 384 for --from-gguf)")
+    r.add_argument("--max-length", type=int, default=None, help="tokens the RM reads (default 512, or the model's positions where fewer; 384 for --from-gguf)")
     r.add_argument("--format", default=None,
                    help="input format: template (the model's own chat template, from its tokenizer files), chatml, "
                         "plain or pair-last-user (default: template where the model has one, else chatml for "
@@ -153,7 +153,7 @@ def run(args) -> int:
             from ..export.decoder import export_hf_decoder
 
             manifest = export_hf_decoder(src, out, input_format=input_format_for(src, args.format, "chatml"),
-                                         max_length=args.max_length or 512, opset=args.opset,
+                                         max_length=args.max_length, opset=args.opset,
                                          label_index=args.label_index, force=args.force, progress=progress,
                                          precision=precision)
     print(json.dumps(manifest, indent=2) if args.json else summary(out, manifest))

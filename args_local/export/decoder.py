@@ -228,17 +228,18 @@ def validate_decoder(graph, head: LinearHead, directory: Path, manifest: dict, r
     return result
 
 
-def export_hf_decoder(src: Path, out: Path, *, input_format: InputFormat, max_length: int, opset: int,
+def export_hf_decoder(src: Path, out: Path, *, input_format: InputFormat, max_length: int | None, opset: int,
                       label_index: int | None, force: bool, progress: Progress, precision: str | None = None) -> dict:
     """LlamaForSequenceClassification & co.: all layers + final norm; the score row becomes w_last."""
     from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerFast
 
-    from .encoder import check_reward_architecture, check_tokenizer, read_config
+    from .encoder import check_reward_architecture, check_tokenizer, read_config, readable_length
 
     config = read_config(src)
     index = check_reward_architecture(config, label_index)
     check_decoder_architecture(config["architectures"][0])  # before the model loads
     check_tokenizer(src, config)
+    max_length = readable_length(config, max_length)
     progress(f"loading {src.name} into torch")
     model = AutoModelForSequenceClassification.from_pretrained(str(src), dtype=torch.float32).eval()
     tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(src / "tokenizer.json"))
