@@ -240,6 +240,11 @@ def export_hf_decoder(src: Path, out: Path, *, input_format: InputFormat, max_le
     check_decoder_architecture(config["architectures"][0])  # before the model loads
     check_tokenizer(src, config)
     max_length = readable_length(config, max_length)
+    window = config.get("sliding_window")
+    if (isinstance(window, int) and window < max_length and config.get("use_sliding_window") is not False
+            and "sliding_attention" in (config.get("layer_types") or ["sliding_attention"])):
+        raise UserError(f"the model attends over a sliding window of {window} tokens, which args-local's decoder "
+                        "graph does not (it attends to every token); export it with --kind encoder")
     progress(f"loading {src.name} into torch")
     model = AutoModelForSequenceClassification.from_pretrained(str(src), dtype=torch.float32).eval()
     tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(src / "tokenizer.json"))
