@@ -380,6 +380,16 @@ def test_a_gguf_backbone_that_cannot_serve_is_refused_before_it_loads(policy_pat
     assert not (tmp_path / "o").exists()
 
 
+def test_a_head_that_does_not_say_its_layer_needs_layers(policy_path, guide_dir, tmp_path):
+    """The guide's own head files keep their layer (20) in its manifest: exported again, they were put on all
+    30 layers, a model that validated and scored with the wrong features."""
+    heads = json.loads((guide_dir / "manifest.json").read_text())["heads"]
+    proc = run_cli("export", "reward", "--from-gguf", str(policy_path), "--out", str(tmp_path / "o"),
+                   *(f"--head={name}={guide_dir / h['file']}" for name, h in heads.items()))
+    assert_user_error(proc, "do not say which layer", "--layers N", one_line=True)
+    assert not (tmp_path / "o").exists()
+
+
 def test_an_interrupted_export_leaves_nothing_that_loads(tmp_path):
     out = tmp_path / "rm"
     with pytest.raises(KeyboardInterrupt):

@@ -79,6 +79,9 @@ def export_from_gguf(gguf: str | Path, head_path: str | Path | None, out: Path, 
     heads, head_layers = read_heads(objectives or ({None: head_path} if head_path else {}), gguf,
                                     sizes.get("embedding_length"))
     head, norm = next(iter(heads.values()), (None, None))
+    if heads and head_layers is None and n_layers is None:  # all layers would be read, silently, by a head of one
+        raise UserError("the head files do not say which layer they read (no n_layers; a head file copied out of "
+                        "an export leaves it in that export's manifest.json, graph.n_layers): give --layers N")
     check_backbone(gguf, arch, sizes, n_layers or head_layers, "--layers" if n_layers else "the head's n_layers")
     n_layers = n_layers or head_layers
     model, tokenizer = load_gguf_backbone(gguf, progress)
