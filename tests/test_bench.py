@@ -74,3 +74,36 @@ def test_a_reward_model_of_the_wrong_kind_is_refused_before_the_policy_loads():
                                 ("--encoder", "guide", "takes one encoder reward model")):
         proc = run_cli("bench", option, name, timeout=120)
         assert_user_error(proc, words, one_line=True)
+
+
+def linked_home(tmp_path, *dirs):
+    """A scratch home: the policy and the named built-in model folders, their files linked; the llama.cpp record copied."""
+    import shutil
+
+    models = tmp_path / "models"
+    for directory in (home.default_policy().parent, *dirs):
+        (models / directory.name).mkdir(parents=True)
+        for f in directory.iterdir():
+            (models / directory.name / f.name).symlink_to(f.resolve())
+    record = home.home() / "llama-build.json"
+    if record.is_file():
+        shutil.copy(record, tmp_path / record.name)
+    return models
+
+
+@pytest.mark.skipif(not (home.default_encoder_reward() / "manifest.json").is_file(), reason="needs the built encoder RM")
+def test_a_damaged_default_encoder_is_reported_not_the_end_of_the_run(tmp_path):
+    """The default encoder is measured when built and reported n/a when not; one with its model.onnx gone
+    ended the whole bench after the policy had loaded, nothing measured."""
+    models = linked_home(tmp_path, home.default_reward(), home.default_encoder_reward())
+    (models / home.default_encoder_reward().name / "model.onnx").unlink()
+    proc = run_cli("bench", "--quick", "--json", "--tokens", "2", "--reps", "1", "--k-values", "5",
+                   env_extra={"ARGS_LOCAL_HOME": str(tmp_path)}, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert [r["reward_kind"] for r in result["runs"]] == ["decoder"]
+    [why] = result["unavailable"]
+    assert why.startswith("encoder RM: damaged") and "model.onnx" in why
+    # one given by the user is not skipped: it was asked for
+    assert_user_error(run_cli("bench", "--encoder", str(models / "encoder"), env_extra={"ARGS_LOCAL_HOME": str(tmp_path)},
+                              timeout=120), "model.onnx")

@@ -100,7 +100,13 @@ def run(args) -> int:
     policy_rss = current_rss_mb()
     for kind, directory in reward_dirs.items():
         before = current_rss_mb()
-        rm = load_reward_model(directory, rm_threads)
+        try:
+            rm = load_reward_model(directory, rm_threads)
+        except UserError as e:  # the default encoder, measured if built: damaged is reported as missing is
+            if kind != "encoder" or args.encoder:
+                raise
+            unavailable.append(f"encoder RM: damaged: {e}")
+            continue
         engine = Engine(policy, rm)
         rm_mb = current_rss_mb() - before
         lacking = [name for name, _ in objectives if name not in rm.objectives]
