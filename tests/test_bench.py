@@ -107,3 +107,20 @@ def test_a_damaged_default_encoder_is_reported_not_the_end_of_the_run(tmp_path):
     # one given by the user is not skipped: it was asked for
     assert_user_error(run_cli("bench", "--encoder", str(models / "encoder"), env_extra={"ARGS_LOCAL_HOME": str(tmp_path)},
                               timeout=120), "model.onnx")
+
+
+def test_models_lists_a_damaged_head_as_loading_then_finds_it(tmp_path):
+    """`models` read the manifest only: a guide whose head file was not an .npz was listed as a working
+    decoder RM, and every load then refused it."""
+    models = linked_home(tmp_path, home.default_reward())
+    head = models / home.default_reward().name / "head-helpful.npz"
+    head.unlink()
+    head.write_bytes(b"cut off")
+    env = {"ARGS_LOCAL_HOME": str(tmp_path)}
+    listed = run_cli("models", "--json", env_extra=env)
+    assert listed.returncode == 0, listed.stderr
+    row = {r["role"]: r for r in json.loads(listed.stdout)["models"]}["guide RM (default)"]
+    assert "head-helpful.npz is not a reward head" in row["problem"] and "rebuilds it" in row["problem"]
+    assert "guide RM (default)   damaged" in run_cli("models", env_extra=env).stdout
+    loaded = run_cli("generate", "hi", "--max-new-tokens", "1", env_extra=env, timeout=120)
+    assert_user_error(loaded, "head-helpful.npz is not a reward head")

@@ -8,9 +8,9 @@ from .. import home, llama_build
 from ..errors import UserError
 from ..evaluation.embedder import read_embedder_manifest
 from ..policy import check_gguf_file, check_gguf_loads
-from ..reward.gates import gate_specs, gate_threshold
-from ..reward.heads import default_weights, head_ramps, head_specs
-from ..reward.manifest import MANIFEST, read_manifest
+from ..reward.gates import gate_specs, gate_threshold, load_gates
+from ..reward.heads import Heads, default_weights, head_ramps, head_specs
+from ..reward.manifest import MANIFEST, built_in_hint, read_manifest
 
 
 def register(sub) -> None:
@@ -19,10 +19,15 @@ def register(sub) -> None:
     p.set_defaults(run=run)
 
 
-def described(m: dict) -> dict:
-    """What `models` shows of a manifest, each value checked as loading checks it (UserError if not)."""
+def described(m: dict, directory) -> dict:
+    """What `models` shows of a manifest, each value and head file checked as loading checks it (UserError if not)."""
     specs = head_specs(m) if m["kind"] != "encoder" else {m.get("objective") or "reward": {}}
     names = tuple(specs)
+    if m["kind"] != "encoder":  # small .npz files: a damaged one is found here, not at the next load
+        hidden_size = (m.get("graph") or {}).get("hidden_size")
+        with built_in_hint(directory):
+            Heads.load(directory, m, hidden_size)
+            load_gates(directory, m, names, hidden_size)
     warmup, delay = head_ramps(m, names)
     return {"kind": m["kind"], "validation": m.get("validation"), "objectives": default_weights(m, names),
             "warmup_tokens": {n: w for n, w in zip(names, warmup.tolist()) if w},
@@ -46,7 +51,7 @@ def run(args) -> int:
         if row["present"]:
             row["size_mb"] = round(sum(f.stat().st_size for f in path.iterdir() if f.is_file()) / 1e6, 1)
             try:
-                row.update(described(read_manifest(path)))
+                row.update(described(read_manifest(path), path))
             except UserError as e:  # listed as damaged, the others still listed
                 row["problem"] = str(e)
         rows.append(row)
