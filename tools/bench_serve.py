@@ -31,6 +31,7 @@ from args_local import llama_build  # noqa: E402
 from args_local.bench import BENCH_PROMPTS  # noqa: E402
 from args_local.cpu import default_threads  # noqa: E402
 from args_local.engine import Engine  # noqa: E402
+from args_local.errors import UserError  # noqa: E402
 from args_local.settings import DecodingSettings  # noqa: E402
 
 
@@ -83,14 +84,20 @@ def in_process(engine: Engine, prompt: str, settings: DecodingSettings) -> tuple
     return len(done.tokens), time.perf_counter() - start, done.tokens_per_s
 
 
-def main() -> int:
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=128, help="max tokens per reply (default 128)")
     ap.add_argument("--k", type=int, default=10, help="ARGS candidates per step (default 10)")
     ap.add_argument("--reps", type=int, default=5, help="timed repetitions after a warm-up (default 5)")
     ap.add_argument("--threads", type=int, default=default_threads(), help="llama.cpp threads, both sides")
-    args = ap.parse_args()
-    settings = DecodingSettings(mode="args-greedy", k=args.k, w=1.5, max_new_tokens=args.tokens).validated()
+    args = ap.parse_args(argv)
+    try:  # one line before anything loads: a UserError's traceback, or a division by zero after the loads
+        if args.reps < 1 or args.threads < 1:
+            raise UserError(f"--reps and --threads must be at least 1 (got {args.reps} and {args.threads})")
+        settings = DecodingSettings(mode="args-greedy", k=args.k, w=1.5, max_new_tokens=args.tokens).validated()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
     print(f"loading the models in-process and starting the server ({args.threads} llama.cpp thread(s))",
           file=sys.stderr)
