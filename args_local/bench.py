@@ -23,6 +23,9 @@ BENCH_PROMPTS = (
     "Explain how a bicycle works, part by part, for a curious ten-year-old.",
 )
 
+N_CTX = 1024  # the policy's context in bench: room for a prompt above and --tokens
+PROMPT_ROOM = 128  # the bench prompts in any chat template fit this; the rest of N_CTX is for --tokens
+
 
 class NeverEndingPolicy:
     """The policy with end-of-turn switched off: decoding always runs to max_new_tokens."""

@@ -50,6 +50,10 @@ def test_bench_table_and_bad_k_values(capsys):
     assert "end-of-turn is ignored" in table
     assert main(["bench", "--k-values", "0,x"]) == 2
     assert "--k-values" in capsys.readouterr().err
+    # past the context: refused after the policy had loaded, naming --max-new-tokens and --n-ctx bench has not
+    assert main(["bench", "--tokens", "5000"]) == 2
+    err = capsys.readouterr().err
+    assert "--tokens must be at most 896" in err and "--n-ctx" not in err
 
 
 @pytest.mark.skipif(not (home.default_encoder_reward() / "manifest.json").is_file(), reason="needs the built encoder RM")

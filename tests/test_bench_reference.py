@@ -47,9 +47,10 @@ def test_reference_args_and_plain_measured_in_one_run():
 
 
 def test_bad_sizes_are_one_line_errors(capsys):
-    assert load_tool("bench_reference").main(["--tokens", "0"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error:") and "--tokens" in err and err.count("\n") == 1
+    for tokens in ("0", "5000"):  # 5000 was refused after the loads, naming --max-new-tokens and --n-ctx
+        assert load_tool("bench_reference").main(["--tokens", tokens]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and "--tokens" in err and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("argv, words", [(["--tokens", "0"], "max-new-tokens"), (["--reps", "0"], "--reps"),

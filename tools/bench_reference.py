@@ -172,18 +172,21 @@ def parse_args(argv):
     p.add_argument("--reward", help="decoder RM directory (default: the built-in guide)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = p.parse_args(argv)
-    from args_local.bench import BENCH_PROMPTS
+    from args_local.bench import BENCH_PROMPTS, N_CTX, PROMPT_ROOM
 
     if args.tokens < 1 or args.reps < 1 or args.k < 1 or min(args.threads, args.rm_threads, args.torch_threads) < 1:
         raise UserError("--tokens, --reps, --k and the thread counts must be at least 1")
     if not 1 <= args.prompts <= len(BENCH_PROMPTS):
         raise UserError(f"--prompts must be between 1 and {len(BENCH_PROMPTS)}")
+    if args.tokens > N_CTX - PROMPT_ROOM:
+        raise UserError(f"--tokens must be at most {N_CTX - PROMPT_ROOM}: the policy decodes within a {N_CTX}-token context")
     return args
 
 
 def run(args) -> dict:
     from args_local import llama_build
-    from args_local.bench import BENCH_PROMPTS, Config, NeverEndingPolicy, current_rss_mb, machine_info, run_bench
+    from args_local.bench import (BENCH_PROMPTS, N_CTX, Config, NeverEndingPolicy, current_rss_mb, machine_info,
+                                  run_bench)
     from args_local.engine import Engine, as_messages
     from args_local.export.common import stderr_progress
     from args_local.policy import LlamaPolicy
@@ -194,7 +197,7 @@ def run(args) -> dict:
     progress = stderr_progress()
     gguf = Path(args.policy or home.default_policy()).expanduser()
     progress(f"loading args-local: llama.cpp {args.threads} thread(s), onnxruntime {args.rm_threads} thread(s)")
-    policy = NeverEndingPolicy(LlamaPolicy(gguf, n_ctx=1024, n_threads=args.threads))
+    policy = NeverEndingPolicy(LlamaPolicy(gguf, n_ctx=N_CTX, n_threads=args.threads))
     reward_dir = Path(args.reward or home.default_reward()).expanduser()
     guide = load_reward_model(reward_dir, args.rm_threads)
     if guide.kind != "decoder":

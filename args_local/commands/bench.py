@@ -58,8 +58,8 @@ def check_kind(value, kind: str, option: str) -> None:
 
 
 def run(args) -> int:
-    from ..bench import (BENCH_PROMPTS, Config, NeverEndingPolicy, current_rss_mb, machine_info,
-                         run_bench)
+    from ..bench import (BENCH_PROMPTS, N_CTX, PROMPT_ROOM, Config, NeverEndingPolicy, current_rss_mb,
+                         machine_info, run_bench)
     from ..cpu import default_rm_threads, default_threads
     from ..engine import Engine
     from ..export.common import stderr_progress
@@ -71,6 +71,9 @@ def run(args) -> int:
     reps = (3 if args.quick else 5) if args.reps is None else args.reps
     if tokens < 1 or reps < 1:
         raise UserError(f"--tokens and --reps must be at least 1 (got {tokens} and {reps})")
+    if tokens > N_CTX - PROMPT_ROOM:  # refused after the load, naming options bench does not have
+        raise UserError(f"--tokens must be at most {N_CTX - PROMPT_ROOM}: bench decodes each prompt within a "
+                        f"{N_CTX}-token context (got {tokens})")
     k_values = parse_k_values(args.k_values)
     settings = DecodingSettings(k=max(k_values), adaptive=args.adaptive, min_p=args.min_p,
                                 objectives=objectives_from(args))
@@ -86,7 +89,7 @@ def run(args) -> int:
         check_reward_files(args.encoder)
         check_kind(args.encoder, "encoder", "--encoder")
     progress(f"loading the policy ({threads} thread(s)) and reward models ({rm_threads} thread(s))")
-    policy = NeverEndingPolicy(LlamaPolicy(args.policy or home.default_policy(), n_ctx=1024, n_threads=threads,
+    policy = NeverEndingPolicy(LlamaPolicy(args.policy or home.default_policy(), n_ctx=N_CTX, n_threads=threads,
                                            n_gpu_layers=args.n_gpu_layers))
     reward_dirs = {"decoder": args.reward or home.default_reward()}
     unavailable = []
