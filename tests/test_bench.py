@@ -1,6 +1,7 @@
 """args-local bench with the real policy and guide RM, at tiny sizes (no timing thresholds)."""
 
 import json
+import re
 
 import pytest
 
@@ -128,3 +129,12 @@ def test_models_lists_a_damaged_head_as_loading_then_finds_it(tmp_path):
     assert "guide RM (default)   damaged" in run_cli("models", env_extra=env).stdout
     loaded = run_cli("generate", "hi", "--max-new-tokens", "1", env_extra=env, timeout=120)
     assert_user_error(loaded, "head-helpful.npz is not a reward head")
+
+
+def test_the_table_gives_the_process_peak_memory_once_not_as_a_column_per_row(capsys):
+    """Every model loads before any timing, so the process peak was the same in each row, read as a per-setting
+    figure; it is one figure on the memory line."""
+    assert main(["bench", "--quick", "--reps", "1", "--tokens", "4", "--k-values", "5", "--encoder", "encoder"]) == 0
+    out = capsys.readouterr().out
+    assert "peak RSS MB" not in out.splitlines()[0]
+    assert re.search(r"peak RSS of the process \d+ MB with every model loaded", out)

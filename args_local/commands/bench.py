@@ -148,8 +148,9 @@ def run(args) -> int:
 
 
 def table(result: dict) -> str:
-    lines = ["| decoding | RM kind | k | tokens/s (median, min-max) | x plain | ms/step policy | ms/step RM | RM MB | peak RSS MB |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    # peak RSS is one figure for the process (every model loads before any timing): the memory line, not a column
+    lines = ["| decoding | RM kind | k | tokens/s (median, min-max) | x plain | ms/step policy | ms/step RM | RM MB |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in [result["plain_greedy"]] + result["runs"]:
         name = "plain greedy" if r["reward_kind"] is None else "ARGS-greedy"
         if r.get("adaptive"):
@@ -161,8 +162,7 @@ def table(result: dict) -> str:
         rm_mb = "—" if r["rm_rss_mb"] is None else f"{r['rm_rss_mb']:.0f}"
         lines.append(f"| {name} | {kind} | {k} | {r['tokens_per_s']:.1f} ({r['tokens_per_s_min']:.1f}-"
                      f"{r['tokens_per_s_max']:.1f}) | {r['ratio_to_plain']:.2f} | {r['ms_policy_per_step']:.2f} "
-                     f"| {r['ms_reward_per_step']:.2f} | {rm_mb} "
-                     f"| {r['peak_rss_mb']:.0f} |")
+                     f"| {r['ms_reward_per_step']:.2f} | {rm_mb} |")
     m, how = result["machine"], result["method"]
     lines += ["", f"- machine: {m['cpu']} ({m['cpu_amx']}), {m['cores']} cores (load {m['load_average_1m']:.2f} at start); "
                   f"llama.cpp build '{m['llama_cpp_build']}' "
@@ -171,7 +171,9 @@ def table(result: dict) -> str:
                   f"onnxruntime {m['onnxruntime']} {m['rm_threads']} thread(s), providers {', '.join(m['onnxruntime_providers'])}",
               f"- {how['prompts']} prompt(s) x {how['tokens_per_prompt']} tokens, {how['repetitions']} repetitions "
               f"after {how['warmup']} warm-up: {how['how']}.",
-              f"- memory: policy loaded {result['memory']['rss_mb_with_policy']:.0f} MB; {how['memory']}."]
+              f"- memory: policy loaded {result['memory']['rss_mb_with_policy']:.0f} MB, peak RSS of the process "
+              f"{result['memory']['peak_rss_mb']:.0f} MB with every model loaded; RM MB: what loading that reward model "
+              "added."]
     weights = {r["reward_kind"]: r["objectives"] for r in result["runs"] if r.get("objectives")}
     lines += [f"- objective weights after the gates (mean over the prompts), {kind} RM: " + ", ".join(f"{n} {w:g}" for n, w in w_.items())
               for kind, w_ in weights.items()]
