@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .engine import Engine
+from .errors import UserError
 from .settings import DecodingSettings
 
 # Open-ended requests: with end-of-turn ignored any prompt works, but these keep the text natural.
@@ -25,6 +26,14 @@ BENCH_PROMPTS = (
 
 N_CTX = 1024  # the policy's context in bench: room for a prompt above and --tokens
 PROMPT_ROOM = 128  # the bench prompts in any chat template fit this; the rest of N_CTX is for --tokens
+
+
+def check_tokens(tokens: int) -> None:
+    """--tokens of bench and bench_reference: decoded within N_CTX after the prompt, refused before any load
+    (after it, the context error named options these tools do not have)."""
+    if tokens > N_CTX - PROMPT_ROOM:
+        raise UserError(f"--tokens must be at most {N_CTX - PROMPT_ROOM}: each prompt is decoded within a "
+                        f"{N_CTX}-token context (got {tokens})")
 
 
 class NeverEndingPolicy:

@@ -172,14 +172,13 @@ def parse_args(argv):
     p.add_argument("--reward", help="decoder RM directory (default: the built-in guide)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = p.parse_args(argv)
-    from args_local.bench import BENCH_PROMPTS, N_CTX, PROMPT_ROOM
+    from args_local.bench import BENCH_PROMPTS, check_tokens
 
     if args.tokens < 1 or args.reps < 1 or args.k < 1 or min(args.threads, args.rm_threads, args.torch_threads) < 1:
         raise UserError("--tokens, --reps, --k and the thread counts must be at least 1")
     if not 1 <= args.prompts <= len(BENCH_PROMPTS):
         raise UserError(f"--prompts must be between 1 and {len(BENCH_PROMPTS)}")
-    if args.tokens > N_CTX - PROMPT_ROOM:
-        raise UserError(f"--tokens must be at most {N_CTX - PROMPT_ROOM}: the policy decodes within a {N_CTX}-token context")
+    check_tokens(args.tokens)
     return args
 
 

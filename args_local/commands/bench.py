@@ -58,7 +58,7 @@ def check_kind(value, kind: str, option: str) -> None:
 
 
 def run(args) -> int:
-    from ..bench import (BENCH_PROMPTS, N_CTX, PROMPT_ROOM, Config, NeverEndingPolicy, current_rss_mb,
+    from ..bench import (BENCH_PROMPTS, N_CTX, Config, NeverEndingPolicy, check_tokens, current_rss_mb,
                          machine_info, run_bench)
     from ..cpu import default_rm_threads, default_threads
     from ..engine import Engine
@@ -71,9 +71,7 @@ def run(args) -> int:
     reps = (3 if args.quick else 5) if args.reps is None else args.reps
     if tokens < 1 or reps < 1:
         raise UserError(f"--tokens and --reps must be at least 1 (got {tokens} and {reps})")
-    if tokens > N_CTX - PROMPT_ROOM:  # refused after the load, naming options bench does not have
-        raise UserError(f"--tokens must be at most {N_CTX - PROMPT_ROOM}: bench decodes each prompt within a "
-                        f"{N_CTX}-token context (got {tokens})")
+    check_tokens(tokens)
     k_values = parse_k_values(args.k_values)
     settings = DecodingSettings(k=max(k_values), adaptive=args.adaptive, min_p=args.min_p,
                                 objectives=objectives_from(args))
