@@ -48,10 +48,8 @@ def parse_k_values(text: str) -> list[int]:
 
 def check_kind(value, kind: str, option: str) -> None:
     """--reward measures a decoder RM (or several joined by +), --encoder an encoder: told before the policy loads."""
-    from ..reward.manifest import read_manifest
-
-    directories = home.reward_model_dirs(value)
-    found = read_manifest(directories[0])["kind"] if len(directories) == 1 else "ensemble"
+    manifests = check_reward_files(value)
+    found = manifests[0]["kind"] if len(manifests) == 1 else "ensemble"
     if found != kind and (kind, found) != ("decoder", "ensemble"):
         raise UserError(f"bench {option} takes one {kind} reward model; {value} is not one (kind {found})"
                         + ("; measure it with --encoder" if found == "encoder" else ""))
@@ -81,10 +79,8 @@ def run(args) -> int:
     prompts = BENCH_PROMPTS[:1] if args.quick else BENCH_PROMPTS
     progress = stderr_progress()
 
-    check_reward_files(args.reward)
     check_kind(args.reward or home.default_reward(), "decoder", "--reward")
     if args.encoder:
-        check_reward_files(args.encoder)
         check_kind(args.encoder, "encoder", "--encoder")
     progress(f"loading the policy ({threads} thread(s)) and reward models ({rm_threads} thread(s))")
     policy = NeverEndingPolicy(LlamaPolicy(args.policy or home.default_policy(), n_ctx=N_CTX, n_threads=threads,

@@ -108,13 +108,13 @@ def check_fits_context(settings: DecodingSettings, args) -> None:
     check_reply_room(settings.max_new_tokens, args.n_ctx, spell=option_name)
 
 
-def check_reward_files(value) -> None:
-    """--reward (or --judge): each reward model's own files, checked before the policy takes seconds to load."""
+def check_reward_files(value) -> list[dict]:
+    """--reward (or --judge): each reward model's own files, checked before the policy takes seconds to load;
+    their manifests."""
     from .. import home
     from ..reward.manifest import read_manifest
 
-    for directory in home.reward_model_dirs(value or home.default_reward()):
-        read_manifest(directory)
+    return [read_manifest(directory) for directory in home.reward_model_dirs(value or home.default_reward())]
 
 
 def load_engine(args, need_reward: bool = True):
