@@ -20,7 +20,7 @@ from typing import Iterator, Union
 import numpy as np
 
 from . import home, processors, search
-from .errors import UserError
+from .errors import PromptTooLong, UserError
 from .policy import LlamaPolicy
 from .reward import load_reward_model, members
 from .reward.base import checked
@@ -283,9 +283,9 @@ class Engine:
             turns = [i for i, m in enumerate(messages) if m["role"] != "system"]
             if not drop_old_turns or len(turns) <= 1:
                 if shorten_reply:
-                    raise UserError(f"the prompt is {len(ids)} tokens: it does not fit the {self.policy.n_ctx}-token "
+                    raise PromptTooLong(f"the prompt is {len(ids)} tokens: it does not fit the {self.policy.n_ctx}-token "
                                     "context with room for a reply. Shorten it, or use a larger context (--n-ctx).")
-                raise UserError(f"the prompt is {len(ids)} tokens; with max-new-tokens {settings.max_new_tokens} "
+                raise PromptTooLong(f"the prompt is {len(ids)} tokens; with max-new-tokens {settings.max_new_tokens} "
                                 f"it does not fit the {self.policy.n_ctx}-token context. Shorten it, lower "
                                 "max-new-tokens (--max-new-tokens; F3 in the chat), or raise --n-ctx.")
             del messages[turns[0]]

@@ -349,10 +349,14 @@ def test_unknown_model_is_404(client):
         client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": Q}], max_tokens=8)
 
 
-def test_an_overlong_prompt_is_400_with_the_reason(client):
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_overlong_prompt_is_400_with_the_reason_and_openais_code(client, stream):
+    """context_length_exceeded on messages, as OpenAI answers it: clients look for that code to drop old
+    turns and retry. The code was null, so a client could only match the message's words."""
     with pytest.raises(openai.BadRequestError, match=r"the prompt is \d+ tokens: it does not fit the 4096") as e:
-        chat(client, "coffee " * 5000)
+        chat(client, "coffee " * 5000, stream=stream)
     assert "max-new-tokens" not in str(e.value)  # the server chose none: it caps max_tokens to the room left
+    assert (e.value.code, e.value.param) == ("context_length_exceeded", "messages")
 
 
 def test_an_oversized_body_is_413(http):

@@ -25,7 +25,7 @@ from ..engine import Engine, Finished, Step
 from ..errors import UserError
 from ..settings import DecodingSettings
 from .chat_request import parse_chat_request
-from .errors import APIError
+from .errors import APIError, as_api_error
 from .generations import Generations, Job, stopping_error
 from .responses import Reply, model_list
 
@@ -106,13 +106,9 @@ def cors(allow_origins: tuple[str, ...]) -> Middleware:
 
 
 async def error_response(request: Request, e: Exception) -> Response:
-    if isinstance(e, APIError):
-        return e.response()
-    if isinstance(e, UserError):
-        return APIError(400, str(e)).response()
     if isinstance(e, HTTPException):  # no such route (404), wrong method (405)
         return APIError(e.status_code, str(e.detail)).response()
-    return APIError(500, f"internal error: {type(e).__name__}: {e}").response()  # a bug; the log has its traceback
+    return as_api_error(e).response()
 
 
 async def read_json(request: Request):
@@ -167,9 +163,7 @@ async def sse_events(event, job: Job, reply: Reply, include_usage: bool):
             event = await job.next()
         yield "[DONE]"
     except Exception as e:  # the headers are sent: the error travels in the stream, as OpenAI's do
-        if not isinstance(e, APIError):
-            e = APIError(400, str(e)) if isinstance(e, UserError) else APIError(500, f"internal error: {e}")
-        yield json.dumps(e.body())
+        yield json.dumps(as_api_error(e).body())
 
 
 class CancelWhenDone:
