@@ -200,8 +200,13 @@ def test_bad_args_value_is_a_400_with_the_reason(client):
         chat(client, extra_body={"args": {"objectives": ["helpful", 1]}})
 
 
-def test_models_lists_the_served_model(client):
+def test_models_lists_the_served_model_and_retrieves_it_by_name(client):
+    """models.retrieve (GET /v1/models/{id}) was a bare 404 "Not Found", as if the model were not served."""
     assert [m.id for m in client.models.list()] == ["args-local"]
+    assert client.models.retrieve("args-local").id == "args-local"
+    with pytest.raises(openai.NotFoundError, match="not served here") as e:
+        client.models.retrieve("gpt-4o")
+    assert e.value.code == "model_not_found"
 
 
 # -- many clients ---------------------------------------------------------------------------

@@ -25,9 +25,9 @@ from ..engine import Engine, Finished, Step
 from ..errors import UserError
 from ..settings import DecodingSettings
 from .chat_request import parse_chat_request
-from .errors import APIError, as_api_error
+from .errors import APIError, as_api_error, unknown_model
 from .generations import Generations, Job, stopping_error
-from .responses import Reply, model_list
+from .responses import Reply, model_object
 
 MODEL_ID = "args-local"
 MAX_BODY_BYTES = 4 * 2**20  # far above any prompt a context holds; stops a client from filling memory
@@ -59,7 +59,14 @@ def create_app(engine: Engine, defaults: DecodingSettings, *, api_key: str | Non
 
     async def models(request: Request) -> Response:
         check_key(request)
-        return JSONResponse(model_list(MODEL_ID, started, details))
+        return JSONResponse({"object": "list", "data": [model_object(MODEL_ID, started, details)]})
+
+    async def model(request: Request) -> Response:
+        """GET /v1/models/{id}, the openai package's models.retrieve: clients check a model this way."""
+        check_key(request)
+        if request.path_params["model"] != MODEL_ID:
+            raise unknown_model(request.path_params["model"], MODEL_ID)
+        return JSONResponse(model_object(MODEL_ID, started, details))
 
     async def chat_completions(request: Request) -> Response:
         check_key(request)
@@ -89,7 +96,7 @@ def create_app(engine: Engine, defaults: DecodingSettings, *, api_key: str | Non
                             "template. Use POST /v1/chat/completions", code="not_found")
 
     app = Starlette(
-        routes=[Route("/health", health), Route("/v1/models", models),
+        routes=[Route("/health", health), Route("/v1/models", models), Route("/v1/models/{model:path}", model),
                 Route("/v1/chat/completions", chat_completions, methods=["POST"]),
                 Route("/v1/completions", completions, methods=["POST"])],
         exception_handlers={kind: error_response for kind in (APIError, UserError, HTTPException, Exception)},

@@ -15,7 +15,7 @@ from typing import get_args, get_origin, get_type_hints
 from ..engine import as_messages
 from ..settings import DecodingSettings
 from ..user_text import checked_text
-from .errors import APIError
+from .errors import APIError, unknown_model
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 OPENAI_FIELDS = {"max_tokens": "max_new_tokens", "max_completion_tokens": "max_new_tokens",
@@ -42,8 +42,7 @@ def parse_chat_request(body, defaults: DecodingSettings, model_id: str, vocab_si
         raise APIError(400, "the request body must be a JSON object")
     model = body.get("model")
     if model is not None and model != model_id:
-        raise APIError(404, f"model {model!r} is not served here; use {model_id!r} (GET /v1/models lists it)",
-                       code="model_not_found", param="model")
+        raise unknown_model(model, model_id)
     if body.get("n") not in (None, 1):
         raise APIError(400, "n must be 1: one reply per request (for reward-reranked samples set "
                             '"args": {"mode": "best-of-n", "n": N})', param="n")

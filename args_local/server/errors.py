@@ -27,6 +27,11 @@ class APIError(Exception):
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
+def unknown_model(asked, served: str) -> APIError:
+    return APIError(404, f"model {asked!r} is not served here; use {served!r} (GET /v1/models lists it)",
+                    code="model_not_found", param="model")
+
+
 def as_api_error(e: Exception) -> APIError:
     """Any exception a request ended on, as the error its client is sent."""
     if isinstance(e, APIError):
