@@ -185,8 +185,15 @@ def test_text_parts_are_joined_by_a_newline(client):
 
 
 def test_bad_args_value_is_a_400_with_the_reason(client):
-    with pytest.raises(openai.BadRequestError, match="k must be at least 1"):
-        chat(client, extra_body={"args": {"k": 0}})
+    # param names the field as the client sent it (it was null for every value the settings refused)
+    for kw, message, param in (({"extra_body": {"args": {"k": 0}}}, "k must be at least 1", "args.k"),
+                               ({"temperature": -1}, "temperature must be >= 0", "temperature"),
+                               ({"extra_body": {"args": {"mode": "nope"}}}, "unknown mode 'nope'", "args.mode"),
+                               ({"extra_body": {"args": {"objectives": {"helpful": 0}}}}, "all objective weights are 0",
+                                "args.objectives")):
+        with pytest.raises(openai.BadRequestError, match=message) as e:
+            chat(client, **kw)
+        assert e.value.param == param
     with pytest.raises(openai.BadRequestError, match="unknown ARGS setting args.kk"):
         chat(client, extra_body={"args": {"kk": 3}})
     with pytest.raises(openai.BadRequestError, match="n must be 1"):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from typing import get_args, get_origin, get_type_hints
 
 from ..engine import as_messages
+from ..errors import UserError
 from ..settings import DecodingSettings
 from ..user_text import checked_text
 from .errors import APIError, unknown_model
@@ -52,8 +53,10 @@ def parse_chat_request(body, defaults: DecodingSettings, model_id: str, vocab_si
     for key in ("max_tokens", "max_completion_tokens"):  # named as the client sent it, not as max-new-tokens
         if isinstance(body.get(key), int) and body[key] < 1:
             raise APIError(400, f"{key} must be at least 1 (got {body[key]})", param=key)
-    changes = {name: value_for(name, body[key], key)
-               for key, name in OPENAI_FIELDS.items() if body.get(key) is not None}
+    changes, sources = {}, {}  # sources: each setting's field as the client sent it, an error's param
+    for key, name in OPENAI_FIELDS.items():
+        if body.get(key) is not None:
+            changes[name], sources[name] = value_for(name, body[key], key), key
     if not 0 <= changes.get("top_p", 0) <= 1:  # named as the client sent it (DecodingSettings says top-p)
         raise APIError(400, f"top_p must be between 0 and 1 (got {changes['top_p']!r})", param="top_p")
     extra = body.get("args")
@@ -65,15 +68,27 @@ def parse_chat_request(body, defaults: DecodingSettings, model_id: str, vocab_si
             if name not in setting_names():
                 raise APIError(400, f"unknown ARGS setting args.{name}; known: {', '.join(setting_names())}",
                                param=f"args.{name}")
-            changes[name] = value_for(name, value, f"args.{name}")
-    try:  # a UserError (an invalid value) is answered with a 400 by the app
+            changes[name], sources[name] = value_for(name, value, f"args.{name}"), f"args.{name}"
+    try:
         settings = defaults.with_(**changes).validated(vocab_size)
-    except (TypeError, ValueError) as e:  # a value of a field's own type that validation could not compare
-        raise APIError(400, f"invalid decoding settings: {e}") from None
+    except (UserError, TypeError, ValueError) as e:  # TypeError...: a value validation could not compare
+        raise APIError(400, str(e) if isinstance(e, UserError) else f"invalid decoding settings: {e}",
+                       param=culprit(defaults, changes, sources, vocab_size)) from None
     options = body.get("stream_options")
     return ChatRequest(messages=parse_messages(body.get("messages")), settings=settings,
                        stream=scalar(body.get("stream") or False, bool, "stream"),  # null: not streamed
                        include_usage=isinstance(options, dict) and options.get("include_usage") is True)
+
+
+def culprit(defaults: DecodingSettings, changes: dict, sources: dict, vocab_size: int) -> str | None:
+    """The field whose value alone makes the settings invalid, as the client named it; None if only
+    values together do."""
+    for name, value in changes.items():
+        try:
+            defaults.with_(**{name: value}).validated(vocab_size)
+        except (UserError, TypeError, ValueError):
+            return sources[name]
+    return None
 
 
 def setting_names() -> list[str]:
