@@ -276,6 +276,19 @@ def test_a_full_queue_gets_429_with_retry_after(http, server):
     wait_for(http, lambda h: not h["running"] and h["waiting"] == 0)
 
 
+def test_an_objective_the_reward_model_lacks_is_refused_without_waiting_its_turn(http):
+    """It was refused only when the request's turn came: after the reply being decoded had ended."""
+    body = {"model": "args-local", "messages": [{"role": "user", "content": LONG_Q}], "max_tokens": 2000}
+    with http.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as running:
+        lines = running.iter_lines()  # kept: a dropped iterator closes the response
+        next(lines)
+        r = http.post("/v1/chat/completions", json={**body, "args": {"objectives": {"nope": 1}}})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "args.objectives", r.text
+        assert "has no objective 'nope'" in r.json()["error"]["message"]
+        assert http.get("/health").json()["running"] is True  # the reply in progress had not ended
+    wait_for(http, lambda h: not h["running"] and h["waiting"] == 0)
+
+
 def test_a_client_that_leaves_the_line_frees_its_place_at_once(http):
     """Until the running reply ended, one that gave up waiting still counted: /health said it waited
     and, the line being full (--max-waiting 1), the next client got 429."""

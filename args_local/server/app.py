@@ -71,6 +71,10 @@ def create_app(engine: Engine, defaults: DecodingSettings, *, api_key: str | Non
     async def chat_completions(request: Request) -> Response:
         check_key(request)
         req = parse_chat_request(await read_json(request), defaults, MODEL_ID, engine.policy.n_vocab)
+        try:  # an objective the reward model lacks: refused now, not once the request's turn comes
+            engine.objective_weights(req.settings)
+        except UserError as e:
+            raise APIError(400, str(e), param="args.objectives") from None
         job = generations.submit(req.messages, req.settings)
         try:
             first = await until_disconnect(request, job.next())  # waits its turn; a 400 comes here
