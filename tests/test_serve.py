@@ -488,6 +488,18 @@ def test_a_second_ctrl_c_quits_at_once_without_a_traceback(tmp_path, policy_path
     assert "Traceback" not in log and "ERROR" not in log, log
 
 
+def test_a_route_not_served_says_what_is(server):
+    """A client whose base URL lacks /v1 (or that GETs the chat route) was told only "Not Found" or
+    "Method Not Allowed"."""
+    no_v1 = openai.OpenAI(base_url=server, api_key=KEY, max_retries=0, timeout=30)
+    with pytest.raises(openai.NotFoundError, match=r"POST /chat/completions is not served: .* base URL is "
+                                                   r"http://HOST:PORT/v1"):
+        chat(no_v1)
+    r = httpx.get(f"{server}/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    assert "GET /v1/chat/completions is not served: this server answers POST /v1/chat/completions" in r.text
+
+
 def test_the_legacy_completions_endpoint_is_an_openai_shaped_404(http):
     r = http.post("/v1/completions", json={"model": "args-local", "prompt": "Hello"})
     assert r.status_code == 404

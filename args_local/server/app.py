@@ -36,6 +36,9 @@ MAX_BODY_BYTES = 4 * 2**20  # far above any prompt a context holds; stops a clie
 SHUTDOWN_GRACE_S = 2
 
 
+SERVED = "POST /v1/chat/completions, GET /v1/models and GET /health"
+
+
 class ClientGone(Exception):
     pass
 
@@ -117,8 +120,12 @@ def cors(allow_origins: tuple[str, ...]) -> Middleware:
 
 
 async def error_response(request: Request, e: Exception) -> Response:
-    if isinstance(e, HTTPException):  # no such route (404), wrong method (405)
-        return APIError(e.status_code, str(e.detail)).response()
+    if isinstance(e, HTTPException) and e.status_code in (404, 405):  # often a base URL without /v1
+        return APIError(e.status_code, f"{request.method} {request.url.path} is not served: this server answers "
+                                       f"{SERVED}; an OpenAI client's base URL is http://HOST:PORT/v1",
+                        headers=e.headers).response()  # 405's Allow
+    if isinstance(e, HTTPException):
+        return APIError(e.status_code, str(e.detail), headers=e.headers).response()
     return as_api_error(e).response()
 
 
