@@ -21,7 +21,7 @@ import pytest
 
 from args_local.server.app import MAX_BODY_BYTES
 
-from .conftest import ROOT, THREADS, run_cli
+from .conftest import ROOT, THREADS, guide_copy, run_cli
 
 KEY = "test-key"
 PAGE = "http://localhost:3000"  # the one web page the module's server lets call it (--allow-origin)
@@ -404,6 +404,23 @@ def test_a_context_no_longer_than_the_default_reply_is_served(tmp_path, policy_p
                                            stop=[".", ","], extra_body={"args": {"mode": "greedy"}})
     assert r.choices[0].message.content
     assert r.model_extra["args"]["settings"]["max_new_tokens"] == 512 - r.usage.prompt_tokens
+
+
+def test_a_reward_model_that_fails_is_a_500_and_a_line_in_the_log(tmp_path, guide_dir):
+    """Its non-finite rewards (a damaged file) were a 400, the request's fault by OpenAI's codes, and
+    the log said nothing to whoever runs the server."""
+    def nan_rewards(manifest):
+        for head in manifest["heads"].values():
+            head["normalization"] = {"mean": 0.0, "std": float("nan")}
+
+    broken = guide_copy(guide_dir, tmp_path / "rm", nan_rewards)
+    with running_server(tmp_path / "stderr.txt", "--reward", str(broken)) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
+        for stream in (False, True):  # the second: the server is not wedged by the first
+            with pytest.raises(openai.InternalServerError, match="the reward model failed: step 0: .*non-finite") as e:
+                chat(client, stream=stream)
+            assert e.value.code == "reward_model_error"
+    assert "non-finite" in (tmp_path / "stderr.txt").read_text()
 
 
 # -- the command ----------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.responses import JSONResponse
 
-from ..errors import PromptTooLong, UserError
+from ..errors import PromptTooLong, RewardError, UserError
 
 TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
          405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error",
@@ -38,6 +38,8 @@ def as_api_error(e: Exception) -> APIError:
         return e
     if isinstance(e, PromptTooLong):  # OpenAI's code for it: clients look for it to shorten the conversation
         return APIError(400, str(e), code="context_length_exceeded", param="messages")
+    if isinstance(e, RewardError):  # the reward model failed (a damaged file): not the request's fault
+        return APIError(500, f"the reward model failed: {e}", code="reward_model_error")
     if isinstance(e, UserError):
         return APIError(400, str(e))
     return APIError(500, f"internal error: {type(e).__name__}: {e}")  # a bug; the log has its traceback
