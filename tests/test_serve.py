@@ -21,7 +21,7 @@ import pytest
 
 from args_local.server.app import MAX_BODY_BYTES
 
-from .conftest import ROOT, THREADS, guide_copy, run_cli
+from .conftest import ROOT, THREADS, assert_user_error, guide_copy, run_cli
 
 KEY = "test-key"
 PAGE = "http://localhost:3000"  # the one web page the module's server lets call it (--allow-origin)
@@ -431,6 +431,14 @@ def test_a_port_in_use_is_one_clear_error():
         proc = run_cli("serve", "--port", str(s.getsockname()[1]), timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "cannot listen on 127.0.0.1" in proc.stderr
+
+
+@pytest.mark.parametrize("key, env", [("", None), ("clé", None), (None, "key\n")])
+def test_an_api_key_no_client_can_send_is_refused(key, env):
+    """--api-key "" ("$KEY" with KEY unset) served with no key at all; a non-ASCII key was never matched."""
+    proc = run_cli("serve", "--port", "0", *(["--api-key", key] if key is not None else []), timeout=120,
+                   env_extra={"ARGS_LOCAL_API_KEY": env} if env else None)
+    assert_user_error(proc, "must be printable ASCII")
 
 
 def test_only_loopback_addresses_count_as_private():
