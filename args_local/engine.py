@@ -283,11 +283,12 @@ class Engine:
             turns = [i for i, m in enumerate(messages) if m["role"] != "system"]
             if not drop_old_turns or len(turns) <= 1:
                 if shorten_reply:
-                    raise PromptTooLong(f"the prompt is {len(ids)} tokens: it does not fit the {self.policy.n_ctx}-token "
-                                    "context with room for a reply. Shorten it, or use a larger context (--n-ctx).")
+                    raise PromptTooLong(f"the prompt is {len(ids)} tokens: it does not fit the {self.policy.n_ctx}"
+                                        "-token context with room for a reply. Shorten it, or use a larger context "
+                                        "(--n-ctx).")
                 raise PromptTooLong(f"the prompt is {len(ids)} tokens; with max-new-tokens {settings.max_new_tokens} "
-                                f"it does not fit the {self.policy.n_ctx}-token context. Shorten it, lower "
-                                "max-new-tokens (--max-new-tokens; F3 in the chat), or raise --n-ctx.")
+                                    f"it does not fit the {self.policy.n_ctx}-token context. Shorten it, lower "
+                                    "max-new-tokens (--max-new-tokens; F3 in the chat), or raise --n-ctx.")
             del messages[turns[0]]
             dropped += 1
             # and the replies to it: a conversation never opens with the assistant (the chat templates

@@ -34,9 +34,7 @@ MAX_BODY_BYTES = 4 * 2**20  # far above any prompt a context holds; stops a clie
 # when the server stops, a stream has this long to tell its client so and end (the engine stops at
 # its next step); the runner's graceful shutdown waits longer before it cuts connections
 SHUTDOWN_GRACE_S = 2
-
-
-SERVED = "POST /v1/chat/completions, GET /v1/models and GET /health"
+SERVED = "POST /v1/chat/completions, GET /v1/models and GET /health"  # named where a client asks for another route
 
 
 class ClientGone(Exception):
