@@ -100,7 +100,7 @@ def http(server):
 
 def chat(client, content=Q, **kw):
     return client.chat.completions.create(model="args-local", messages=[{"role": "user", "content": content}],
-                                          max_tokens=kw.pop("max_tokens", 16), seed=0, **kw)
+                                          max_tokens=kw.pop("max_tokens", 16), seed=kw.pop("seed", 0), **kw)
 
 
 def streamed(client, content=Q, **kw) -> tuple[str, list]:
@@ -160,6 +160,21 @@ def test_openai_fields_map_onto_the_settings(client):
     settings = r.model_extra["args"]["settings"]
     assert (settings["temperature"], settings["top_p"], settings["stop"], settings["seed"]) == (0.7, 0.5, ["\n\n"], 3)
     assert r.usage.completion_tokens <= 8 and "\n\n" not in r.choices[0].message.content
+
+
+def test_seed_minus_1_is_a_random_seed_reported_in_the_settings(client):
+    """OpenAI takes seed -1, and llama.cpp's and vLLM's servers read it as "random"; some clients always send it.
+    It was a 400 (seed must be non-negative)."""
+    sampled = {"temperature": 1.5, "extra_body": {"args": {"mode": "nucleus"}}}
+    first, second = (client.chat.completions.create(model="args-local", messages=[{"role": "user", "content": Q}],
+                                                    max_tokens=8, seed=-1, **sampled) for _ in range(2))
+    seeds = [r.model_extra["args"]["settings"]["seed"] for r in (first, second)]
+    assert seeds[0] != seeds[1] and all(seed >= 0 for seed in seeds)
+    again = chat(client, max_tokens=8, seed=seeds[0], **sampled)  # the reported seed gives the reply again
+    assert again.choices[0].message.content == first.choices[0].message.content
+    with pytest.raises(openai.BadRequestError, match="seed must be") as e:  # another negative one is not a convention
+        chat(client, seed=-2)
+    assert e.value.param == "seed"
 
 
 def test_top_p_0_keeps_the_most_likely_token_and_one_outside_0_to_1_is_a_400(client):

@@ -9,12 +9,13 @@ what it never produces (UNSUPPORTED), which are refused.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, fields
 from typing import get_args, get_origin, get_type_hints
 
 from ..engine import as_messages
 from ..errors import UserError
-from ..settings import DecodingSettings
+from ..settings import MAX_SEED, DecodingSettings
 from ..user_text import checked_text
 from .errors import APIError, unknown_model
 
@@ -53,6 +54,8 @@ def parse_chat_request(body, defaults: DecodingSettings, model_id: str, vocab_si
     for key in ("max_tokens", "max_completion_tokens"):  # named as the client sent it, not as max-new-tokens
         if isinstance(body.get(key), int) and body[key] < 1:
             raise APIError(400, f"{key} must be at least 1 (got {body[key]})", param=key)
+    if body.get("seed") == -1:  # OpenAI takes it, and llama.cpp's and vLLM's servers read it as a random seed: some
+        body = {**body, "seed": random.randrange(MAX_SEED + 1)}  # clients send it always (settings.seed reports it)
     changes, sources = {}, {}  # sources: each setting's field as the client sent it, an error's param
     for key, name in OPENAI_FIELDS.items():
         if body.get(key) is not None:
