@@ -73,12 +73,12 @@ class Finished:
     """A stream's last event, and what generate() returns.
 
     stop_reason: end_of_turn, max_new_tokens, stop_string (text stops before it), cancelled (text is what
-    came before) or context_full. tokens: the reply's, without the end of turn. rewards: the chosen
-    candidate's reward at each step the reward model scored (ARGS modes). reward: the loaded reward
-    model's score of the whole reply (None without one, or for an empty reply); objective_rewards: the
-    same by objective; objective_weights: the weights combining them, after any gate. seconds: the
-    decoding's, without the prompt's prefill (ms_prefill) and the final score (best-of-n: all of it,
-    its n samples and their scores); tokens_per_s = len(tokens) / seconds. settings: the ones that
+    came before) or context_full (it took all the room the prompt left). tokens: the reply's, without the
+    end of turn. rewards: the chosen candidate's reward at each step the reward model scored (ARGS modes).
+    reward: the loaded reward model's score of the whole reply (None without one, or for an empty reply);
+    objective_rewards: the same by objective; objective_weights: the weights combining them, after any gate.
+    seconds: the decoding's, without the prompt's prefill (ms_prefill) and the final score (best-of-n: all
+    of it, its n samples and their scores); tokens_per_s = len(tokens) / seconds. settings: the ones that
     decoded it. extra: best-of-n's candidates_rewards and chosen_sample."""
 
     text: str
@@ -371,7 +371,7 @@ class Engine:
                 stop_reason = "cancelled"
                 break
             ev = Step(step=step, token=-1, text="")
-            may_guess = step + 1 < settings.max_new_tokens and policy.n_cached + 1 < policy.n_ctx
+            may_guess = step + 1 < settings.max_new_tokens  # _fit left the context room for every step
             token, ahead = self._choose(processors.apply_all(chain, tokens, logits), settings, scorer, rng, step, ev,
                                         may_guess)
             ev.token = token
@@ -390,10 +390,6 @@ class Engine:
                 stop_reason = "stop_string"
                 break
             if step + 1 < settings.max_new_tokens:
-                if policy.n_cached + 1 >= policy.n_ctx:
-                    yield ev
-                    stop_reason = "context_full"
-                    break
                 if ahead is not None:
                     logits = ahead
                 else:
@@ -403,6 +399,9 @@ class Engine:
                 ms_policy += ev.ms_policy
             yield ev
         seconds = time.perf_counter() - decode_start
+        # by the reply's length, not the cache's: a guessed step in the cache made ARGS stop a token early
+        if stop_reason == "max_new_tokens" and len(prompt_ids) + len(tokens) >= policy.n_ctx:
+            stop_reason = "context_full"
         tail = stream.flush()
         if tail:
             yield Step(step=len(tokens), token=-1, text=tail)

@@ -258,6 +258,19 @@ def test_a_shortened_reply_takes_the_room_the_prompt_leaves_from_one_rendering_o
     assert "max-new-tokens" not in str(e.value)  # nobody chose one that could be lowered
 
 
+def test_a_reply_that_fills_the_context_stops_where_the_sequential_engine_does(policy_path, guide_dir):
+    """The overlap runs the policy's favourite ahead of the choice; counted as context used, that guess made
+    ARGS stop a token short of the room the prompt left, with another reply than one core's (no overlap)."""
+    small = Engine.load(policy_path, guide_dir, n_ctx=256, threads=THREADS)
+    sequential = Engine(small.policy, small.reward, overlap=False)
+    prompt = "Repeat this sentence forever: " + "the cat sat on the mat, " * 12  # it never ends its turn
+    settings = DecodingSettings(mode="args-greedy", max_new_tokens=10**6, repeat_penalty=1.0)
+    guessed = small.generate(prompt, settings, shorten_reply=True)
+    alone = sequential.generate(prompt, settings, shorten_reply=True)
+    assert guessed.prompt_tokens + len(guessed.tokens) == 256 and guessed.stop_reason == "context_full"
+    assert alone.tokens == guessed.tokens and alone.stop_reason == "context_full"
+
+
 def test_a_closed_engine_frees_its_models_and_refuses_further_replies(policy_path, guide_dir):
     def rss_mb():
         with open("/proc/self/statm") as f:
