@@ -47,6 +47,12 @@ class TextStream:
         return out
 
 
+def whole_characters(data: bytes) -> str:
+    """data as text without a character cut off at its end (its next token brings the rest); bytes that can
+    never be UTF-8 are U+FFFD, as the reply shows them."""
+    return codecs.getincrementaldecoder("utf-8")(errors="replace").decode(data)
+
+
 def _longest_stop_prefix_suffix(text: str, stops: tuple[str, ...]) -> int:
     """Length of the longest end of `text` that is a proper prefix of a stop string."""
     best = 0
