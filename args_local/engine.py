@@ -212,6 +212,10 @@ class Engine:
                     settings = settings.with_(max_new_tokens=min(settings.max_new_tokens, room))
                 if dropped:
                     yield Notice(f"dropped the {dropped} oldest turn(s) to fit the {self.policy.n_ctx}-token context")
+                trained = self.policy.info.n_ctx_train  # what --n-ctx may be raised to, told to a prompt that did not fit
+                if 0 < trained < len(prompt_ids) + settings.max_new_tokens:
+                    yield Notice(f"the prompt and reply may take {len(prompt_ids) + settings.max_new_tokens} tokens, more "
+                                 f"than the {trained} the policy was trained on: its reply may be poor")
                 rng = np.random.default_rng(settings.seed)
                 if settings.mode == "best-of-n":
                     yield from self._best_of_n(messages, prompt_ids, settings, rng, cancel, dropped)

@@ -243,6 +243,19 @@ def test_a_prompt_longer_than_the_context_is_refused(policy_path, guide_dir):
     assert dropped == 2 and kept == long_first[2:]
 
 
+def test_a_prompt_past_the_context_the_policy_was_trained_on_is_said_so(policy_path):
+    """A prompt too long for the context is told to raise --n-ctx; raised past the policy's training
+    length, the reply degraded without a word."""
+    big = Engine.load(policy_path, need_reward=False, n_ctx=8192 + 256, threads=THREADS)
+    trained = big.policy.info.n_ctx_train
+    assert trained == 8192  # SmolLM2-135M's
+    events = big.stream("word " * trained, DecodingSettings(mode="greedy", max_new_tokens=8))
+    first = next(events)  # said before the prefill, which would take a minute here
+    events.close()
+    assert isinstance(first, Notice) and f"more than the {trained} the policy was trained on" in first.message
+    assert not any(isinstance(e, Notice) for e in big.stream("Hi", DecodingSettings(mode="greedy", max_new_tokens=2)))
+
+
 def test_a_shortened_reply_takes_the_room_the_prompt_leaves_from_one_rendering_of_it(policy_path):
     """What the server asks for OpenAI's max_tokens: a ceiling, not room the prompt must leave."""
     small = Engine.load(policy_path, need_reward=False, n_ctx=256, threads=THREADS)
