@@ -27,10 +27,11 @@ class TextStream:
         return self._release(final=False)
 
     def flush(self) -> str:
-        """End of generation: release what was held back (unless a stop string ended it)."""
+        """End of generation: release what was held back (unless a stop string ended it). A character
+        the last token left half is dropped, as llama.cpp's own servers do: decoded, it is a U+FFFD."""
         if self.stopped:
             return ""
-        self._pending += self._decoder.decode(b"", final=True)
+        self._decoder.reset()
         return self._release(final=True)
 
     def _release(self, final: bool) -> str:

@@ -153,6 +153,19 @@ def test_streamed_text_adds_up_to_the_reply(engine):
     assert all(s.candidates is not None and len(s.candidates) == 10 for s in steps if s.token >= 0)
 
 
+def test_a_reply_cut_inside_a_character_ends_before_it_not_in_a_replacement_character(engine):
+    """SmolLM2 writes emoji a byte or two a token: max_new_tokens may cut one in half."""
+    settings = DecodingSettings(mode="greedy", max_new_tokens=12)
+    whole = engine.generate("Reply with three smiley emoji.", settings)
+    data = [engine.policy.token_bytes(t) for t in whole.tokens]
+    cuts = [n for n in range(1, len(data) + 1) if b"".join(data[:n]).decode("utf-8", "replace").endswith("\ufffd")]
+    assert cuts, f"no token of {whole.text!r} ends inside a character: pick another prompt"
+    cut = engine.generate("Reply with three smiley emoji.", settings.with_(max_new_tokens=cuts[0]))
+    assert cut.stop_reason == "max_new_tokens" and len(cut.tokens) == cuts[0]
+    assert "\ufffd" not in cut.text
+    assert whole.text.startswith(cut.text) and len(cut.text.encode()) < len(b"".join(data[:cuts[0]]))
+
+
 def test_a_reply_asked_for_while_a_stream_is_open_in_the_same_thread_is_an_error_not_a_hang(engine):
     settings = DecodingSettings(max_new_tokens=8)
     alone = engine.generate(COFFEE, settings)
