@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from args_local import home
 from args_local.paths import write_text_atomically
 
 from .conftest import ROOT, run_cli
@@ -55,6 +56,10 @@ def files(tmp_path_factory):
     made["oddmanifest"].mkdir()  # hand-edited: a version as text, no graph
     (made["oddmanifest"] / "manifest.json").write_text(json.dumps({"format_version": "1", "kind": "decoder",
                                                                    "model": "model.onnx", "tokenizer": "tokenizer.json"}))
+    made["unloadable"] = d / "unloadable"  # the guide's manifest over files no runtime loads: loading it fails
+    made["unloadable"].mkdir()
+    for f in home.default_reward().iterdir():
+        (made["unloadable"] / f.name).write_bytes(f.read_bytes() if f.name == "manifest.json" else b"not a model")
     made["extension"].mkdir()  # a browser extension: it has a manifest.json, but not one of ours
     (made["extension"] / "manifest.json").write_text(json.dumps({"manifest_version": 3, "name": "My extension"}))
     (made["extension"] / "background.js").write_text("chrome.runtime.onInstalled.addListener(() => {});")
@@ -111,6 +116,9 @@ CASES = [
     ("generate-reward-missing", G + ("--reward", "{missing}"), "reward model directory not found"),
     ("generate-reward-no-manifest", G + ("--reward", "{dir}"), "has no manifest.json"),
     ("generate-reward-manifest-mangled", G + ("--reward", "{oddmanifest}"), "format_version, vocab.size, vocab.probe_ids"),
+    # what the reward model's manifest shows, told before the policy loads (here it is not even a GGUF)
+    ("generate-objective-unknown", G + ("--policy", "{text}", "--objective", "foo=1"), "has no objective 'foo'"),
+    ("generate-reward-combined-twice", G + ("--policy", "{text}", "--reward", "guide+guide"), "combined once"),
     ("generate-trace-folder-missing", G + ("--trace", "{missing}/trace.jsonl"), "cannot write trace file"),
     ("generate-trace-empty-name", G + ("--trace", ""), "--trace needs a file name"),  # it wrote nothing, silently
     # chat: checked before it asks for a terminal, which these runs have not got
@@ -132,6 +140,8 @@ CASES = [
     ("score-limit-zero", S + ("--limit", "0"), "--limit must be at least 1"),
     ("score-limit-negative", S + ("--limit", "-1"), "--limit must be at least 1"),
     ("score-threads-zero", S + ("--threads", "0"), "--threads must be between 1"),
+    ("score-objective-unknown", ("score", "--pairs", "{onepair}", "--reward", "{unloadable}", "--objective", "foo"),
+     "has no objective 'foo'"),
     ("score-pairs-missing", ("score", "--pairs", "{missing}"), "nope"),
     ("score-pairs-empty", S, "empty"),
     ("score-split-empty", ("score", "--pairs", "{onepair}", "--split", "dev"), "has no dev-split pairs"),
@@ -181,6 +191,10 @@ CASES = [
      "has no manifest.json"),
     ("eval-embedder-no-manifest", ("eval", "--prompts", "{prompts}", "--n", "1", "--policy", "{text}", "--embedder", "{dir}"),
      "sentence embedder not found"),
+    ("eval-objective-unknown", ("eval", "--prompts", "{prompts}", "--n", "1", "--policy", "{text}", "--objective",
+                                "foo=1"), "has no objective 'foo'"),
+    ("eval-judge-combined-twice", ("eval", "--prompts", "{prompts}", "--n", "1", "--policy", "{text}", "--judge",
+                                   "judge+judge"), "combined once"),
     ("eval-prompts-missing", ("eval", "--prompts", "{missing}"), "not found"),
     ("eval-prompts-empty", E, "no usable prompts"),
     ("eval-prompts-latin1", ("eval", "--prompts", "{latin1}"), "{latin1}"),
@@ -195,6 +209,10 @@ CASES = [
     ("bench-min-p-negative", ("bench", "--min-p", "-0.1"), "min-p"),
     ("bench-reward-no-manifest", ("bench", "--policy", "{text}", "--reward", "{dir}"), "has no manifest.json"),
     ("bench-encoder-no-manifest", ("bench", "--policy", "{text}", "--encoder", "{dir}"), "has no manifest.json"),
+    ("bench-objective-unknown", ("bench", "--policy", "{text}", "--objective", "foo=1"), "has no objective 'foo'"),
+    ("bench-ensemble-objective-unprefixed", ("bench", "--policy", "{text}", "--reward", "guide+encoder", "--objective",
+                                             "helpful=1"), "has no objective 'helpful'; its objectives: guide.harmless"),
+    ("bench-reward-combined-twice", ("bench", "--policy", "{text}", "--reward", "guide+guide"), "combined once"),
     ("bench-threads-zero", ("bench", "--threads", "0"), "--threads must be between 1"),
     ("bench-gpu-layers", ("bench", "--n-gpu-layers", "-2"), "--n-gpu-layers"),
     # models, and no command at all

@@ -46,9 +46,10 @@ def parse_k_values(text: str) -> list[int]:
     return list(dict.fromkeys(values))
 
 
-def check_kind(value, kind: str, option: str) -> None:
-    """--reward measures a decoder RM (or several joined by +), --encoder an encoder: told before the policy loads."""
-    manifests = check_reward_files(value)
+def check_kind(value, kind: str, option: str, objectives=()) -> None:
+    """--reward measures a decoder RM (or several joined by +), --encoder an encoder: told before the policy loads,
+    as an objective the decoder RM lacks is."""
+    manifests = check_reward_files(value, objectives)
     found = manifests[0]["kind"] if len(manifests) == 1 else "ensemble"
     if found != kind and (kind, found) != ("decoder", "ensemble"):
         raise UserError(f"bench {option} takes one {kind} reward model; {value} is not one (kind {found})"
@@ -79,7 +80,7 @@ def run(args) -> int:
     prompts = BENCH_PROMPTS[:1] if args.quick else BENCH_PROMPTS
     progress = stderr_progress()
 
-    check_kind(args.reward or home.default_reward(), "decoder", "--reward")
+    check_kind(args.reward or home.default_reward(), "decoder", "--reward", objectives)  # the encoder may lack one
     if args.encoder:
         check_kind(args.encoder, "encoder", "--encoder")
     progress(f"loading the policy ({threads} thread(s)) and reward models ({rm_threads} thread(s))")

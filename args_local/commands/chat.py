@@ -6,7 +6,8 @@ import os
 import sys
 
 from ..errors import UserError
-from .options import add_model_options, add_objective_option, check_model_options, load_engine, objectives_from, text
+from .options import (add_model_options, add_objective_option, check_model_options, check_reward_files, load_engine,
+                      objectives_from, text)
 
 
 def register(sub) -> None:
@@ -29,6 +30,8 @@ def run(args) -> int:
     from ..settings import DecodingSettings
 
     settings = DecodingSettings(objectives=objectives_from(args)).validated()  # bad weights: before the app starts
+    if settings.objectives:  # and one the reward model lacks (without them, a missing model is told in the app)
+        check_reward_files(args.reward, settings.objectives)
     give_textual_its_own_terminal()
     app = ChatApp(load_engine=lambda: load_engine(args), db_path=args.db, threads=args.threads, settings=settings,
                   system=args.system or None)

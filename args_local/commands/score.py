@@ -11,7 +11,7 @@ from ..conversations import read_preference_pairs
 from ..errors import UserError
 from ..reward import load_reward_model
 from ..scoring import length_report, score_pairs
-from .options import RM_THREADS_HELP, check_model_options
+from .options import RM_THREADS_HELP, check_model_options, check_reward_files
 
 
 def register(sub) -> None:
@@ -35,6 +35,8 @@ def register(sub) -> None:
 
 def run(args) -> int:
     check_model_options(args)
+    weights = {args.objective: 1.0} if args.objective else None
+    check_reward_files(args.reward, weights or {})  # an objective the model lacks: before it loads
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be at least 1 (got {args.limit}); leave it out to score every pair")
     pairs = read_preference_pairs(args.pairs)
@@ -45,8 +47,6 @@ def run(args) -> int:
                         "score them all with --split all")
     pairs = pairs[: args.limit]
     rm = load_reward_model(args.reward or home.default_reward(), threads=args.threads)
-    weights = {args.objective: 1.0} if args.objective else None
-    rm.weight_vector(weights)  # an objective the model lacks: before scoring anything
     start = time.time()
 
     def progress(done: int, total: int) -> None:

@@ -9,6 +9,8 @@ from ..cpu import default_rm_threads
 from ..home import reward_model_dirs
 
 from .base import CandidateScorer, RewardModel
+from .ensemble import combined
+from .heads import check_weights, manifest_objectives
 from .manifest import built_in_hint, read_manifest
 
 
@@ -32,9 +34,23 @@ def load_reward_model(directory: str | Path, threads: int | None = None, use_gpu
         return cls(directory, manifest, threads or default_rm_threads(), use_gpu)
 
 
+def check_reward_model(value: str | Path, weights: dict | None = None) -> list[dict]:
+    """What a reward model's files show without loading it (the policy beside it takes seconds to load):
+    each manifest whole, no model combined twice, and `weights` naming only objectives it has. Its manifests."""
+    directories = reward_model_dirs(value)
+    manifests = [read_manifest(d) for d in directories]
+    names = [m.get("name", d.name) for m, d in zip(manifests, directories)]  # as the loaders name them
+    name, objectives = names[0], manifest_objectives(manifests[0])
+    if len(manifests) > 1:
+        name, objectives = combined(names, [manifest_objectives(m) for m in manifests])
+    if weights:
+        check_weights(weights, objectives, f"the reward model {name}")
+    return manifests
+
+
 def members(rm: RewardModel) -> tuple:
     """The single models a reward model is made of: itself, or an ensemble's parts."""
     return tuple(getattr(rm, "parts", (rm,)))
 
 
-__all__ = ["CandidateScorer", "RewardModel", "load_reward_model", "members"]
+__all__ = ["CandidateScorer", "RewardModel", "check_reward_model", "load_reward_model", "members"]

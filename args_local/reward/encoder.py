@@ -14,7 +14,7 @@ from ..errors import UserError
 from ..formats import InputFormat
 from ..text_stream import whole_characters
 from .base import Normalization, load_tokenizer
-from .heads import CombinedScorer, Objectives, objective_of
+from .heads import CombinedScorer, Objectives, manifest_objectives
 from .onnx_session import make_session, provider_of, worth_a_gpu
 
 # Sequences per ONNX run. Attention memory grows with sequences x length², so a large k (up to
@@ -35,7 +35,7 @@ class EncoderRewardModel(Objectives):
         self.output_index = int(manifest.get("output_index", 0))
         self.pad_id = int(manifest.get("pad_id", 0))
         self.normalize = Normalization.from_manifest(manifest)
-        self.init_objectives((objective_of(manifest),), manifest)
+        self.init_objectives(manifest_objectives(manifest), manifest)
         self.tokenizer = load_tokenizer(directory / manifest.get("tokenizer", "tokenizer.json"))
         self.tokenizer.no_padding()
         self._strategy = "only_first" if self.format.pair else "longest_first"

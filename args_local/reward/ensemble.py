@@ -17,18 +17,21 @@ from ..home import COMBINE
 from .heads import Objectives, check_weights
 
 
+def combined(names: list[str], objectives: list[tuple[str, ...]]) -> tuple[str, tuple[str, ...]]:
+    """The ensemble's name and objectives (MODEL.OBJECTIVE), from its models' names and objectives."""
+    if len(set(names)) < len(names):
+        raise UserError(f"each reward model may be combined once (got {COMBINE.join(names)})")
+    return COMBINE.join(names), tuple(f"{name}.{o}" for name, own in zip(names, objectives) for o in own)
+
+
 class RewardEnsemble(Objectives):
     kind = "ensemble"
 
     def __init__(self, parts: list):
-        names = [part.name for part in parts]
-        if len(set(names)) < len(names):
-            raise UserError(f"each reward model may be combined once (got {COMBINE.join(names)})")
         self.parts = parts
-        self.name = COMBINE.join(names)
+        self.name, self.objectives = combined([part.name for part in parts], [part.objectives for part in parts])
         self.provider = ", ".join(f"{part.name}: {part.provider}" for part in parts)
         self.manifest = {"kind": self.kind, "models": {part.name: part.manifest for part in parts}}
-        self.objectives = tuple(f"{part.name}.{o}" for part in parts for o in part.objectives)
         self.default_objectives = {f"{part.name}.{o}": w for part in parts for o, w in part.default_objectives.items()}
 
     def part_weights(self, weights: dict | None) -> list[dict[str, float]]:

@@ -42,6 +42,11 @@ def objective_of(manifest: dict) -> str:
     return str(manifest.get("objective") or DEFAULT_OBJECTIVE)
 
 
+def manifest_objectives(manifest: dict) -> tuple[str, ...]:
+    """The objectives a model has, from its manifest alone: an encoder's one, else its heads'."""
+    return (objective_of(manifest),) if manifest["kind"] == "encoder" else tuple(head_specs(manifest))
+
+
 def default_weights(manifest: dict, names: tuple[str, ...]) -> dict[str, float]:
     """The manifest's `default_objectives`, else weight 1 on each objective."""
     weights = manifest.get("default_objectives") or {name: 1.0 for name in names}
