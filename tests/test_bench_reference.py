@@ -53,10 +53,31 @@ def test_bad_sizes_are_one_line_errors(capsys):
         assert err.startswith("error:") and "--tokens" in err and err.count("\n") == 1
 
 
-@pytest.mark.parametrize("argv, words", [(["--tokens", "0"], "max-new-tokens"), (["--reps", "0"], "--reps"),
-                                         (["--k", "0"], "k must"), (["--threads", "0"], "--threads")])
-def test_bench_serve_bad_sizes_are_one_line_errors(capsys, argv, words):
+@pytest.mark.parametrize("argv, words", [
+    (["--tokens", "0"], "--tokens"), (["--reps", "0"], "--reps"), (["--k", "0"], "k must"),
+    (["--threads", "0"], "--threads"), (["--rm-threads", "0"], "--rm-threads"),
+    (["--tokens", "5000"], "--tokens 5000 leaves no room"),
+    # bench's model options, told before the models load (the policy here is not even a GGUF)
+    (["--policy", "{text}", "--objective", "foo=1"], "has no objective 'foo'"),
+    (["--policy", "{text}", "--reward", "guide+guide"], "combined once"),
+    (["--policy", "{text}"], "not a GGUF file")])
+def test_bench_serve_bad_sizes_are_one_line_errors(capsys, tmp_path, argv, words):
     """--tokens 0 was a UserError traceback, --reps 0 a division by zero once both sides had loaded."""
-    assert load_tool("bench_serve").main(argv) == 2
+    (tmp_path / "notes.txt").write_text("just some notes\n")
+    assert load_tool("bench_serve").main([a.replace("{text}", str(tmp_path / "notes.txt")) for a in argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and words in err and err.count("\n") == 1
+
+
+def test_bench_serve_takes_bench_model_options_on_both_sides(capsys):
+    """It had --threads alone: the reward model's threads, the models and the objectives were the defaults."""
+    argv = ["--tokens", "4", "--reps", "1", "--threads", "1", "--rm-threads", "1", "--reward", "guide+encoder",
+            "--objective", "guide.helpful=1,encoder.harmless=0.5", "--json"]
+    assert load_tool("bench_serve").main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["machine"]["rm_threads"] == 1 and result["machine"]["reward"] == "guide+encoder"
+    assert result["settings"]["objectives"] == {"guide.helpful": 1.0, "encoder.harmless": 0.5}
+    for side in ("in_process", "server"):
+        assert result[side]["tokens_per_s_min"] <= result[side]["tokens_per_s"] <= result[side]["tokens_per_s_max"]
+    assert result["server_over_in_process"] == pytest.approx(
+        result["server"]["tokens_per_s"] / result["in_process"]["tokens_per_s"])

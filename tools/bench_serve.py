@@ -1,6 +1,9 @@
 """Tokens/s through `args-local serve` (one streaming client) against the same generation in-process.
 
-    python tools/bench_serve.py [--tokens 128] [--k 10] [--reps 5] [--threads N]
+    python tools/bench_serve.py [--tokens 128] [--k 10] [--reps 5] [--threads N] [--rm-threads N] [--json]
+
+Model options (--policy, --reward, --threads, --rm-threads, --n-gpu-layers, --n-ctx) and --objective are
+bench's and serve's, and go to both sides.
 
 Both sides decode the same prompts with the same settings (ARGS-greedy, deterministic), so they
 produce the same tokens; each is timed from request to last token as its user waits (prefill
@@ -27,17 +30,25 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from args_local import llama_build  # noqa: E402
+from args_local import home, llama_build  # noqa: E402
 from args_local.bench import BENCH_PROMPTS  # noqa: E402
-from args_local.cpu import default_threads  # noqa: E402
+from args_local.commands.options import (add_model_options, add_objective_option, check_model_options,  # noqa: E402
+                                         check_reward_files, objectives_from, option_name)
+from args_local.cpu import default_rm_threads, default_threads  # noqa: E402
 from args_local.engine import Engine  # noqa: E402
 from args_local.errors import UserError  # noqa: E402
-from args_local.settings import DecodingSettings  # noqa: E402
+from args_local.policy import check_gguf_file  # noqa: E402
+from args_local.settings import DecodingSettings, check_reply_room  # noqa: E402
 
 
-def start_server(threads: int, settings: DecodingSettings) -> tuple[subprocess.Popen, str]:
+SHARED_OPTIONS = ("policy", "reward", "n_ctx", "threads", "rm_threads", "n_gpu_layers", "objective")
+
+
+def start_server(args, settings: DecodingSettings) -> tuple[subprocess.Popen, str]:
+    shared = [x for name in SHARED_OPTIONS if getattr(args, name) is not None
+              for x in (option_name(name), str(getattr(args, name)))]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "args_local.cli", "serve", "--port", "0", "--threads", str(threads),
+        [sys.executable, "-m", "args_local.cli", "serve", "--port", "0", *shared,
          "--mode", settings.mode, "--k", str(settings.k), "--w", str(settings.w),
          "--max-new-tokens", str(settings.max_new_tokens)],
         stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -84,25 +95,39 @@ def in_process(engine: Engine, prompt: str, settings: DecodingSettings) -> tuple
     return len(done.tokens), time.perf_counter() - start, done.tokens_per_s
 
 
-def main(argv=None) -> int:
+def parse_args(argv):
+    """The options, checked as far as the input alone shows (one line, before anything loads)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=128, help="max tokens per reply (default 128)")
     ap.add_argument("--k", type=int, default=10, help="ARGS candidates per step (default 10)")
     ap.add_argument("--reps", type=int, default=5, help="timed repetitions after a warm-up (default 5)")
-    ap.add_argument("--threads", type=int, default=default_threads(), help="llama.cpp threads, both sides")
+    add_model_options(ap)
+    add_objective_option(ap)
+    ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = ap.parse_args(argv)
-    try:  # one line before anything loads: a UserError's traceback, or a division by zero after the loads
-        if args.reps < 1 or args.threads < 1:
-            raise UserError(f"--reps and --threads must be at least 1 (got {args.reps} and {args.threads})")
-        settings = DecodingSettings(mode="args-greedy", k=args.k, w=1.5, max_new_tokens=args.tokens).validated()
+    if args.tokens < 1 or args.reps < 1:  # --reps 0: a division by zero once both sides had loaded
+        raise UserError(f"--tokens and --reps must be at least 1 (got {args.tokens} and {args.reps})")
+    settings = DecodingSettings(mode="args-greedy", k=args.k, w=1.5, max_new_tokens=args.tokens,
+                                objectives=objectives_from(args)).validated()
+    check_model_options(args)
+    check_reply_room(args.tokens, args.n_ctx, spell=lambda name: "--tokens" if name == "max_new_tokens" else option_name(name))
+    check_reward_files(args.reward, settings.objectives)
+    check_gguf_file(args.policy or home.default_policy(), "policy model")
+    return args, settings
+
+
+def main(argv=None) -> int:
+    try:
+        args, settings = parse_args(argv)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-
-    print(f"loading the models in-process and starting the server ({args.threads} llama.cpp thread(s))",
-          file=sys.stderr)
-    engine = Engine.load(threads=args.threads)
-    proc, address = start_server(args.threads, settings)
+    threads, rm_threads = args.threads or default_threads(), args.rm_threads or default_rm_threads()
+    print(f"loading the models in-process and starting the server ({threads} llama.cpp thread(s), "
+          f"{rm_threads} onnxruntime thread(s))", file=sys.stderr)
+    engine = Engine.load(args.policy, args.reward, n_ctx=args.n_ctx, threads=args.threads, rm_threads=args.rm_threads,
+                         n_gpu_layers=args.n_gpu_layers)
+    proc, address = start_server(args, settings)
     try:
         with httpx.Client(base_url=f"http://{address}", timeout=600) as client:
             sides = {"in-process": lambda p: in_process(engine, p, settings),
@@ -133,17 +158,37 @@ def main(argv=None) -> int:
         proc.wait(timeout=30)
 
     assert counts["in-process"] == counts["server"], f"the two sides decoded different lengths: {counts}"
-    median = {name: statistics.median(r) for name, r in rates.items()}
-    for name, r in rates.items():
-        print(f"{name:10s}  {median[name]:6.1f} tokens/s  (median of {args.reps}, {min(r):.1f}-{max(r):.1f}); "
-              f"decode steps alone {statistics.median(decode_rates[name]):.1f} tokens/s (the engine's own timer); "
-              f"CPU {statistics.median(cpu_ms[name]):.1f} ms/token")
-    print(f"{'ratio':10s}  {median['server'] / median['in-process']:6.3f}x  server / in-process (target >= 0.95x)")
-    print(f"- ARGS-greedy k={args.k}, {len(BENCH_PROMPTS)} prompts x up to {args.tokens} tokens "
-          f"({counts['server'][0]} tokens per repetition), one streaming client; timed request to last token, "
-          f"prefill and final reward score included on both sides")
-    print(f"- machine: {llama_build.status()['cpu']}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f} at the end")
+    result = {name: {"tokens_per_s": statistics.median(r), "tokens_per_s_min": min(r), "tokens_per_s_max": max(r),
+                     "decode_tokens_per_s": statistics.median(decode_rates[name]),
+                     "cpu_ms_per_token": statistics.median(cpu_ms[name])} for name, r in rates.items()}
+    result = {"in_process": result["in-process"], "server": result["server"],
+              "server_over_in_process": result["server"]["tokens_per_s"] / result["in-process"]["tokens_per_s"],
+              "settings": settings.to_dict(),
+              "method": {"prompts": len(BENCH_PROMPTS), "max_tokens": args.tokens, "repetitions": args.reps,
+                         "tokens_per_repetition": counts["server"][0], "warmup": 1,
+                         "how": "one streaming client; timed request to last token, prefill and final reward "
+                                "score included on both sides; repetitions alternate ABBA between the sides"},
+              "machine": {"cpu": llama_build.status()["cpu"], "cores": os.cpu_count(), "policy_threads": threads,
+                          "rm_threads": rm_threads, "policy": str(engine.policy.info.path), "reward": engine.reward.name,
+                          "reward_provider": engine.reward.provider, "load_average_end": os.getloadavg()[0]}}
+    print(json.dumps(result, indent=2) if args.json else table(result))
     return 0
+
+
+def table(r: dict) -> str:
+    lines = [f"{name:10s}  {x['tokens_per_s']:6.1f} tokens/s  (median of {r['method']['repetitions']}, "
+             f"{x['tokens_per_s_min']:.1f}-{x['tokens_per_s_max']:.1f}); decode steps alone "
+             f"{x['decode_tokens_per_s']:.1f} tokens/s (the engine's own timer); CPU {x['cpu_ms_per_token']:.1f} ms/token"
+             for name, x in (("in-process", r["in_process"]), ("server", r["server"]))]
+    how, m = r["method"], r["machine"]
+    return "\n".join(lines + [
+        f"{'ratio':10s}  {r['server_over_in_process']:6.3f}x  server / in-process (target >= 0.95x)",
+        f"- ARGS-greedy k={r['settings']['k']}, {how['prompts']} prompts x up to {how['max_tokens']} tokens "
+        f"({how['tokens_per_repetition']} tokens per repetition), {how['how']}",
+        f"- reward model {m['reward']} ({m['reward_provider']}), objectives "
+        + (", ".join(f"{n} {w:g}" for n, w in r["settings"]["objectives"].items()) or "its defaults"),
+        f"- machine: {m['cpu']}, {m['cores']} cores, llama.cpp {m['policy_threads']} thread(s), onnxruntime "
+        f"{m['rm_threads']} thread(s), load {m['load_average_end']:.2f} at the end"])
 
 
 if __name__ == "__main__":
