@@ -46,11 +46,19 @@ def test_reference_args_and_plain_measured_in_one_run():
     assert "ARGS / reference:" in table and "load average at start" in table
 
 
-def test_bad_sizes_are_one_line_errors(capsys):
-    for tokens in ("0", "5000"):  # 5000 was refused after the loads, naming --max-new-tokens and --n-ctx
-        assert load_tool("bench_reference").main(["--tokens", tokens]) == 2
-        err = capsys.readouterr().err
-        assert err.startswith("error:") and "--tokens" in err and err.count("\n") == 1
+@pytest.mark.parametrize("argv, words", [
+    (["--tokens", "0"], "--tokens"), (["--tokens", "5000"], "--tokens"),  # 5000 named --max-new-tokens and --n-ctx
+    # these were refused once the models had loaded: a minute for the repeat penalty (after the torch copies)
+    (["--repeat-penalty", "0"], "repeat-penalty must be"), (["--k", "2000"], "k must be"),
+    (["--reward", "encoder"], "needs one decoder reward model (got encoder)"),
+    (["--reward", "guide+encoder"], "needs one decoder reward model (got decoder + encoder)"),
+    (["--policy", "{text}"], "the reference needs the RM's own backbone")])
+def test_bad_values_are_one_line_errors_before_the_loads(capsys, tmp_path, argv, words):
+    (tmp_path / "notes.txt").write_text("just some notes\n")
+    argv = [a.replace("{text}", str(tmp_path / "notes.txt")) for a in argv]
+    assert load_tool("bench_reference").main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and words in err and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("argv, words", [

@@ -65,10 +65,6 @@ def load_torch_models(gguf: Path, rm_manifest: dict, threads: int, progress):
         raise UserError("the reference needs torch and transformers: pip install -e '.[export]'") from None
     from args_local.export.decoder import load_gguf_backbone
 
-    source = (rm_manifest.get("source") or {}).get("gguf")
-    if source and source != gguf.name:
-        raise UserError(f"the guide RM was built from {source}, not {gguf.name}: the reference needs the RM's "
-                        "own backbone; pass --policy with that GGUF")
     torch.set_num_threads(threads)
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
@@ -169,17 +165,33 @@ def parse_args(argv):
     p.add_argument("--torch-threads", type=int, default=min(2, os.cpu_count() or 1),
                    help="torch threads for the reference (default: 2, or the cores if fewer)")
     p.add_argument("--policy", help="GGUF policy (default: the built-in SmolLM2-135M-Instruct)")
-    p.add_argument("--reward", help="decoder RM directory (default: the built-in guide)")
+    p.add_argument("--reward", help="decoder RM: a directory or the built-in name guide (the default)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = p.parse_args(argv)
     from args_local.bench import BENCH_PROMPTS, check_tokens
+    from args_local.commands.options import check_reward_files
+    from args_local.settings import DecodingSettings
 
     if args.tokens < 1 or args.reps < 1 or args.k < 1 or min(args.threads, args.rm_threads, args.torch_threads) < 1:
         raise UserError("--tokens, --reps, --k and the thread counts must be at least 1")
     if not 1 <= args.prompts <= len(BENCH_PROMPTS):
         raise UserError(f"--prompts must be between 1 and {len(BENCH_PROMPTS)}")
     check_tokens(args.tokens)
+    # what the input alone shows, told before the models load (the reference's torch copies take a minute)
+    DecodingSettings(k=args.k, repeat_penalty=args.repeat_penalty).validated()
+    manifests = check_reward_files(args.reward)
+    if len(manifests) > 1 or manifests[0]["kind"] != "decoder":
+        raise UserError(f"--reward {args.reward}: the reference needs one decoder reward model (got "
+                        f"{' + '.join(m['kind'] for m in manifests)})")
+    source, gguf = (manifests[0].get("source") or {}).get("gguf"), policy_path(args)
+    if source and source != gguf.name:
+        raise UserError(f"the guide RM was built from {source}, not {gguf.name}: the reference needs the RM's "
+                        "own backbone; pass --policy with that GGUF")
     return args
+
+
+def policy_path(args) -> Path:
+    return Path(args.policy or home.default_policy()).expanduser()
 
 
 def run(args) -> dict:
@@ -194,13 +206,10 @@ def run(args) -> dict:
     load_start = os.getloadavg()
     build = llama_build.status()  # before loading: the wheel on disk may be swapped while this runs
     progress = stderr_progress()
-    gguf = Path(args.policy or home.default_policy()).expanduser()
+    gguf = policy_path(args)
     progress(f"loading args-local: llama.cpp {args.threads} thread(s), onnxruntime {args.rm_threads} thread(s)")
     policy = NeverEndingPolicy(LlamaPolicy(gguf, n_ctx=N_CTX, n_threads=args.threads))
-    reward_dir = Path(args.reward or home.default_reward()).expanduser()
-    guide = load_reward_model(reward_dir, args.rm_threads)
-    if guide.kind != "decoder":
-        raise UserError(f"{reward_dir} is a {guide.kind} reward model; the reference needs a decoder RM")
+    guide = load_reward_model(args.reward or home.default_reward(), args.rm_threads)
     rss_args_local = current_rss_mb()
     torch_policy, torch_rm = load_torch_models(gguf, guide.manifest, args.torch_threads, progress)
     rss_reference = current_rss_mb() - rss_args_local
