@@ -147,6 +147,31 @@ def test_a_resumed_run_knows_its_reward_model_by_name_folder_or_relative_path(tm
     assert "holds an eval run with other settings (reward:" in capsys.readouterr().err
 
 
+def test_a_run_recorded_with_model_names_by_an_older_version_resumes(tmp_path, capsys, monkeypatch):
+    """Older versions kept --policy and --reward as typed; since records hold resolved paths, a run made with
+    --reward guide could not be resumed at all. A name and its path are one model; another model is still refused."""
+    out = tmp_path / "run"
+    argv = ["--methods", "greedy", "--max-new-tokens", "4", "--prompts", str(HH), "--n", "1", "--out", str(out)]
+    eval_json(capsys, *argv, "--reward", "guide")
+    saved = (out / "replies.jsonl").read_text()
+    run_file = out / "run.json"
+    old = {**json.loads(run_file.read_text()), "reward": "guide", "policy": str(home.default_policy())}
+    run_file.write_text(json.dumps(old))
+    eval_json(capsys, *argv, "--reward", "guide")
+    assert (out / "replies.jsonl").read_text() == saved  # resumed: nothing left to generate
+    assert json.loads(run_file.read_text())["reward"] == str(home.default_reward().resolve())  # recorded anew
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "rm").symlink_to(home.default_reward())
+    monkeypatch.chdir(tmp_path / "mine")  # an older run made here with --reward rm: that folder is the guide
+    run_file.write_text(json.dumps({**old, "reward": "rm"}))
+    eval_json(capsys, *argv)
+    run_file.write_text(json.dumps({**old, "reward": "encoder"}))  # the models really differ
+    assert main(["eval", *TINY, *argv]) == 2
+    assert "holds an eval run with other settings (reward:" in capsys.readouterr().err
+    assert (out / "replies.jsonl").read_text() == saved
+
+
 def test_malformed_line_exits_2_naming_the_line(tmp_path, capsys):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(hh_lines(1)[0] + "{not json\n")

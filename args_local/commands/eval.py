@@ -95,8 +95,8 @@ def run(args) -> int:
     from ..evaluation.embedder import SentenceEmbedder, read_embedder_manifest
     from ..evaluation.prompts import load_prompts
     from ..evaluation.report import markdown, plot_reward_vs_w, summarize
-    from ..evaluation.runner import (ProgressBar, ReplyStore, Scorers, check_same_prompts, generate_all, plan_runs,
-                                     reply_key)
+    from ..evaluation.runner import (ProgressBar, ReplyStore, Scorers, check_same_prompts, generate_all, model_paths,
+                                     plan_runs, reply_key)
     from ..reward import load_reward_model, members
 
     methods = parse_methods(args.methods)
@@ -126,10 +126,7 @@ def run(args) -> int:
                 "w": args.w, "sweep_w": sweep_w, "temperature": args.temperature, "top_p": args.top_p,
                 "best_of": args.best_of, "max_new_tokens": args.max_new_tokens, "seed": args.seed,
                 **tuning_from(args), **({"objectives": dict(base.objectives)} if base.objectives else {}),
-                # the models' own paths: a built-in name and its folder are one model, ./rm from another folder is not
-                "policy": str(Path(args.policy or home.default_policy()).expanduser().resolve()),
-                "reward": home.COMBINE.join(str(d.resolve())
-                                            for d in home.reward_model_dirs(args.reward or home.default_reward()))}
+                **model_paths(args.policy or home.default_policy(), args.reward or home.default_reward())}
     store = ReplyStore(args.out, settings)  # before loading models: a bad --out fails fast
     check_same_prompts(store, prompts, args.out)
 

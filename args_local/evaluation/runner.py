@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..engine import ARGS_MODES, Engine
 from ..errors import UserError
+from ..home import COMBINE, reward_model_dirs
 from ..settings import DecodingSettings
 from .metrics import cosine_rows
 from .prompts import EvalPrompt, prompt_text
@@ -93,7 +94,18 @@ class ReplyStore:
                 f.write(json.dumps(record) + "\n")
 
 
+def model_paths(policy: str | Path, reward: str | Path) -> dict:
+    """The policy and reward model as a run records them: their own paths, so a built-in name and its folder
+    are one model, and ./rm typed in another folder is another."""
+    return {"policy": str(Path(policy).expanduser().resolve()),
+            "reward": COMBINE.join(str(d.resolve()) for d in reward_model_dirs(reward))}
+
+
 def check_same_settings(old: dict, new: dict, out_dir: Path) -> None:
+    if isinstance(old.get("policy"), str) and isinstance(old.get("reward"), str):
+        # older versions recorded the models as typed (--reward guide); a relative one is taken from this folder,
+        # where a rerun of the same command runs
+        old = {**old, **model_paths(old["policy"], old["reward"])}
     changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     if changed:
         raise UserError(f"{out_dir} holds an eval run with other settings ({'; '.join(changed)}). "
