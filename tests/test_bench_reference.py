@@ -50,6 +50,7 @@ def test_reference_args_and_plain_measured_in_one_run():
     (["--tokens", "0"], "--tokens"), (["--tokens", "5000"], "--tokens"),  # 5000 named --max-new-tokens and --n-ctx
     # these were refused once the models had loaded: a minute for the repeat penalty (after the torch copies)
     (["--repeat-penalty", "0"], "repeat-penalty must be"), (["--k", "2000"], "k must be"),
+    (["--threads", "100000"], "--threads must be between 1"),
     (["--reward", "encoder"], "needs one decoder reward model (got encoder)"),
     (["--reward", "guide+encoder"], "needs one decoder reward model (got decoder + encoder)"),
     (["--policy", "{text}"], "the reference needs the RM's own backbone")])

@@ -148,7 +148,10 @@ def agreement(a: list[int], b: list[int]) -> int:
 
 
 def parse_args(argv):
+    from args_local.bench import BENCH_PROMPTS, check_tokens
+    from args_local.commands.options import RM_THREADS_HELP, THREADS_HELP, check_model_options, check_reward_files
     from args_local.cpu import default_rm_threads, default_threads
+    from args_local.settings import DecodingSettings
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tokens", type=int, default=128, help="tokens decoded per prompt and run (default 128)")
@@ -160,20 +163,17 @@ def parse_args(argv):
                         "candidate's whole sequence at every step")
     p.add_argument("--repeat-penalty", type=float, default=1.0,
                    help="args-local's repetition penalty (default 1.0 = off, the paper's rule)")
-    p.add_argument("--threads", type=int, default=default_threads(), help="llama.cpp threads")
-    p.add_argument("--rm-threads", type=int, default=default_rm_threads(), help="onnxruntime threads")
+    p.add_argument("--threads", type=int, default=default_threads(), help=THREADS_HELP)
+    p.add_argument("--rm-threads", type=int, default=default_rm_threads(), help=RM_THREADS_HELP)
     p.add_argument("--torch-threads", type=int, default=min(2, os.cpu_count() or 1),
                    help="torch threads for the reference (default: 2, or the cores if fewer)")
     p.add_argument("--policy", help="GGUF policy (default: the built-in SmolLM2-135M-Instruct)")
     p.add_argument("--reward", help="decoder RM: a directory or the built-in name guide (the default)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = p.parse_args(argv)
-    from args_local.bench import BENCH_PROMPTS, check_tokens
-    from args_local.commands.options import check_reward_files
-    from args_local.settings import DecodingSettings
-
-    if args.tokens < 1 or args.reps < 1 or args.k < 1 or min(args.threads, args.rm_threads, args.torch_threads) < 1:
-        raise UserError("--tokens, --reps, --k and the thread counts must be at least 1")
+    if args.tokens < 1 or args.reps < 1 or args.torch_threads < 1:
+        raise UserError("--tokens, --reps and --torch-threads must be at least 1")
+    check_model_options(args)
     if not 1 <= args.prompts <= len(BENCH_PROMPTS):
         raise UserError(f"--prompts must be between 1 and {len(BENCH_PROMPTS)}")
     check_tokens(args.tokens)
