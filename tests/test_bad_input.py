@@ -269,6 +269,22 @@ def test_bad_values_exit_2_with_one_line_and_no_traceback(cases, files):
 
 
 
+def test_chat_refuses_an_objective_its_reward_model_lacks_before_the_app_starts():
+    """It was found only when the first reply started, inside the app; told as the app loaded the models, it
+    would have come with the app's advice to rerun tools/setup.sh."""
+    master, slave = os.openpty()  # chat needs a terminal
+    try:
+        try:
+            proc = run_cli("chat", "--objective", "foo=1", stdin=slave, stdout=slave, stderr=slave, timeout=60)
+        finally:
+            os.close(slave)
+        screen = os.read(master, 65536).decode()
+    finally:
+        os.close(master)
+    assert proc.returncode == 2
+    assert screen.strip() == "args-local: error: the reward model guide has no objective 'foo'; its objectives: harmless, helpful"
+
+
 @pytest.mark.parametrize("model", ["default_policy", "default_sentence_embedder"])
 def test_a_built_in_model_that_is_no_reward_model_is_not_called_damaged(model):
     """The policy or the embedder given as --reward: the user chose wrong, so no 'setup rebuilds it'."""
