@@ -88,5 +88,6 @@ def test_bench_serve_takes_bench_model_options_on_both_sides(capsys):
     assert result["settings"]["objectives"] == {"guide.helpful": 1.0, "encoder.harmless": 0.5}
     for side in ("in_process", "server"):
         assert result[side]["tokens_per_s_min"] <= result[side]["tokens_per_s"] <= result[side]["tokens_per_s_max"]
+    assert result["same_replies"]  # the server decoded with the settings and models of the in-process side
     assert result["server_over_in_process"] == pytest.approx(
         result["server"]["tokens_per_s"] / result["in_process"]["tokens_per_s"])
