@@ -22,7 +22,7 @@ import numpy as np
 from . import home, processors, search
 from .errors import PromptTooLong, UserError
 from .policy import LlamaPolicy
-from .reward import load_reward_model, members
+from .reward import check_can_guide, load_reward_model, members
 from .reward.base import checked
 from .settings import DecodingSettings, check_load_options
 from .text_stream import TextStream
@@ -151,9 +151,7 @@ class Engine:
             if model.kind == "decoder":
                 model.check_policy_vocabulary(Path(policy.info.path).name, policy.n_vocab,
                                               policy.tokenize(model.vocab["probe_text"]))
-            if model.kind == "gguf-embedding":
-                raise UserError(f"{model.name} is a judge model: it cannot guide decoding. "
-                                "Pass a decoder or encoder reward model with --reward.")
+            check_can_guide(model.name, model.kind)
         self._lock = threading.Lock()  # one generation at a time: the KV caches are shared state
         self._lock_holder = None  # the thread whose stream holds the lock (a stream may be left open)
         self._closed = False

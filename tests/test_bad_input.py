@@ -119,6 +119,7 @@ CASES = [
     # what the reward model's manifest shows, told before the policy loads (here it is not even a GGUF)
     ("generate-objective-unknown", G + ("--policy", "{text}", "--objective", "foo=1"), "has no objective 'foo'"),
     ("generate-reward-combined-twice", G + ("--policy", "{text}", "--reward", "guide+guide"), "combined once"),
+    ("generate-reward-a-judge", G + ("--policy", "{text}", "--reward", "judge"), "judge is a judge model"),
     ("generate-trace-folder-missing", G + ("--trace", "{missing}/trace.jsonl"), "cannot write trace file"),
     ("generate-trace-empty-name", G + ("--trace", ""), "--trace needs a file name"),  # it wrote nothing, silently
     # chat: checked before it asks for a terminal, which these runs have not got
@@ -193,6 +194,8 @@ CASES = [
      "sentence embedder not found"),
     ("eval-objective-unknown", ("eval", "--prompts", "{prompts}", "--n", "1", "--policy", "{text}", "--objective",
                                 "foo=1"), "has no objective 'foo'"),
+    ("eval-reward-a-judge", ("eval", "--prompts", "{prompts}", "--n", "1", "--policy", "{text}", "--reward", "judge"),
+     "judge is a judge model"),
     ("eval-judge-combined-twice", ("eval", "--prompts", "{prompts}", "--n", "1", "--policy", "{text}", "--judge",
                                    "judge+judge"), "combined once"),
     ("eval-prompts-missing", ("eval", "--prompts", "{missing}"), "not found"),

@@ -69,6 +69,7 @@ def test_bad_values_are_one_line_errors_before_the_loads(capsys, tmp_path, argv,
     # bench's model options, told before the models load (the policy here is not even a GGUF)
     (["--policy", "{text}", "--objective", "foo=1"], "has no objective 'foo'"),
     (["--policy", "{text}", "--reward", "guide+guide"], "combined once"),
+    (["--policy", "{text}", "--reward", "judge"], "judge is a judge model"),
     (["--policy", "{text}"], "not a GGUF file")])
 def test_bench_serve_bad_sizes_are_one_line_errors(capsys, tmp_path, argv, words):
     """--tokens 0 was a UserError traceback, --reps 0 a division by zero once both sides had loaded."""

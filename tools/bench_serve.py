@@ -113,7 +113,7 @@ def parse_args(argv):
                                 objectives=objectives_from(args)).validated()
     check_model_options(args)
     check_reply_room(args.tokens, args.n_ctx, spell=lambda name: "--tokens" if name == "max_new_tokens" else option_name(name))
-    check_reward_files(args.reward, settings.objectives)
+    check_reward_files(args.reward, settings.objectives, guiding=True)
     check_gguf_file(args.policy or home.default_policy(), "policy model")
     return args, settings
 

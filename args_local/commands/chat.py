@@ -31,7 +31,7 @@ def run(args) -> int:
 
     settings = DecodingSettings(objectives=objectives_from(args)).validated()  # bad weights: before the app starts
     if settings.objectives:  # and one the reward model lacks (without them, a missing model is told in the app)
-        check_reward_files(args.reward, settings.objectives)
+        check_reward_files(args.reward, settings.objectives, guiding=True)
     give_textual_its_own_terminal()
     app = ChatApp(load_engine=lambda: load_engine(args), db_path=args.db, threads=args.threads, settings=settings,
                   system=args.system or None)

@@ -108,13 +108,13 @@ def check_fits_context(settings: DecodingSettings, args) -> None:
     check_reply_room(settings.max_new_tokens, args.n_ctx, spell=option_name)
 
 
-def check_reward_files(value, objectives=()) -> list[dict]:
-    """--reward (or --judge): each reward model's own files, and the --objective names it must have, checked
-    before the policy takes seconds to load; their manifests."""
+def check_reward_files(value, objectives=(), guiding: bool = False) -> list[dict]:
+    """--reward (or --judge): each reward model's own files, the --objective names it must have, and (guiding:
+    --reward) that it is no judge, checked before the policy takes seconds to load; their manifests."""
     from .. import home
     from ..reward import check_reward_model
 
-    return check_reward_model(value or home.default_reward(), dict(objectives))
+    return check_reward_model(value or home.default_reward(), dict(objectives), guiding)
 
 
 def load_engine(args, need_reward: bool = True):
@@ -124,7 +124,7 @@ def load_engine(args, need_reward: bool = True):
 
     check_model_options(args)
     if need_reward:
-        check_reward_files(args.reward, objectives_from(args))
+        check_reward_files(args.reward, objectives_from(args), guiding=True)
     check_gguf_file(args.policy or home.default_policy(), "policy model")
 
     return Engine.load(args.policy, args.reward, n_ctx=args.n_ctx, threads=args.threads, rm_threads=args.rm_threads,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..cpu import default_rm_threads
+from ..errors import UserError
 from ..home import reward_model_dirs
 
 from .base import CandidateScorer, RewardModel
@@ -34,12 +35,15 @@ def load_reward_model(directory: str | Path, threads: int | None = None, use_gpu
         return cls(directory, manifest, threads or default_rm_threads(), use_gpu)
 
 
-def check_reward_model(value: str | Path, weights: dict | None = None) -> list[dict]:
+def check_reward_model(value: str | Path, weights: dict | None = None, guiding: bool = False) -> list[dict]:
     """What a reward model's files show without loading it (the policy beside it takes seconds to load):
-    each manifest whole, no model combined twice, and `weights` naming only objectives it has. Its manifests."""
+    each manifest whole, no model combined twice, `weights` naming only objectives it has, and (guiding) no
+    judge among them. Its manifests."""
     directories = reward_model_dirs(value)
     manifests = [read_manifest(d) for d in directories]
     names = [m.get("name", d.name) for m, d in zip(manifests, directories)]  # as the loaders name them
+    for name, manifest in zip(names, manifests) if guiding else ():
+        check_can_guide(name, manifest["kind"])
     name, objectives = names[0], manifest_objectives(manifests[0])
     if len(manifests) > 1:
         name, objectives = combined(names, [manifest_objectives(m) for m in manifests])
@@ -48,9 +52,15 @@ def check_reward_model(value: str | Path, weights: dict | None = None) -> list[d
     return manifests
 
 
+def check_can_guide(name: str, kind: str) -> None:
+    if kind == "gguf-embedding":  # it scores finished replies only
+        raise UserError(f"{name} is a judge model: it cannot guide decoding. "
+                        "Pass a decoder or encoder reward model with --reward.")
+
+
 def members(rm: RewardModel) -> tuple:
     """The single models a reward model is made of: itself, or an ensemble's parts."""
     return tuple(getattr(rm, "parts", (rm,)))
 
 
-__all__ = ["CandidateScorer", "RewardModel", "check_reward_model", "load_reward_model", "members"]
+__all__ = ["CandidateScorer", "RewardModel", "check_can_guide", "check_reward_model", "load_reward_model", "members"]
