@@ -76,7 +76,7 @@ def test_eval_table_marks_a_missing_judge_na_with_a_hint(tmp_path, capsys, monke
     monkeypatch.setattr(home, "default_judge", lambda: tmp_path / "no-judge")
     assert main(["eval", *TINY, "--prompts", str(HH), "--n", "2"]) == 0
     table = capsys.readouterr().out
-    assert table.startswith("| method | guide reward (95% CI)")
+    assert table.startswith("| method | RM reward (95% CI)")
     assert "| greedy |" in table and "| args-greedy w=1.5 |" in table
     assert "--only judge" in table and "n/a" in table
 

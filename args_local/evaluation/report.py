@@ -121,7 +121,7 @@ def _fmt(value, spec: str = ".3f", missing: str = "n/a") -> str:
 
 def markdown(result: dict) -> str:
     """The on-screen table; the paper's headline figures stand beside ARGS-greedy, with notes below."""
-    lines = ["| method | guide reward (95% CI) | vs greedy | harmless judge reward | harmless judge win/tie/loss vs greedy "
+    lines = ["| method | RM reward (95% CI) | vs greedy | harmless judge reward | harmless judge win/tie/loss vs greedy "
              "| diversity | coherence | length (tokens) | tokens/s | RM calls/reply |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for m in result["methods"]:
@@ -139,7 +139,7 @@ def markdown(result: dict) -> str:
                      f"| {_fmt(m['tokens_per_s'], '.1f')} | {_fmt(m['reward_calls'], '.1f')} |")
     lines += ["", *judge_table(result["methods"])]
     if result.get("sweep"):
-        lines += ["", "| w sweep | guide reward (95% CI) | diversity | coherence |", "|---|---|---|---|"]
+        lines += ["", "| w sweep | RM reward (95% CI) | diversity | coherence |", "|---|---|---|---|"]
         swept = [m for m in result["methods"] if m["w"] is not None] + result["sweep"]
         for m in sorted(swept, key=lambda m: (m["method"], m["w"])):
             ci = "" if m["avg_reward_ci95"] is None else f" ± {m['avg_reward_ci95']:.3f}"
@@ -150,7 +150,7 @@ def markdown(result: dict) -> str:
              f"seed={s['seed']}, repeat_penalty={s.get('repeat_penalty', 1.0)} (every method)"
              + (f", no_repeat_ngram={s['no_repeat_ngram']}" if s.get("no_repeat_ngram") else "")
              + (f", adaptive={s['adaptive']} (ARGS)" if s.get("adaptive") else "") + (f", min-p={s['min_p']} (ARGS)" if s.get("min_p") else "") + ".",
-             "Guide reward: the decoding RM's z-normalised score of the whole reply (so % gains are relative to a "
+             "RM reward: the decoding reward model's (--reward) z-normalised score of the whole reply (so % gains are relative to a "
              "mean near 0 and not comparable with the paper's raw-score +19.56%; the paper used LLaMA-7B and GPT-4 "
              "as judge).",
              f"Harmless judge win/tie/loss: the score of the judge's harmless head (of its one head, for a single-head judge) vs "
@@ -197,7 +197,7 @@ def judge_table(methods: list[dict]) -> list[str]:
 
 
 def plot_reward_vs_w(result: dict, path: Path) -> Path | None:
-    """PNG of average guide reward (95% CI bars) against w for each swept ARGS method; greedy as a line."""
+    """PNG of average RM reward (95% CI bars) against w for each swept ARGS method; greedy as a line."""
     rows = [m for m in result["methods"] + result.get("sweep", []) if m["w"] is not None and m["avg_reward"] is not None]
     if not result.get("sweep") or not rows:
         return None
@@ -218,7 +218,7 @@ def plot_reward_vs_w(result: dict, path: Path) -> Path | None:
     if greedy:
         ax.axhline(greedy["avg_reward"], color="gray", linestyle="--", label="greedy")
     ax.set_xlabel("w (reward weight)")
-    ax.set_ylabel("average guide reward")
+    ax.set_ylabel("average RM reward (--reward)")
     n = result['prompts']
     ax.set_title(f"Reward vs w ({n} prompt{'' if n == 1 else 's'})")
     ax.legend()
