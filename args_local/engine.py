@@ -153,7 +153,7 @@ class Engine:
                                               policy.tokenize(model.vocab["probe_text"]))
             if model.kind == "gguf-embedding":
                 raise UserError(f"{model.name} is a judge model: it cannot guide decoding. "
-                                "Pass a decoder or encoder reward model with --reward.")
+                                "Guide with a decoder or encoder reward model (the built-in guide or encoder).")
         self._lock = threading.Lock()  # one generation at a time: the KV caches are shared state
         self._lock_holder = None  # the thread whose stream holds the lock (a stream may be left open)
         self._closed = False
@@ -284,10 +284,10 @@ class Engine:
             if not drop_old_turns or len(turns) <= 1:
                 if shorten_reply:
                     raise UserError(f"the prompt is {len(ids)} tokens: it does not fit the {self.policy.n_ctx}-token "
-                                    "context with room for a reply. Shorten it, or use a larger context (--n-ctx).")
-                raise UserError(f"the prompt is {len(ids)} tokens; with max-new-tokens {settings.max_new_tokens} "
+                                    "context with room for a reply. Shorten it, or use a larger context (n_ctx).")
+                raise UserError(f"the prompt is {len(ids)} tokens; with max_new_tokens {settings.max_new_tokens} "
                                 f"it does not fit the {self.policy.n_ctx}-token context. Shorten it, lower "
-                                "max-new-tokens (--max-new-tokens; F3 in the chat), or raise --n-ctx.")
+                                "max_new_tokens or raise n_ctx.")
             del messages[turns[0]]
             dropped += 1
             # and the replies to it: a conversation never opens with the assistant (the chat templates

@@ -53,7 +53,7 @@ def test_bad_sizes_are_one_line_errors(capsys):
         assert err.startswith("error:") and "--tokens" in err and err.count("\n") == 1
 
 
-@pytest.mark.parametrize("argv, words", [(["--tokens", "0"], "max-new-tokens"), (["--reps", "0"], "--reps"),
+@pytest.mark.parametrize("argv, words", [(["--tokens", "0"], "max_new_tokens"), (["--reps", "0"], "--reps"),
                                          (["--k", "0"], "k must"), (["--threads", "0"], "--threads")])
 def test_bench_serve_bad_sizes_are_one_line_errors(capsys, argv, words):
     """--tokens 0 was a UserError traceback, --reps 0 a division by zero once both sides had loaded."""

@@ -169,7 +169,7 @@ def test_invalid_settings(flags, words):
 def test_prompt_longer_than_the_context():
     proc = run_cli("generate", "lorem ipsum " * 300, "--n-ctx", "256", "--max-new-tokens", "8",
                    "--threads", str(THREADS))
-    assert_user_error(proc, "does not fit the 256-token context")
+    assert_user_error(proc, "does not fit the 256-token context", "lower --max-new-tokens or raise --n-ctx")
 
 
 def test_decoder_rm_with_another_vocabulary_is_refused_naming_both(guide_dir):

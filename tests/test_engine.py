@@ -119,10 +119,10 @@ def test_stop_string_cuts_the_reply(engine):
 
 @pytest.mark.parametrize("changes, words", [
     ({"k": 10.5}, "k must be an integer"),  # each of these was a TypeError deep in numpy or the engine
-    ({"max_new_tokens": "8"}, "max-new-tokens must be an integer"),
+    ({"max_new_tokens": "8"}, "max_new_tokens must be an integer"),
     ({"seed": 1.5}, "seed must be an integer"),
     ({"mode": "best-of-n", "n": 2.0}, "n must be an integer"),
-    ({"no_repeat_ngram": 2.5}, "no-repeat-ngram must be an integer"),
+    ({"no_repeat_ngram": 2.5}, "no_repeat_ngram must be an integer"),
     ({"temperature": None}, "temperature must be a number"),
     ({"w": "1"}, "w must be a number"),
     ({"stop": None}, "stop must be a string or a list of strings"),
@@ -224,8 +224,10 @@ def test_best_of_n_keeps_the_best_scored_sample(engine):
 
 def test_a_prompt_longer_than_the_context_is_refused(policy_path, guide_dir):
     small = Engine.load(policy_path, guide_dir, n_ctx=256, threads=THREADS)
-    with pytest.raises(UserError, match="does not fit the 256-token context"):
+    with pytest.raises(UserError, match="does not fit the 256-token context") as e:
         small.generate("word " * 400, DecodingSettings(max_new_tokens=8))
+    # named as Python passes them: it said to lower --max-new-tokens or raise --n-ctx, options of the CLI
+    assert "lower max_new_tokens or raise n_ctx" in str(e.value) and "--" not in str(e.value)
     history = []
     for i in range(8):
         history += [{"role": "user", "content": f"Question {i}: " + "tell me more " * 12},
@@ -255,7 +257,7 @@ def test_a_shortened_reply_takes_the_room_the_prompt_leaves_from_one_rendering_o
     with pytest.raises(UserError, match=r"the prompt is \d+ tokens: it does not fit the 256-token context with room "
                                         "for a reply") as e:
         small.generate("word " * 400, DecodingSettings(mode="greedy", max_new_tokens=8), shorten_reply=True)
-    assert "max-new-tokens" not in str(e.value)  # nobody chose one that could be lowered
+    assert "max_new_tokens" not in str(e.value)  # nobody chose one that could be lowered
 
 
 def test_a_closed_engine_frees_its_models_and_refuses_further_replies(policy_path, guide_dir):

@@ -352,7 +352,7 @@ def test_unknown_model_is_404(client):
 def test_an_overlong_prompt_is_400_with_the_reason(client):
     with pytest.raises(openai.BadRequestError, match=r"the prompt is \d+ tokens: it does not fit the 4096") as e:
         chat(client, "coffee " * 5000)
-    assert "max-new-tokens" not in str(e.value)  # the server chose none: it caps max_tokens to the room left
+    assert "max_new_tokens" not in str(e.value)  # the server chose none: it caps max_tokens to the room left
 
 
 def test_an_oversized_body_is_413(http):

@@ -14,9 +14,14 @@ from args_local.settings import DecodingSettings
     ({"w": math.nan}, "finite"),
     ({"w": math.inf}, "finite"),
     ({"mode": "beam"}, "unknown mode"),
-    ({"max_new_tokens": 0}, "max-new-tokens"),
-    ({"top_p": -0.1}, "top-p"),
-    ({"top_p": 1.5}, "top-p"),
+    # from Python, as they were passed: these said max-new-tokens, top-p..., neither the field nor the option
+    ({"max_new_tokens": 0}, "max_new_tokens must be at least 1"),
+    ({"top_p": -0.1}, r"top_p must be in \[0, 1\]"),
+    ({"top_p": 1.5}, r"top_p must be in \[0, 1\]"),
+    ({"repeat_penalty": 0}, "repeat_penalty must be a positive number"),
+    ({"no_repeat_ngram": 1}, "no_repeat_ngram must be 0"),
+    ({"min_p": 1}, r"min_p must be in \[0, 1\)"),
+    ({"max_new_tokens": 8.0}, "max_new_tokens must be an integer"),
 ])
 def test_invalid_settings_name_the_field(changes, words):
     with pytest.raises(UserError, match=words):
