@@ -2,6 +2,8 @@
 
 import json
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -153,19 +155,50 @@ def test_streamed_text_adds_up_to_the_reply(engine):
     assert all(s.candidates is not None and len(s.candidates) == 10 for s in steps if s.token >= 0)
 
 
-def test_a_reply_asked_for_while_a_stream_is_open_in_the_same_thread_is_an_error_not_a_hang(engine):
+def in_thread(call):
+    """call() in another thread: what it returned or raised. The join's limit guards against a hang alone,
+    far above the seconds these replies take."""
+    out = []
+    thread = threading.Thread(target=lambda: out.append(capture(call)), daemon=True)
+    thread.start()
+    thread.join(timeout=600)
+    assert out, "it waited for ever"
+    return out[0]
+
+
+def capture(call):
+    try:
+        return call()
+    except Exception as e:
+        return e
+
+
+def test_a_stream_left_open_never_blocks_the_engine_it_ends_at_the_next_reply(engine):
+    """A stream held the engine until read to its end: a reply asked for from another thread waited for
+    ever (from the same thread it was a RuntimeError)."""
     settings = DecodingSettings(max_new_tokens=8)
     alone = engine.generate(COFFEE, settings)
-    open_stream = engine.stream(COFFEE, settings)
-    first = next(open_stream)  # the stream now holds the engine
-    with pytest.raises(RuntimeError, match="still open in this thread"):
-        engine.generate("Why is the sky blue?", settings)
-    rest = list(open_stream)  # the refused call left the open stream as it was
-    assert first.token == alone.tokens[0] and rest[-1].tokens == alone.tokens
+    for ask in (in_thread, lambda call: call()):  # from another thread, and from the one that left it open
+        open_stream = in_thread(lambda: engine.stream(COFFEE, settings))
+        assert next(open_stream).token == alone.tokens[0]  # the stream now holds the engine's caches
+        assert ask(lambda: engine.generate(COFFEE, settings)).tokens == alone.tokens
+        with pytest.raises(UserError, match="this stream was ended by a reply asked of the engine before it was read"):
+            next(open_stream)
     open_stream = engine.stream(COFFEE, settings)
     next(open_stream)
-    open_stream.close()  # a stream left early and closed frees the engine
+    open_stream.close()  # a stream closed early ends nothing else
     assert engine.generate(COFFEE, settings).tokens == alone.tokens
+    for event in engine.stream(COFFEE, settings):  # a reply asked for once its Finished is read ends nothing
+        if isinstance(event, Finished):
+            assert engine.generate(COFFEE, settings).tokens == event.tokens == alone.tokens
+
+
+def test_replies_asked_for_from_two_threads_at_once_take_turns(engine):
+    settings = DecodingSettings(max_new_tokens=8)
+    alone = engine.generate(COFFEE, settings)
+    with ThreadPoolExecutor(2) as pool:
+        replies = list(pool.map(lambda _: engine.generate(COFFEE, settings), range(4)))
+    assert [r.tokens for r in replies] == [alone.tokens] * 4
 
 
 def test_the_cached_prefix_is_reused_across_turns_in_whole_chunks(engine, monkeypatch):
@@ -266,16 +299,21 @@ def test_a_closed_engine_frees_its_models_and_refuses_further_replies(policy_pat
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
     settings = DecodingSettings(max_new_tokens=4)
-    with Engine.load(policy_path, guide_dir, threads=THREADS) as engine:  # it had no close(): only the GC freed it
-        reply = engine.generate(COFFEE, settings)
-        left_open = engine.stream(COFFEE, settings)
-        next(left_open)
-        loaded = rss_mb()
-    with pytest.raises(UserError, match="this engine is closed"):
-        engine.generate(COFFEE)
-    assert list(left_open)[-1].tokens == reply.tokens  # a reply in progress ends first, then frees them
+    engine = Engine.load(policy_path, guide_dir, threads=THREADS)  # it had no close(): only the GC freed it
+    engine.generate(COFFEE, settings)
+    left_open = engine.stream(COFFEE, settings)
+    next(left_open)
+    loaded = rss_mb()
+    in_thread(engine.close)  # a stream left open is no reply in progress: from another thread close() waited for ever
     assert loaded - rss_mb() > 150  # llama.cpp's weights and KV cache and the guide: about 360 MB here
+    for ask in (lambda: engine.generate(COFFEE), lambda: next(left_open)):
+        with pytest.raises(UserError, match="this engine is closed"):
+            ask()
     engine.close()  # a second close does nothing
+    with Engine.load(policy_path, need_reward=False, threads=THREADS) as small:
+        small.generate(COFFEE, DecodingSettings(mode="greedy", max_new_tokens=2))
+    with pytest.raises(UserError, match="this engine is closed"):
+        small.generate(COFFEE, DecodingSettings(mode="greedy"))
 
 
 @pytest.mark.parametrize("n_ctx", [10, 255])
