@@ -80,10 +80,20 @@ class DecodingSettings:
     def __post_init__(self):
         if isinstance(self.objectives, dict):  # the Python API may pass {"helpful": 1.0, ...}
             object.__setattr__(self, "objectives", tuple(self.objectives.items()))
+        elif isinstance(self.objectives, list):  # or pairs as JSON and YAML write them, [["helpful", 1.0]]
+            object.__setattr__(self, "objectives", tuple(tuple(p) if isinstance(p, list) else p for p in self.objectives))
         if isinstance(self.stop, str):  # stop="###" is one stop string, not one per character
             object.__setattr__(self, "stop", (self.stop,))
         elif isinstance(self.stop, list):
             object.__setattr__(self, "stop", tuple(self.stop))
+        # numpy's numbers (a k from np.arange, a weight of np.float32) as Python's, so that to_dict() is JSON
+        for name in INTEGER_FIELDS + NUMBER_FIELDS:
+            value, integer = getattr(self, name), name in INTEGER_FIELDS
+            if (_is_integer if integer else _is_number)(value):
+                object.__setattr__(self, name, int(value) if integer else float(value))
+        if isinstance(self.objectives, tuple) and all(isinstance(p, tuple) and len(p) == 2 for p in self.objectives):
+            object.__setattr__(self, "objectives",
+                               tuple((name, float(w) if _is_number(w) else w) for name, w in self.objectives))
 
     @property
     def uses_reward(self) -> bool:
@@ -101,7 +111,7 @@ class DecodingSettings:
         if not math.isfinite(self.w) or self.w < 0:  # a negative w would steer towards the lowest reward
             raise UserError(f"w must be a finite number >= 0, 0 for the policy alone (got {self.w})")
         if not math.isfinite(self.temperature) or self.temperature < 0:
-            raise UserError(f"temperature must be >= 0 (got {self.temperature})")
+            raise UserError(f"temperature must be a finite number >= 0 (got {self.temperature})")
         if not 0 <= self.top_p <= 1:  # 0: the most likely token alone, as OpenAI's top_p 0
             raise UserError(f"top_p must be in [0, 1] (got {self.top_p})")
         if self.n < 1:
@@ -133,7 +143,7 @@ class DecodingSettings:
 
     def _validate_objectives(self) -> None:
         """Shape and values only: which names exist depends on the reward model (the engine checks)."""
-        if not all(isinstance(pair, tuple) and len(pair) == 2 for pair in self.objectives):
+        if not isinstance(self.objectives, tuple) or not all(isinstance(p, tuple) and len(p) == 2 for p in self.objectives):
             raise UserError(f"objectives must be name-weight pairs, e.g. {{'helpful': 1, 'harmless': 0.5}} "
                             f"(got {self.objectives!r})")
         names = [name for name, _ in self.objectives]
@@ -142,7 +152,7 @@ class DecodingSettings:
         for name, weight in self.objectives:
             if not isinstance(name, str) or not name:
                 raise UserError(f"objective names must be non-empty strings (got {name!r})")
-            if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+            if not _is_number(weight) or not math.isfinite(weight) or weight < 0:
                 raise UserError(f"the weight of objective {name!r} must be a finite number >= 0 (got {weight!r})")
         if self.objectives and self.uses_reward and not any(weight > 0 for _, weight in self.objectives):
             raise UserError(f"all objective weights are 0: mode {self.mode} needs at least one positive weight")

@@ -153,7 +153,7 @@ def test_onnx_file_that_is_not_a_reward_model(guide_dir, encoder_dir, tmp_path):
 @pytest.mark.parametrize("flags, words", [
     (["--k", "0"], "k must be at least 1"),
     (["--k", "60000"], "at most 1024"),
-    (["--temperature", "-1"], "temperature must be >= 0"),
+    (["--temperature", "-1"], "temperature must be a finite number >= 0"),
     (["--w", "nan"], "w must be a finite number"),
     (["--w", "inf"], "w must be a finite number"),
     (["--mode", "beam"], "unknown mode 'beam'"),

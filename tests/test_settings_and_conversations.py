@@ -1,5 +1,7 @@
+import json
 import math
 
+import numpy as np
 import pytest
 
 from args_local.conversations import parse_hh_dialogue, read_preference_pairs, split_reply
@@ -11,6 +13,7 @@ from args_local.settings import DecodingSettings
 @pytest.mark.parametrize("changes, words", [
     ({"k": 0}, "k must be at least 1"),
     ({"temperature": -0.5}, "temperature"),
+    ({"temperature": math.inf}, "temperature must be a finite number"),  # it said >= 0 of inf
     ({"w": math.nan}, "finite"),
     ({"w": math.inf}, "finite"),
     ({"mode": "beam"}, "unknown mode"),
@@ -26,6 +29,28 @@ from args_local.settings import DecodingSettings
 def test_invalid_settings_name_the_field(changes, words):
     with pytest.raises(UserError, match=words):
         DecodingSettings(**changes).validated()
+
+
+@pytest.mark.parametrize("objectives, words", [
+    (None, "objectives must be name-weight pairs"),  # a TypeError: 'NoneType' object is not iterable
+    ("helpful=1", "objectives must be name-weight pairs"),  # the command line's form
+    ({"helpful": True}, "the weight of objective 'helpful' must be a finite number"),
+    ({"helpful": "1"}, "the weight of objective 'helpful' must be a finite number"),
+])
+def test_objectives_of_another_shape_or_type_are_a_user_error(objectives, words):
+    with pytest.raises(UserError, match=words):
+        DecodingSettings(objectives=objectives).validated()
+
+
+def test_numbers_from_numpy_and_pairs_from_json_are_taken_and_reported_as_python_numbers():
+    """A weight of np.float32 was 'not a finite number >= 0'; a k from np.arange decoded, and then
+    json.dumps(finished.to_dict()) failed on its int64; [["helpful", 1]] (JSON, YAML) was no pair."""
+    settings = DecodingSettings(k=np.arange(5, 10)[0], w=np.float32(1.5), seed=np.uint8(3), temperature=1,
+                                objectives={"helpful": np.float32(1), "harmless": np.int64(0)}).validated()
+    assert json.loads(json.dumps(settings.to_dict())) == {**DecodingSettings().to_dict(), "k": 5, "w": 1.5, "seed": 3,
+                                                          "objectives": {"helpful": 1.0, "harmless": 0.0}}
+    assert DecodingSettings(objectives=[["helpful", 1], ["harmless", 0.5]]) == \
+        DecodingSettings(objectives={"helpful": 1.0, "harmless": 0.5})
 
 
 def test_k_above_the_vocabulary_is_refused():
