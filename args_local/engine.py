@@ -29,6 +29,7 @@ from .text_stream import TextStream
 from .user_text import checked_text
 
 ARGS_MODES = ("args-greedy", "args-stochastic")
+ROLES = ("system", "user", "assistant")
 
 
 @dataclass
@@ -121,15 +122,18 @@ def as_messages(prompt: str | list[dict], system: str | None = None) -> list[dic
         raise UserError(f"the prompt must be text or a list of messages (got {type(prompt).__name__})")
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
     for i, m in enumerate(messages):  # a malformed message is named here, not a KeyError in the template
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-            raise UserError(f"message {i + 1} of the prompt is not {{'role': ..., 'content': 'its text'}} "
-                            f"with text content (got {m!r:.100})")
+        # another role ('human', 'User') went to the template and the reward model as it was, read as neither
+        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+            raise UserError(f"message {i + 1} of the prompt is not {{'role': 'system', 'user' or 'assistant', "
+                            f"'content': 'its text'}} (got {m!r:.100})")
     if system is not None:
         messages = [{"role": "system", "content": system}] + [m for m in messages if m["role"] != "system"]
     for m in messages:
         checked_text(m["content"], f"the {m['role']} message")
     if not messages or (messages[-1]["role"] == "user" and not messages[-1]["content"].strip()):
         raise UserError("the prompt is empty: give the question or message to answer")
+    if not any(m["role"] == "user" for m in messages):  # a system prompt alone was answered as if asked
+        raise UserError("the prompt has no user message: end it with the message to answer")
     return messages
 
 

@@ -64,10 +64,20 @@ def test_k_above_the_vocabulary_is_refused():
     {"content": "Hi"},
     {"role": "user", "content": [{"type": "text", "text": "Hi"}]},  # OpenAI's parts: the server's to join
     "Hi",
+    {"role": "human", "content": "Hi"},  # these two went to the template as they were
+    {"role": "User", "content": "Hi"},
 ])
 def test_a_malformed_message_from_python_is_a_user_error_naming_it(message):
-    with pytest.raises(UserError, match="message 2 of the prompt"):
+    with pytest.raises(UserError, match="message 2 of the prompt is not {'role': 'system', 'user' or 'assistant'"):
         as_messages([{"role": "system", "content": "Be brief."}, message], system="Be kind.")
+
+
+def test_a_prompt_without_a_user_message_is_a_user_error():
+    # the system prompt alone was answered as if it had been asked
+    with pytest.raises(UserError, match="the prompt has no user message"):
+        as_messages([{"role": "system", "content": "Be brief."}])
+    with pytest.raises(UserError, match="the prompt has no user message"):
+        as_messages([{"role": "assistant", "content": "Hello!"}], system="Be kind.")
 
 
 def test_hh_dialogue_parses_into_turns():
