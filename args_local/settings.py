@@ -7,6 +7,7 @@ import numbers
 from dataclasses import asdict, dataclass, field, replace
 
 from .errors import UserError
+from .user_text import checked_text
 
 MODES = ("args-greedy", "args-stochastic", "greedy", "top-k", "nucleus", "best-of-n")
 REWARD_GUIDED = ("args-greedy", "args-stochastic", "best-of-n")
@@ -140,6 +141,8 @@ class DecodingSettings:
                                 f"(got {value!r})")
         if not isinstance(self.stop, tuple) or not all(isinstance(s, str) for s in self.stop):
             raise UserError(f"stop must be a string or a list of strings (got {self.stop!r})")
+        for text in self.stop:  # refused, as on the command line and the server: it could never be matched
+            checked_text(text, "a stop string")
 
     def _validate_objectives(self) -> None:
         """Shape and values only: which names exist depends on the reward model (the engine checks)."""

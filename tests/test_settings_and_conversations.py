@@ -53,6 +53,12 @@ def test_numbers_from_numpy_and_pairs_from_json_are_taken_and_reported_as_python
         DecodingSettings(objectives={"helpful": 1.0, "harmless": 0.5})
 
 
+def test_a_stop_string_that_is_not_unicode_is_refused_from_python_as_elsewhere():
+    # the command line and the server refused it; from Python it was taken, and never matched
+    with pytest.raises(UserError, match="a stop string is not valid UTF-8 text"):
+        DecodingSettings(stop=["###", "end\udcff"]).validated()
+
+
 def test_k_above_the_vocabulary_is_refused():
     with pytest.raises(UserError, match="vocabulary size 100"):
         DecodingSettings(k=101).validated(vocab_size=100)
