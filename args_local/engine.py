@@ -142,8 +142,8 @@ class Engine:
 
     generate() holds the engine from start to end: calls from several threads take turns. A stream holds
     it only while it computes its next event, never while its reader has one: a reply asked for while a
-    stream is open (from any thread) ends that stream, whose next event is a UserError. A stream left open
-    (a loop left early, a client gone) can so never block the engine. close(), or a `with` block, frees
+    stream is open (from any thread) ends that stream, whose next event is a UserError: so a stream left
+    open (a loop left early, a client gone) never blocks the engine. close(), or a `with` block, frees
     the models."""
 
     def __init__(self, policy: LlamaPolicy, reward=None, overlap: bool | None = None):
