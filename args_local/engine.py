@@ -179,10 +179,13 @@ class Engine:
         return cls(p, rm, overlap)
 
     # ------------------------------------------------------------------------------------
-    def generate(self, prompt: str | list[dict], settings: DecodingSettings | None = None, **kw) -> Finished:
+    def generate(self, prompt: str | list[dict], settings: DecodingSettings | None = None, *,
+                 system: str | None = None, cancel: threading.Event | None = None,
+                 drop_old_turns: bool = False, shorten_reply: bool = False) -> Finished:
         """Run to the end and return the result (the stream's last event); keywords as stream()'s."""
         with self._lock:  # from start to end: no other reply ends this one, as one would end a stream
-            for event in self.stream(prompt, settings, **kw):
+            for event in self.stream(prompt, settings, system=system, cancel=cancel, drop_old_turns=drop_old_turns,
+                                     shorten_reply=shorten_reply):
                 if isinstance(event, Finished):
                     return event
         raise AssertionError("stream ended without Finished")

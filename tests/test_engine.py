@@ -148,6 +148,12 @@ def test_settings_that_are_not_decoding_settings_are_a_user_error(engine, settin
         engine.generate(COFFEE, settings)
 
 
+def test_a_setting_given_as_a_keyword_is_a_type_error_naming_generate(engine):
+    # generate(prompt, **kw) passed kw on: the error named stream(), which the caller never called
+    with pytest.raises(TypeError, match=r"generate\(\) got an unexpected keyword argument 'max_new_tokens'"):
+        engine.generate(COFFEE, max_new_tokens=4)
+
+
 def test_streamed_text_adds_up_to_the_reply(engine):
     steps, done = steps_of(engine, "Write one sentence about Zürich in German.", DecodingSettings(max_new_tokens=30))
     assert isinstance(done, Finished)
