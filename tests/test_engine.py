@@ -185,7 +185,7 @@ def test_a_stream_left_open_never_blocks_the_engine_it_ends_at_the_next_reply(en
     settings = DecodingSettings(max_new_tokens=8)
     alone = engine.generate(COFFEE, settings)
     for ask in (in_thread, lambda call: call()):  # from another thread, and from the one that left it open
-        open_stream = in_thread(lambda: engine.stream(COFFEE, settings))
+        open_stream = engine.stream(COFFEE, settings)
         assert next(open_stream).token == alone.tokens[0]  # the stream now holds the engine's caches
         assert ask(lambda: engine.generate(COFFEE, settings)).tokens == alone.tokens
         with pytest.raises(UserError, match="this stream was ended by a reply asked of the engine before it was read"):
