@@ -51,6 +51,10 @@ def _is_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def _are_pairs(objectives) -> bool:
+    return isinstance(objectives, tuple) and all(isinstance(p, tuple) and len(p) == 2 for p in objectives)
+
+
 @dataclass(frozen=True)
 class DecodingSettings:
     """How to decode a reply: the mode (args-greedy, args-stochastic, greedy, top-k, nucleus, best-of-n)
@@ -92,7 +96,7 @@ class DecodingSettings:
             value, integer = getattr(self, name), name in INTEGER_FIELDS
             if (_is_integer if integer else _is_number)(value):
                 object.__setattr__(self, name, int(value) if integer else float(value))
-        if isinstance(self.objectives, tuple) and all(isinstance(p, tuple) and len(p) == 2 for p in self.objectives):
+        if _are_pairs(self.objectives):
             object.__setattr__(self, "objectives",
                                tuple((name, float(w) if _is_number(w) else w) for name, w in self.objectives))
 
@@ -146,7 +150,7 @@ class DecodingSettings:
 
     def _validate_objectives(self) -> None:
         """Shape and values only: which names exist depends on the reward model (the engine checks)."""
-        if not isinstance(self.objectives, tuple) or not all(isinstance(p, tuple) and len(p) == 2 for p in self.objectives):
+        if not _are_pairs(self.objectives):
             raise UserError(f"objectives must be name-weight pairs, e.g. {{'helpful': 1, 'harmless': 0.5}} "
                             f"(got {self.objectives!r})")
         names = [name for name, _ in self.objectives]
