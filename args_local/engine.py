@@ -20,7 +20,7 @@ from typing import Iterator, Union
 import numpy as np
 
 from . import home, processors, search
-from .errors import UserError
+from .errors import PromptTooLong, UserError
 from .policy import LlamaPolicy
 from .reward import load_reward_model, members
 from .reward.base import checked
@@ -74,12 +74,12 @@ class Finished:
     """A stream's last event, and what generate() returns.
 
     stop_reason: end_of_turn, max_new_tokens, stop_string (text stops before it), cancelled (text is what
-    came before) or context_full. tokens: the reply's, without the end of turn. rewards: the chosen
-    candidate's reward at each step the reward model scored (ARGS modes). reward: the loaded reward
-    model's score of the whole reply (None without one, or for an empty reply); objective_rewards: the
-    same by objective; objective_weights: the weights combining them, after any gate. seconds: the
-    decoding's, without the prompt's prefill (ms_prefill) and the final score (best-of-n: all of it,
-    its n samples and their scores); tokens_per_s = len(tokens) / seconds. settings: the ones that
+    came before) or context_full (it took all the room the prompt left). tokens: the reply's, without the
+    end of turn. rewards: the chosen candidate's reward at each step the reward model scored (ARGS modes).
+    reward: the loaded reward model's score of the whole reply (None without one, or for an empty reply);
+    objective_rewards: the same by objective; objective_weights: the weights combining them, after any gate.
+    seconds: the decoding's, without the prompt's prefill (ms_prefill) and the final score (best-of-n: all
+    of it, its n samples and their scores); tokens_per_s = len(tokens) / seconds. settings: the ones that
     decoded it. extra: best-of-n's candidates_rewards and chosen_sample."""
 
     text: str
@@ -235,6 +235,10 @@ class Engine:
             settings = settings.with_(max_new_tokens=min(settings.max_new_tokens, room))
         if dropped:
             yield Notice(f"dropped the {dropped} oldest turn(s) to fit the {self.policy.n_ctx}-token context")
+        trained = self.policy.info.n_ctx_train  # what --n-ctx may be raised to, told to a prompt that did not fit
+        if 0 < trained < len(prompt_ids) + settings.max_new_tokens:
+            yield Notice(f"the prompt and reply may take {len(prompt_ids) + settings.max_new_tokens} tokens, more "
+                         f"than the {trained} the policy was trained on: its reply may be poor")
         rng = np.random.default_rng(settings.seed)
         if settings.mode == "best-of-n":
             yield from self._best_of_n(messages, prompt_ids, settings, rng, cancel, dropped)
@@ -300,11 +304,12 @@ class Engine:
             turns = [i for i, m in enumerate(messages) if m["role"] != "system"]
             if not drop_old_turns or len(turns) <= 1:
                 if shorten_reply:
-                    raise UserError(f"the prompt is {len(ids)} tokens: it does not fit the {self.policy.n_ctx}-token "
-                                    "context with room for a reply. Shorten it, or use a larger context (n_ctx).")
-                raise UserError(f"the prompt is {len(ids)} tokens; with max_new_tokens {settings.max_new_tokens} "
-                                f"it does not fit the {self.policy.n_ctx}-token context. Shorten it, lower "
-                                "max_new_tokens or raise n_ctx.")
+                    raise PromptTooLong(f"the prompt is {len(ids)} tokens: it does not fit the {self.policy.n_ctx}"
+                                        "-token context with room for a reply. Shorten it, or use a larger context "
+                                        "(n_ctx).")
+                raise PromptTooLong(f"the prompt is {len(ids)} tokens; with max_new_tokens {settings.max_new_tokens} "
+                                    f"it does not fit the {self.policy.n_ctx}-token context. Shorten it, lower "
+                                    "max_new_tokens or raise n_ctx.")
             del messages[turns[0]]
             dropped += 1
             # and the replies to it: a conversation never opens with the assistant (the chat templates
@@ -387,7 +392,7 @@ class Engine:
                 stop_reason = "cancelled"
                 break
             ev = Step(step=step, token=-1, text="")
-            may_guess = step + 1 < settings.max_new_tokens and policy.n_cached + 1 < policy.n_ctx
+            may_guess = step + 1 < settings.max_new_tokens  # _fit left the context room for every step
             token, ahead = self._choose(processors.apply_all(chain, tokens, logits), settings, scorer, rng, step, ev,
                                         may_guess)
             ev.token = token
@@ -406,10 +411,6 @@ class Engine:
                 stop_reason = "stop_string"
                 break
             if step + 1 < settings.max_new_tokens:
-                if policy.n_cached + 1 >= policy.n_ctx:
-                    yield ev
-                    stop_reason = "context_full"
-                    break
                 if ahead is not None:
                     logits = ahead
                 else:
@@ -419,6 +420,9 @@ class Engine:
                 ms_policy += ev.ms_policy
             yield ev
         seconds = time.perf_counter() - decode_start
+        # by the reply's length, not the cache's: a guessed step in the cache made ARGS stop a token early
+        if stop_reason == "max_new_tokens" and len(prompt_ids) + len(tokens) >= policy.n_ctx:
+            stop_reason = "context_full"
         tail = stream.flush()
         if tail:
             yield Step(step=len(tokens), token=-1, text=tail)

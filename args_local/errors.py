@@ -10,6 +10,11 @@ class UserError(Exception):
     """Bad input, missing models, invalid settings: the message says what to do."""
 
 
+class PromptTooLong(UserError):
+    """The prompt leaves no room for a reply in the policy's context (the server answers OpenAI's
+    context_length_exceeded, which clients look for to shorten a conversation)."""
+
+
 class RewardError(UserError):
     """The reward model returned something unusable (NaN, inf) at a given step."""
 

@@ -493,7 +493,10 @@ def choose(models: list[Path], allow_build: bool = True, quiet: bool = False, pi
     check_models_load(results)
     setting, speed = verdict(results)
     tried.append({"variant": current, "build_id": build_id(), "probes": results, "extra_bufts": setting, "tok_s": speed})
-    if allow_build and not fast_path_works(results):  # its fast path crashes: compare the builds that avoid it
+    # a GPU build of the user's that runs, if only without the extra buffers, is kept as `install` keeps it:
+    # a CPU build in its place would take the policy's GPU away
+    keep_gpu_build = setting is not None and users_own_gpu_build()
+    if allow_build and not fast_path_works(results) and not keep_gpu_build:  # compare the builds that avoid it
         start = VARIANTS.index(BY_NAME[current]) + 1 if current in BY_NAME else 0
         for variant in VARIANTS[start:]:
             if not variant.fits(set(info["flags"])):

@@ -27,10 +27,11 @@ class TextStream:
         return self._release(final=False)
 
     def flush(self) -> str:
-        """End of generation: release what was held back (unless a stop string ended it)."""
+        """End of generation: release what was held back (unless a stop string ended it). A character
+        the last token left half is dropped, as llama.cpp's own servers do: decoded, it is a U+FFFD."""
         if self.stopped:
             return ""
-        self._pending += self._decoder.decode(b"", final=True)
+        self._decoder.reset()
         return self._release(final=True)
 
     def _release(self, final: bool) -> str:
@@ -45,6 +46,12 @@ class TextStream:
         out, self._pending = self._pending[:cut], ("" if self.stopped else self._pending[cut:])
         self.text += out
         return out
+
+
+def whole_characters(data: bytes) -> str:
+    """data as text without a character cut off at its end (its next token brings the rest); bytes that can
+    never be UTF-8 are U+FFFD, as the reply shows them."""
+    return codecs.getincrementaldecoder("utf-8")(errors="replace").decode(data)
 
 
 def _longest_stop_prefix_suffix(text: str, stops: tuple[str, ...]) -> int:

@@ -161,6 +161,19 @@ def test_streamed_text_adds_up_to_the_reply(engine):
     assert all(s.candidates is not None and len(s.candidates) == 10 for s in steps if s.token >= 0)
 
 
+def test_a_reply_cut_inside_a_character_ends_before_it_not_in_a_replacement_character(engine):
+    """SmolLM2 writes emoji a byte or two a token: max_new_tokens may cut one in half."""
+    settings = DecodingSettings(mode="greedy", max_new_tokens=12)
+    whole = engine.generate("Reply with three smiley emoji.", settings)
+    data = [engine.policy.token_bytes(t) for t in whole.tokens]
+    cuts = [n for n in range(1, len(data) + 1) if b"".join(data[:n]).decode("utf-8", "replace").endswith("\ufffd")]
+    assert cuts, f"no token of {whole.text!r} ends inside a character: pick another prompt"
+    cut = engine.generate("Reply with three smiley emoji.", settings.with_(max_new_tokens=cuts[0]))
+    assert cut.stop_reason == "max_new_tokens" and len(cut.tokens) == cuts[0]
+    assert "\ufffd" not in cut.text
+    assert whole.text.startswith(cut.text) and len(cut.text.encode()) < len(b"".join(data[:cuts[0]]))
+
+
 def in_thread(call):
     """call() in another thread: what it returned or raised. The join's limit guards against a hang alone,
     far above the seconds these replies take."""
@@ -284,6 +297,19 @@ def test_a_prompt_longer_than_the_context_is_refused(policy_path, guide_dir):
     assert dropped == 2 and kept == long_first[2:]
 
 
+def test_a_prompt_past_the_context_the_policy_was_trained_on_is_said_so(policy_path):
+    """A prompt too long for the context is told to raise --n-ctx; raised past the policy's training
+    length, the reply degraded without a word."""
+    big = Engine.load(policy_path, need_reward=False, n_ctx=8192 + 256, threads=THREADS)
+    trained = big.policy.info.n_ctx_train
+    assert trained == 8192  # SmolLM2-135M's
+    events = big.stream("word " * trained, DecodingSettings(mode="greedy", max_new_tokens=8))
+    first = next(events)  # said before the prefill, which would take a minute here
+    events.close()
+    assert isinstance(first, Notice) and f"more than the {trained} the policy was trained on" in first.message
+    assert not any(isinstance(e, Notice) for e in big.stream("Hi", DecodingSettings(mode="greedy", max_new_tokens=2)))
+
+
 def test_a_shortened_reply_takes_the_room_the_prompt_leaves_from_one_rendering_of_it(policy_path):
     """What the server asks for OpenAI's max_tokens: a ceiling, not room the prompt must leave."""
     small = Engine.load(policy_path, need_reward=False, n_ctx=256, threads=THREADS)
@@ -297,6 +323,19 @@ def test_a_shortened_reply_takes_the_room_the_prompt_leaves_from_one_rendering_o
                                         "for a reply") as e:
         small.generate("word " * 400, DecodingSettings(mode="greedy", max_new_tokens=8), shorten_reply=True)
     assert "max_new_tokens" not in str(e.value)  # nobody chose one that could be lowered
+
+
+def test_a_reply_that_fills_the_context_stops_where_the_sequential_engine_does(policy_path, guide_dir):
+    """The overlap runs the policy's favourite ahead of the choice; counted as context used, that guess made
+    ARGS stop a token short of the room the prompt left, with another reply than one core's (no overlap)."""
+    small = Engine.load(policy_path, guide_dir, n_ctx=256, threads=THREADS)
+    sequential = Engine(small.policy, small.reward, overlap=False)
+    prompt = "Repeat this sentence forever: " + "the cat sat on the mat, " * 12  # it never ends its turn
+    settings = DecodingSettings(mode="args-greedy", max_new_tokens=10**6, repeat_penalty=1.0)
+    guessed = small.generate(prompt, settings, shorten_reply=True)
+    alone = sequential.generate(prompt, settings, shorten_reply=True)
+    assert guessed.prompt_tokens + len(guessed.tokens) == 256 and guessed.stop_reason == "context_full"
+    assert alone.tokens == guessed.tokens and alone.stop_reason == "context_full"
 
 
 def test_a_closed_engine_frees_its_models_and_refuses_further_replies(policy_path, guide_dir):

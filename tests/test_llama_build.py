@@ -252,6 +252,18 @@ def test_setup_keeps_a_gpu_build_the_user_installed_and_would_replace_a_plain_on
     assert llama_build.users_own_gpu_build() is False  # the build setup made here is stamped: setup's own
 
 
+def test_setup_keeps_a_gpu_build_whose_fast_path_crashes_and_uses_it_without_extra_buffers(isolated_home, tmp_path,
+                                                                                           monkeypatch):
+    """A CUDA build the user made as the README says is unpatched: on an AMX CPU its extra buffers crash. `install`
+    kept it, but `choose` then compiled and installed CPU builds over it, and the policy lost its GPU."""
+    monkeypatch.setenv(llama_build.PROBE_FAULT_ENV, "extra_bufts")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # a build would start there, and stop at `false`
+    monkeypatch.setattr(llama_build, "users_own_gpu_build", lambda: True)  # no CUDA toolchain here
+    record = llama_build.choose(llama_build.probe_models(), pip=["false"], quiet=True)
+    assert record["extra_bufts"] is False and len(record["compared"]) == 1
+    assert not (tmp_path / "cache" / "args-local").exists()  # nothing compiled
+
+
 def test_the_same_build_installed_in_two_places_is_one_build(tmp_path, monkeypatch):
     """pip gives each installed file its install time: two clones' .venvs with the same wheel, sharing one
     home, each took the other's record for another build's and probed llama.cpp again at every load."""

@@ -1,5 +1,7 @@
 """Candidate scorers on the real reward models: skipping tokens (adaptive ARGS) must not change later scores."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -38,6 +40,34 @@ def test_skipped_tokens_score_like_accepted_ones(which, policy, request):
     expected = accepted.score(candidates, pieces)
     np.testing.assert_allclose(skipped.score(candidates, pieces), expected, atol=batch_noise(rm))
     assert np.ptp(expected) > 0  # the candidates really differ in reward
+
+
+def test_an_encoder_reads_no_half_character_where_the_policy_splits_one_across_tokens(encoder_dir, policy, tmp_path):
+    """SmolLM2 writes an emoji as three tokens, none UTF-8 alone. A candidate ending inside one was read with a
+    U+FFFD for the half, which a tokenizer that keeps it (RoBERTa's, DeBERTa's; here MiniLM's with clean_text
+    off) makes another word: the encoder must read the reply as the user sees it, without the half."""
+    copy = tmp_path / "encoder"
+    copy.mkdir()
+    for f in encoder_dir.iterdir():
+        if f.name != "tokenizer.json":
+            (copy / f.name).symlink_to(f)
+    tokenizer = json.loads((encoder_dir / "tokenizer.json").read_text())
+    tokenizer["normalizer"]["clean_text"] = False  # BERT's cleaning drops U+FFFD; others' tokenizers keep it
+    (copy / "tokenizer.json").write_text(json.dumps(tokenizer))
+    rm = load_reward_model(copy, THREADS, use_gpu=False)
+    tokens = policy.tokenize("Pizza 🍕 is great")
+    pieces = [policy.token_bytes(t) for t in tokens]
+    emoji = next(i for i, p in enumerate(pieces) if p.startswith(b" \xf0"))  # then b"\x8d", b"\x95"
+    context = rm.format.context_text(CONVERSATION)
+    so_far, with_emoji = rm.raw_scores(context, ["Pizza", "Pizza 🍕"])
+    scorer = rm.start(CONVERSATION)  # the encoder's one objective, weight 1, no warm-up
+    for token, piece in zip(tokens[:emoji], pieces[:emoji]):
+        scorer.skip(token, piece)
+    for token, piece in zip(tokens[emoji:emoji + 2], pieces[emoji:emoji + 2]):
+        assert scorer.score(np.array([token]), [piece])[0] == pytest.approx(so_far, abs=1e-5)
+        scorer.accept(0)
+    assert scorer.score(np.array([tokens[emoji + 2]]), [pieces[emoji + 2]])[0] == pytest.approx(with_emoji, abs=1e-5)
+    assert so_far != pytest.approx(rm.raw_scores(context, ["Pizza \ufffd"])[0], abs=1e-3)  # the half would count
 
 
 def batch_noise(rm) -> float:

@@ -21,7 +21,7 @@ import pytest
 
 from args_local.server.app import MAX_BODY_BYTES
 
-from .conftest import ROOT, THREADS, run_cli
+from .conftest import ROOT, THREADS, assert_user_error, guide_copy, run_cli
 
 KEY = "test-key"
 PAGE = "http://localhost:3000"  # the one web page the module's server lets call it (--allow-origin)
@@ -100,7 +100,7 @@ def http(server):
 
 def chat(client, content=Q, **kw):
     return client.chat.completions.create(model="args-local", messages=[{"role": "user", "content": content}],
-                                          max_tokens=kw.pop("max_tokens", 16), seed=0, **kw)
+                                          max_tokens=kw.pop("max_tokens", 16), seed=kw.pop("seed", 0), **kw)
 
 
 def streamed(client, content=Q, **kw) -> tuple[str, list]:
@@ -162,6 +162,21 @@ def test_openai_fields_map_onto_the_settings(client):
     assert r.usage.completion_tokens <= 8 and "\n\n" not in r.choices[0].message.content
 
 
+def test_seed_minus_1_is_a_random_seed_reported_in_the_settings(client):
+    """OpenAI takes seed -1, and llama.cpp's and vLLM's servers read it as "random"; some clients always send it.
+    It was a 400 (seed must be non-negative)."""
+    sampled = {"temperature": 1.5, "extra_body": {"args": {"mode": "nucleus"}}}
+    first, second = (client.chat.completions.create(model="args-local", messages=[{"role": "user", "content": Q}],
+                                                    max_tokens=8, seed=-1, **sampled) for _ in range(2))
+    seeds = [r.model_extra["args"]["settings"]["seed"] for r in (first, second)]
+    assert seeds[0] != seeds[1] and all(seed >= 0 for seed in seeds)
+    again = chat(client, max_tokens=8, seed=seeds[0], **sampled)  # the reported seed gives the reply again
+    assert again.choices[0].message.content == first.choices[0].message.content
+    with pytest.raises(openai.BadRequestError, match="seed must be") as e:  # another negative one is not a convention
+        chat(client, seed=-2)
+    assert e.value.param == "seed"
+
+
 def test_top_p_0_keeps_the_most_likely_token_and_one_outside_0_to_1_is_a_400(client):
     greedy = chat(client, extra_body={"args": {"mode": "greedy"}})
     narrowest = chat(client, top_p=0, temperature=1.5, extra_body={"args": {"mode": "nucleus"}})
@@ -185,8 +200,15 @@ def test_text_parts_are_joined_by_a_newline(client):
 
 
 def test_bad_args_value_is_a_400_with_the_reason(client):
-    with pytest.raises(openai.BadRequestError, match="k must be at least 1"):
-        chat(client, extra_body={"args": {"k": 0}})
+    # param names the field as the client sent it (it was null for every value the settings refused)
+    for kw, message, param in (({"extra_body": {"args": {"k": 0}}}, "k must be at least 1", "args.k"),
+                               ({"temperature": -1}, "temperature must be a finite number >= 0", "temperature"),
+                               ({"extra_body": {"args": {"mode": "nope"}}}, "unknown mode 'nope'", "args.mode"),
+                               ({"extra_body": {"args": {"objectives": {"helpful": 0}}}}, "all objective weights are 0",
+                                "args.objectives")):
+        with pytest.raises(openai.BadRequestError, match=message) as e:
+            chat(client, **kw)
+        assert e.value.param == param
     with pytest.raises(openai.BadRequestError, match="unknown ARGS setting args.kk"):
         chat(client, extra_body={"args": {"kk": 3}})
     with pytest.raises(openai.BadRequestError, match="n must be 1"):
@@ -200,8 +222,13 @@ def test_bad_args_value_is_a_400_with_the_reason(client):
         chat(client, extra_body={"args": {"objectives": ["helpful", 1]}})
 
 
-def test_models_lists_the_served_model(client):
+def test_models_lists_the_served_model_and_retrieves_it_by_name(client):
+    """models.retrieve (GET /v1/models/{id}) was a bare 404 "Not Found", as if the model were not served."""
     assert [m.id for m in client.models.list()] == ["args-local"]
+    assert client.models.retrieve("args-local").id == "args-local"
+    with pytest.raises(openai.NotFoundError, match="not served here") as e:
+        client.models.retrieve("gpt-4o")
+    assert e.value.code == "model_not_found"
 
 
 # -- many clients ---------------------------------------------------------------------------
@@ -261,6 +288,19 @@ def test_a_full_queue_gets_429_with_retry_after(http, server):
         assert r.json()["error"]["code"] == "queue_full"
     thread.join(timeout=120)
     assert waiter_status == [200]
+    wait_for(http, lambda h: not h["running"] and h["waiting"] == 0)
+
+
+def test_an_objective_the_reward_model_lacks_is_refused_without_waiting_its_turn(http):
+    """It was refused only when the request's turn came: after the reply being decoded had ended."""
+    body = {"model": "args-local", "messages": [{"role": "user", "content": LONG_Q}], "max_tokens": 2000}
+    with http.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as running:
+        lines = running.iter_lines()  # kept: a dropped iterator closes the response
+        next(lines)
+        r = http.post("/v1/chat/completions", json={**body, "args": {"objectives": {"nope": 1}}})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "args.objectives", r.text
+        assert "has no objective 'nope'" in r.json()["error"]["message"]
+        assert http.get("/health").json()["running"] is True  # the reply in progress had not ended
     wait_for(http, lambda h: not h["running"] and h["waiting"] == 0)
 
 
@@ -349,10 +389,14 @@ def test_unknown_model_is_404(client):
         client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": Q}], max_tokens=8)
 
 
-def test_an_overlong_prompt_is_400_with_the_reason(client):
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_overlong_prompt_is_400_with_the_reason_and_openais_code(client, stream):
+    """context_length_exceeded on messages, as OpenAI answers it: clients look for that code to drop old
+    turns and retry. The code was null, so a client could only match the message's words."""
     with pytest.raises(openai.BadRequestError, match=r"the prompt is \d+ tokens: it does not fit the 4096") as e:
-        chat(client, "coffee " * 5000)
+        chat(client, "coffee " * 5000, stream=stream)
     assert "max_new_tokens" not in str(e.value)  # the server chose none: it caps max_tokens to the room left
+    assert (e.value.code, e.value.param) == ("context_length_exceeded", "messages")
 
 
 def test_an_oversized_body_is_413(http):
@@ -377,6 +421,23 @@ def test_a_context_no_longer_than_the_default_reply_is_served(tmp_path, policy_p
     assert r.model_extra["args"]["settings"]["max_new_tokens"] == 512 - r.usage.prompt_tokens
 
 
+def test_a_reward_model_that_fails_is_a_500_and_a_line_in_the_log(tmp_path, guide_dir):
+    """Its non-finite rewards (a damaged file) were a 400, the request's fault by OpenAI's codes, and
+    the log said nothing to whoever runs the server."""
+    def nan_rewards(manifest):
+        for head in manifest["heads"].values():
+            head["normalization"] = {"mean": 0.0, "std": float("nan")}
+
+    broken = guide_copy(guide_dir, tmp_path / "rm", nan_rewards)
+    with running_server(tmp_path / "stderr.txt", "--reward", str(broken)) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
+        for stream in (False, True):  # the second: the server is not wedged by the first
+            with pytest.raises(openai.InternalServerError, match="the reward model failed: step 0: .*non-finite") as e:
+                chat(client, stream=stream)
+            assert e.value.code == "reward_model_error"
+    assert "non-finite" in (tmp_path / "stderr.txt").read_text()
+
+
 # -- the command ----------------------------------------------------------------------------
 def test_a_port_in_use_is_one_clear_error():
     with socket.socket() as s:
@@ -385,6 +446,14 @@ def test_a_port_in_use_is_one_clear_error():
         proc = run_cli("serve", "--port", str(s.getsockname()[1]), timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "cannot listen on 127.0.0.1" in proc.stderr
+
+
+@pytest.mark.parametrize("key, env", [("", None), ("clé", None), (None, "key\n")])
+def test_an_api_key_no_client_can_send_is_refused(key, env):
+    """--api-key "" ("$KEY" with KEY unset) served with no key at all; a non-ASCII key was never matched."""
+    proc = run_cli("serve", "--port", "0", *(["--api-key", key] if key is not None else []), timeout=120,
+                   env_extra={"ARGS_LOCAL_API_KEY": env} if env else None)
+    assert_user_error(proc, "must be printable ASCII")
 
 
 def test_only_loopback_addresses_count_as_private():
@@ -457,6 +526,18 @@ def test_a_second_ctrl_c_quits_at_once_without_a_traceback(tmp_path, policy_path
             assert proc.wait(timeout=60) == 130
     log = (tmp_path / "stderr.txt").read_text()
     assert "Traceback" not in log and "ERROR" not in log, log
+
+
+def test_a_route_not_served_says_what_is(server):
+    """A client whose base URL lacks /v1 (or that GETs the chat route) was told only "Not Found" or
+    "Method Not Allowed"."""
+    no_v1 = openai.OpenAI(base_url=server, api_key=KEY, max_retries=0, timeout=30)
+    with pytest.raises(openai.NotFoundError, match=r"POST /chat/completions is not served: .* base URL is "
+                                                   r"http://HOST:PORT/v1"):
+        chat(no_v1)
+    r = httpx.get(f"{server}/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    assert "GET /v1/chat/completions is not served: this server answers POST /v1/chat/completions" in r.text
 
 
 def test_the_legacy_completions_endpoint_is_an_openai_shaped_404(http):

@@ -48,7 +48,8 @@ def run(args) -> int:
     if args.max_waiting < 0:
         raise UserError(f"--max-waiting must be 0 or more (got {args.max_waiting})")
     allow_origins = tuple(checked_origin(o) for o in args.allow_origin)
-    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    api_key = (checked_key(args.api_key, "--api-key") if args.api_key is not None
+               else checked_key(os.environ.get(API_KEY_ENV) or None, f"${API_KEY_ENV}"))
     sock = listen(args.host, args.port)  # before loading models: a busy port fails at once
     if api_key is None and not is_loopback(args.host):
         print(f"args-local: warning: listening on {args.host} without an API key: anyone who can reach this "
@@ -63,6 +64,15 @@ def run(args) -> int:
                      allow_origins=allow_origins)
     run_server(app, sock, announce)
     return 0
+
+
+def checked_key(key: str | None, source: str) -> str | None:
+    """A key clients can send: an empty --api-key ("$KEY" with KEY unset) served with no key at all, and
+    other than printable ASCII one no client's header matched (the openai package cannot even send it)."""
+    if key is not None and not (key and key.isascii() and key.isprintable() and key == key.strip()):
+        raise UserError(f"{source} must be printable ASCII with no leading or trailing spaces, and not empty "
+                        f"(got {key!r})")
+    return key
 
 
 def checked_origin(origin: str) -> str:

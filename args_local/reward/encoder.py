@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..formats import InputFormat
+from ..text_stream import whole_characters
 from .base import Normalization, load_tokenizer
 from .heads import CombinedScorer, Objectives, objective_of
 from .onnx_session import make_session, provider_of, worth_a_gpu
@@ -94,7 +95,8 @@ class EncoderCandidateScorer:
 
     def score(self, ids: np.ndarray, pieces: list[bytes]) -> np.ndarray:
         self._pieces = pieces
-        texts = [self.rm.format.reply_so_far((self.reply + p).decode("utf-8", errors="replace")) for p in pieces]
+        # a candidate may end inside a character: a U+FFFD for its half is another word to many tokenizers
+        texts = [self.rm.format.reply_so_far(whole_characters(self.reply + p)) for p in pieces]
         return self.rm.raw_scores(self.context, texts)[:, None]  # [k, 1]: the one objective
 
     def accept(self, index: int) -> None:

@@ -25,15 +25,16 @@ from ..engine import Engine, Finished, Step
 from ..errors import UserError
 from ..settings import DecodingSettings
 from .chat_request import parse_chat_request
-from .errors import APIError
+from .errors import APIError, as_api_error, unknown_model
 from .generations import Generations, Job, stopping_error
-from .responses import Reply, model_list
+from .responses import Reply, model_object
 
 MODEL_ID = "args-local"
 MAX_BODY_BYTES = 4 * 2**20  # far above any prompt a context holds; stops a client from filling memory
 # when the server stops, a stream has this long to tell its client so and end (the engine stops at
 # its next step); the runner's graceful shutdown waits longer before it cuts connections
 SHUTDOWN_GRACE_S = 2
+SERVED = "POST /v1/chat/completions, GET /v1/models and GET /health"  # named where a client asks for another route
 
 
 class ClientGone(Exception):
@@ -59,11 +60,22 @@ def create_app(engine: Engine, defaults: DecodingSettings, *, api_key: str | Non
 
     async def models(request: Request) -> Response:
         check_key(request)
-        return JSONResponse(model_list(MODEL_ID, started, details))
+        return JSONResponse({"object": "list", "data": [model_object(MODEL_ID, started, details)]})
+
+    async def model(request: Request) -> Response:
+        """GET /v1/models/{id}, the openai package's models.retrieve: clients check a model this way."""
+        check_key(request)
+        if request.path_params["model"] != MODEL_ID:
+            raise unknown_model(request.path_params["model"], MODEL_ID)
+        return JSONResponse(model_object(MODEL_ID, started, details))
 
     async def chat_completions(request: Request) -> Response:
         check_key(request)
         req = parse_chat_request(await read_json(request), defaults, MODEL_ID, engine.policy.n_vocab)
+        try:  # an objective the reward model lacks: refused now, not once the request's turn comes
+            engine.objective_weights(req.settings)
+        except UserError as e:
+            raise APIError(400, str(e), param="args.objectives") from None
         job = generations.submit(req.messages, req.settings)
         try:
             first = await until_disconnect(request, job.next())  # waits its turn; a 400 comes here
@@ -89,7 +101,7 @@ def create_app(engine: Engine, defaults: DecodingSettings, *, api_key: str | Non
                             "template. Use POST /v1/chat/completions", code="not_found")
 
     app = Starlette(
-        routes=[Route("/health", health), Route("/v1/models", models),
+        routes=[Route("/health", health), Route("/v1/models", models), Route("/v1/models/{model:path}", model),
                 Route("/v1/chat/completions", chat_completions, methods=["POST"]),
                 Route("/v1/completions", completions, methods=["POST"])],
         exception_handlers={kind: error_response for kind in (APIError, UserError, HTTPException, Exception)},
@@ -106,13 +118,13 @@ def cors(allow_origins: tuple[str, ...]) -> Middleware:
 
 
 async def error_response(request: Request, e: Exception) -> Response:
-    if isinstance(e, APIError):
-        return e.response()
-    if isinstance(e, UserError):
-        return APIError(400, str(e)).response()
-    if isinstance(e, HTTPException):  # no such route (404), wrong method (405)
-        return APIError(e.status_code, str(e.detail)).response()
-    return APIError(500, f"internal error: {type(e).__name__}: {e}").response()  # a bug; the log has its traceback
+    if isinstance(e, HTTPException) and e.status_code in (404, 405):  # often a base URL without /v1
+        return APIError(e.status_code, f"{request.method} {request.url.path} is not served: this server answers "
+                                       f"{SERVED}; an OpenAI client's base URL is http://HOST:PORT/v1",
+                        headers=e.headers).response()  # 405's Allow
+    if isinstance(e, HTTPException):
+        return APIError(e.status_code, str(e.detail), headers=e.headers).response()
+    return as_api_error(e).response()
 
 
 async def read_json(request: Request):
@@ -167,9 +179,7 @@ async def sse_events(event, job: Job, reply: Reply, include_usage: bool):
             event = await job.next()
         yield "[DONE]"
     except Exception as e:  # the headers are sent: the error travels in the stream, as OpenAI's do
-        if not isinstance(e, APIError):
-            e = APIError(400, str(e)) if isinstance(e, UserError) else APIError(500, f"internal error: {e}")
-        yield json.dumps(e.body())
+        yield json.dumps(as_api_error(e).body())
 
 
 class CancelWhenDone:

@@ -9,13 +9,15 @@ what it never produces (UNSUPPORTED), which are refused.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, fields
 from typing import get_args, get_origin, get_type_hints
 
 from ..engine import as_messages
-from ..settings import DecodingSettings
+from ..errors import UserError
+from ..settings import MAX_SEED, DecodingSettings
 from ..user_text import checked_text
-from .errors import APIError
+from .errors import APIError, unknown_model
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 OPENAI_FIELDS = {"max_tokens": "max_new_tokens", "max_completion_tokens": "max_new_tokens",
@@ -42,8 +44,7 @@ def parse_chat_request(body, defaults: DecodingSettings, model_id: str, vocab_si
         raise APIError(400, "the request body must be a JSON object")
     model = body.get("model")
     if model is not None and model != model_id:
-        raise APIError(404, f"model {model!r} is not served here; use {model_id!r} (GET /v1/models lists it)",
-                       code="model_not_found", param="model")
+        raise unknown_model(model, model_id)
     if body.get("n") not in (None, 1):
         raise APIError(400, "n must be 1: one reply per request (for reward-reranked samples set "
                             '"args": {"mode": "best-of-n", "n": N})', param="n")
@@ -53,8 +54,12 @@ def parse_chat_request(body, defaults: DecodingSettings, model_id: str, vocab_si
     for key in ("max_tokens", "max_completion_tokens"):  # named as the client sent it, not as max-new-tokens
         if isinstance(body.get(key), int) and body[key] < 1:
             raise APIError(400, f"{key} must be at least 1 (got {body[key]})", param=key)
-    changes = {name: value_for(name, body[key], key)
-               for key, name in OPENAI_FIELDS.items() if body.get(key) is not None}
+    if body.get("seed") == -1:  # OpenAI takes it, and llama.cpp's and vLLM's servers read it as a random seed: some
+        body = {**body, "seed": random.randrange(MAX_SEED + 1)}  # clients send it always (settings.seed reports it)
+    changes, sources = {}, {}  # sources: each setting's field as the client sent it, an error's param
+    for key, name in OPENAI_FIELDS.items():
+        if body.get(key) is not None:
+            changes[name], sources[name] = value_for(name, body[key], key), key
     if not 0 <= changes.get("top_p", 0) <= 1:  # named as the client sent it (DecodingSettings says top-p)
         raise APIError(400, f"top_p must be between 0 and 1 (got {changes['top_p']!r})", param="top_p")
     extra = body.get("args")
@@ -66,15 +71,27 @@ def parse_chat_request(body, defaults: DecodingSettings, model_id: str, vocab_si
             if name not in setting_names():
                 raise APIError(400, f"unknown ARGS setting args.{name}; known: {', '.join(setting_names())}",
                                param=f"args.{name}")
-            changes[name] = value_for(name, value, f"args.{name}")
-    try:  # a UserError (an invalid value) is answered with a 400 by the app
+            changes[name], sources[name] = value_for(name, value, f"args.{name}"), f"args.{name}"
+    try:
         settings = defaults.with_(**changes).validated(vocab_size)
-    except (TypeError, ValueError) as e:  # a value of a field's own type that validation could not compare
-        raise APIError(400, f"invalid decoding settings: {e}") from None
+    except (UserError, TypeError, ValueError) as e:  # TypeError...: a value validation could not compare
+        raise APIError(400, str(e) if isinstance(e, UserError) else f"invalid decoding settings: {e}",
+                       param=culprit(defaults, changes, sources, vocab_size)) from None
     options = body.get("stream_options")
     return ChatRequest(messages=parse_messages(body.get("messages")), settings=settings,
                        stream=scalar(body.get("stream") or False, bool, "stream"),  # null: not streamed
                        include_usage=isinstance(options, dict) and options.get("include_usage") is True)
+
+
+def culprit(defaults: DecodingSettings, changes: dict, sources: dict, vocab_size: int) -> str | None:
+    """The field whose value alone makes the settings invalid, as the client named it; None if only
+    values together do."""
+    for name, value in changes.items():
+        try:
+            defaults.with_(**{name: value}).validated(vocab_size)
+        except (UserError, TypeError, ValueError):
+            return sources[name]
+    return None
 
 
 def setting_names() -> list[str]:

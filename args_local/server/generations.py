@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 import statistics
+import sys
 import threading
 import time
 import traceback
@@ -19,7 +20,7 @@ from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 
 from ..engine import Engine, Finished
-from ..errors import UserError
+from ..errors import RewardError, UserError
 from ..settings import DecodingSettings
 from .errors import APIError
 
@@ -124,6 +125,10 @@ class Generations:
                 if isinstance(event, Finished):
                     self.ended[event.stop_reason] += 1
                 job.put(event)
+        except RewardError as e:  # the model's fault, not the request's: a 500, and a line for whoever runs the server
+            print(f"args-local: {e}", file=sys.stderr, flush=True)
+            self.ended["failed"] += 1
+            job.put(e)
         except UserError as e:  # the request's fault (a prompt too long for the context...): a 400
             self.ended["rejected"] += 1
             job.put(e)

@@ -56,6 +56,5 @@ class Reply:
         return {**self._head("chat.completion.chunk"), "choices": [], "usage": usage(done)}
 
 
-def model_list(model: str, created: int, details: dict) -> dict:
-    return {"object": "list", "data": [{"id": model, "object": "model", "created": created,
-                                        "owned_by": "args-local", "args": details}]}
+def model_object(model: str, created: int, details: dict) -> dict:
+    return {"id": model, "object": "model", "created": created, "owned_by": "args-local", "args": details}
