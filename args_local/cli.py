@@ -85,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # here, where a closed pipe or a full disk is caught, not in Python's flush at exit
         return code
     except UserError as e:
-        print(f"args-local: error: {e}", file=sys.stderr)
+        from .commands.options import as_options
+
+        print(f"args-local: error: {as_options(str(e))}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Exception) as e:
         if interrupts.interrupted(e):

@@ -29,6 +29,7 @@ from .text_stream import TextStream
 from .user_text import checked_text
 
 ARGS_MODES = ("args-greedy", "args-stochastic")
+ROLES = ("system", "user", "assistant")
 
 
 @dataclass
@@ -121,24 +122,29 @@ def as_messages(prompt: str | list[dict], system: str | None = None) -> list[dic
         raise UserError(f"the prompt must be text or a list of messages (got {type(prompt).__name__})")
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
     for i, m in enumerate(messages):  # a malformed message is named here, not a KeyError in the template
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-            raise UserError(f"message {i + 1} of the prompt is not {{'role': ..., 'content': 'its text'}} "
-                            f"with text content (got {m!r:.100})")
+        # another role ('human', 'User') went to the template and the reward model as it was, read as neither
+        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+            raise UserError(f"message {i + 1} of the prompt is not {{'role': 'system', 'user' or 'assistant', "
+                            f"'content': 'its text'}} (got {m!r:.100})")
     if system is not None:
         messages = [{"role": "system", "content": system}] + [m for m in messages if m["role"] != "system"]
     for m in messages:
         checked_text(m["content"], f"the {m['role']} message")
     if not messages or (messages[-1]["role"] == "user" and not messages[-1]["content"].strip()):
         raise UserError("the prompt is empty: give the question or message to answer")
+    if not any(m["role"] == "user" for m in messages):  # a system prompt alone was answered as if asked
+        raise UserError("the prompt has no user message: end it with the message to answer")
     return messages
 
 
 class Engine:
     """A policy and a reward model, loaded once (args_local.load()), decoding one reply at a time.
 
-    A stream holds the engine from its first event until it is exhausted or closed (a generator
-    dropped is closed): a reply asked for from another thread meanwhile waits for it, one from the
-    same thread is a RuntimeError. close(), or a `with` block, frees the models."""
+    generate() holds the engine from start to end: calls from several threads take turns. A stream holds
+    it only while it computes its next event, never while its reader has one: a reply asked for while a
+    stream is open (from any thread) ends that stream, whose next event is a UserError: so a stream left
+    open (a loop left early, a client gone) never blocks the engine. close(), or a `with` block, frees
+    the models."""
 
     def __init__(self, policy: LlamaPolicy, reward=None, overlap: bool | None = None):
         """overlap: run the reward model beside llama.cpp's next step (see `_score_while_guessing`);
@@ -152,8 +158,10 @@ class Engine:
                 model.check_policy_vocabulary(Path(policy.info.path).name, policy.n_vocab,
                                               policy.tokenize(model.vocab["probe_text"]))
             check_can_guide(model.name, model.kind)
-        self._lock = threading.Lock()  # one generation at a time: the KV caches are shared state
-        self._lock_holder = None  # the thread whose stream holds the lock (a stream may be left open)
+        # held while a reply computes (the KV caches are shared state); reentrant, as generate() holds it
+        # throughout while the stream it reads takes it for each event
+        self._lock = threading.RLock()
+        self._current = None  # the stream the caches are decoding for; one that is not it has been ended
         self._closed = False
 
     @classmethod
@@ -169,11 +177,15 @@ class Engine:
         return cls(p, rm, overlap)
 
     # ------------------------------------------------------------------------------------
-    def generate(self, prompt: str | list[dict], settings: DecodingSettings | None = None, **kw) -> Finished:
+    def generate(self, prompt: str | list[dict], settings: DecodingSettings | None = None, *,
+                 system: str | None = None, cancel: threading.Event | None = None,
+                 drop_old_turns: bool = False, shorten_reply: bool = False) -> Finished:
         """Run to the end and return the result (the stream's last event); keywords as stream()'s."""
-        for event in self.stream(prompt, settings, **kw):
-            if isinstance(event, Finished):
-                return event
+        with self._lock:  # from start to end: no other reply ends this one, as one would end a stream
+            for event in self.stream(prompt, settings, system=system, cancel=cancel, drop_old_turns=drop_old_turns,
+                                     shorten_reply=shorten_reply):
+                if isinstance(event, Finished):
+                    return event
         raise AssertionError("stream ended without Finished")
 
     def stream(self, prompt: str | list[dict], settings: DecodingSettings | None = None, *,
@@ -197,48 +209,53 @@ class Engine:
             raise UserError(f"mode {settings.mode} needs a reward model; none is loaded")
         self.objective_weights(settings)  # an objective the reward model lacks: before any work
         messages = as_messages(prompt, system)
-        if self._lock_holder == threading.get_ident():  # waiting for the lock would wait for ever
-            raise RuntimeError("an earlier stream of this engine is still open in this thread, and it decodes one "
-                               "reply at a time: iterate that stream to its end or close() it first")
+        events, this = self._reply(messages, settings, cancel, drop_old_turns, shorten_reply), object()
         with self._lock:
-            self._lock_holder = threading.get_ident()
-            try:
-                self._check_open()  # closed while this call waited for the one before
-                messages, prompt_ids, dropped = self._fit(messages, settings, drop_old_turns, shorten_reply)
-                if shorten_reply:
-                    room = self.policy.n_ctx - len(prompt_ids)
-                    settings = settings.with_(max_new_tokens=min(settings.max_new_tokens, room))
-                if dropped:
-                    yield Notice(f"dropped the {dropped} oldest turn(s) to fit the {self.policy.n_ctx}-token context")
-                trained = self.policy.info.n_ctx_train  # what --n-ctx may be raised to, told to a prompt that did not fit
-                if 0 < trained < len(prompt_ids) + settings.max_new_tokens:
-                    yield Notice(f"the prompt and reply may take {len(prompt_ids) + settings.max_new_tokens} tokens, more "
-                                 f"than the {trained} the policy was trained on: its reply may be poor")
-                rng = np.random.default_rng(settings.seed)
-                if settings.mode == "best-of-n":
-                    yield from self._best_of_n(messages, prompt_ids, settings, rng, cancel, dropped)
-                else:
-                    yield from self._decode(messages, prompt_ids, settings, rng, cancel, dropped)
-            finally:
-                self._lock_holder = None
-                if self._closed:  # close() was called while this reply was in progress
-                    self._free()
+            self._check_open()  # closed while this call waited for the event being computed
+            self._current = this  # any stream still open ends: it would otherwise hold the engine for ever
+            event = next(events)
+        while not isinstance(event, Finished):  # the last event: a reply asked for after it ends nothing
+            yield event
+            with self._lock:
+                self._check_open()
+                if self._current is not this:
+                    raise UserError("this stream was ended by a reply asked of the engine before it was read to its "
+                                    "end: an engine decodes one reply at a time, so read each stream to its end "
+                                    "(or close() it) before asking for the next, or use generate()")
+                event = next(events)
+        yield event
+
+    def _reply(self, messages, settings: DecodingSettings, cancel, drop_old_turns: bool, shorten_reply: bool):
+        """stream()'s events, computed with the engine's lock held."""
+        messages, prompt_ids, dropped = self._fit(messages, settings, drop_old_turns, shorten_reply)
+        if shorten_reply:
+            room = self.policy.n_ctx - len(prompt_ids)
+            settings = settings.with_(max_new_tokens=min(settings.max_new_tokens, room))
+        if dropped:
+            yield Notice(f"dropped the {dropped} oldest turn(s) to fit the {self.policy.n_ctx}-token context")
+        trained = self.policy.info.n_ctx_train  # what --n-ctx may be raised to, told to a prompt that did not fit
+        if 0 < trained < len(prompt_ids) + settings.max_new_tokens:
+            yield Notice(f"the prompt and reply may take {len(prompt_ids) + settings.max_new_tokens} tokens, more "
+                         f"than the {trained} the policy was trained on: its reply may be poor")
+        rng = np.random.default_rng(settings.seed)
+        if settings.mode == "best-of-n":
+            yield from self._best_of_n(messages, prompt_ids, settings, rng, cancel, dropped)
+        else:
+            yield from self._decode(messages, prompt_ids, settings, rng, cancel, dropped)
 
     def close(self) -> None:
         """Free the models now (llama.cpp's weights and cache, the reward model's session, the worker
-        thread) rather than when the engine is garbage-collected; a reply in progress ends first (one
-        in another thread is waited for, one left open in this thread frees them as it ends). A reply
-        asked for afterwards is a UserError. `with args_local.load() as engine:` closes it."""
-        self._closed = True
-        if self._lock_holder != threading.get_ident():
-            with self._lock:
-                self._free()
-
-    def _free(self) -> None:
-        if self._worker is not None:
-            self._worker.shutdown()
-        self.policy.close()  # kept (closed, a second close does nothing): a call checking its settings reads n_vocab
-        self.reward = self._worker = None
+        thread) rather than when the engine is garbage-collected, once the event being computed is (a
+        generate() in another thread ends first). A reply asked for afterwards, or the next event of a
+        stream still open, is a UserError. `with args_local.load() as engine:` closes it."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._worker is not None:
+                self._worker.shutdown()
+            self.policy.close()  # kept (closed): a call checking its settings reads n_vocab
+            self.reward = self._worker = None
 
     def __enter__(self) -> "Engine":
         return self
@@ -287,10 +304,10 @@ class Engine:
                 if shorten_reply:
                     raise PromptTooLong(f"the prompt is {len(ids)} tokens: it does not fit the {self.policy.n_ctx}"
                                         "-token context with room for a reply. Shorten it, or use a larger context "
-                                        "(--n-ctx).")
-                raise PromptTooLong(f"the prompt is {len(ids)} tokens; with max-new-tokens {settings.max_new_tokens} "
+                                        "(n_ctx).")
+                raise PromptTooLong(f"the prompt is {len(ids)} tokens; with max_new_tokens {settings.max_new_tokens} "
                                     f"it does not fit the {self.policy.n_ctx}-token context. Shorten it, lower "
-                                    "max-new-tokens (--max-new-tokens; F3 in the chat), or raise --n-ctx.")
+                                    "max_new_tokens or raise n_ctx.")
             del messages[turns[0]]
             dropped += 1
             # and the replies to it: a conversation never opens with the assistant (the chat templates

@@ -1,7 +1,8 @@
 """One exception type for everything a user can fix.
 
 The CLI and the TUI print its message and nothing else (exit code 2); any other exception
-is a bug and keeps its traceback.
+is a bug and keeps its traceback. A message names a setting as Python writes it (max_new_tokens,
+n_ctx); the CLI prints it as its option (commands/options.py, as_options).
 """
 
 

@@ -78,7 +78,7 @@ def reward_model_dirs(value: str | Path) -> list[Path]:
         return [reward_model_dir(text)]
     parts = text.split(COMBINE)
     if not all(part.strip() for part in parts):
-        raise UserError(f"--reward {text!r}: name a reward model on each side of '{COMBINE}', e.g. guide+encoder")
+        raise UserError(f"{text!r}: name a reward model on each side of '{COMBINE}', e.g. guide+encoder")  # --reward, --judge or load()'s
     return [reward_model_dir(part.strip()) for part in parts]
 
 

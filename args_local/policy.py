@@ -155,7 +155,7 @@ class LlamaPolicy:
             raise UserError("the prompt is empty")
         if len(tokens) >= self.n_ctx:
             raise UserError(f"the prompt is {len(tokens)} tokens but the context holds {self.n_ctx}: "
-                            "shorten it or raise --n-ctx")
+                            "shorten it or raise n_ctx")
         cached = self._llm.input_ids[: self._llm.n_tokens]
         same = int(np.argmin(np.append(cached[: len(tokens)] == tokens[: len(cached)], False)))
         same = min(same, len(tokens) - 1, self._whole_chunks)  # at least one token must run for logits

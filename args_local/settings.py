@@ -7,6 +7,7 @@ import numbers
 from dataclasses import asdict, dataclass, field, replace
 
 from .errors import UserError
+from .user_text import checked_text
 
 MODES = ("args-greedy", "args-stochastic", "greedy", "top-k", "nucleus", "best-of-n")
 REWARD_GUIDED = ("args-greedy", "args-stochastic", "best-of-n")
@@ -24,23 +25,22 @@ NUMBER_FIELDS = ("w", "temperature", "top_p", "repeat_penalty", "adaptive", "min
 MAX_THREADS = 512
 
 
-def check_load_options(n_ctx=None, threads=None, rm_threads=None, n_gpu_layers=None, spell=lambda name: name) -> None:
-    """Refuse a context size, thread count or GPU layer count the models cannot load with (None: the default);
-    spell(name) is how the caller's user writes the option (the CLI: --n-ctx)."""
+def check_load_options(n_ctx=None, threads=None, rm_threads=None, n_gpu_layers=None) -> None:
+    """Refuse a context size, thread count or GPU layer count the models cannot load with (None: the default)."""
     for name, value, low, high in (("n_ctx", n_ctx, MIN_N_CTX, MAX_N_CTX), ("threads", threads, 1, MAX_THREADS),
                                    ("rm_threads", rm_threads, 1, MAX_THREADS)):
         if value is not None and (not _is_integer(value) or not low <= value <= high):
-            raise UserError(f"{spell(name)} must be between {low} and {high}{' tokens' if name == 'n_ctx' else ''} "
+            raise UserError(f"{name} must be between {low} and {high}{' tokens' if name == 'n_ctx' else ''} "
                             f"(got {value!r})")
     if n_gpu_layers is not None and (not _is_integer(n_gpu_layers) or n_gpu_layers < -1):
-        raise UserError(f"{spell('n_gpu_layers')} must be -1 (all), 0 (none) or a number of layers (got {n_gpu_layers!r})")
+        raise UserError(f"n_gpu_layers must be -1 (all), 0 (none) or a number of layers (got {n_gpu_layers!r})")
 
 
-def check_reply_room(max_new_tokens: int, n_ctx: int, spell=lambda name: name) -> None:
+def check_reply_room(max_new_tokens: int, n_ctx: int) -> None:
     """A reply as long as the context leaves no room for any prompt: every one would fail to fit."""
     if max_new_tokens >= n_ctx:
-        raise UserError(f"{spell('max_new_tokens')} {max_new_tokens} leaves no room for the prompt in the "
-                        f"{n_ctx}-token context; lower it or raise --n-ctx")
+        raise UserError(f"max_new_tokens {max_new_tokens} leaves no room for the prompt in the {n_ctx}-token "
+                        "context; lower it or raise n_ctx")
 
 
 def _is_integer(value) -> bool:
@@ -49,6 +49,10 @@ def _is_integer(value) -> bool:
 
 def _is_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _are_pairs(objectives) -> bool:
+    return isinstance(objectives, tuple) and all(isinstance(p, tuple) and len(p) == 2 for p in objectives)
 
 
 @dataclass(frozen=True)
@@ -81,10 +85,20 @@ class DecodingSettings:
     def __post_init__(self):
         if isinstance(self.objectives, dict):  # the Python API may pass {"helpful": 1.0, ...}
             object.__setattr__(self, "objectives", tuple(self.objectives.items()))
+        elif isinstance(self.objectives, list):  # or pairs as JSON and YAML write them, [["helpful", 1.0]]
+            object.__setattr__(self, "objectives", tuple(tuple(p) if isinstance(p, list) else p for p in self.objectives))
         if isinstance(self.stop, str):  # stop="###" is one stop string, not one per character
             object.__setattr__(self, "stop", (self.stop,))
         elif isinstance(self.stop, list):
             object.__setattr__(self, "stop", tuple(self.stop))
+        # numpy's numbers (a k from np.arange, a weight of np.float32) as Python's, so that to_dict() is JSON
+        for name in INTEGER_FIELDS + NUMBER_FIELDS:
+            value, integer = getattr(self, name), name in INTEGER_FIELDS
+            if (_is_integer if integer else _is_number)(value):
+                object.__setattr__(self, name, int(value) if integer else float(value))
+        if _are_pairs(self.objectives):
+            object.__setattr__(self, "objectives",
+                               tuple((name, float(w) if _is_number(w) else w) for name, w in self.objectives))
 
     @property
     def uses_reward(self) -> bool:
@@ -102,21 +116,21 @@ class DecodingSettings:
         if not math.isfinite(self.w) or self.w < 0:  # a negative w would steer towards the lowest reward
             raise UserError(f"w must be a finite number >= 0, 0 for the policy alone (got {self.w})")
         if not math.isfinite(self.temperature) or self.temperature < 0:
-            raise UserError(f"temperature must be >= 0 (got {self.temperature})")
+            raise UserError(f"temperature must be a finite number >= 0 (got {self.temperature})")
         if not 0 <= self.top_p <= 1:  # 0: the most likely token alone, as OpenAI's top_p 0
-            raise UserError(f"top-p must be in [0, 1] (got {self.top_p})")
+            raise UserError(f"top_p must be in [0, 1] (got {self.top_p})")
         if self.n < 1:
             raise UserError(f"n (best-of-n samples) must be at least 1 (got {self.n})")
         if not math.isfinite(self.repeat_penalty) or self.repeat_penalty <= 0:
-            raise UserError(f"repeat-penalty must be a positive number, 1 for off (got {self.repeat_penalty})")
+            raise UserError(f"repeat_penalty must be a positive number, 1 for off (got {self.repeat_penalty})")
         if self.no_repeat_ngram < 0 or self.no_repeat_ngram == 1:
-            raise UserError(f"no-repeat-ngram must be 0 (off) or at least 2 (got {self.no_repeat_ngram})")
+            raise UserError(f"no_repeat_ngram must be 0 (off) or at least 2 (got {self.no_repeat_ngram})")
         if not 0 <= self.adaptive < 1:
             raise UserError(f"adaptive must be a probability in [0, 1), 0 for off (got {self.adaptive})")
         if not 0 <= self.min_p < 1:
-            raise UserError(f"min-p must be in [0, 1), 0 for off (got {self.min_p})")
+            raise UserError(f"min_p must be in [0, 1), 0 for off (got {self.min_p})")
         if self.max_new_tokens < 1:
-            raise UserError(f"max-new-tokens must be at least 1 (got {self.max_new_tokens})")
+            raise UserError(f"max_new_tokens must be at least 1 (got {self.max_new_tokens})")
         if not 0 <= self.seed <= MAX_SEED:
             raise UserError(f"seed must be a non-negative integer (got {self.seed})")
         self._validate_objectives()
@@ -127,14 +141,16 @@ class DecodingSettings:
         for name in INTEGER_FIELDS + NUMBER_FIELDS:
             value, integer = getattr(self, name), name in INTEGER_FIELDS
             if not (_is_integer if integer else _is_number)(value):
-                raise UserError(f"{name.replace('_', '-')} must be {'an integer' if integer else 'a number'} "
+                raise UserError(f"{name} must be {'an integer' if integer else 'a number'} "
                                 f"(got {value!r})")
         if not isinstance(self.stop, tuple) or not all(isinstance(s, str) for s in self.stop):
             raise UserError(f"stop must be a string or a list of strings (got {self.stop!r})")
+        for text in self.stop:  # refused, as on the command line and the server: it could never be matched
+            checked_text(text, "a stop string")
 
     def _validate_objectives(self) -> None:
         """Shape and values only: which names exist depends on the reward model (the engine checks)."""
-        if not all(isinstance(pair, tuple) and len(pair) == 2 for pair in self.objectives):
+        if not _are_pairs(self.objectives):
             raise UserError(f"objectives must be name-weight pairs, e.g. {{'helpful': 1, 'harmless': 0.5}} "
                             f"(got {self.objectives!r})")
         names = [name for name, _ in self.objectives]
@@ -143,7 +159,7 @@ class DecodingSettings:
         for name, weight in self.objectives:
             if not isinstance(name, str) or not name:
                 raise UserError(f"objective names must be non-empty strings (got {name!r})")
-            if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+            if not _is_number(weight) or not math.isfinite(weight) or weight < 0:
                 raise UserError(f"the weight of objective {name!r} must be a finite number >= 0 (got {weight!r})")
         if self.objectives and self.uses_reward and not any(weight > 0 for _, weight in self.objectives):
             raise UserError(f"all objective weights are 0: mode {self.mode} needs at least one positive weight")

@@ -153,7 +153,7 @@ def test_onnx_file_that_is_not_a_reward_model(guide_dir, encoder_dir, tmp_path):
 @pytest.mark.parametrize("flags, words", [
     (["--k", "0"], "k must be at least 1"),
     (["--k", "60000"], "at most 1024"),
-    (["--temperature", "-1"], "temperature must be >= 0"),
+    (["--temperature", "-1"], "temperature must be a finite number >= 0"),
     (["--w", "nan"], "w must be a finite number"),
     (["--w", "inf"], "w must be a finite number"),
     (["--mode", "beam"], "unknown mode 'beam'"),
@@ -169,7 +169,7 @@ def test_invalid_settings(flags, words):
 def test_prompt_longer_than_the_context():
     proc = run_cli("generate", "lorem ipsum " * 300, "--n-ctx", "256", "--max-new-tokens", "8",
                    "--threads", str(THREADS))
-    assert_user_error(proc, "does not fit the 256-token context")
+    assert_user_error(proc, "does not fit the 256-token context", "lower --max-new-tokens or raise --n-ctx")
 
 
 def test_decoder_rm_with_another_vocabulary_is_refused_naming_both(guide_dir):

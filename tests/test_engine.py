@@ -2,6 +2,8 @@
 
 import json
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -119,10 +121,10 @@ def test_stop_string_cuts_the_reply(engine):
 
 @pytest.mark.parametrize("changes, words", [
     ({"k": 10.5}, "k must be an integer"),  # each of these was a TypeError deep in numpy or the engine
-    ({"max_new_tokens": "8"}, "max-new-tokens must be an integer"),
+    ({"max_new_tokens": "8"}, "max_new_tokens must be an integer"),
     ({"seed": 1.5}, "seed must be an integer"),
     ({"mode": "best-of-n", "n": 2.0}, "n must be an integer"),
-    ({"no_repeat_ngram": 2.5}, "no-repeat-ngram must be an integer"),
+    ({"no_repeat_ngram": 2.5}, "no_repeat_ngram must be an integer"),
     ({"temperature": None}, "temperature must be a number"),
     ({"w": "1"}, "w must be a number"),
     ({"stop": None}, "stop must be a string or a list of strings"),
@@ -146,6 +148,12 @@ def test_settings_that_are_not_decoding_settings_are_a_user_error(engine, settin
         engine.generate(COFFEE, settings)
 
 
+def test_a_setting_given_as_a_keyword_is_a_type_error_naming_generate(engine):
+    # generate(prompt, **kw) passed kw on: the error named stream(), which the caller never called
+    with pytest.raises(TypeError, match=r"generate\(\) got an unexpected keyword argument 'max_new_tokens'"):
+        engine.generate(COFFEE, max_new_tokens=4)
+
+
 def test_streamed_text_adds_up_to_the_reply(engine):
     steps, done = steps_of(engine, "Write one sentence about Zürich in German.", DecodingSettings(max_new_tokens=30))
     assert isinstance(done, Finished)
@@ -166,19 +174,50 @@ def test_a_reply_cut_inside_a_character_ends_before_it_not_in_a_replacement_char
     assert whole.text.startswith(cut.text) and len(cut.text.encode()) < len(b"".join(data[:cuts[0]]))
 
 
-def test_a_reply_asked_for_while_a_stream_is_open_in_the_same_thread_is_an_error_not_a_hang(engine):
+def in_thread(call):
+    """call() in another thread: what it returned or raised. The join's limit guards against a hang alone,
+    far above the seconds these replies take."""
+    out = []
+    thread = threading.Thread(target=lambda: out.append(capture(call)), daemon=True)
+    thread.start()
+    thread.join(timeout=600)
+    assert out, "it waited for ever"
+    return out[0]
+
+
+def capture(call):
+    try:
+        return call()
+    except Exception as e:
+        return e
+
+
+def test_a_stream_left_open_never_blocks_the_engine_it_ends_at_the_next_reply(engine):
+    """A stream held the engine until read to its end: a reply asked for from another thread waited for
+    ever (from the same thread it was a RuntimeError)."""
     settings = DecodingSettings(max_new_tokens=8)
     alone = engine.generate(COFFEE, settings)
-    open_stream = engine.stream(COFFEE, settings)
-    first = next(open_stream)  # the stream now holds the engine
-    with pytest.raises(RuntimeError, match="still open in this thread"):
-        engine.generate("Why is the sky blue?", settings)
-    rest = list(open_stream)  # the refused call left the open stream as it was
-    assert first.token == alone.tokens[0] and rest[-1].tokens == alone.tokens
+    for ask in (in_thread, lambda call: call()):  # from another thread, and from the one that left it open
+        open_stream = engine.stream(COFFEE, settings)
+        assert next(open_stream).token == alone.tokens[0]  # the stream now holds the engine's caches
+        assert ask(lambda: engine.generate(COFFEE, settings)).tokens == alone.tokens
+        with pytest.raises(UserError, match="this stream was ended by a reply asked of the engine before it was read"):
+            next(open_stream)
     open_stream = engine.stream(COFFEE, settings)
     next(open_stream)
-    open_stream.close()  # a stream left early and closed frees the engine
+    open_stream.close()  # a stream closed early ends nothing else
     assert engine.generate(COFFEE, settings).tokens == alone.tokens
+    for event in engine.stream(COFFEE, settings):  # a reply asked for once its Finished is read ends nothing
+        if isinstance(event, Finished):
+            assert engine.generate(COFFEE, settings).tokens == event.tokens == alone.tokens
+
+
+def test_replies_asked_for_from_two_threads_at_once_take_turns(engine):
+    settings = DecodingSettings(max_new_tokens=8)
+    alone = engine.generate(COFFEE, settings)
+    with ThreadPoolExecutor(2) as pool:
+        replies = list(pool.map(lambda _: engine.generate(COFFEE, settings), range(4)))
+    assert [r.tokens for r in replies] == [alone.tokens] * 4
 
 
 def test_the_cached_prefix_is_reused_across_turns_in_whole_chunks(engine, monkeypatch):
@@ -237,8 +276,10 @@ def test_best_of_n_keeps_the_best_scored_sample(engine):
 
 def test_a_prompt_longer_than_the_context_is_refused(policy_path, guide_dir):
     small = Engine.load(policy_path, guide_dir, n_ctx=256, threads=THREADS)
-    with pytest.raises(UserError, match="does not fit the 256-token context"):
+    with pytest.raises(UserError, match="does not fit the 256-token context") as e:
         small.generate("word " * 400, DecodingSettings(max_new_tokens=8))
+    # named as Python passes them: it said to lower --max-new-tokens or raise --n-ctx, options of the CLI
+    assert "lower max_new_tokens or raise n_ctx" in str(e.value) and "--" not in str(e.value)
     history = []
     for i in range(8):
         history += [{"role": "user", "content": f"Question {i}: " + "tell me more " * 12},
@@ -281,7 +322,7 @@ def test_a_shortened_reply_takes_the_room_the_prompt_leaves_from_one_rendering_o
     with pytest.raises(UserError, match=r"the prompt is \d+ tokens: it does not fit the 256-token context with room "
                                         "for a reply") as e:
         small.generate("word " * 400, DecodingSettings(mode="greedy", max_new_tokens=8), shorten_reply=True)
-    assert "max-new-tokens" not in str(e.value)  # nobody chose one that could be lowered
+    assert "max_new_tokens" not in str(e.value)  # nobody chose one that could be lowered
 
 
 def test_a_reply_that_fills_the_context_stops_where_the_sequential_engine_does(policy_path, guide_dir):
@@ -303,16 +344,21 @@ def test_a_closed_engine_frees_its_models_and_refuses_further_replies(policy_pat
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
     settings = DecodingSettings(max_new_tokens=4)
-    with Engine.load(policy_path, guide_dir, threads=THREADS) as engine:  # it had no close(): only the GC freed it
-        reply = engine.generate(COFFEE, settings)
-        left_open = engine.stream(COFFEE, settings)
-        next(left_open)
-        loaded = rss_mb()
-    with pytest.raises(UserError, match="this engine is closed"):
-        engine.generate(COFFEE)
-    assert list(left_open)[-1].tokens == reply.tokens  # a reply in progress ends first, then frees them
+    engine = Engine.load(policy_path, guide_dir, threads=THREADS)  # it had no close(): only the GC freed it
+    engine.generate(COFFEE, settings)
+    left_open = engine.stream(COFFEE, settings)
+    next(left_open)
+    loaded = rss_mb()
+    in_thread(engine.close)  # a stream left open is no reply in progress: from another thread close() waited for ever
     assert loaded - rss_mb() > 150  # llama.cpp's weights and KV cache and the guide: about 360 MB here
+    for ask in (lambda: engine.generate(COFFEE), lambda: next(left_open)):
+        with pytest.raises(UserError, match="this engine is closed"):
+            ask()
     engine.close()  # a second close does nothing
+    with Engine.load(policy_path, need_reward=False, threads=THREADS) as small:
+        small.generate(COFFEE, DecodingSettings(mode="greedy", max_new_tokens=2))
+    with pytest.raises(UserError, match="this engine is closed"):
+        small.generate(COFFEE, DecodingSettings(mode="greedy"))
 
 
 @pytest.mark.parametrize("n_ctx", [10, 255])

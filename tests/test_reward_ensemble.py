@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from args_local import DecodingSettings
+from args_local import DecodingSettings, home
 from args_local.engine import Engine, Finished, Step
 from args_local.errors import UserError
 from args_local.reward import load_reward_model
@@ -86,6 +86,12 @@ def test_ensemble_bad_input_is_one_clear_error(models):
         models[2].start(CONVERSATION, {"helpful": 1.0})
     with pytest.raises(UserError, match="combined once"):
         load_reward_model("guide+guide", THREADS, use_gpu=False)
+
+
+def test_a_join_with_a_side_missing_names_no_option_to_python():
+    # load(reward="guide+") was told about --reward, which a Python caller never wrote
+    with pytest.raises(UserError, match=r"^'guide\+': name a reward model on each side of '\+'"):
+        home.reward_model_dirs("guide+")
 
 
 @pytest.mark.parametrize("reward, objective, words", [

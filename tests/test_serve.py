@@ -202,7 +202,7 @@ def test_text_parts_are_joined_by_a_newline(client):
 def test_bad_args_value_is_a_400_with_the_reason(client):
     # param names the field as the client sent it (it was null for every value the settings refused)
     for kw, message, param in (({"extra_body": {"args": {"k": 0}}}, "k must be at least 1", "args.k"),
-                               ({"temperature": -1}, "temperature must be >= 0", "temperature"),
+                               ({"temperature": -1}, "temperature must be a finite number >= 0", "temperature"),
                                ({"extra_body": {"args": {"mode": "nope"}}}, "unknown mode 'nope'", "args.mode"),
                                ({"extra_body": {"args": {"objectives": {"helpful": 0}}}}, "all objective weights are 0",
                                 "args.objectives")):
@@ -395,7 +395,7 @@ def test_an_overlong_prompt_is_400_with_the_reason_and_openais_code(client, stre
     turns and retry. The code was null, so a client could only match the message's words."""
     with pytest.raises(openai.BadRequestError, match=r"the prompt is \d+ tokens: it does not fit the 4096") as e:
         chat(client, "coffee " * 5000, stream=stream)
-    assert "max-new-tokens" not in str(e.value)  # the server chose none: it caps max_tokens to the room left
+    assert "max_new_tokens" not in str(e.value)  # the server chose none: it caps max_tokens to the room left
     assert (e.value.code, e.value.param) == ("context_length_exceeded", "messages")
 
 

@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF loader draws a bar of its own; read at import
 
 from args_local import home  # noqa: E402
+from args_local.commands.options import as_options  # noqa: E402
 from args_local.errors import UserError  # noqa: E402
 
 
@@ -295,7 +296,7 @@ def main(argv=None) -> int:
         args = parse_args(argv)
         result = run(args)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {as_options(str(e))}", file=sys.stderr)  # named as its options
         return 2
     print(json.dumps(result, indent=2) if args.json else table(result))
     return 0

@@ -33,13 +33,13 @@ sys.path.insert(0, str(ROOT))
 
 from args_local import home, llama_build  # noqa: E402
 from args_local.bench import BENCH_PROMPTS  # noqa: E402
-from args_local.commands.options import (add_model_options, add_objective_option, check_model_options,  # noqa: E402
-                                         check_reward_files, objectives_from, option_name)
+from args_local.commands.options import (add_model_options, as_options, add_objective_option, check_model_options,  # noqa: E402
+                                         check_reward_files, objectives_from)
 from args_local.cpu import default_rm_threads, default_threads  # noqa: E402
 from args_local.engine import Engine  # noqa: E402
 from args_local.errors import UserError  # noqa: E402
 from args_local.policy import check_gguf_file  # noqa: E402
-from args_local.settings import DecodingSettings, check_reply_room  # noqa: E402
+from args_local.settings import DecodingSettings  # noqa: E402
 
 
 SHARED_OPTIONS = ("policy", "reward", "n_ctx", "threads", "rm_threads", "n_gpu_layers", "objective")
@@ -47,7 +47,7 @@ SHARED_OPTIONS = ("policy", "reward", "n_ctx", "threads", "rm_threads", "n_gpu_l
 
 def start_server(args, settings: DecodingSettings) -> tuple[subprocess.Popen, str]:
     shared = [x for name in SHARED_OPTIONS if getattr(args, name) is not None
-              for x in (option_name(name), str(getattr(args, name)))]
+              for x in ("--" + name.replace("_", "-"), str(getattr(args, name)))]
     proc = subprocess.Popen(
         [sys.executable, "-m", "args_local.cli", "serve", "--port", "0", *shared,
          "--mode", settings.mode, "--k", str(settings.k), "--w", str(settings.w),
@@ -112,7 +112,9 @@ def parse_args(argv):
     settings = DecodingSettings(mode="args-greedy", k=args.k, w=1.5, max_new_tokens=args.tokens,
                                 objectives=objectives_from(args)).validated()
     check_model_options(args)
-    check_reply_room(args.tokens, args.n_ctx, spell=lambda name: "--tokens" if name == "max_new_tokens" else option_name(name))
+    if args.tokens >= args.n_ctx:  # as check_reply_room, but named as this tool's option
+        raise UserError(f"--tokens {args.tokens} leaves no room for the prompt in the {args.n_ctx}-token context; "
+                        "lower it or raise --n-ctx")
     check_reward_files(args.reward, settings.objectives, guiding=True)
     check_gguf_file(args.policy or home.default_policy(), "policy model")
     return args, settings
@@ -122,7 +124,7 @@ def main(argv=None) -> int:
     try:
         args, settings = parse_args(argv)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {as_options(str(e))}", file=sys.stderr)  # named as its options
         return 2
     threads, rm_threads = args.threads or default_threads(), args.rm_threads or default_rm_threads()
     print(f"loading the models in-process and starting the server ({threads} llama.cpp thread(s), "

@@ -279,7 +279,7 @@ class ChatApp(App):
     def check_knobs(self, settings: DecodingSettings) -> None:
         """What the loaded models refuse: an objective the reward model lacks, or a reply as long as the
         context (every prompt would then fail to fit, however short)."""
-        check_reply_room(settings.max_new_tokens, self.engine.policy.n_ctx, spell=lambda name: name.replace("_", " "))
+        check_reply_room(settings.max_new_tokens, self.engine.policy.n_ctx)
         self.engine.objective_weights(settings)
 
     def action_cycle_colouring(self) -> None:

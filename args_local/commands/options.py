@@ -4,6 +4,7 @@ which run before any model loads."""
 from __future__ import annotations
 
 import argparse
+import re
 
 from ..errors import UserError
 from ..settings import MODES, DecodingSettings, check_load_options, check_reply_room, parse_objectives
@@ -24,13 +25,19 @@ def text(value: str) -> str:
 
 def check_model_options(args) -> None:
     """Refuse bad --n-ctx / --threads / --rm-threads / --n-gpu-layers before anything loads."""
-    check_load_options(**{name: getattr(args, name, None) for name in ("n_ctx", "threads", "rm_threads", "n_gpu_layers")},
-                       spell=option_name)
+    check_load_options(**{name: getattr(args, name, None) for name in ("n_ctx", "threads", "rm_threads", "n_gpu_layers")})
 
 
-def option_name(name: str) -> str:
-    """A setting's name as the command line writes it: max_new_tokens → --max-new-tokens."""
-    return "--" + name.replace("_", "-")
+# Settings that errors name as Python and the server's `args` write them (settings.py, engine.py), and
+# the command line as options. Not k, w, n, seed...: one letter or word reads the same either way ('n'
+# is in 'best-of-n'). Never within a path or an option: /data/threads/, --threads.
+OPTION_NAMED = re.compile(r"(?<![\w/.-])(max_new_tokens|top_p|repeat_penalty|no_repeat_ngram|min_p|n_ctx|threads|"
+                          r"rm_threads|n_gpu_layers)(?![\w/])")
+
+
+def as_options(message: str) -> str:
+    """A UserError's message for the command line: max_new_tokens → --max-new-tokens."""
+    return OPTION_NAMED.sub(lambda m: "--" + m[1].replace("_", "-"), message)
 
 
 REWARD_HELP = ("reward model: a directory, or a built-in name (guide, encoder; default guide); several "
@@ -105,7 +112,7 @@ def settings_from(args) -> DecodingSettings:
 
 def check_fits_context(settings: DecodingSettings, args) -> None:
     check_model_options(args)
-    check_reply_room(settings.max_new_tokens, args.n_ctx, spell=option_name)
+    check_reply_room(settings.max_new_tokens, args.n_ctx)
 
 
 def check_reward_files(value, objectives=(), guiding: bool = False) -> list[dict]:

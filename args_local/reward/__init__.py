@@ -55,7 +55,7 @@ def check_reward_model(value: str | Path, weights: dict | None = None, guiding: 
 def check_can_guide(name: str, kind: str) -> None:
     if kind == "gguf-embedding":  # it scores finished replies only
         raise UserError(f"{name} is a judge model: it cannot guide decoding. "
-                        "Pass a decoder or encoder reward model with --reward.")
+                        "Guide with a decoder or encoder reward model (the built-in guide or encoder).")
 
 
 def members(rm: RewardModel) -> tuple:
