@@ -30,6 +30,8 @@ from .user_text import checked_text
 
 ARGS_MODES = ("args-greedy", "args-stochastic")
 ROLES = ("system", "user", "assistant")
+# how long a reply asked for from another thread waits on an open stream whose reader has stopped reading it
+STREAM_IDLE_S = 10.0
 
 
 @dataclass
@@ -67,6 +69,13 @@ class Notice:
     """Something the user should know, e.g. that old turns were dropped to fit the context."""
 
     message: str
+
+
+@dataclass
+class _Turn:
+    """An open stream's hold on the engine: whose it is, and when its reader last got an event."""
+    thread: int = field(default_factory=threading.get_ident)
+    read_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -140,11 +149,10 @@ def as_messages(prompt: str | list[dict], system: str | None = None) -> list[dic
 class Engine:
     """A policy and a reward model, loaded once (args_local.load()), decoding one reply at a time.
 
-    generate() holds the engine from start to end: calls from several threads take turns. A stream holds
-    it only while it computes its next event, never while its reader has one: a reply asked for while a
-    stream is open (from any thread) ends that stream, whose next event is a UserError: so a stream left
-    open (a loop left early, a client gone) never blocks the engine. close(), or a `with` block, frees
-    the models."""
+    Replies asked for from several threads take turns, streams too. A stream left open (a loop left early,
+    a client gone) never blocks the engine for long: a reply asked for from the same thread ends it at once,
+    one from another thread once its reader has left it unread for STREAM_IDLE_S; its next event is then a
+    UserError saying so. close(), or a `with` block, frees the models."""
 
     def __init__(self, policy: LlamaPolicy, reward=None, overlap: bool | None = None):
         """overlap: run the reward model beside llama.cpp's next step (see `_score_while_guessing`);
@@ -161,7 +169,8 @@ class Engine:
         # held while a reply computes (the KV caches are shared state); reentrant, as generate() holds it
         # throughout while the stream it reads takes it for each event
         self._lock = threading.RLock()
-        self._current = None  # the stream the caches are decoding for; one that is not it has been ended
+        self._turn_over = threading.Condition(self._lock)  # notified when an open stream ends
+        self._current = None  # the open stream the caches are decoding for (a _Turn); one that is not it has ended
         self._closed = False
 
     @classmethod
@@ -181,7 +190,7 @@ class Engine:
                  system: str | None = None, cancel: threading.Event | None = None,
                  drop_old_turns: bool = False, shorten_reply: bool = False) -> Finished:
         """Run to the end and return the result (the stream's last event); keywords as stream()'s."""
-        with self._lock:  # from start to end: no other reply ends this one, as one would end a stream
+        with self._lock:  # from start to end: another thread's reply waits for it, however slowly it is read
             for event in self.stream(prompt, settings, system=system, cancel=cancel, drop_old_turns=drop_old_turns,
                                      shorten_reply=shorten_reply):
                 if isinstance(event, Finished):
@@ -209,21 +218,38 @@ class Engine:
             raise UserError(f"mode {settings.mode} needs a reward model; none is loaded")
         self.objective_weights(settings)  # an objective the reward model lacks: before any work
         messages = as_messages(prompt, system)
-        events, this = self._reply(messages, settings, cancel, drop_old_turns, shorten_reply), object()
-        with self._lock:
-            self._check_open()  # closed while this call waited for the event being computed
-            self._current = this  # any stream still open ends: it would otherwise hold the engine for ever
-            event = next(events)
-        while not isinstance(event, Finished):  # the last event: a reply asked for after it ends nothing
-            yield event
+        events, this = self._reply(messages, settings, cancel, drop_old_turns, shorten_reply), _Turn()
+        try:
             with self._lock:
-                self._check_open()
-                if self._current is not this:
-                    raise UserError("this stream was ended by a reply asked of the engine before it was read to its "
-                                    "end: an engine decodes one reply at a time, so read each stream to its end "
-                                    "(or close() it) before asking for the next, or use generate()")
+                self._wait_for_open_stream(this)
+                self._check_open()  # closed while this call waited
+                self._current = this  # the stream still open, if any, has ended
                 event = next(events)
+            while not isinstance(event, Finished):
+                this.read_at = time.monotonic()
+                yield event
+                with self._lock:
+                    self._check_open()
+                    if self._current is not this:
+                        raise UserError("this stream was ended by a reply asked of the engine before it was read to "
+                                        "its end: an engine decodes one reply at a time, so read each stream to its "
+                                        "end (or close() it) before asking for the next, or use generate()")
+                    event = next(events)
+        finally:  # its Finished computed, or an error, or closed early: the next reply need not wait
+            with self._lock:
+                if self._current is this:
+                    self._current = None
+                    self._turn_over.notify_all()
         yield event
+
+    def _wait_for_open_stream(self, this: "_Turn") -> None:
+        """Another thread's open stream keeps its turn until it ends or its reader has left it unread for
+        STREAM_IDLE_S (then it ends); this thread's own ends at once: waiting for it would wait for ever."""
+        while not self._closed and self._current is not None and self._current.thread != this.thread:
+            idle = time.monotonic() - self._current.read_at
+            if idle >= STREAM_IDLE_S:
+                return
+            self._turn_over.wait(STREAM_IDLE_S - idle)
 
     def _reply(self, messages, settings: DecodingSettings, cancel, drop_old_turns: bool, shorten_reply: bool):
         """stream()'s events, computed with the engine's lock held."""
@@ -252,6 +278,7 @@ class Engine:
             if self._closed:
                 return
             self._closed = True
+            self._turn_over.notify_all()  # a reply waiting for an open stream's turn is told at once
             if self._worker is not None:
                 self._worker.shutdown()
             self.policy.close()  # kept (closed): a call checking its settings reads n_vocab

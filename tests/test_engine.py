@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -192,9 +193,10 @@ def capture(call):
         return e
 
 
-def test_a_stream_left_open_never_blocks_the_engine_it_ends_at_the_next_reply(engine):
+def test_a_stream_left_open_never_blocks_the_engine_it_ends_at_the_next_reply(engine, monkeypatch):
     """A stream held the engine until read to its end: a reply asked for from another thread waited for
     ever (from the same thread it was a RuntimeError)."""
+    monkeypatch.setattr("args_local.engine.STREAM_IDLE_S", 1.0)  # how long another thread waits on an unread stream
     settings = DecodingSettings(max_new_tokens=8)
     alone = engine.generate(COFFEE, settings)
     for ask in (in_thread, lambda call: call()):  # from another thread, and from the one that left it open
@@ -210,6 +212,20 @@ def test_a_stream_left_open_never_blocks_the_engine_it_ends_at_the_next_reply(en
     for event in engine.stream(COFFEE, settings):  # a reply asked for once its Finished is read ends nothing
         if isinstance(event, Finished):
             assert engine.generate(COFFEE, settings).tokens == event.tokens == alone.tokens
+
+
+def test_a_stream_being_read_keeps_its_turn_while_another_thread_asks_for_a_reply(engine):
+    """Ending the open stream at once would cut one user's reply short whenever another asked (a web app
+    streaming to two users): the later reply waits for it, and each is the one it would be alone."""
+    settings = DecodingSettings(max_new_tokens=8)
+    alone, other = engine.generate(COFFEE, settings), engine.generate("Name a colour.", settings)
+    read = []
+    for event in engine.stream(COFFEE, settings):
+        read.append(event)
+        if len(read) == 1:
+            later = ThreadPoolExecutor(1).submit(lambda: engine.generate("Name a colour.", settings))
+        time.sleep(0.2)  # a slow reader, well within STREAM_IDLE_S
+    assert read[-1].tokens == alone.tokens and later.result(timeout=120).tokens == other.tokens
 
 
 def test_replies_asked_for_from_two_threads_at_once_take_turns(engine):
