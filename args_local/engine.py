@@ -181,6 +181,11 @@ class Engine:
 
         threads: llama.cpp's; rm_threads: onnxruntime's (defaults: args_local.cpu)."""
         check_load_options(rm_threads=rm_threads)  # the policy checks its own; both before anything loads
+        for name, value in (("use_gpu", use_gpu), ("need_reward", need_reward), ("overlap", overlap)):
+            if not isinstance(value, bool) and not (name == "overlap" and value is None):  # "no" read as yes
+                raise UserError(f"{name} must be True or False (got {value!r})")
+        if reward is not None and not need_reward:  # it would be ignored without a word
+            raise UserError("need_reward=False loads no reward model: leave out reward, or need_reward")
         p = LlamaPolicy(policy or home.default_policy(), n_ctx=n_ctx, n_threads=threads, n_gpu_layers=n_gpu_layers)
         rm = load_reward_model(reward or home.default_reward(), rm_threads, use_gpu) if need_reward else None
         return cls(p, rm, overlap)
@@ -217,6 +222,8 @@ class Engine:
         if settings.uses_reward and self.reward is None:
             raise UserError(f"mode {settings.mode} needs a reward model; none is loaded")
         self.objective_weights(settings)  # an objective the reward model lacks: before any work
+        if cancel is not None and not callable(getattr(cancel, "is_set", None)):
+            raise UserError(f"cancel must be a threading.Event (anything with is_set()), got {type(cancel).__name__}")
         messages = as_messages(prompt, system)
         events, this = self._reply(messages, settings, cancel, drop_old_turns, shorten_reply), _Turn()
         try:

@@ -391,6 +391,21 @@ def test_a_thread_or_layer_count_the_command_line_refuses_is_refused_from_python
         Engine.load(policy_path, need_reward=False, **{"threads": THREADS, option: value})
 
 
+@pytest.mark.parametrize("options, words", [
+    ({"use_gpu": "no"}, "use_gpu must be True or False"),  # "no" read as yes: the GPU was used
+    ({"need_reward": False, "reward": "encoder"}, "loads no reward model"),  # the reward model was ignored
+    ({"overlap": 0}, "overlap must be True or False")])
+def test_a_switch_that_is_not_true_or_false_or_contradicts_another_is_refused(policy_path, options, words):
+    with pytest.raises(UserError, match=words):
+        Engine.load(policy_path, **{"need_reward": False, **options})
+
+
+def test_a_cancel_that_is_not_an_event_is_a_user_error(engine):
+    # cancel=True was an AttributeError from inside the prefill
+    with pytest.raises(UserError, match="cancel must be a threading.Event"):
+        engine.generate(COFFEE, DecodingSettings(max_new_tokens=2), cancel=True)
+
+
 def test_a_non_finite_reward_is_an_error_naming_the_step(policy_path, guide_dir, tmp_path):
     def nan_rewards(manifest):  # every objective's reward NaN
         for head in manifest["heads"].values():

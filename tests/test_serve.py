@@ -183,7 +183,7 @@ def test_top_p_0_keeps_the_most_likely_token_and_one_outside_0_to_1_is_a_400(cli
     assert narrowest.choices[0].message.content == greedy.choices[0].message.content
     assert narrowest.model_extra["args"]["settings"]["top_p"] == 0  # it showed 5e-324, the stand-in for 0
     for bad in (-0.1, 1.5):
-        with pytest.raises(openai.BadRequestError, match=r"top_p must be between 0 and 1 \(got") as e:
+        with pytest.raises(openai.BadRequestError, match=r"top_p must be in \[0, 1\] \(got") as e:
             chat(client, top_p=bad)
         assert e.value.body["param"] == "top_p"
 
