@@ -132,7 +132,7 @@ class DecodingSettings:
         if self.max_new_tokens < 1:
             raise UserError(f"max_new_tokens must be at least 1 (got {self.max_new_tokens})")
         if not 0 <= self.seed <= MAX_SEED:
-            raise UserError(f"seed must be a non-negative integer (got {self.seed})")
+            raise UserError(f"seed must be an integer from 0 to {MAX_SEED} (got {self.seed})")
         self._validate_objectives()
         return self
 
