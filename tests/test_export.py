@@ -380,13 +380,63 @@ def test_a_gguf_backbone_that_cannot_serve_is_refused_before_it_loads(policy_pat
     assert not (tmp_path / "o").exists()
 
 
-def test_a_head_that_does_not_say_its_layer_needs_layers(policy_path, guide_dir, tmp_path):
-    """The guide's own head files keep their layer (20) in its manifest: exported again, they were put on all
-    30 layers, a model that validated and scored with the wrong features."""
-    heads = json.loads((guide_dir / "manifest.json").read_text())["heads"]
+def test_a_head_that_does_not_say_its_layer_needs_layers(policy_path, tmp_path):
+    """A head file with no n_layers (as an export's own were: they kept it in its manifest) was put on all 30
+    layers, a model that validated and scored with the wrong features."""
+    head = tmp_path / "head.npz"
+    np.savez(head, w_last=np.ones(576, np.float32), w_mean=np.ones(576, np.float32), bias=np.float32(0))
     proc = run_cli("export", "reward", "--from-gguf", str(policy_path), "--out", str(tmp_path / "o"),
-                   *(f"--head={name}={guide_dir / h['file']}" for name, h in heads.items()))
+                   f"--head=helpful={head}")
     assert_user_error(proc, "do not say which layer", "--layers N", one_line=True)
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_earlier_export_is_exported_again_with_everything_it_had(policy_path, guide_dir, tmp_path):
+    """The guide's layer, gate and warm-ups live in its manifest: given as head files, a re-export needed
+    --layers and lost the gate and warm-ups. Given the export itself, it keeps them all, and the head
+    files it writes say their layer and normalisation, as trained head files do."""
+    from args_local.export.from_gguf import read_head
+    from tests.conftest import guide_copy
+
+    def two_layers(manifest):  # for speed: a re-export reads the manifest, heads and gates, never the graph
+        manifest["graph"]["n_layers"] = 2
+        manifest["heads"]["helpful"]["warmup_tokens"] = 32  # not the defaults of any code path
+        manifest["default_objectives"] = {"helpful": 1.5, "harmless": 0.5}
+        manifest["made_by"] = "a tool of the user's"
+
+    src = guide_copy(guide_dir, tmp_path / "src", two_layers)
+    before = json.loads((src / "manifest.json").read_text())
+    proc = export(src, tmp_path / "again")
+    assert proc.returncode == 0, proc.stderr
+    after = json.loads((tmp_path / "again" / "manifest.json").read_text())
+    for key in ("default_objectives", "input_format", "max_length", "made_by"):
+        assert after[key] == before[key], key
+    assert after["graph"]["n_layers"] == 2
+    assert {n: {**h, "file": None} for n, h in after["heads"].items()} == {
+        n: {**h, "file": None} for n, h in before["heads"].items()}  # normalisation, warm-ups, delays
+    assert after["gates"] == before["gates"]
+    rm = load_reward_model(tmp_path / "again", threads=THREADS)
+    assert list(rm.gates) == ["harmless"] and rm.gates["harmless"].threshold == 0.5
+    assert dict(zip(rm.objectives, rm.warmup)) == {"harmless": 64, "helpful": 32}
+    for name, spec in after["heads"].items():
+        _, n_layers, norm = read_head(tmp_path / "again" / spec["file"])
+        assert n_layers == 2 and norm == pytest.approx(spec["normalization"])
+
+
+def test_an_earlier_export_that_cannot_be_exported_again_is_one_line_saying_why(policy_path, guide_dir, encoder_dir,
+                                                                                tmp_path):
+    from args_local.home import default_judge, default_judge_gguf
+
+    assert_user_error(export(guide_dir, tmp_path / "o", "--layers", "4"), "--layers cannot be used when SRC is an "
+                      "earlier export", one_line=True)
+    assert_user_error(export(guide_dir, tmp_path / "o", "--from-gguf", str(default_judge_gguf())),
+                      "is not the GGUF", policy_path.name, one_line=True)
+    copy = tmp_path / policy_path.name  # the same name, another file
+    copy.write_bytes(policy_path.read_bytes()[:1 << 20])
+    assert_user_error(export(guide_dir, tmp_path / "o", "--from-gguf", str(copy)), "is not the GGUF", one_line=True)
+    assert_user_error(export(encoder_dir, tmp_path / "o"), "exported from a Hugging Face model directory",
+                      one_line=True)
+    assert_user_error(export(default_judge(), tmp_path / "o"), "nothing to export", one_line=True)
     assert not (tmp_path / "o").exists()
 
 

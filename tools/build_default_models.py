@@ -161,22 +161,17 @@ def build_guide(force: bool) -> None:
     if up_to_date(out, stamped, force):
         return
     from args_local.export.from_gguf import export_from_gguf
-    from args_local.reward.manifest import read_manifest, validation_summary, write_manifest
+    from args_local.reward.manifest import validation_summary
 
+    ramps = {name: {"file": path, "warmup_tokens": WARMUP_TOKENS.get(name, 0), "delay_tokens": DELAY_TOKENS.get(name, 0)}
+             for name, path in heads.items()}
+    # see args_local/reward/gates.py and tools/train_objective_gate.py; without a threshold a gate scales by σ
+    switches = {name: {"file": path, **({"threshold": GATE_THRESHOLDS[name]} if name in GATE_THRESHOLDS else {})}
+                for name, path in gates.items()}
     manifest = export_from_gguf(home.default_policy(), None, out, n_layers=None,
                                 max_length=384, opset=18, force=True, progress=PROGRESS, name="guide",
                                 precision="int8",  # the faster int8 way on this CPU that ranks as fp32 does (>= 95%)
-                                objectives=heads, default_objectives=default_objectives(heads))
-    manifest = read_manifest(out)
-    for name, spec in manifest["heads"].items():
-        spec["warmup_tokens"] = WARMUP_TOKENS.get(name, 0)
-        spec["delay_tokens"] = DELAY_TOKENS.get(name, 0)
-    for name, path in gates.items():  # see args_local/reward/gates.py and tools/train_objective_gate.py
-        shutil.copyfile(path, out / path.name)
-    if gates:  # a gate without a threshold scales its objective's weight by σ (gates.py)
-        manifest["gates"] = {name: {"file": path.name, **({"threshold": GATE_THRESHOLDS[name]} if name in GATE_THRESHOLDS else {})}
-                             for name, path in gates.items()}
-    write_manifest(out, manifest)
+                                objectives=ramps, default_objectives=default_objectives(heads), gates=switches)
     stamp_head(out, stamped)
     PROGRESS(f"guide: checked: {validation_summary(manifest['validation'])}")
 

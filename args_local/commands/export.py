@@ -8,6 +8,7 @@ import shlex
 from pathlib import Path
 
 from ..errors import UserError
+from ..reward.manifest import MANIFEST, read_manifest
 from ..settings import parse_objectives
 
 
@@ -18,7 +19,8 @@ def register(sub) -> None:
     r = what.add_parser("reward", help="export a reward model to validated ONNX",
                         description="Export a Hugging Face reward model directory (or a GGUF backbone plus a "
                                     "trained head) to ONNX, validate it against torch, and write a manifest.")
-    r.add_argument("src", nargs="?", help="local Hugging Face model directory (config.json, weights, tokenizer.json)")
+    r.add_argument("src", nargs="?", help="local Hugging Face model directory (config.json, weights, tokenizer.json), "
+                                          "or a model args-local exported, to export again (e.g. --quantize int8)")
     r.add_argument("--out", required=True, help="output directory")
     r.add_argument("--kind", default="auto", choices=("auto", "encoder", "decoder"),
                    help="encoder (reads text with its own tokenizer: any classifier) or decoder (KV-cached, shares the "
@@ -57,7 +59,7 @@ def _require_export_extra() -> None:
                         "pip install 'args-local[export]' (tools/setup.sh installs it)") from None
 
 
-def parse_heads(values: list[str]) -> tuple[str | None, dict[str, str] | None]:
+def parse_heads(values: list[str]) -> tuple[str | None, dict[str, dict] | None]:
     """--head FILE (one head) or --head NAME=FILE, repeated (one per objective)."""
     named = [v.partition("=") for v in values if "=" in v]
     if not named:
@@ -70,14 +72,28 @@ def parse_heads(values: list[str]) -> tuple[str | None, dict[str, str] | None]:
     for name, _, path in named:
         if not re.fullmatch(r"[A-Za-z0-9_-]+", name) or name in objectives:
             raise UserError(f"objective names in --head must be distinct words (letters, digits, - or _); got {name!r}")
-        objectives[name] = path
+        objectives[name] = {"file": path}
     return None, objectives
 
 
-def check_options_fit_the_source(args) -> None:
+def earlier_export(src: str | None) -> dict | None:
+    """SRC's manifest where SRC is a model args-local exported (a manifest.json, no config.json), else None."""
+    path = Path(src).expanduser() if src else None
+    if path is None or not (path / MANIFEST).is_file() or (path / "config.json").is_file():
+        return None
+    return read_manifest(path)
+
+
+def check_options_fit_the_source(args, earlier: bool) -> None:
     """Options that the other kind of source ignores are refused: an export that silently left out the
     user's --head, or kept all layers despite --layers, validated and looked right."""
-    if args.from_gguf:
+    if earlier:
+        unused = {"--head": args.head, "--objective": args.objective, "--layers": args.layers is not None,
+                  "--kind": args.kind != "auto", "--label-index": args.label_index is not None,
+                  "--format": args.format, "--max-length": args.max_length is not None}
+        where = ("when SRC is an earlier export: it is exported again with the heads, weights, gates, layers, "
+                 "format and length it has")
+    elif args.from_gguf:
         unused = {"SRC": args.src, "--kind": args.kind != "auto", "--label-index": args.label_index is not None,
                   "--format": args.format}
         where = ("with --from-gguf, which exports the GGUF's backbone with --head files (its input format is "
@@ -93,9 +109,10 @@ def run(args) -> int:
     from ..export.common import check_output, quiet_converters, stderr_progress
 
     # Everything a user can get wrong is checked before the slow imports of the export extra.
-    check_options_fit_the_source(args)
+    earlier = earlier_export(args.src)
+    check_options_fit_the_source(args, earlier is not None)
     head, objectives = parse_heads(args.head or [])
-    head_files = list(objectives.values()) if objectives else [head]
+    head_files = [spec["file"] for spec in objectives.values()] if objectives else [head]
     out = check_output(args.out, args.force, (args.src, args.from_gguf, *head_files))
     if args.fp16 and args.quantize:
         raise UserError("choose one of --fp16 and --quantize int8")
@@ -105,7 +122,12 @@ def run(args) -> int:
         if value is not None and value < least:
             raise UserError(f"{option} must be at least {least} (got {value})")
     config = None
-    if args.from_gguf:
+    if earlier is not None:
+        from ..export.reexport import source_gguf
+
+        src = Path(args.src).expanduser()
+        gguf = source_gguf(src, earlier, args.from_gguf)
+    elif args.from_gguf:
         from ..policy import check_gguf_file
 
         check_gguf_file(args.from_gguf, "policy model")
@@ -130,7 +152,12 @@ def run(args) -> int:
     from ..export.input_format import input_format_for
 
     progress = stderr_progress()
-    if args.from_gguf:
+    if earlier is not None:
+        from ..export.reexport import reexport
+
+        manifest = reexport(src, earlier, gguf, out, precision=precision, opset=args.opset, force=args.force,
+                            progress=progress)
+    elif args.from_gguf:
         from ..export.from_gguf import export_from_gguf
 
         defaults = dict(parse_objectives(args.objective)) if args.objective else None

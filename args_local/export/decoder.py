@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from functools import partial
 from pathlib import Path
@@ -59,11 +60,13 @@ def export_decoder(model, tokenizer, head: LinearHead, n_layers: int, out: Path,
                    input_format: InputFormat, max_length: int, opset: int, force: bool,
                    progress: Progress, normalization: dict | None = None, extra: dict | None = None,
                    reference=None, precision: str | None = None, objectives: dict | None = None,
-                   default_objectives: dict | None = None) -> dict:
+                   default_objectives: dict | None = None, gates: dict | None = None) -> dict:
     """Write OUT with graph, tokenizer, head and manifest; validate against torch first.
 
-    objectives: {name: (LinearHead, normalization or None)}: one head per objective instead of
-    `head` (which is then the one validated; the others read the same validated features)."""
+    objectives: {name: (LinearHead, spec)}: one head per objective instead of `head` (which is then
+    the one validated; the others read the same validated features); spec: the manifest's head entry
+    but its file (normalization, warmup_tokens, delay_tokens; reward/heads.py). gates: {name: the
+    manifest's gate entry, its file a path to copy} (reward/gates.py)."""
     backbone = backbone_of(model)
     total = backbone.config.num_hidden_layers
     if not 1 <= n_layers <= total:
@@ -112,7 +115,9 @@ def export_decoder(model, tokenizer, head: LinearHead, n_layers: int, out: Path,
             if precision == "int8":
                 manifest["validation"]["int8"]["smoothing"] = {"alpha": ALPHA, "weight_only_down_layers": weight_only_layers}
         if objectives:
-            write_heads(stage, manifest, objectives, default_objectives)
+            write_heads(stage, manifest, objectives, default_objectives, gates or {})
+        else:  # the head file says what it reads and how it is normalised, as a trained head file does
+            save_head(head, stage / "head.npz", n_layers, manifest["normalization"])
         manifest["export_seconds"] = round(time.time() - t, 1)
         write_manifest(stage, manifest)
     return manifest
@@ -137,28 +142,43 @@ def down_matmuls(path: Path, layers: list[int]) -> list[str]:
     return [f[0] for f in found]
 
 
-def write_heads(directory: Path, manifest: dict, objectives: dict, default_objectives: dict | None) -> None:
-    """Replace the manifest's single head by one head file per objective (manifest `heads`);
-    a head without normalisation gets it measured on the sample replies."""
+def write_heads(directory: Path, manifest: dict, objectives: dict, default_objectives: dict | None,
+                gates: dict) -> None:
+    """Replace the manifest's single head by one head file per objective (manifest `heads`), and add
+    the gates; a head without normalisation gets it measured on the sample replies."""
+    from ..reward.gates import load_gates
     from ..reward.heads import check_weights
 
     rm = DecoderRewardModel(directory, manifest, threads=2, use_gpu=False)
     features = None
     heads = {}
-    for name, (head, norm) in objectives.items():
+    for name, (head, spec) in objectives.items():
+        norm = spec.get("normalization")
         if norm is None:
             if features is None:
                 features = np.concatenate([rm.features(c, r) for c, r in SAMPLE_CONVERSATIONS])
             d = features.shape[1] // 2
             raw = head(features[:, :d], features[:, d:])
             norm = {"mean": float(raw.mean()), "std": float(raw.std()) or 1.0}
-        head.save(directory / f"head-{name}.npz")
-        heads[name] = {"file": f"head-{name}.npz", "normalization": norm}
+        heads[name] = {"file": f"head-{name}.npz", **spec, "normalization": norm}
+        save_head(head, directory / heads[name]["file"], manifest["graph"]["n_layers"], norm)
     (directory / manifest.pop("head")).unlink()
     manifest.pop("normalization", None)
     manifest["heads"] = heads
     manifest["default_objectives"] = check_weights(default_objectives or {n: 1.0 for n in heads}, tuple(heads),
                                                    "default_objectives")
+    if gates:
+        for spec in gates.values():
+            shutil.copyfile(spec["file"], directory / Path(spec["file"]).name)
+        manifest["gates"] = {name: {**spec, "file": Path(spec["file"]).name} for name, spec in gates.items()}
+        load_gates(directory, manifest, tuple(heads), manifest["graph"]["hidden_size"])  # as loading will
+
+
+def save_head(head: LinearHead, path: Path, n_layers: int, normalization: dict) -> None:
+    """A head file that says which layer it reads and its normalisation: copied out of the export and given
+    to --head, it is exported again as it is here (a head file without them needed --layers)."""
+    head.save(path, n_layers=np.int64(n_layers), norm_mean=np.float64(normalization["mean"]),
+              norm_std=np.float64(normalization["std"]))
 
 
 def candidate_rewards(rm: DecoderRewardModel, k: int = 10) -> tuple[list[np.ndarray], float]:

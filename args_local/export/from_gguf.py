@@ -50,18 +50,21 @@ def check_backbone(gguf: Path, arch: str, sizes: dict[str, int], layers: int | N
         raise UserError(f"{what} {layers} is more than the {sizes['block_count']} layers of {gguf.name}")
 
 
-def read_heads(paths: dict[str, Path], gguf: Path, hidden: int | None) -> tuple[dict, int | None]:
-    """{objective: (head, normalization)} and the layer they read; checked before the slow load:
-    a head from another backbone is a common mistake."""
+def read_heads(specs: dict[str, dict], gguf: Path, hidden: int | None) -> tuple[dict, int | None]:
+    """{objective: (head, spec)} from {objective: the manifest's head entry, its file a path}, and the layer
+    they read; checked before the slow load: a head from another backbone is a common mistake. A head
+    file's normalisation is used where the entry has none."""
     heads, layers = {}, set()
-    for objective, path in paths.items():
-        if not Path(path).is_file():
+    for objective, spec in specs.items():
+        path = Path(spec["file"])
+        if not path.is_file():
             raise UserError(f"head file not found: {path}")
-        head, head_layers, norm = read_head(Path(path))
+        head, head_layers, norm = read_head(path)
         if hidden and head.w_last.shape != (hidden,):
-            raise UserError(f"the head {Path(path).name} expects hidden size {head.w_last.shape[0]} "
+            raise UserError(f"the head {path.name} expects hidden size {head.w_last.shape[0]} "
                             f"but {gguf.name} has {hidden}")
-        heads[objective] = (head, norm)
+        spec = {key: value for key, value in spec.items() if key != "file"}
+        heads[objective] = (head, {"normalization": norm, **spec} if norm else spec)
         layers.add(head_layers)
     if len(layers - {None}) > 1:
         raise UserError(f"the heads read different layers ({', '.join(str(n) for n in sorted(layers - {None}))}); "
@@ -71,17 +74,20 @@ def read_heads(paths: dict[str, Path], gguf: Path, hidden: int | None) -> tuple[
 
 def export_from_gguf(gguf: str | Path, head_path: str | Path | None, out: Path, *, n_layers: int | None,
                      max_length: int, opset: int, force: bool, progress: Progress, name: str | None = None,
-                     precision: str | None = None, objectives: dict[str, Path] | None = None,
-                     default_objectives: dict[str, float] | None = None) -> dict:
-    """head_path: one head (None: features only, to train a head); or `objectives`, one head file per objective."""
+                     precision: str | None = None, objectives: dict[str, dict] | None = None,
+                     default_objectives: dict[str, float] | None = None, gates: dict[str, dict] | None = None,
+                     input_format: InputFormat | None = None, extra: dict | None = None) -> dict:
+    """head_path: one head (None: features only, to train a head); or `objectives`, one head per objective:
+    {name: the manifest's head entry, its file a path} (`--head NAME=FILE`: {"file": FILE}). gates, extra:
+    see export_decoder."""
     gguf = check_gguf_file(Path(gguf), "policy model")
     arch, sizes = gguf_shape(gguf)
-    heads, head_layers = read_heads(objectives or ({None: head_path} if head_path else {}), gguf,
+    heads, head_layers = read_heads(objectives or ({None: {"file": head_path}} if head_path else {}), gguf,
                                     sizes.get("embedding_length"))
-    head, norm = next(iter(heads.values()), (None, None))
+    head, spec = next(iter(heads.values()), (None, {}))
     if heads and head_layers is None and n_layers is None:  # all layers would be read, silently, by a head of one
-        raise UserError("the head files do not say which layer they read (no n_layers; a head file copied out of "
-                        "an export leaves it in that export's manifest.json, graph.n_layers): give --layers N")
+        raise UserError("the head files do not say which layer they read (no n_layers; an export's own head files "
+                        "keep it in that export's manifest.json, graph.n_layers): give --layers N")
     check_backbone(gguf, arch, sizes, n_layers or head_layers, "--layers" if n_layers else "the head's n_layers")
     n_layers = n_layers or head_layers
     model, tokenizer = load_gguf_backbone(gguf, progress)
@@ -93,9 +99,10 @@ def export_from_gguf(gguf: str | Path, head_path: str | Path | None, out: Path, 
     return export_decoder(
         model, tokenizer, head, n_layers, out, name=name or out.name,
         source={"gguf": gguf.name, "gguf_bytes": gguf.stat().st_size,
-                **({"heads": {o: Path(p).name for o, p in objectives.items()}} if objectives
+                **({"heads": {o: Path(s["file"]).name for o, s in objectives.items()}} if objectives
                    else {"head": Path(head_path).name if head_path else None})},
-        input_format=InputFormat(), max_length=max_length, opset=opset, force=force, progress=progress,
-        normalization=norm, precision=precision, reference=hidden_state_reference(model, head, n_layers),
-        objectives=heads if objectives else None, default_objectives=default_objectives,
+        input_format=input_format or InputFormat(), max_length=max_length, opset=opset, force=force,
+        progress=progress, normalization=spec.get("normalization"), precision=precision,
+        reference=hidden_state_reference(model, head, n_layers), objectives=heads if objectives else None,
+        default_objectives=default_objectives, gates=gates, extra=extra,
     )

@@ -88,8 +88,9 @@ class LinearHead:
                             f"but the backbone has {hidden_size}")
         return head
 
-    def save(self, path: Path) -> None:
-        np.savez(path, w_last=self.w_last, w_mean=self.w_mean, bias=np.float32(self.bias))
+    def save(self, path: Path, **extra) -> None:
+        """extra: what else the file says about the head (n_layers, norm_mean, norm_std: from_gguf.read_head)."""
+        np.savez(path, w_last=self.w_last, w_mean=self.w_mean, bias=np.float32(self.bias), **extra)
 
     def __call__(self, h_last: np.ndarray, h_mean: np.ndarray) -> np.ndarray:
         return h_last @ self.w_last + h_mean @ self.w_mean + self.bias
