@@ -440,6 +440,33 @@ def test_an_earlier_export_that_cannot_be_exported_again_is_one_line_saying_why(
     assert not (tmp_path / "o").exists()
 
 
+def test_models_lists_the_models_exported_into_its_folder(tiny_bert, tmp_path):
+    """`models` listed the built-in models only: a model the user exported into the models folder was not
+    there, nor its precision and validation."""
+    from args_local import home
+
+    models = tmp_path / "models"
+    models.mkdir()
+    for d in home.models_dir().iterdir():  # the built-in models, linked: nothing of theirs is written
+        (models / d.name).symlink_to(d)
+    env = {"ARGS_LOCAL_HOME": str(tmp_path)}
+    proc = run_cli("export", "reward", str(tiny_bert), "--out", str(models / "mine"), "--fp16", env_extra=env)
+    assert proc.returncode == 0, proc.stderr
+    (models / "broken").mkdir()
+    (models / "broken" / "manifest.json").write_text("{cut off")
+    listed = run_cli("models", "--json", env_extra=env)
+    assert listed.returncode == 0, listed.stderr
+    rows = {Path(r["path"]).name: r for r in json.loads(listed.stdout)["models"] if r.get("exported")}
+    assert set(rows) == {"mine", "broken"}
+    mine = rows["mine"]
+    assert mine["kind"] == "encoder" and mine["precision"] == "fp16" and mine["objectives"] == {"reward": 1.0}
+    assert mine["validation"]["fp16"]["ranking_agreement"] >= mine["validation"]["fp16"]["bound"]
+    assert "is not valid JSON" in rows["broken"]["problem"]
+    shown = run_cli("models", env_extra=env).stdout
+    assert "exported RM          encoder, fp16" in shown and "validated: onnxruntime matches torch within" in shown
+    assert "damaged — export it again" in shown and "guide RM (default)   decoder, int8" in shown
+
+
 def test_an_interrupted_export_leaves_nothing_that_loads(tmp_path):
     out = tmp_path / "rm"
     with pytest.raises(KeyboardInterrupt):

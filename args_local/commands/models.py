@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from .. import home, llama_build
 from ..errors import UserError
@@ -10,7 +11,7 @@ from ..evaluation.embedder import read_embedder_manifest
 from ..policy import check_gguf_file, check_gguf_loads
 from ..reward.gates import gate_specs, gate_threshold, load_gates
 from ..reward.heads import Heads, default_weights, head_ramps, head_specs
-from ..reward.manifest import MANIFEST, built_in_hint, read_manifest
+from ..reward.manifest import MANIFEST, built_in_hint, read_manifest, validation_summary
 
 
 def register(sub) -> None:
@@ -29,10 +30,38 @@ def described(m: dict, directory) -> dict:
             Heads.load(directory, m, hidden_size)
             load_gates(directory, m, names, hidden_size)
     warmup, delay = head_ramps(m, names)
-    return {"kind": m["kind"], "validation": m.get("validation"), "objectives": default_weights(m, names),
+    validation = m.get("validation") or {}
+    return {"kind": m["kind"], "precision": precision(m), "validation": validation or None,
+            "objectives": default_weights(m, names),
             "warmup_tokens": {n: w for n, w in zip(names, warmup.tolist()) if w},
             "delay_tokens": {n: d for n, d in zip(names, delay.tolist()) if d},
             "gates": {name: gate_threshold(gate) for name, gate in gate_specs(m).items()}}
+
+
+def precision(m: dict) -> str | None:
+    """An export's weights: int8 or fp16 where validation kept such a copy, else fp32 (a GGUF's: its own)."""
+    if m["kind"] == "gguf-embedding":
+        return None
+    return next((p for p in ("int8", "fp16") if p in (m.get("validation") or {})), "fp32")
+
+
+def exported_models() -> list[Path]:
+    """Models the user exported into the models folder (export --out there): its other folders with a manifest.json."""
+    built_in = {made().resolve() for made in home.BUILT_IN_REWARDS.values()} | {home.default_sentence_embedder().resolve()}
+    folders = sorted(home.models_dir().iterdir()) if home.models_dir().is_dir() else []
+    return [f for f in folders if (f / MANIFEST).is_file() and f.resolve() not in built_in
+            and not f.name.startswith(".")]  # an export being built (.NAME.partial-*: common.staged_output)
+
+
+def reward_row(role: str, path: Path) -> dict:
+    row = {"role": role, "path": str(path), "present": (path / MANIFEST).is_file()}
+    if row["present"]:
+        row["size_mb"] = round(sum(f.stat().st_size for f in path.iterdir() if f.is_file()) / 1e6, 1)
+        try:
+            row.update(described(read_manifest(path), path))
+        except UserError as e:  # listed as damaged, the others still listed
+            row["problem"] = str(e)
+    return row
 
 
 def run(args) -> int:
@@ -47,14 +76,7 @@ def run(args) -> int:
             rows[-1]["problem"] = str(e)
     for role, path in (("guide RM (default)", home.default_reward()), ("encoder RM", home.default_encoder_reward()),
                        ("judge RM", home.default_judge())):
-        row = {"role": role, "path": str(path), "present": (path / MANIFEST).is_file()}
-        if row["present"]:
-            row["size_mb"] = round(sum(f.stat().st_size for f in path.iterdir() if f.is_file()) / 1e6, 1)
-            try:
-                row.update(described(read_manifest(path), path))
-            except UserError as e:  # listed as damaged, the others still listed
-                row["problem"] = str(e)
-        rows.append(row)
+        rows.append(reward_row(role, path))
     embedder = home.default_sentence_embedder()  # eval's coherence
     row = {"role": "embedder (eval)", "path": str(embedder), "present": (embedder / MANIFEST).is_file()}
     if row["present"]:
@@ -65,15 +87,17 @@ def run(args) -> int:
         except UserError as e:
             row["problem"] = str(e)
     rows.append(row)
+    rows += [{**reward_row("exported RM", path), "exported": True} for path in exported_models()]
     build = llama_build.status()
     if args.json:
         print(json.dumps({"models_dir": str(home.models_dir()), "models": rows, "llama_cpp": build}, indent=2))
         return 0
     print(f"models directory: {home.models_dir()}  (set ARGS_LOCAL_HOME to move it)")
     for r in rows:
-        state = f"{r.get('kind') or 'gguf'}, {r['size_mb']} MB" if r["present"] else "missing — run tools/setup.sh"
+        kind = ", ".join(filter(None, (r.get("kind") or "gguf", r.get("precision"))))
+        state = f"{kind}, {r['size_mb']} MB" if r["present"] else "missing — run tools/setup.sh"
         if r.get("problem"):
-            state = "damaged — run tools/setup.sh"
+            state = "damaged — export it again" if r.get("exported") else "damaged — run tools/setup.sh"
         print(f"  {r['role']:<20} {state:<28} {r['path']}")
         if r.get("problem"):
             print(f"  {'':<20} {r['problem']}")
@@ -89,6 +113,8 @@ def run(args) -> int:
         for name, threshold in (r.get("gates") or {}).items():  # reward/gates.py
             how = "times its p" if threshold is None else f"on where its p >= {threshold}, off below"
             print(f"  {'':<20} {name} weight gated by the last user message: {how}")
+        if r.get("exported") and r.get("validation"):  # the built-in models' are known; a user's export's are news
+            print(f"  {'':<20} validated: {validation_summary(r['validation'])}")
         int8 = (r.get("validation") or {}).get("int8") or {}
         if int8.get("way"):  # the export tried several ways and kept the fastest that ranks like fp32
             print(f"  {'':<20} int8 {int8['way']}, chosen on this CPU: " + ", ".join(
