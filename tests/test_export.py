@@ -434,10 +434,28 @@ def test_an_earlier_export_that_cannot_be_exported_again_is_one_line_saying_why(
     copy = tmp_path / policy_path.name  # the same name, another file
     copy.write_bytes(policy_path.read_bytes()[:1 << 20])
     assert_user_error(export(guide_dir, tmp_path / "o", "--from-gguf", str(copy)), "is not the GGUF", one_line=True)
-    assert_user_error(export(encoder_dir, tmp_path / "o"), "exported from a Hugging Face model directory",
+    assert_user_error(export(encoder_dir, tmp_path / "o"), "is fp32 already", "--quantize int8 or --fp16",
                       one_line=True)
+    assert_user_error(export(encoder_dir, tmp_path / "o", "--from-gguf", str(policy_path), "--fp16"),
+                      "--from-gguf cannot be used", one_line=True)
     assert_user_error(export(default_judge(), tmp_path / "o"), "nothing to export", one_line=True)
     assert not (tmp_path / "o").exists()
+
+
+def test_an_encoder_whose_source_is_gone_is_converted_from_its_fp32_graph(encoder_dir, tmp_path):
+    """Setup exports the built-in encoder from a temporary folder, gone since: the encoder is converted to
+    fp16 from its own fp32 graph, its objective, normalisation, format and length kept."""
+    before = json.loads((encoder_dir / "manifest.json").read_text())
+    proc = export(encoder_dir, tmp_path / "half", "--fp16")
+    assert proc.returncode == 0, proc.stderr
+    after = json.loads((tmp_path / "half" / "manifest.json").read_text())
+    assert {k: v for k, v in after.items() if k not in ("name", "validation")} == {
+        k: v for k, v in before.items() if k not in ("name", "validation")}
+    assert after["validation"]["fp16"]["ranking_agreement"] >= after["validation"]["fp16"]["bound"]
+    rm = load_reward_model(tmp_path / "half", threads=THREADS)
+    assert rm.objectives == ("harmless",)
+    assert_user_error(export(tmp_path / "half", tmp_path / "quarter", "--quantize", "int8"), "is fp16 already",
+                      "its fp32 export", one_line=True)
 
 
 def test_models_lists_the_models_exported_into_its_folder(tiny_bert, tmp_path):

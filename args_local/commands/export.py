@@ -126,7 +126,7 @@ def run(args) -> int:
         from ..export.reexport import source_gguf
 
         src = Path(args.src).expanduser()
-        gguf = source_gguf(src, earlier, args.from_gguf)
+        gguf = source_gguf(src, earlier, args.from_gguf, precision)
     elif args.from_gguf:
         from ..policy import check_gguf_file
 

@@ -11,7 +11,7 @@ from ..evaluation.embedder import read_embedder_manifest
 from ..policy import check_gguf_file, check_gguf_loads
 from ..reward.gates import gate_specs, gate_threshold, load_gates
 from ..reward.heads import Heads, default_weights, head_ramps, head_specs
-from ..reward.manifest import MANIFEST, built_in_hint, read_manifest, validation_summary
+from ..reward.manifest import MANIFEST, built_in_hint, precision_of, read_manifest, validation_summary
 
 
 def register(sub) -> None:
@@ -31,18 +31,11 @@ def described(m: dict, directory) -> dict:
             load_gates(directory, m, names, hidden_size)
     warmup, delay = head_ramps(m, names)
     validation = m.get("validation") or {}
-    return {"kind": m["kind"], "precision": precision(m), "validation": validation or None,
+    return {"kind": m["kind"], "precision": precision_of(m), "validation": validation or None,
             "objectives": default_weights(m, names),
             "warmup_tokens": {n: w for n, w in zip(names, warmup.tolist()) if w},
             "delay_tokens": {n: d for n, d in zip(names, delay.tolist()) if d},
             "gates": {name: gate_threshold(gate) for name, gate in gate_specs(m).items()}}
-
-
-def precision(m: dict) -> str | None:
-    """An export's weights: int8 or fp16 where validation kept such a copy, else fp32 (a GGUF's: its own)."""
-    if m["kind"] == "gguf-embedding":
-        return None
-    return next((p for p in ("int8", "fp16") if p in (m.get("validation") or {})), "fp32")
 
 
 def exported_models() -> list[Path]:

@@ -114,6 +114,13 @@ def write_manifest(directory: Path, manifest: dict) -> None:
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
+def precision_of(manifest: dict) -> str | None:
+    """An export's weights: int8 or fp16 where its validation checked such a copy, else fp32 (a GGUF's: its own)."""
+    if manifest["kind"] == "gguf-embedding":
+        return None
+    return next((p for p in ("int8", "fp16") if p in (manifest.get("validation") or {})), "fp32")
+
+
 def readable(fields: dict) -> str:
     """A manifest's nested fields as `key value, …` (one line where it fits, not a Python dict)."""
     return ", ".join(f"{k} {readable(v) if isinstance(v, dict) else v}" for k, v in fields.items() if v is not None)
