@@ -391,6 +391,17 @@ def test_a_head_that_does_not_say_its_layer_needs_layers(policy_path, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_a_misspelt_objective_is_refused_before_anything_loads(policy_path, guide_dir, tmp_path):
+    """It was refused after the whole export (a minute), as the manifest's 'default_objectives'."""
+    proc = run_cli("export", "reward", "--from-gguf", str(policy_path), "--out", str(tmp_path / "o"),
+                   f"--head=helpful={guide_dir / 'head-helpful.npz'}", "--objective", "helpfull=1")
+    assert_user_error(proc, "--objective helpfull: no --head has that name; the heads: helpful", one_line=True)
+    proc = run_cli("export", "reward", "--from-gguf", str(policy_path), "--out", str(tmp_path / "o"),
+                   f"--head=helpful={guide_dir / 'head-helpful.npz'}", "--objective", "helpful=-1")
+    assert_user_error(proc, "'helpful' must be a finite number >= 0", one_line=True)
+    assert not (tmp_path / "o").exists()
+
+
 def test_an_earlier_export_is_exported_again_with_everything_it_had(policy_path, guide_dir, tmp_path):
     """The guide's layer, gate and warm-ups live in its manifest: given as head files, a re-export needed
     --layers and lost the gate and warm-ups. Given the export itself, it keeps them all, and the head

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..reward.manifest import MANIFEST, read_manifest
+from ..reward.heads import check_weights
 from ..settings import parse_objectives
 
 
@@ -84,6 +85,19 @@ def earlier_export(src: str | None) -> dict | None:
     return read_manifest(path)
 
 
+def default_weights(text: str | None, objectives: dict | None) -> dict[str, float] | None:
+    """--objective, checked against the named heads before anything loads: a misspelt objective was refused
+    after the whole export, and as the manifest's default_objectives, which the user never wrote."""
+    if text is None:
+        return None
+    if not objectives:
+        raise UserError("--objective needs named heads: --head NAME=HEAD.npz (repeatable)")
+    weights = dict(parse_objectives(text))
+    if unknown := [name for name in weights if name not in objectives]:
+        raise UserError(f"--objective {unknown[0]}: no --head has that name; the heads: {', '.join(objectives)}")
+    return check_weights(weights, tuple(objectives), "--objective")  # each weight a finite number >= 0
+
+
 def check_options_fit_the_source(args, earlier: bool) -> None:
     """Options that the other kind of source ignores are refused: an export that silently left out the
     user's --head, or kept all layers despite --layers, validated and looked right."""
@@ -112,6 +126,7 @@ def run(args) -> int:
     earlier = earlier_export(args.src)
     check_options_fit_the_source(args, earlier is not None)
     head, objectives = parse_heads(args.head or [])
+    defaults = default_weights(args.objective, objectives)
     head_files = [spec["file"] for spec in objectives.values()] if objectives else [head]
     out = check_output(args.out, args.force, (args.src, args.from_gguf, *head_files))
     if args.fp16 and args.quantize:
@@ -160,9 +175,6 @@ def run(args) -> int:
     elif args.from_gguf:
         from ..export.from_gguf import export_from_gguf
 
-        defaults = dict(parse_objectives(args.objective)) if args.objective else None
-        if defaults is not None and not objectives:
-            raise UserError("--objective needs named heads: --head NAME=HEAD.npz (repeatable)")
         manifest = export_from_gguf(args.from_gguf, head, out, n_layers=args.layers,
                                     max_length=args.max_length or 384, opset=args.opset, force=args.force,
                                     progress=progress, precision=precision, objectives=objectives,
