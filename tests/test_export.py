@@ -419,6 +419,8 @@ def test_an_earlier_export_is_exported_again_with_everything_it_had(policy_path,
     before = json.loads((src / "manifest.json").read_text())
     proc = export(src, tmp_path / "again")
     assert proc.returncode == 0, proc.stderr
+    assert "harmless weight gated" in proc.stdout and "ramps in over the reply's first tokens: harmless 64, helpful 32" \
+        in proc.stdout  # the summary says what it kept
     after = json.loads((tmp_path / "again" / "manifest.json").read_text())
     for key in ("default_objectives", "input_format", "max_length", "made_by"):
         assert after[key] == before[key], key

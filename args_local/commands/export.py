@@ -201,6 +201,8 @@ def run(args) -> int:
 
 def summary(out: Path, manifest: dict) -> str:
     """What was written, what its validation measured, and how to use it, in words."""
+    from .models import described, objective_lines
+
     v = manifest["validation"]
     graph = manifest.get("graph")
     lines = [f"wrote {out}: {manifest['kind']} reward model"
@@ -215,9 +217,7 @@ def summary(out: Path, manifest: dict) -> str:
             lines.append(f"{precision}{way}: keeps the order "
                          f"of {p['ranking_agreement']:.1%} of reward pairs fp32 gives (at least {p['bound']:.0%}), "
                          f"{p['ms_per_step']} ms per step")
-    if "heads" in manifest:
-        lines.append("objectives (default weights): "
-                     + ", ".join(f"{n}={w:g}" for n, w in manifest["default_objectives"].items()))
+    lines += objective_lines(described(manifest, out))  # an export again: what it kept
     if "vocab" in manifest:
         lines.append(f"it reads the policy's own token ids: use it with a policy of its tokenizer "
                      f"({manifest['vocab']['size']} tokens)")

@@ -57,6 +57,23 @@ def reward_row(role: str, path: Path) -> dict:
     return row
 
 
+def objective_lines(r: dict) -> list[str]:
+    """described()'s objectives, warm-ups, delays and gates in words (models, and export's summary)."""
+    lines = []
+    if r.get("objectives"):
+        lines.append("objectives (default weights): " + ", ".join(f"{n}={w:g}" for n, w in r["objectives"].items()))
+    if r.get("warmup_tokens"):
+        lines.append("each reward ramps in over the reply's first tokens: "
+                     + ", ".join(f"{name} {n:g}" for name, n in r["warmup_tokens"].items()))
+    if r.get("delay_tokens"):
+        lines.append("rewards left out of the reply's first tokens: "
+                     + ", ".join(f"{name} {n:g}" for name, n in r["delay_tokens"].items()))
+    for name, threshold in (r.get("gates") or {}).items():  # reward/gates.py
+        how = "times its p" if threshold is None else f"on where its p >= {threshold}, off below"
+        lines.append(f"{name} weight gated by the last user message: {how}")
+    return lines
+
+
 def run(args) -> int:
     rows = []
     policy = home.default_policy()
@@ -94,18 +111,8 @@ def run(args) -> int:
         print(f"  {r['role']:<20} {state:<28} {r['path']}")
         if r.get("problem"):
             print(f"  {'':<20} {r['problem']}")
-        if r.get("objectives"):
-            print(f"  {'':<20} objectives (default weights): "
-                  + ", ".join(f"{name}={weight:g}" for name, weight in r["objectives"].items()))
-        if r.get("warmup_tokens"):
-            print(f"  {'':<20} each reward ramps in over the reply's first tokens: "
-                  + ", ".join(f"{name} {n:g}" for name, n in r["warmup_tokens"].items()))
-        if r.get("delay_tokens"):
-            print(f"  {'':<20} rewards left out of the reply's first tokens: "
-                  + ", ".join(f"{name} {n:g}" for name, n in r["delay_tokens"].items()))
-        for name, threshold in (r.get("gates") or {}).items():  # reward/gates.py
-            how = "times its p" if threshold is None else f"on where its p >= {threshold}, off below"
-            print(f"  {'':<20} {name} weight gated by the last user message: {how}")
+        for line in objective_lines(r):
+            print(f"  {'':<20} {line}")
         if r.get("exported") and r.get("validation"):  # the built-in models' are known; a user's export's are news
             print(f"  {'':<20} validated: {validation_summary(r['validation'])}")
         int8 = (r.get("validation") or {}).get("int8") or {}
