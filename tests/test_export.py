@@ -436,6 +436,16 @@ def test_an_earlier_export_is_exported_again_with_everything_it_had(policy_path,
         assert n_layers == 2 and norm == pytest.approx(spec["normalization"])
 
 
+def test_a_head_file_whose_export_gives_it_a_gate_or_warm_up_names_that_export(policy_path, guide_dir, tmp_path):
+    """Given as --head files, the guide's heads were exported without the gate and warm-ups its manifest gives
+    them, silently."""
+    proc = run_cli("export", "reward", "--from-gguf", str(policy_path), "--out", str(tmp_path / "o"),
+                   *(f"--head={name}={guide_dir / f'head-{name}.npz'}" for name in ("helpful", "harmless")))
+    assert_user_error(proc, "is a head of the export", f"args-local export reward {guide_dir} --out OUT",
+                      one_line=True)
+    assert not (tmp_path / "o").exists()
+
+
 def test_an_earlier_export_that_cannot_be_exported_again_is_one_line_saying_why(policy_path, guide_dir, encoder_dir,
                                                                                 tmp_path):
     from args_local.home import default_judge, default_judge_gguf

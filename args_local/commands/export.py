@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..reward.manifest import MANIFEST, read_manifest
-from ..reward.heads import check_weights
+from ..reward.heads import check_weights, head_specs
 from ..settings import parse_objectives
 
 
@@ -98,6 +98,25 @@ def default_weights(text: str | None, objectives: dict | None) -> dict[str, floa
     return check_weights(weights, tuple(objectives), "--objective")  # each weight a finite number >= 0
 
 
+def check_heads_leave_nothing_behind(files: list[str]) -> None:
+    """A --head file of an earlier export whose manifest gives it a warm-up, delay or gate, which a head file
+    cannot carry: exported alone, the new model lost them, silently (the guide's gate and warm-ups)."""
+    for path in files:
+        folder, name = Path(path).expanduser().parent, Path(path).name
+        try:
+            manifest = read_manifest(folder) if (folder / MANIFEST).is_file() else {}
+            specs = head_specs(manifest)
+        except UserError:  # not a model of ours, or a damaged one: the head file is all there is
+            continue
+        for objective, spec in specs.items():
+            if spec["file"] == name and (spec.get("warmup_tokens") or spec.get("delay_tokens")
+                                         or objective in (manifest.get("gates") or {})):
+                raise UserError(f"{path} is a head of the export {folder}, whose warm-up, delay or gate for it only "
+                                f"its manifest holds: export that folder itself to keep them (args-local export "
+                                f"reward {shlex.quote(str(folder))} --out OUT), or copy the head file out of it to "
+                                "leave them behind")
+
+
 def check_options_fit_the_source(args, earlier: bool) -> None:
     """Options that the other kind of source ignores are refused: an export that silently left out the
     user's --head, or kept all layers despite --layers, validated and looked right."""
@@ -149,6 +168,7 @@ def run(args) -> int:
         for path in filter(None, head_files):
             if not Path(path).is_file():
                 raise UserError(f"head file not found: {path}")
+        check_heads_leave_nothing_behind(list(filter(None, head_files)))
     else:
         if not args.src:
             raise UserError("give SRC (a Hugging Face model directory) or --from-gguf POLICY.gguf --head HEAD.npz")
