@@ -391,6 +391,15 @@ def test_a_head_that_does_not_say_its_layer_needs_layers(policy_path, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_layers_other_than_the_heads_own_are_refused(policy_path, tmp_path):
+    """--layers overrode the layer a head file says it reads: a model that validated and scored other features."""
+    head = tmp_path / "head.npz"
+    np.savez(head, w_last=np.ones(576, np.float32), w_mean=np.ones(576, np.float32), bias=np.float32(0), n_layers=20)
+    proc = run_cli("export", "reward", "--from-gguf", str(policy_path), "--out", str(tmp_path / "o"),
+                   "--head", str(head), "--layers", "10")
+    assert_user_error(proc, "read layer 20, but --layers 10", one_line=True)
+
+
 def test_a_misspelt_objective_is_refused_before_anything_loads(policy_path, guide_dir, tmp_path):
     """It was refused after the whole export (a minute), as the manifest's 'default_objectives'."""
     proc = run_cli("export", "reward", "--from-gguf", str(policy_path), "--out", str(tmp_path / "o"),
@@ -409,13 +418,12 @@ def test_an_earlier_export_is_exported_again_with_everything_it_had(policy_path,
     from args_local.export.from_gguf import read_head
     from tests.conftest import guide_copy
 
-    def two_layers(manifest):  # for speed: a re-export reads the manifest, heads and gates, never the graph
-        manifest["graph"]["n_layers"] = 2
+    def edit(manifest):
         manifest["heads"]["helpful"]["warmup_tokens"] = 32  # not the defaults of any code path
         manifest["default_objectives"] = {"helpful": 1.5, "harmless": 0.5}
         manifest["made_by"] = "a tool of the user's"
 
-    src = guide_copy(guide_dir, tmp_path / "src", two_layers)
+    src = guide_copy(guide_dir, tmp_path / "src", edit)
     before = json.loads((src / "manifest.json").read_text())
     proc = export(src, tmp_path / "again")
     assert proc.returncode == 0, proc.stderr
@@ -424,7 +432,7 @@ def test_an_earlier_export_is_exported_again_with_everything_it_had(policy_path,
     after = json.loads((tmp_path / "again" / "manifest.json").read_text())
     for key in ("default_objectives", "input_format", "max_length", "made_by"):
         assert after[key] == before[key], key
-    assert after["graph"]["n_layers"] == 2
+    assert after["graph"]["n_layers"] == before["graph"]["n_layers"] == 20
     assert {n: {**h, "file": None} for n, h in after["heads"].items()} == {
         n: {**h, "file": None} for n, h in before["heads"].items()}  # normalisation, warm-ups, delays
     assert after["gates"] == before["gates"]
@@ -433,7 +441,7 @@ def test_an_earlier_export_is_exported_again_with_everything_it_had(policy_path,
     assert dict(zip(rm.objectives, rm.warmup)) == {"harmless": 64, "helpful": 32}
     for name, spec in after["heads"].items():
         _, n_layers, norm = read_head(tmp_path / "again" / spec["file"])
-        assert n_layers == 2 and norm == pytest.approx(spec["normalization"])
+        assert n_layers == 20 and norm == pytest.approx(spec["normalization"])
 
 
 def test_a_head_file_whose_export_gives_it_a_gate_or_warm_up_names_that_export(policy_path, guide_dir, tmp_path):

@@ -88,6 +88,9 @@ def export_from_gguf(gguf: str | Path, head_path: str | Path | None, out: Path, 
     if heads and head_layers is None and n_layers is None:  # all layers would be read, silently, by a head of one
         raise UserError("the head files do not say which layer they read (no n_layers; an export's own head files "
                         "keep it in that export's manifest.json, graph.n_layers): give --layers N")
+    if n_layers and head_layers and n_layers != head_layers:  # the heads were put on the wrong layer, silently
+        raise UserError(f"the head files read layer {head_layers}, but --layers {n_layers} was given: leave "
+                        "--layers out, or give heads trained on that layer")
     check_backbone(gguf, arch, sizes, n_layers or head_layers, "--layers" if n_layers else "the head's n_layers")
     n_layers = n_layers or head_layers
     model, tokenizer = load_gguf_backbone(gguf, progress)
