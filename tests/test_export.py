@@ -467,6 +467,8 @@ def test_an_earlier_export_that_cannot_be_exported_again_is_one_line_saying_why(
     assert_user_error(export(guide_dir, tmp_path / "o", "--from-gguf", str(copy)), "is not the GGUF", one_line=True)
     assert_user_error(export(encoder_dir, tmp_path / "o"), "is fp32 already", "--quantize int8 or --fp16",
                       one_line=True)
+    named = run_cli("export", "reward", "encoder", "--out", str(tmp_path / "o"), cwd=tmp_path)  # as --reward takes it
+    assert_user_error(named, f"{encoder_dir} is fp32 already", one_line=True)
     assert_user_error(export(encoder_dir, tmp_path / "o", "--from-gguf", str(policy_path), "--fp16"),
                       "--from-gguf cannot be used", one_line=True)
     assert_user_error(export(default_judge(), tmp_path / "o"), "nothing to export", one_line=True)

@@ -8,8 +8,9 @@ import shlex
 from pathlib import Path
 
 from ..errors import UserError
-from ..reward.manifest import MANIFEST, read_manifest
+from ..home import reward_model_dir
 from ..reward.heads import check_weights, head_specs
+from ..reward.manifest import MANIFEST, read_manifest
 from ..settings import parse_objectives
 
 
@@ -21,7 +22,8 @@ def register(sub) -> None:
                         description="Export a Hugging Face reward model directory (or a GGUF backbone plus a "
                                     "trained head) to ONNX, validate it against torch, and write a manifest.")
     r.add_argument("src", nargs="?", help="local Hugging Face model directory (config.json, weights, tokenizer.json), "
-                                          "or a model args-local exported, to export again (e.g. --quantize int8)")
+                                          "or a model args-local exported (guide, encoder: the built-in ones) to "
+                                          "export again, e.g. with --quantize int8")
     r.add_argument("--out", required=True, help="output directory")
     r.add_argument("--kind", default="auto", choices=("auto", "encoder", "decoder"),
                    help="encoder (reads text with its own tokenizer: any classifier) or decoder (KV-cached, shares the "
@@ -77,12 +79,13 @@ def parse_heads(values: list[str]) -> tuple[str | None, dict[str, dict] | None]:
     return None, objectives
 
 
-def earlier_export(src: str | None) -> dict | None:
-    """SRC's manifest where SRC is a model args-local exported (a manifest.json, no config.json), else None."""
-    path = Path(src).expanduser() if src else None
+def earlier_export(src: str | None) -> tuple[Path, dict] | None:
+    """SRC and its manifest where SRC is a model args-local exported (a manifest.json, no config.json) or a
+    built-in reward model's name (guide, encoder: as --reward takes them), else None."""
+    path = reward_model_dir(src) if src else None
     if path is None or not (path / MANIFEST).is_file() or (path / "config.json").is_file():
         return None
-    return read_manifest(path)
+    return path, read_manifest(path)
 
 
 def default_weights(text: str | None, objectives: dict | None) -> dict[str, float] | None:
@@ -144,10 +147,11 @@ def run(args) -> int:
     # Everything a user can get wrong is checked before the slow imports of the export extra.
     earlier = earlier_export(args.src)
     check_options_fit_the_source(args, earlier is not None)
+    src = earlier[0] if earlier else args.src
     head, objectives = parse_heads(args.head or [])
     defaults = default_weights(args.objective, objectives)
     head_files = [spec["file"] for spec in objectives.values()] if objectives else [head]
-    out = check_output(args.out, args.force, (args.src, args.from_gguf, *head_files))
+    out = check_output(args.out, args.force, (src, args.from_gguf, *head_files))
     if args.fp16 and args.quantize:
         raise UserError("choose one of --fp16 and --quantize int8")
     precision = "fp16" if args.fp16 else args.quantize
@@ -159,8 +163,7 @@ def run(args) -> int:
     if earlier is not None:
         from ..export.reexport import source_gguf
 
-        src = Path(args.src).expanduser()
-        gguf = source_gguf(src, earlier, args.from_gguf, precision)
+        gguf = source_gguf(*earlier, args.from_gguf, precision)
     elif args.from_gguf:
         from ..policy import check_gguf_file
 
@@ -190,7 +193,7 @@ def run(args) -> int:
     if earlier is not None:
         from ..export.reexport import reexport
 
-        manifest = reexport(src, earlier, gguf, out, precision=precision, opset=args.opset, force=args.force,
+        manifest = reexport(*earlier, gguf, out, precision=precision, opset=args.opset, force=args.force,
                             progress=progress)
     elif args.from_gguf:
         from ..export.from_gguf import export_from_gguf
