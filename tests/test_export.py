@@ -472,6 +472,12 @@ def test_an_earlier_export_that_cannot_be_exported_again_is_one_line_saying_why(
     assert_user_error(export(encoder_dir, tmp_path / "o", "--from-gguf", str(policy_path), "--fp16"),
                       "--from-gguf cannot be used", one_line=True)
     assert_user_error(export(default_judge(), tmp_path / "o"), "nothing to export", one_line=True)
+    damaged = tmp_path / "damaged"  # named as itself, not as the folder the export was building
+    damaged.mkdir()
+    for f in encoder_dir.iterdir():
+        (damaged / f.name).write_bytes(f.read_bytes()[:1000]) if f.name == "model.onnx" else (damaged / f.name).symlink_to(f)
+    assert_user_error(export(damaged, tmp_path / "o", "--fp16"), f"could not load ONNX model {damaged / 'model.onnx'}",
+                      one_line=True)
     assert not (tmp_path / "o").exists()
 
 

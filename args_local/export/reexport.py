@@ -84,13 +84,14 @@ def convert_again(src: Path, manifest: dict, out: Path, *, precision: str, force
              *(spec["file"] for spec in gate_specs(manifest).values())]
     ways = {"fp16": {"fp16": fp16}, "int8": {"dynamic": int8_dynamic} if manifest["kind"] == "encoder"
             else {"dynamic": int8_dynamic_per_channel, "weight-only": int8_weights}}[precision]
+    model, scores = ((EncoderRewardModel, sample_scores) if manifest["kind"] == "encoder"
+                     else (DecoderRewardModel, candidate_rewards))
+    model(src, manifest, threads=2, use_gpu=False)  # a damaged one is named as SRC, not as the folder built
     with staged_output(out, force, (src,)) as stage:
         for name in filter(None, files):
             shutil.copyfile(src / name, stage / name)
         manifest = {**manifest, "name": out.name, "model": "model.onnx"}
         (stage / files[0]).rename(stage / "model.onnx")  # where convert_checked looks
-        model, scores = ((EncoderRewardModel, sample_scores) if manifest["kind"] == "encoder"
-                         else (DecoderRewardModel, candidate_rewards))
         manifest["validation"] = {**(manifest.get("validation") or {}), precision: convert_checked(
             stage, manifest, precision, ways, lambda m: scores(model(stage, m, threads=2, use_gpu=False)), progress)}
         write_manifest(stage, manifest)
