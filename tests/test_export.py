@@ -471,6 +471,8 @@ def test_an_earlier_export_that_cannot_be_exported_again_is_one_line_saying_why(
     assert_user_error(named, f"{encoder_dir} is fp32 already", one_line=True)
     assert_user_error(export(encoder_dir, tmp_path / "o", "--from-gguf", str(policy_path), "--fp16"),
                       "--from-gguf cannot be used", one_line=True)
+    assert_user_error(export(encoder_dir, tmp_path / "o", "--opset", "17", "--fp16"), "--opset cannot be used",
+                      one_line=True)
     assert_user_error(export(default_judge(), tmp_path / "o"), "nothing to export", one_line=True)
     damaged = tmp_path / "damaged"  # named as itself, not as the folder the export was building
     damaged.mkdir()

@@ -41,7 +41,7 @@ def register(sub) -> None:
                    help="input format: template (the model's own chat template, from its tokenizer files), chatml, "
                         "plain or pair-last-user (default: template where the model has one, else chatml for "
                         "decoders and pair-last-user for encoders)")
-    r.add_argument("--opset", type=int, default=18, help="ONNX opset of the written graph (default 18, at least 14)")
+    r.add_argument("--opset", type=int, help="ONNX opset of the written graph (default 18, at least 14)")
     r.add_argument("--fp16", action="store_true",
                    help="half-precision weights (mainly for GPUs); refused if it reorders candidates")
     r.add_argument("--quantize", choices=("int8",),
@@ -164,6 +164,8 @@ def run(args) -> int:
         from ..export.reexport import source_gguf
 
         gguf = source_gguf(*earlier, args.from_gguf, precision)
+        if gguf is None and args.opset is not None:  # it would be ignored
+            raise UserError(f"--opset cannot be used with {src}: its own graph is converted, at the opset it has")
     elif args.from_gguf:
         from ..policy import check_gguf_file
 
@@ -193,13 +195,13 @@ def run(args) -> int:
     if earlier is not None:
         from ..export.reexport import reexport
 
-        manifest = reexport(*earlier, gguf, out, precision=precision, opset=args.opset, force=args.force,
+        manifest = reexport(*earlier, gguf, out, precision=precision, opset=args.opset or 18, force=args.force,
                             progress=progress)
     elif args.from_gguf:
         from ..export.from_gguf import export_from_gguf
 
         manifest = export_from_gguf(args.from_gguf, head, out, n_layers=args.layers,
-                                    max_length=args.max_length or 384, opset=args.opset, force=args.force,
+                                    max_length=args.max_length or 384, opset=args.opset or 18, force=args.force,
                                     progress=progress, precision=precision, objectives=objectives,
                                     default_objectives=defaults)
     else:
@@ -208,14 +210,14 @@ def run(args) -> int:
         kind = detect_kind(config) if args.kind == "auto" else args.kind
         if kind == "encoder":
             manifest = export_encoder(src, out, input_format=input_format_for(src, args.format, "pair-last-user"),
-                                      max_length=args.max_length, opset=args.opset,
+                                      max_length=args.max_length, opset=args.opset or 18,
                                       label_index=args.label_index, precision=precision, force=args.force,
                                       progress=progress)
         else:
             from ..export.decoder import export_hf_decoder
 
             manifest = export_hf_decoder(src, out, input_format=input_format_for(src, args.format, "chatml"),
-                                         max_length=args.max_length, opset=args.opset,
+                                         max_length=args.max_length, opset=args.opset or 18,
                                          label_index=args.label_index, force=args.force, progress=progress,
                                          precision=precision)
     print(json.dumps(manifest, indent=2) if args.json else summary(out, manifest))
