@@ -38,7 +38,7 @@ def source_gguf(src: Path, manifest: dict, given: str | None, precision: str | N
         was = precision_of(manifest)
         if given:
             raise UserError(f"--from-gguf cannot be used with {src}: it was exported from a Hugging Face model")
-        if was != "fp32":  # converted again, an int8 or fp16 copy loses more than fp32 did
+        if was != "fp32":  # an int8 or fp16 graph converted again loses what fp32 still had
             raise UserError(f"{src} is {was} already: export its fp32 export to another precision instead, or the "
                             "Hugging Face model it came from")
         if not precision:
