@@ -20,15 +20,18 @@ def register(sub) -> None:
     what = p.add_subparsers(dest="what", required=True)
     r = what.add_parser("reward", help="export a reward model to validated ONNX",
                         description="Export a Hugging Face reward model directory (or a GGUF backbone plus a "
-                                    "trained head) to ONNX, validate it against torch, and write a manifest.")
+                                    "trained head) to ONNX, validate it against torch, and write a manifest; or "
+                                    "export a model args-local wrote again (to another precision), keeping its "
+                                    "heads, gates and warm-ups.")
     r.add_argument("src", nargs="?", help="local Hugging Face model directory (config.json, weights, tokenizer.json), "
                                           "or a model args-local exported (guide, encoder: the built-in ones) to "
                                           "export again, e.g. with --quantize int8")
-    r.add_argument("--out", required=True, help="output directory")
+    r.add_argument("--out", required=True, help="output directory (`args-local models` lists those in its models folder)")
     r.add_argument("--kind", default="auto", choices=("auto", "encoder", "decoder"),
                    help="encoder (reads text with its own tokenizer: any classifier) or decoder (KV-cached, shares the "
                         "policy's vocabulary: Llama, Mistral, Qwen2); auto: decoder for those three")
-    r.add_argument("--from-gguf", metavar="POLICY.gguf", help="use a GGUF chat model's backbone as a decoder RM")
+    r.add_argument("--from-gguf", metavar="POLICY.gguf", help="use a GGUF chat model's backbone as a decoder RM "
+                   "(with an earlier export as SRC: the GGUF it was made from; default: the built-in policy)")
     r.add_argument("--head", metavar="[NAME=]HEAD.npz", action="append",
                    help="with --from-gguf: the trained head (w_last, w_mean, bias, n_layers); repeat as "
                         "--head helpful=A.npz --head harmless=B.npz for one head per objective on the same pass")
