@@ -218,6 +218,19 @@ def test_force_replaces_an_earlier_export_and_nothing_else(tiny_bert, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "rm"]  # no staging folders left
 
 
+def test_a_built_in_model_folder_is_no_out(tiny_bert, tmp_path):
+    """With --force, an export replaced the built-in guide, and setup rebuilt the guide over it (its files had
+    changed): the user's model was gone, and ARGS had decoded with it in between. (A home of its own here.)"""
+    env = {"ARGS_LOCAL_HOME": str(tmp_path)}
+    for name in ("guide", "minilm-embedder"):
+        built = tmp_path / "models" / name
+        built.mkdir(parents=True)
+        (built / "manifest.json").write_text(json.dumps({"kind": "decoder"}))
+        proc = run_cli("export", "reward", str(tiny_bert), "--out", str(built), "--force", env_extra=env)
+        assert_user_error(proc, "is a built-in model's folder", "choose another --out", one_line=True)
+        assert [p.name for p in built.iterdir()] == ["manifest.json"]
+
+
 def test_architecture_that_is_not_a_reward_model(tiny_bert, tmp_path):
     src = tmp_path / "src"
     shutil.copytree(tiny_bert, src)
