@@ -68,6 +68,11 @@ def is_built_in_reward(path: str | Path) -> bool:
     return Path(path).expanduser().resolve() in {made().resolve() for made in BUILT_IN_REWARDS.values()}
 
 
+def is_built_in_folder(path: str | Path) -> bool:
+    """Whether PATH is a folder setup builds a model in: a reward model's, or the embedder's."""
+    return is_built_in_reward(path) or Path(path).expanduser().resolve() == default_sentence_embedder().resolve()
+
+
 COMBINE = "+"  # --reward guide+encoder: several reward models, weighed together (reward/ensemble.py)
 
 

@@ -8,7 +8,7 @@ import shlex
 from pathlib import Path
 
 from ..errors import UserError
-from ..home import default_sentence_embedder, is_built_in_reward, reward_model_dir
+from ..home import is_built_in_folder, reward_model_dir
 from ..reward.heads import check_weights, head_specs
 from ..reward.manifest import MANIFEST, read_manifest
 from ..settings import parse_objectives
@@ -155,7 +155,7 @@ def run(args) -> int:
     defaults = default_weights(args.objective, objectives)
     head_files = [spec["file"] for spec in objectives.values()] if objectives else [head]
     out = check_output(args.out, args.force, (src, args.from_gguf, *head_files))
-    if is_built_in_reward(out) or out.resolve() == default_sentence_embedder().resolve():
+    if is_built_in_folder(out):
         raise UserError(f"{out} is a built-in model's folder, which tools/setup.sh rebuilds over yours: choose "
                         "another --out (in the same models folder, `args-local models` lists it)")
     if args.fp16 and args.quantize:

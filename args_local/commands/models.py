@@ -30,8 +30,7 @@ def described(m: dict, directory) -> dict:
             Heads.load(directory, m, hidden_size)
             load_gates(directory, m, names, hidden_size)
     warmup, delay = head_ramps(m, names)
-    validation = m.get("validation") or {}
-    return {"kind": m["kind"], "precision": precision_of(m), "validation": validation or None,
+    return {"kind": m["kind"], "precision": precision_of(m), "validation": m.get("validation"),
             "objectives": default_weights(m, names),
             "warmup_tokens": {n: w for n, w in zip(names, warmup.tolist()) if w},
             "delay_tokens": {n: d for n, d in zip(names, delay.tolist()) if d},
@@ -40,9 +39,8 @@ def described(m: dict, directory) -> dict:
 
 def exported_models() -> list[Path]:
     """Models the user exported into the models folder (export --out there): its other folders with a manifest.json."""
-    built_in = {made().resolve() for made in home.BUILT_IN_REWARDS.values()} | {home.default_sentence_embedder().resolve()}
     folders = sorted(home.models_dir().iterdir()) if home.models_dir().is_dir() else []
-    return [f for f in folders if (f / MANIFEST).is_file() and f.resolve() not in built_in
+    return [f for f in folders if (f / MANIFEST).is_file() and not home.is_built_in_folder(f)
             and not f.name.startswith(".")]  # an export being built (.NAME.partial-*: common.staged_output)
 
 
