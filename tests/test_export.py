@@ -529,7 +529,7 @@ def test_models_lists_the_models_exported_into_its_folder(tiny_bert, tmp_path):
     listed = run_cli("models", "--json", env_extra=env)
     assert listed.returncode == 0, listed.stderr
     rows = {Path(r["path"]).name: r for r in json.loads(listed.stdout)["models"] if r.get("exported")}
-    assert set(rows) == {"mine", "broken"}
+    assert {"mine", "broken"} <= set(rows)  # beside any the user exported into the real folder, linked too
     mine = rows["mine"]
     assert mine["kind"] == "encoder" and mine["precision"] == "fp16" and mine["objectives"] == {"reward": 1.0}
     assert mine["validation"]["fp16"]["ranking_agreement"] >= mine["validation"]["fp16"]["bound"]
