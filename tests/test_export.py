@@ -192,6 +192,8 @@ def test_a_gguf_given_as_source_names_from_gguf(policy_path, tmp_path):
 def test_directory_that_is_not_a_model(tmp_path):
     (tmp_path / "src").mkdir()
     assert_user_error(export(tmp_path / "src", tmp_path / "out"), "no config.json")
+    (tmp_path / "src" / "manifest.json").write_text('{"name": "a web app"}')  # not an export to export again
+    assert_user_error(export(tmp_path / "src", tmp_path / "out"), "no config.json", one_line=True)
 
 
 def test_an_output_that_overlaps_the_source_is_refused_and_the_source_kept(tiny_bert, tmp_path):

@@ -85,8 +85,10 @@ def parse_heads(values: list[str]) -> tuple[str | None, dict[str, dict] | None]:
 def earlier_export(src: str | None) -> tuple[Path, dict] | None:
     """SRC and its manifest where SRC is a model args-local exported (a manifest.json, no config.json) or a
     built-in reward model's name (guide, encoder: as --reward takes them), else None."""
+    from ..export.common import is_earlier_export
+
     path = reward_model_dir(src) if src else None
-    if path is None or not (path / MANIFEST).is_file() or (path / "config.json").is_file():
+    if path is None or (path / "config.json").is_file() or not is_earlier_export(path):  # a web app's manifest.json
         return None
     return path, read_manifest(path)
 
