@@ -477,6 +477,8 @@ def test_an_earlier_export_that_cannot_be_exported_again_is_one_line_saying_why(
                       "earlier export", one_line=True)
     assert_user_error(export(guide_dir, tmp_path / "o", "--from-gguf", str(default_judge_gguf())),
                       "is not the GGUF", policy_path.name, one_line=True)
+    assert_user_error(export(guide_dir, tmp_path / "o", "--from-gguf", str(tmp_path / "none.gguf")), "not found",
+                      one_line=True)
     copy = tmp_path / policy_path.name  # the same name, another file
     copy.write_bytes(policy_path.read_bytes()[:1 << 20])
     assert_user_error(export(guide_dir, tmp_path / "o", "--from-gguf", str(copy)), "is not the GGUF", one_line=True)

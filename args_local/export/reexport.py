@@ -16,6 +16,7 @@ from pathlib import Path
 from .. import home
 from ..errors import UserError
 from ..formats import InputFormat
+from ..policy import check_gguf_file
 from ..reward.gates import gate_specs
 from ..reward.heads import head_specs
 from ..reward.manifest import precision_of, write_manifest
@@ -45,7 +46,7 @@ def source_gguf(src: Path, manifest: dict, given: str | None, precision: str | N
             raise UserError(f"{src} is fp32 already: give --quantize int8 or --fp16 to export it to another precision")
         return None
     name, size = manifest["source"]["gguf"], manifest["source"].get("gguf_bytes")
-    gguf = Path(given).expanduser() if given else home.default_policy()
+    gguf = check_gguf_file(Path(given), "--from-gguf") if given else home.default_policy()  # missing: said so
     if gguf.is_file() and gguf.name == name and size in (None, gguf.stat().st_size):
         return gguf
     if given:
