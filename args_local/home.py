@@ -55,12 +55,17 @@ BUILT_IN_REWARDS = {"guide": default_reward, "judge": default_judge, "encoder": 
 
 
 def reward_model_dir(value: str | Path) -> Path:
-    """--reward / --judge: a built-in name (guide, judge, encoder) or a directory. A bare built-in name
-    means the built-in model, even where the working directory has a folder of that name (write ./guide)."""
+    """--reward / --judge: a built-in name (guide, judge, encoder), a directory, or the name of a model
+    exported into the models folder (as `models` lists it) where no folder here has that name. A bare
+    built-in name means the built-in model, even where the working directory has a folder of that name
+    (write ./guide)."""
     text = str(value)
     if text in BUILT_IN_REWARDS:
         return BUILT_IN_REWARDS[text]()
-    return Path(text).expanduser()
+    path, listed = Path(text).expanduser(), models_dir() / text
+    if not path.exists() and text and "/" not in text and (listed / "manifest.json").is_file():
+        return listed
+    return path
 
 
 def is_built_in_reward(path: str | Path) -> bool:

@@ -541,6 +541,10 @@ def test_models_lists_the_models_exported_into_its_folder(tiny_bert, tmp_path):
     shown = run_cli("models", env_extra=env).stdout
     assert "exported RM          encoder, fp16" in shown and "validated: onnxruntime matches torch within" in shown
     assert "damaged — export it again" in shown and "guide RM (default)   decoder, int8" in shown
+    # and --reward takes it by the name models lists it under, as it takes the built-in ones
+    reply = run_cli("generate", "Hi", "--reward", "mine", "--max-new-tokens", "2", "--json", env_extra=env)
+    assert reply.returncode == 0, reply.stderr
+    assert json.loads(reply.stdout)["objective_rewards"].keys() == {"reward"}
 
 
 def test_an_interrupted_export_leaves_nothing_that_loads(tmp_path):

@@ -40,7 +40,8 @@ def as_options(message: str) -> str:
     return OPTION_NAMED.sub(lambda m: "--" + m[1].replace("_", "-"), message)
 
 
-REWARD_HELP = ("reward model: a directory, or a built-in name (guide, encoder; default guide); several "
+REWARD_HELP = ("reward model: a directory, a built-in name (guide, encoder; default guide) or the name of one exported "
+               "into the models folder (as `models` lists it); several "
                "joined by + are weighed together, e.g. guide+encoder with --objective guide.helpful=1,encoder.harmless=0.5")
 
 
