@@ -67,8 +67,9 @@ def built_in_hint(directory: Path):
 
 def _read_manifest(directory: str | Path) -> dict:
     directory = input_dir(reward_model_dir(directory), "reward model directory",
-                          "; run tools/setup.sh to build the default reward models, "
-                          "or export one with `args-local export reward SRC --out DIR`.")
+                          " (`args-local models` lists those built and exported into the models folder); run "
+                          "tools/setup.sh to build the default reward models, or export one with "
+                          "`args-local export reward SRC --out DIR`.")
     path = directory / MANIFEST
     if not path.is_file():
         raise UserError(f"{directory} has no {MANIFEST}: it is not an args-local reward model. "
