@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Iterator, Union
 
@@ -146,6 +146,16 @@ def as_messages(prompt: str | list[dict], system: str | None = None) -> list[dic
     return messages
 
 
+def with_decoding(settings: DecodingSettings, decoding: dict) -> DecodingSettings:
+    """settings with the decoding keywords of a generate() or stream() call (max_new_tokens=64, ...) over it."""
+    known = {f.name for f in fields(DecodingSettings)}
+    unknown = sorted(set(decoding) - known)
+    if unknown:
+        raise TypeError(f"unexpected keyword argument {unknown[0]!r}: the keywords besides system, cancel, "
+                        f"drop_old_turns and shorten_reply are DecodingSettings' ({', '.join(sorted(known))})")
+    return settings.with_(**decoding) if decoding else settings
+
+
 class Engine:
     """A policy and a reward model, loaded once (args_local.load()), decoding one reply at a time.
 
@@ -193,20 +203,22 @@ class Engine:
     # ------------------------------------------------------------------------------------
     def generate(self, prompt: str | list[dict], settings: DecodingSettings | None = None, *,
                  system: str | None = None, cancel: threading.Event | None = None,
-                 drop_old_turns: bool = False, shorten_reply: bool = False) -> Finished:
+                 drop_old_turns: bool = False, shorten_reply: bool = False, **decoding) -> Finished:
         """Run to the end and return the result (the stream's last event); keywords as stream()'s."""
         with self._lock:  # from start to end: another thread's reply waits for it, however slowly it is read
             for event in self.stream(prompt, settings, system=system, cancel=cancel, drop_old_turns=drop_old_turns,
-                                     shorten_reply=shorten_reply):
+                                     shorten_reply=shorten_reply, **decoding):
                 if isinstance(event, Finished):
                     return event
         raise AssertionError("stream ended without Finished")
 
     def stream(self, prompt: str | list[dict], settings: DecodingSettings | None = None, *,
                system: str | None = None, cancel: threading.Event | None = None,
-               drop_old_turns: bool = False, shorten_reply: bool = False) -> Iterator[Event]:
+               drop_old_turns: bool = False, shorten_reply: bool = False, **decoding) -> Iterator[Event]:
         """Decode a reply to a prompt (text, or messages [{'role': ..., 'content': ...}] ending with the
         one to answer), yielding Step events, any Notice, and a last Finished.
+
+        decoding: DecodingSettings fields over `settings` (or the defaults), e.g. max_new_tokens=64, mode='greedy'.
 
         system: a system prompt, replacing any system message in the prompt. cancel: a threading.Event
         (anything with is_set()); set, from any thread, it ends the reply at the next step or prefill chunk
@@ -218,7 +230,7 @@ class Engine:
         if not isinstance(settings, (DecodingSettings, type(None))):  # a dict was read as the defaults when empty
             raise UserError(f"settings must be a DecodingSettings, e.g. DecodingSettings(mode='greedy', "
                             f"max_new_tokens=64) (got {type(settings).__name__})")
-        settings = (settings or DecodingSettings()).validated(self.policy.n_vocab)
+        settings = with_decoding(settings or DecodingSettings(), decoding).validated(self.policy.n_vocab)
         if settings.uses_reward and self.reward is None:
             raise UserError(f"mode {settings.mode} needs a reward model; none is loaded")
         self.objective_weights(settings)  # an objective the reward model lacks: before any work

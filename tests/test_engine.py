@@ -149,10 +149,18 @@ def test_settings_that_are_not_decoding_settings_are_a_user_error(engine, settin
         engine.generate(COFFEE, settings)
 
 
-def test_a_setting_given_as_a_keyword_is_a_type_error_naming_generate(engine):
-    # generate(prompt, **kw) passed kw on: the error named stream(), which the caller never called
-    with pytest.raises(TypeError, match=r"generate\(\) got an unexpected keyword argument 'max_new_tokens'"):
-        engine.generate(COFFEE, max_new_tokens=4)
+def test_decoding_settings_given_as_keywords_decode_as_the_settings_would(engine):
+    """generate(prompt, max_new_tokens=4), the call a llama.cpp user tries first, was a TypeError."""
+    settings = DecodingSettings(mode="greedy", max_new_tokens=4)
+    assert engine.generate(COFFEE, mode="greedy", max_new_tokens=4).tokens == engine.generate(COFFEE, settings).tokens
+    over = engine.generate(COFFEE, settings, max_new_tokens=2)  # keywords over the settings given
+    assert len(over.tokens) == 2 and over.settings["mode"] == "greedy"
+    streamed = [e for e in engine.stream(COFFEE, mode="greedy", max_new_tokens=4) if isinstance(e, Finished)]
+    assert streamed[0].tokens == over.tokens + streamed[0].tokens[2:]
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'max_tokens'.*DecodingSettings' \(adaptive"):
+        engine.generate(COFFEE, max_tokens=4)
+    with pytest.raises(UserError, match="max_new_tokens must be at least 1"):
+        engine.generate(COFFEE, max_new_tokens=0)
 
 
 def test_streamed_text_adds_up_to_the_reply(engine):
