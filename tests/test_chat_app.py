@@ -62,6 +62,14 @@ async def enter_knob(app, pilot, field: str, value: str) -> None:
     await pilot.pause()
 
 
+async def until(pilot, done, tries: int = 1000) -> None:
+    """Let the app run until done() (a reply streaming far enough), or give up after tries pauses."""
+    for _ in range(tries):
+        if done():
+            return
+        await pilot.pause(0.02)
+
+
 def text_of(widget) -> str:
     return str(widget.render())
 
@@ -92,10 +100,7 @@ async def test_escape_cancels_and_keeps_what_was_produced(engine, tmp_path):
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press(*"Write a long story about a dragon.", "enter")
         view = app.query_one(ReplyView)
-        for _ in range(500):  # until a few tokens have streamed
-            await pilot.pause(0.02)
-            if len(view.reply.text) > 10:
-                break
+        await until(pilot, lambda: len(view.reply.text) > 10)  # a few tokens have streamed
         await pilot.press("escape")
         await app.workers.wait_for_complete()
         await pilot.pause()
@@ -214,10 +219,7 @@ async def test_a_comparison_cancelled_midway_shows_both_sides_ended_and_keeps_on
         screen.query_one("#compare-prompt").value = "Write a long story about a dragon."
         await pilot.press("enter")
         greedy, args = screen.query(ReplyView)
-        for _ in range(500):  # until a few tokens of the greedy side have streamed
-            await pilot.pause(0.02)
-            if len(greedy.reply.text) > 10:
-                break
+        await until(pilot, lambda: len(greedy.reply.text) > 10)  # a few tokens of the greedy side have streamed
         tally = text_of(screen.query_one("#compare-refusals"))
         assert tally.startswith("refusals so far: greedy 0/1") and "this prompt" not in tally, tally
         await pilot.press("escape")
@@ -244,6 +246,74 @@ async def test_compare_columns_follow_their_replies_to_the_reward_line(engine, t
             column, meta = view.parent, view.query_one(".reply-meta")
             assert column.max_scroll_y > 0  # the reply is longer than the column
             assert column.scroll_y == column.max_scroll_y and column.content_region.contains_region(meta.region)
+
+
+async def test_a_compare_column_scrolled_back_stays_put_while_its_reply_streams(engine, tmp_path):
+    app = make_app(engine, tmp_path, settings=DecodingSettings(max_new_tokens=400))
+    async with app.run_test(size=(60, 15)) as pilot:
+        await pilot.press(*"Write a long story about a dragon.", "f5")
+        column = app.screen.query_one("#greedy-side")
+        view = column.query_one(ReplyView)
+        await until(pilot, lambda: column.max_scroll_y > 4)  # the reply is longer than its column
+        column.focus()
+        await pilot.press("pageup")
+        read_at, shown = column.scroll_y, len(view.reply.text)
+        assert read_at < column.max_scroll_y
+        await until(pilot, lambda: len(view.reply.text) > shown + 20)
+        assert len(view.reply.text) > shown + 20 and column.scroll_y == read_at
+        await pilot.press("escape")
+        await app.screen.workers.wait_for_complete()
+
+
+def stored_conversation(tmp_path, turns: int = 6) -> None:
+    """A conversation taller than the screen, for F6 then Enter to open."""
+    from args_local.chat.history import History
+
+    history = History(tmp_path / "history.sqlite")
+    conversation = history.create_conversation("earlier")
+    for i in range(turns):
+        history.add_message(conversation, "user", f"Question {i}?")
+        history.add_message(conversation, "assistant", f"Answer {i}.\n" + "More about it. " * 40)
+    history.close()
+
+
+async def test_scrolling_back_while_a_reply_streams_stays_put_until_the_end_is_scrolled_to(engine, tmp_path):
+    """Every streamed token scrolled the chat to its end: an earlier turn could not be read while a reply came."""
+    stored_conversation(tmp_path)
+    app = make_app(engine, tmp_path, settings=DecodingSettings(max_new_tokens=400))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f6", "enter")
+        await pilot.pause()
+        await pilot.press(*"Write a long story about a dragon.", "enter")
+        view = list(app.query(ReplyView))[-1]
+        conversation = app.query_one("#conversation")
+        conversation.focus()
+        await pilot.press("pageup", "pageup")
+        read_at = conversation.scroll_y
+        assert read_at < conversation.max_scroll_y
+        shown = len(view.reply.text)
+        await until(pilot, lambda: len(view.reply.text) > shown + 20)  # while more of the reply streams in
+        assert len(view.reply.text) > shown + 20 and conversation.scroll_y == read_at
+        await pilot.press("end")  # back at the end, it follows the reply again
+        await until(pilot, lambda: len(view.reply.text) > shown + 60)
+        await pilot.pause()
+        assert conversation.scroll_y == conversation.max_scroll_y
+        await pilot.press("escape")
+        await app.workers.wait_for_complete()
+
+
+async def test_the_chat_stays_at_its_end_when_the_terminal_is_resized(engine, tmp_path):
+    """Made narrower, the replies took more lines and the view stayed where it was: the last reply out of sight."""
+    stored_conversation(tmp_path)
+    app = make_app(engine, tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f6", "enter")
+        await pilot.pause()
+        conversation = app.query_one("#conversation")
+        for size in ((60, 20), (120, 40), (60, 20)):
+            await pilot.resize_terminal(*size)
+            await pilot.pause()
+            assert conversation.scroll_y == conversation.max_scroll_y > 0, size
 
 
 async def test_restarted_app_finds_the_conversation_in_history(engine, tmp_path):
@@ -608,10 +678,7 @@ async def test_quitting_mid_reply_saves_it_as_cancelled(engine, tmp_path):
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press(*"Explain in detail, step by step, how a car engine works.", "enter")
         view = app.query_one(ReplyView)
-        for _ in range(500):
-            await pilot.pause(0.02)
-            if len(view.reply.text) > 10:
-                break
+        await until(pilot, lambda: len(view.reply.text) > 10)
         await pilot.press("ctrl+q")
         await pilot.pause()
     role, content, _, stop_reason, _ = stored_messages(tmp_path)[-1]

@@ -128,6 +128,9 @@ class ChatApp(App):
                 self.add_note("loading models…")
                 self.load_models()
         self.update_status()
+        # follows the conversation as it grows (a streamed reply, a narrower terminal) until the user scrolls
+        # back, and again once scrolled to the end: each token scrolled to the end, so no earlier turn could be read
+        self.query_one("#conversation", VerticalScroll).anchor()
         self.query_one(PromptInput).focus()
 
     # --- models --------------------------------------------------------------------------------
@@ -155,11 +158,13 @@ class ChatApp(App):
 
     # --- the conversation ---------------------------------------------------------------------
     def add_note(self, text: str, kind: str = "info", before: ReplyView | None = None) -> None:
-        """A note at the end of the conversation, or above `before`: the reply it is about."""
+        """A note at the end of the conversation (scrolled to), or above `before`: the reply it is about."""
         self.query_one("#conversation").mount(Note(text, kind), before=before)
-        self.scroll_down()
+        if before is None:
+            self.scroll_down()
 
     def scroll_down(self) -> None:
+        """To the end, following the conversation again (the user sent a prompt, opened one, asked for a note)."""
         self.query_one("#conversation", VerticalScroll).scroll_end(animate=False)
 
     def history_failed(self, message: str) -> None:
@@ -216,7 +221,6 @@ class ChatApp(App):
     def show_reply(self, view: ReplyView, reply: Reply) -> None:
         view.reply = reply
         view.show()
-        self.scroll_down()
 
     def reply_finished(self, view: ReplyView, reply: Reply) -> None:
         self.show_reply(view, reply)

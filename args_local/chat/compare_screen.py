@@ -62,6 +62,8 @@ class CompareScreen(ModalScreen):
         yield Footer()
 
     def on_mount(self) -> None:
+        for column in self.query(VerticalScroll):  # each follows its reply as the chat does, till scrolled back
+            column.anchor()
         if self.prompt.strip():
             self.start(self.prompt)
 
@@ -80,6 +82,7 @@ class CompareScreen(ModalScreen):
         for side, settings in zip(("#greedy-side", "#args-side"), compared_settings(self.settings)):
             column = self.query_one(side, VerticalScroll)
             column.remove_children()
+            column.scroll_end(animate=False)  # following again, if the last reply was scrolled back in
             view = ReplyView(Reply(settings=settings.to_dict()), self.colouring, title=settings.mode)
             column.mount(view)
             views.append((view, settings))
@@ -98,7 +101,6 @@ class CompareScreen(ModalScreen):
     def show(self, view: ReplyView, reply: Reply) -> None:
         view.reply = reply
         view.show()
-        view.parent.scroll_end(animate=False)  # follows the reply, as the chat does: its reward line comes last
 
     def finished(self) -> None:
         self.running = False
