@@ -58,9 +58,9 @@ class ChatApp(App):
     """
     BINDINGS = [
         Binding("escape", "cancel_reply", "Cancel", tooltip="cancel the reply in progress (keeps its text)"),
-        # F1 as a priority key reaches the app from every dialog, as the footer under them says it does
+        # F1 as a priority key reaches the app from every dialog, as the footer under them says it does. Not ?:
+        # the prompt, which always has the focus, takes it as text, so the help listed a key that never opened it
         Binding("f1", "help", "Help", priority=True, tooltip="this list of keys"),
-        Binding("question_mark", "help", "Help", show=False),  # not a priority key: ? is typed into an input
         Binding("f2", "cycle_mode", "Mode", tooltip="next decoding mode: " + " → ".join(MODES)),
         Binding("f3", "knobs", "Knobs", tooltip="edit mode, k, w, temperature, top-p, n, max new tokens, repetition, adaptive, min-p, seed, "
                                                "objective weights"),

@@ -1,4 +1,4 @@
-"""F1 / ?: every key the chat understands, with what it does and what the colours mean."""
+"""F1: every key the chat understands, with what it does and what the colours mean."""
 
 from __future__ import annotations
 
@@ -24,9 +24,8 @@ SCREEN_KEYS = [
 
 
 def key_name(key: str) -> str:
-    names = {"escape": "Esc", "question_mark": "?", "up": "↑", "down": "↓"}
-    if key in names:
-        return names[key]
+    if key == "escape":
+        return "Esc"
     return "+".join(part.capitalize() if len(part) > 1 or part.startswith("f") else part.upper()
                     for part in key.split("+"))
 
