@@ -16,6 +16,7 @@ DIALOG_CSS = """
     width: 72; max-width: 100%; height: auto; max-height: 100%; overflow-y: auto;
     padding: 1 2; border: thick $accent; background: $surface;
 }}
+{name} > Vertical > Label {{ width: 100%; }}  /* wraps: a Label is as wide as its text, cut off at the frame */
 {name} .hint {{ color: $text-muted; }}
 """
 
