@@ -228,6 +228,23 @@ def test_export_writes_markdown_where_asked(tmp_path):
     assert "## You\n\nCapital of France?" in text and "Paris." in text and "reward +0.50" in text
 
 
+def test_the_export_keeps_each_line_break_as_the_chat_shows_it(tmp_path):
+    """Markdown joins a paragraph's lines: a poem or an address, shown line by line in the chat, was one run-on
+    line wherever the exported file was read as Markdown. Code keeps its lines untouched."""
+    from markdown_it import MarkdownIt
+
+    session = ChatSession(None)
+    session.set_system("Be brief.\nAnswer in French.")
+    session.add_prompt("Translate:\nשלום עולם\n你好")
+    session.add_reply(reply("In the realm of rain,\nwhere shadows play.\n\n> quoted\n> twice\n\n```\na = 1\nb = 2\n```"))
+    exported = session.export(tmp_path).read_text()
+    html = MarkdownIt("commonmark").render(exported)  # as a Markdown viewer reads it
+    for lines in (["Be brief.", "Answer in French."], ["Translate:", "שלום עולם", "你好"],
+                  ["In the realm of rain,", "where shadows play."], ["quoted", "twice"]):
+        assert "<br />\n".join(lines) in html, lines
+    assert "<code>a = 1\nb = 2\n</code>" in html
+
+
 @pytest.fixture
 def read_only():
     """Make a path read-only for this process (chattr +i when root, whom permissions do not stop)."""

@@ -13,6 +13,23 @@ from .reply import Reply
 COLOURINGS = ("off", "reward", "override")
 
 
+def parse_markdown(text: str) -> list:
+    """markdown-it's tokens for text as the chat reads it: CommonMark with tables and strikethrough, HTML as text."""
+    return MarkdownIt("commonmark", {"html": False}).enable("strikethrough").enable("table").parse(text)
+
+
+def with_line_breaks(text: str) -> str:
+    """text with each line break inside a paragraph made a hard one (two spaces at the line's end), so that
+    Markdown read elsewhere (an export) keeps the lines the chat shows; code and tables are left as they are."""
+    lines = text.split("\n")
+    for token in parse_markdown(text):
+        if token.type == "paragraph_open" and token.map:
+            for i in range(token.map[0], token.map[1] - 1):
+                if not lines[i].endswith(("  ", "\\")):
+                    lines[i] += "  "
+    return "\n".join(lines)
+
+
 def reward_style(reward: float | None) -> str:
     """Rewards are normalised (mean 0, std 1 on sample replies): five bands from red to green."""
     if reward is None:
@@ -36,7 +53,7 @@ class ReplyMarkdown(Markdown):
 
     def __init__(self, text: str):
         super().__init__(text)
-        self.parsed = MarkdownIt("commonmark", {"html": False}).enable("strikethrough").enable("table").parse(text)
+        self.parsed = parse_markdown(text)
         for block in self.parsed:
             for token in block.children or ():
                 if token.type == "softbreak":

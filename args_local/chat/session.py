@@ -16,6 +16,7 @@ from .. import home
 from ..errors import UserError
 from ..paths import write_text_atomically
 from .history import History, HistoryError
+from .messages import with_line_breaks
 from .reply import Reply
 
 
@@ -96,12 +97,10 @@ class ChatSession:
     def to_markdown(self) -> str:
         lines = [f"# {self.title or 'Conversation'}", ""]
         if self.system:
-            lines += [f"*System prompt:* {self.system}", ""]
+            lines += [f"*System prompt:* {with_line_breaks(self.system)}", ""]
         for turn in self.turns:
-            if turn.role == "user":
-                lines += ["## You", "", turn.content, ""]
-            else:
-                lines += [f"## Assistant — {describe(turn.reply)}", "", turn.content, ""]
+            heading = "## You" if turn.role == "user" else f"## Assistant — {describe(turn.reply)}"
+            lines += [heading, "", with_line_breaks(turn.content), ""]
         return "\n".join(lines)
 
     def export(self, directory: Path | None = None) -> Path:
