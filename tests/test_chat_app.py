@@ -13,7 +13,7 @@ from args_local.chat.history_screen import HistoryScreen
 from args_local.chat.knobs_screen import KnobsScreen
 from args_local.chat.messages import Note, ReplyView, UserMessage, override_style, reward_style
 from args_local.chat.prompt_input import PromptInput
-from args_local.chat.status_bar import StatusBar
+from args_local.chat.status_bar import StatusBar, gated_objectives
 from args_local.engine import Engine
 from args_local.settings import DecodingSettings
 
@@ -167,13 +167,13 @@ async def test_knobs_refuse_a_reply_length_that_leaves_no_room_for_the_prompt(en
 async def test_objective_weights_are_a_live_knob_shown_in_the_status_bar_and_the_reply(engine, tmp_path):
     app = make_app(engine, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
-        defaults = " ".join(f"{n}={w:g}" for n, w in engine.objective_weights(QUICK).items())
-        assert defaults in text_of(app.query_one(StatusBar))  # the guide's defaults
+        # the guide's defaults; the harmless one counts only where its gate finds the prompt calls for it
+        assert "harmless=2 (gated) helpful=1" in text_of(app.query_one(StatusBar))
         await enter_knob(app, pilot, "objectives", "kindness=1")
         assert "has no objective 'kindness'" in text_of(app.screen.query_one("#knobs-error"))
         await enter_knob(app, pilot, "objectives", "helpful=1,harmless=0.5")
         assert app.settings.objectives == (("helpful", 1.0), ("harmless", 0.5))
-        assert "harmless=0.5 helpful=1" in text_of(app.query_one(StatusBar))
+        assert "harmless=0.5 (gated) helpful=1" in text_of(app.query_one(StatusBar))
         view = await send(app, pilot, "Name a colour.")
         by, weights = view.reply.objective_rewards, view.reply.objective_weights
         assert set(by) == {"helpful", "harmless"}
@@ -423,6 +423,7 @@ async def test_model_info_says_what_the_export_checked_in_words(engine, tmp_path
     assert "{" not in text and "'" not in text, text
     assert "onnxruntime matches torch within" in text and "int8 (dynamic) ranks" in text
     assert "heads harmless head.npz, helpful head-helpful.npz" in text
+    assert "harmless (default weight 2, gated by the last user message), helpful (default weight 1)" in text
     assert len(lines) <= SIZE[1] - 2, text  # with the title above it, it fits the screen
 
 
@@ -784,7 +785,8 @@ async def test_two_reward_models_weighed_together_in_the_chat(engine, tmp_path):
     both = Engine(engine.policy, load_reward_model("guide+encoder", 1, use_gpu=False))
     app = make_app(both, tmp_path, settings=QUICK.with_(objectives={"guide.helpful": 1.0, "encoder.harmless": 0.5}))
     async with app.run_test(size=SIZE) as pilot:
-        assert "guide.harmless=0 guide.helpful=1 encoder.harmless=0.5" in text_of(app.query_one(StatusBar))
+        assert "guide.harmless=0 guide.helpful=1 encoder.harmless=0.5 │" in text_of(app.query_one(StatusBar))
+        assert gated_objectives(both.reward) == {"guide.harmless"}  # marked (gated) when weighed
         view = await send(app, pilot, "Name a colour.")
         by = view.reply.objective_rewards
         assert set(by) == {"guide.helpful", "guide.harmless", "encoder.harmless"}

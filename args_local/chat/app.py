@@ -38,7 +38,7 @@ from .model_info_screen import ModelInfoScreen, model_table
 from .prompt_input import PromptInput
 from .reply import Reply
 from .session import ChatSession
-from .status_bar import StatusBar
+from .status_bar import StatusBar, gated_objectives
 
 SETUP_HINT = "To fix: run tools/setup.sh to build the default models, or pass --policy FILE.gguf / --reward DIR."
 
@@ -172,8 +172,9 @@ class ChatApp(App):
         self.update_status()
 
     def update_status(self) -> None:
+        rm = self.engine.reward if self.engine is not None else None
         self.query_one(StatusBar).show(self.settings, self.colouring, self.session.history is not None, self.busy,
-                                       self.objective_weights())
+                                       self.objective_weights(), gated_objectives(rm) if rm else set())
 
     def objective_weights(self) -> dict[str, float] | None:
         """What the reward model will weigh its objectives by: as set, or its defaults."""

@@ -12,6 +12,7 @@ from textual.widgets import Static
 
 from ..reward.manifest import readable, validation_summary
 from .dialogs import PANEL_CSS
+from .status_bar import gated_objectives
 
 
 def model_table(engine, judge, db_path, history_on: bool, load_error: str | None) -> Table:
@@ -38,7 +39,9 @@ def model_table(engine, judge, db_path, history_on: bool, load_error: str | None
         else:
             row("reward model", f"{rm.name} ({rm.kind})")
             row("RM runs on", rm.provider)
-            row("RM objectives", ", ".join(f"{n} (default weight {w:g})" for n, w in rm.default_objectives.items()))
+            gated, by_gate = gated_objectives(rm), ", gated by the last user message"
+            row("RM objectives", ", ".join(f"{n} (default weight {w:g}{by_gate if n in gated else ''})"
+                                           for n, w in rm.default_objectives.items()))
             source = rm.manifest.get("source")
             if source:
                 row("RM source", source if isinstance(source, str) else readable(source))

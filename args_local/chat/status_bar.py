@@ -19,6 +19,15 @@ MODE_KNOBS = {
 SHORT_NAMES = {"temperature": "T", "top_p": "top-p"}
 
 
+def gated_objectives(reward_model) -> set[str]:
+    """The objectives whose weight a gate switches on or off by the last user message (reward/gates.py),
+    named as the reward model names them (MODEL.OBJECTIVE in a combination)."""
+    parts = getattr(reward_model, "parts", None)
+    if parts is not None:
+        return {f"{part.name}.{name}" for part in parts for name in part.gates}
+    return set(reward_model.gates)
+
+
 class StatusBar(Static):
     DEFAULT_CSS = """
     StatusBar {
@@ -31,8 +40,10 @@ class StatusBar(Static):
     """
 
     def show(self, settings: DecodingSettings, colouring: str, history_on: bool, busy: bool,
-             objectives: dict[str, float] | None = None) -> None:
-        """objectives: the weights the reward model will use (its defaults unless the knobs set them)."""
+             objectives: dict[str, float] | None = None, gated: set[str] = frozenset()) -> None:
+        """objectives: the weights the reward model will use (its defaults unless the knobs set them); gated: those
+        of them a gate may switch off for the next prompt, marked so (the reply's footer says what it used). Shown
+        bare, harmless=2 read as the weight of every reply, where an ordinary question's reply had 0."""
         text = Text()
         text.append(settings.mode, "bold")
         for knob in MODE_KNOBS[settings.mode]:
@@ -48,7 +59,8 @@ class StatusBar(Static):
         if settings.min_p:
             text.append(f" min-p={settings.min_p:g}")
         if objectives and settings.uses_reward:
-            text.append(" " + " ".join(f"{name}={weight:g}" for name, weight in objectives.items()))
+            text.append(" " + " ".join(f"{name}={weight:g}" + (" (gated)" if weight and name in gated else "")
+                                       for name, weight in objectives.items()))
         text.append(f" │ colour:{colouring}")
         text.append(" │ history:" + ("on" if history_on else "OFF"), "" if history_on else "bold red")
         if busy:
