@@ -248,6 +248,25 @@ async def test_compare_columns_follow_their_replies_to_the_reward_line(engine, t
             assert column.scroll_y == column.max_scroll_y and column.content_region.contains_region(meta.region)
 
 
+async def test_prompts_compared_and_chatted_are_recalled_by_up_in_both(engine, tmp_path):
+    """F5 took the prompt out of the chat's input and ↑ never gave it back; in compare, ↑ recalled nothing."""
+    app = make_app(engine, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(app, pilot, "Name a fruit.")
+        await pilot.press(*"Name a colour.", "f5")
+        screen = app.screen
+        await screen.workers.wait_for_complete()
+        compare_input = screen.query_one(PromptInput)
+        compare_input.value = ""
+        await pilot.press("up")
+        assert compare_input.value == "Name a colour."
+        await pilot.press("up")
+        assert compare_input.value == "Name a fruit."
+        await pilot.press("escape")
+        await pilot.press("up")
+        assert app.query_one(PromptInput).value == "Name a colour."
+
+
 async def test_a_compare_column_scrolled_back_stays_put_while_its_reply_streams(engine, tmp_path):
     app = make_app(engine, tmp_path, settings=DecodingSettings(max_new_tokens=400))
     async with app.run_test(size=(60, 15)) as pilot:

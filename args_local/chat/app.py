@@ -300,7 +300,7 @@ class ChatApp(App):
         prompt_input = self.query_one(PromptInput)
         prompt, prompt_input.value = prompt_input.prompt.strip(), ""
         self.push_screen(CompareScreen(self.engine, self.settings, self.session.system, self.judge,
-                                       self.colouring, prompt))
+                                       self.colouring, prompt, prompt_input.past))
 
     def action_history(self) -> None:
         if self.session.history is None:

@@ -42,8 +42,11 @@ class CompareScreen(ModalScreen):
     AUTO_FOCUS = "#compare-prompt"  # the default would focus the first (scrollable) column
 
     def __init__(self, engine, settings: DecodingSettings, system: str | None, judge, colouring: str,
-                 prompt: str = ""):
+                 prompt: str = "", past: list[str] | None = None):
+        """past: the chat's earlier prompts, for ↑; each prompt compared joins them (so ↑ in the chat gives back
+        the prompt F5 took out of its input)."""
         super().__init__()
+        self.past = past
         self.engine, self.settings, self.system, self.judge = engine, settings, system, judge
         self.colouring = colouring
         self.prompt = prompt
@@ -58,7 +61,7 @@ class CompareScreen(ModalScreen):
             yield VerticalScroll(id="greedy-side")
             yield VerticalScroll(id="args-side")
         yield Label("", id="compare-refusals")
-        yield PromptInput(value=self.prompt, placeholder="prompt to compare", id="compare-prompt")
+        yield PromptInput(self.past, value=self.prompt, placeholder="prompt to compare", id="compare-prompt")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -73,6 +76,7 @@ class CompareScreen(ModalScreen):
             self.start(event.input.prompt)
 
     def start(self, prompt: str) -> None:
+        self.query_one(PromptInput).remember(prompt)
         self.running = True
         self.cancel.clear()
         self.results = []

@@ -20,8 +20,9 @@ class PromptInput(Input):
     ]
 
     def __init__(self, past: list[str] | None = None, **kwargs):
+        """past: the earlier prompts, oldest first; a list shared with another input (compare's) recalls both's."""
         super().__init__(**kwargs)
-        self.past = list(past or [])
+        self.past = [] if past is None else past
         self._position: int | None = None  # index into past while recalling; None: editing a new prompt
         self._draft = ""
 
