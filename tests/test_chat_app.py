@@ -321,6 +321,22 @@ async def test_scrolling_back_while_a_reply_streams_stays_put_until_the_end_is_s
         await app.workers.wait_for_complete()
 
 
+async def test_page_up_and_down_scroll_the_chat_from_the_prompt(engine, tmp_path):
+    """The prompt has the focus: the only way to scroll back by keyboard was Shift+Tab, which nothing told."""
+    stored_conversation(tmp_path)
+    app = make_app(engine, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f6", "enter")
+        await pilot.pause()
+        conversation = app.query_one("#conversation")
+        await pilot.press("pageup")
+        assert conversation.scroll_y < conversation.max_scroll_y and isinstance(app.focused, PromptInput)
+        await pilot.press(*["pagedown"] * 3)
+        assert conversation.scroll_y == conversation.max_scroll_y
+        await pilot.press("f1")
+        assert "scroll the conversation" in dict(app.screen.rows)["PgUp / PgDn"]
+
+
 async def test_the_chat_stays_at_its_end_when_the_terminal_is_resized(engine, tmp_path):
     """Made narrower, the replies took more lines and the view stayed where it was: the last reply out of sight."""
     stored_conversation(tmp_path)

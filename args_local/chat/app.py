@@ -43,7 +43,7 @@ from .status_bar import StatusBar, gated_objectives
 SETUP_HINT = "To fix: run tools/setup.sh to build the default models, or pass --policy FILE.gguf / --reward DIR."
 
 # Actions that only make sense on the chat itself, not while a dialog is open.
-CHAT_ACTIONS = {"cycle_mode", "knobs", "cycle_colouring", "compare", "history", "system_prompt",
+CHAT_ACTIONS = {"scroll_conversation", "cycle_mode", "knobs", "cycle_colouring", "compare", "history", "system_prompt",
                 "model_info", "export", "new_conversation", "cancel_reply"}
 
 
@@ -58,6 +58,9 @@ class ChatApp(App):
     """
     BINDINGS = [
         Binding("escape", "cancel_reply", "Cancel", tooltip="cancel the reply in progress (keeps its text)"),
+        Binding("pageup", "scroll_conversation(-1)", "Scroll", show=False,
+                tooltip="scroll the conversation (a reply streams on below; at the end, it follows it again)"),
+        Binding("pagedown", "scroll_conversation(1)", "Scroll", show=False),
         # F1 as a priority key reaches the app from every dialog, as the footer under them says it does. Not ?:
         # the prompt, which always has the focus, takes it as text, so the help listed a key that never opened it
         Binding("f1", "help", "Help", priority=True, tooltip="this list of keys"),
@@ -261,6 +264,14 @@ class ChatApp(App):
             self.screen.dismiss()
         else:
             self.push_screen(HelpScreen(self.BINDINGS))
+
+    def action_scroll_conversation(self, pages: int) -> None:
+        """From the prompt, which has the focus (the conversation's own keys need Shift+Tab to it first)."""
+        conversation = self.query_one("#conversation", VerticalScroll)
+        if pages < 0:
+            conversation.scroll_page_up(animate=False)
+        else:
+            conversation.scroll_page_down(animate=False)
 
     def action_cancel_reply(self) -> None:
         if self.busy:

@@ -24,17 +24,19 @@ SCREEN_KEYS = [
 
 
 def key_name(key: str) -> str:
-    if key == "escape":
-        return "Esc"
+    names = {"escape": "Esc", "pageup": "PgUp", "pagedown": "PgDn"}
+    if key in names:
+        return names[key]
     return "+".join(part.capitalize() if len(part) > 1 or part.startswith("f") else part.upper()
                     for part in key.split("+"))
 
 
 def key_rows(bindings: list[Binding]) -> list[tuple[str, str]]:
-    """One row per action: all its keys, and its tooltip (else its description)."""
+    """One row per action (its parameters aside: PgUp and PgDn scroll, each its way): all its keys, and its
+    tooltip (else its description)."""
     rows: dict[str, tuple[list[str], str]] = {}
     for b in bindings:
-        keys, _ = rows.setdefault(b.action, ([], b.tooltip or b.description))
+        keys, _ = rows.setdefault(b.action.split("(")[0], ([], b.tooltip or b.description))
         keys.extend(key_name(k) for k in b.key.split(","))
     return [(" / ".join(keys), what) for keys, what in rows.values()]
 
