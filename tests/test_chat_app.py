@@ -703,10 +703,19 @@ async def test_broken_judge_is_reported_once_and_replies_go_on(engine, tmp_path)
 async def test_judge_reward_shows_beside_the_guide_reward(engine, tmp_path):
     app = ChatApp(engine=engine, db_path=tmp_path / "history.sqlite", judge_path=home.default_judge(),
                   threads=1, settings=QUICK)
+    def judge_row() -> str:
+        return next(str(value) for name, value in zip(*(column.cells for column in app.screen.table.columns))
+                    if name == "judge RM")
+
     async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f8")
+        assert judge_row().endswith("loads with the first reply"), judge_row()
+        await pilot.press("escape")
         view = await send(app, pilot, "How do I make tea?")
         assert math.isfinite(view.reply.judge_reward)
         assert f"judge {view.reply.judge_reward:+.2f}" in text_of(view.query_one(".reply-meta"))
+        await pilot.press("f8")  # it said 'loaded on first reply' for good, as if it never had been
+        assert judge_row().endswith("— loaded"), judge_row()
 
 
 async def test_quitting_mid_reply_saves_it_as_cancelled(engine, tmp_path):

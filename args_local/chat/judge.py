@@ -19,6 +19,10 @@ class Judge:
     def available(self) -> bool:
         return self.path is not None and self.path.is_dir() and self.error is None
 
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
     def score(self, conversation: list[dict], reply: str) -> float | None:
         """The judge's reward for reply after conversation (no system turn), or None if there is no judge."""
         if not self.available or not reply.strip():

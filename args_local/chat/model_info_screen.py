@@ -49,7 +49,8 @@ def model_table(engine, judge, db_path, history_on: bool, load_error: str | None
             if validation:
                 row("RM validation", validation_summary(validation))
     if judge is not None and judge.path is not None:
-        state = "off: " + judge.error if judge.error else ("loaded on first reply" if judge.available else "not installed")
+        state = ("off: " + judge.error if judge.error else "loaded" if judge.loaded
+                 else "loads with the first reply" if judge.available else "not installed")
         row("judge RM", f"{judge.path} — {state}")
     row("history", f"{db_path} — {'on' if history_on else 'OFF'}")
     return t
