@@ -759,22 +759,40 @@ async def test_knobs_refuse_a_negative_seed(tmp_path):
         assert app.settings.seed == 0
 
 
-async def test_every_knob_is_named_in_full(tmp_path):
-    """The label column cut 'min-p (of top token; 0 = off)' to 'min-p (of top token; 0 =' at every width, and
-    at 60 columns the title lost the end of 'Esc discards'."""
+def assert_labels_shown_whole(screen) -> None:
+    """Every Label of a dialog shows all its text (wrapped as need be) inside the dialog's frame."""
     from textual.containers import Vertical
     from textual.geometry import Region
     from textual.widgets import Label
 
+    dialog = screen.query_one(Vertical)
+    for label in screen.query(Label):
+        shown = " ".join(strip.text for strip in label.render_lines(Region(0, 0, *label.outer_size)))
+        assert " ".join(str(label.content).split()) in " ".join(shown.split()), label.content
+        assert dialog.content_region.contains_region(label.region), label.content  # none of it cut off
+
+
+async def test_every_knob_is_named_in_full(tmp_path):
+    """The label column cut 'min-p (of top token; 0 = off)' to 'min-p (of top token; 0 =' at every width, and
+    at 60 columns the title lost the end of 'Esc discards'."""
     app = ChatApp(db_path=tmp_path / "history.sqlite", judge_path=tmp_path / "no-judge", threads=1)
     async with app.run_test(size=(60, 40)) as pilot:  # the narrowest terminal the chat is made for
         await pilot.press("f3")
         await pilot.pause()
-        dialog = app.screen.query_one(Vertical)
-        for label in app.screen.query(Label):
-            shown = " ".join(strip.text for strip in label.render_lines(Region(0, 0, *label.size)))
-            assert " ".join(str(label.content).split()) in " ".join(shown.split()), label.content
-            assert dialog.content_region.contains_region(label.region), label.content  # none of it cut off
+        assert_labels_shown_whole(app.screen)
+
+
+async def test_the_history_screen_says_all_it_has_to_say_at_60_columns(tmp_path):
+    """Its key hint lost 'export · Esc close', and a refusal ('… open in another args-local chat; close it there
+    first') lost its end: what to do."""
+    with other_chat(tmp_path / "history.sqlite") as other_starts:
+        other_starts("Tell me about owls.")
+        app = ChatApp(db_path=tmp_path / "history.sqlite", judge_path=tmp_path / "no-judge", threads=1)
+        async with app.run_test(size=(60, 20)) as pilot:
+            await pilot.press("f6", "d", "y")
+            await pilot.pause()
+            assert "close it there first" in str(app.screen.query_one("#history-status").content)
+            assert_labels_shown_whole(app.screen)
 
 
 async def test_knobs_in_a_short_terminal_scroll_to_the_field_and_show_the_whole_error(tmp_path):

@@ -25,7 +25,7 @@ class HistoryScreen(ModalScreen[int | None]):
         width: 78; max-width: 100%; height: 100%; border: thick $accent; background: $surface;
     }
     HistoryScreen OptionList { height: 1fr; border: none; }
-    HistoryScreen .hint { color: $text-muted; padding: 0 1; }
+    HistoryScreen .hint { color: $text-muted; padding: 0 1; width: 100%; }  /* wraps in a narrow terminal */
     """
     BINDINGS = [
         Binding("escape,f6", "dismiss(None)", "Close"),
