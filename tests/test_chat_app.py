@@ -337,6 +337,21 @@ async def test_page_up_and_down_scroll_the_chat_from_the_prompt(engine, tmp_path
         assert "scroll the conversation" in dict(app.screen.rows)["PgUp / PgDn"]
 
 
+async def test_a_short_conversation_and_both_compared_replies_start_at_the_top(engine, tmp_path):
+    """Following the end must not push what is shorter than the screen to its bottom, with a void above (Textual's
+    anchor() does so): the two compared replies then stood at different heights."""
+    app = make_app(engine, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(app, pilot, "Name a fruit.")
+        conversation = app.query_one("#conversation")
+        assert conversation.scroll_y == 0 and conversation.query_one(UserMessage).region.y == 1  # below its margin
+        await pilot.press(*"Name a colour.", "f5")
+        await app.screen.workers.wait_for_complete()
+        await pilot.pause()
+        greedy, args = app.screen.query(ReplyView)
+        assert greedy.region.y == args.region.y == greedy.parent.content_region.y + 1
+
+
 async def test_the_chat_stays_at_its_end_when_the_terminal_is_resized(engine, tmp_path):
     """Made narrower, the replies took more lines and the view stayed where it was: the last reply out of sight."""
     stored_conversation(tmp_path)

@@ -33,7 +33,7 @@ from .history import History, HistoryError
 from .history_screen import HistoryScreen
 from .knobs_screen import KnobsScreen
 from .judge import Judge
-from .messages import COLOURINGS, Note, ReplyView, UserMessage
+from .messages import COLOURINGS, FollowingScroll, Note, ReplyView, UserMessage
 from .model_info_screen import ModelInfoScreen, model_table
 from .prompt_input import PromptInput
 from .reply import Reply
@@ -108,7 +108,7 @@ class ChatApp(App):
         self.exit(return_code=1)
 
     def compose(self) -> ComposeResult:
-        yield VerticalScroll(id="conversation")
+        yield FollowingScroll(id="conversation")
         yield PromptInput(placeholder="Ask something… (Enter sends, ↑ recalls, F1 help)", id="prompt")
         yield StatusBar()
         yield Footer(compact=True, show_command_palette=False)
@@ -131,9 +131,6 @@ class ChatApp(App):
                 self.add_note("loading models…")
                 self.load_models()
         self.update_status()
-        # follows the conversation as it grows (a streamed reply, a narrower terminal) until the user scrolls
-        # back, and again once scrolled to the end: each token scrolled to the end, so no earlier turn could be read
-        self.query_one("#conversation", VerticalScroll).anchor()
         self.query_one(PromptInput).focus()
 
     # --- models --------------------------------------------------------------------------------
@@ -167,8 +164,7 @@ class ChatApp(App):
             self.scroll_down()
 
     def scroll_down(self) -> None:
-        """To the end, following the conversation again (the user sent a prompt, opened one, asked for a note)."""
-        self.query_one("#conversation", VerticalScroll).scroll_end(animate=False)
+        self.query_one("#conversation", FollowingScroll).follow()
 
     def history_failed(self, message: str) -> None:
         self.add_note(message, "warning")

@@ -20,7 +20,7 @@ from ..engine import ARGS_MODES
 from ..evaluation.refusals import is_refusal
 from ..settings import DecodingSettings
 from .generation import run_reply
-from .messages import ReplyView
+from .messages import FollowingScroll, ReplyView
 from .prompt_input import PromptInput
 from .reply import Reply
 
@@ -58,15 +58,13 @@ class CompareScreen(ModalScreen):
     def compose(self) -> ComposeResult:
         yield Label("Compare: plain greedy vs ARGS on the same prompt. Enter runs, Esc cancels/closes.")
         with Horizontal():
-            yield VerticalScroll(id="greedy-side")
-            yield VerticalScroll(id="args-side")
+            yield FollowingScroll(id="greedy-side")
+            yield FollowingScroll(id="args-side")
         yield Label("", id="compare-refusals")
         yield PromptInput(self.past, value=self.prompt, placeholder="prompt to compare", id="compare-prompt")
         yield Footer()
 
     def on_mount(self) -> None:
-        for column in self.query(VerticalScroll):  # each follows its reply as the chat does, till scrolled back
-            column.anchor()
         if self.prompt.strip():
             self.start(self.prompt)
 
@@ -84,9 +82,9 @@ class CompareScreen(ModalScreen):
             self.query_one("#compare-refusals", Label).update(refusal_line(self.refusals, []))
         views = []
         for side, settings in zip(("#greedy-side", "#args-side"), compared_settings(self.settings)):
-            column = self.query_one(side, VerticalScroll)
+            column = self.query_one(side, FollowingScroll)
             column.remove_children()
-            column.scroll_end(animate=False)  # following again, if the last reply was scrolled back in
+            column.follow()  # again, if the last reply was scrolled back in
             view = ReplyView(Reply(settings=settings.to_dict()), self.colouring, title=settings.mode)
             column.mount(view)
             views.append((view, settings))

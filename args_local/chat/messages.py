@@ -5,7 +5,8 @@ from __future__ import annotations
 from markdown_it import MarkdownIt
 from rich.markdown import Markdown
 from rich.text import Text
-from textual.containers import Vertical
+from textual import events
+from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Static
 
 from .reply import Reply
@@ -58,6 +59,32 @@ class ReplyMarkdown(Markdown):
             for token in block.children or ():
                 if token.type == "softbreak":
                     token.type = "hardbreak"
+
+
+class FollowingScroll(VerticalScroll):
+    """Keeps its end in sight as it grows (a streamed reply, a narrower terminal) while the user is at the end;
+    scrolled back, it stays where the user reads until scrolled to the end again. Scrolling to the end on each
+    token made earlier turns unreadable while a reply came; Textual's anchor() pushes content shorter than the
+    screen to its bottom and, scrolled back, seldom takes up following again (textual#6652, #6677)."""
+
+    following = True
+
+    def watch_scroll_target_y(self, target: float) -> None:
+        # where a scroll (the user's or follow's) was asked to go, when asked: an animated one to the end may
+        # arrive short of it, the end having moved on meanwhile; growth alone sets no target
+        self.following = target >= self.max_scroll_y
+
+    def watch_virtual_size(self) -> None:  # its content grew or shrank: laid out, so its end is known now
+        if self.following:
+            self.scroll_end(animate=False, immediate=True)
+
+    def on_resize(self, event: events.Resize) -> None:  # the terminal's size changed
+        self.watch_virtual_size()
+
+    def follow(self) -> None:
+        """To the end, and following it again (the user sent a prompt, opened a conversation, asked for a note)."""
+        self.following = True
+        self.scroll_end(animate=False)
 
 
 class UserMessage(Static):
