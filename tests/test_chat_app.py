@@ -234,6 +234,17 @@ async def test_a_comparison_cancelled_midway_shows_both_sides_ended_and_keeps_on
         assert not isinstance(app.screen, CompareScreen)
 
 
+async def test_compare_says_all_it_has_to_say_at_60_columns(engine, tmp_path):
+    """Its hint lost 'Esc cancels/closes' and its refusal line 'this prompt: …', what the line is for."""
+    app = make_app(engine, tmp_path)
+    async with app.run_test(size=(60, 20)) as pilot:
+        await pilot.press(*"Name a fruit.", "f5")
+        await app.screen.workers.wait_for_complete()
+        await pilot.pause()
+        assert "this prompt: " in str(app.screen.query_one("#compare-refusals").content)
+        assert_labels_shown_whole(app.screen, app.screen)
+
+
 async def test_compare_columns_follow_their_replies_to_the_reward_line(engine, tmp_path):
     """In a short terminal each column stayed at its top: the reward, the point of comparing, was out of sight."""
     app = make_app(engine, tmp_path, settings=DecodingSettings(max_new_tokens=64))
@@ -774,13 +785,14 @@ async def test_knobs_refuse_a_negative_seed(tmp_path):
         assert app.settings.seed == 0
 
 
-def assert_labels_shown_whole(screen) -> None:
-    """Every Label of a dialog shows all its text (wrapped as need be) inside the dialog's frame."""
+def assert_labels_shown_whole(screen, dialog=None) -> None:
+    """Every Label of a dialog shows all its text (wrapped as need be) inside the dialog's frame (default: the
+    screen's Vertical)."""
     from textual.containers import Vertical
     from textual.geometry import Region
     from textual.widgets import Label
 
-    dialog = screen.query_one(Vertical)
+    dialog = dialog or screen.query_one(Vertical)
     for label in screen.query(Label):
         shown = " ".join(strip.text for strip in label.render_lines(Region(0, 0, *label.outer_size)))
         assert " ".join(str(label.content).split()) in " ".join(shown.split()), label.content

@@ -34,7 +34,7 @@ def compared_settings(settings: DecodingSettings) -> tuple[DecodingSettings, Dec
 class CompareScreen(ModalScreen):
     DEFAULT_CSS = """
     CompareScreen { background: $background; }
-    CompareScreen > Label { padding: 0 1; color: $text-muted; }
+    CompareScreen > Label { padding: 0 1; color: $text-muted; width: 100%; }  /* wraps in a narrow terminal */
     CompareScreen Horizontal { height: 1fr; }
     CompareScreen VerticalScroll { width: 1fr; }
     """
