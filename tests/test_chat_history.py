@@ -236,7 +236,8 @@ def test_the_export_keeps_each_line_break_as_the_chat_shows_it(tmp_path):
     session = ChatSession(None)
     session.set_system("Be brief.\nAnswer in French.")
     session.add_prompt("Translate:\nשלום עולם\n你好")
-    session.add_reply(reply("In the realm of rain,\nwhere shadows play.\n\n> quoted\n> twice\n\n```\na = 1\nb = 2\n```"))
+    poem, quote, code = "In the realm of rain,\nwhere shadows play.", "> quoted\n> twice", "```\na = 1\nb = 2\n```"
+    session.add_reply(reply("\n\n".join((poem, quote, code))))
     exported = session.export(tmp_path).read_text()
     html = MarkdownIt("commonmark").render(exported)  # as a Markdown viewer reads it
     for lines in (["Be brief.", "Answer in French."], ["Translate:", "שלום עולם", "你好"],

@@ -31,7 +31,9 @@ FIELDS = [  # (field, label, type)
 
 class KnobsScreen(ModalScreen[DecodingSettings | None]):
     DEFAULT_CSS = DIALOG_CSS.format(name="KnobsScreen") + """
-    KnobsScreen Grid { grid-size: 2; grid-columns: auto 1fr; grid-rows: 1; height: auto; grid-gutter: 0 1; margin: 1 0; }
+    KnobsScreen Grid {
+        grid-size: 2; grid-columns: auto 1fr; grid-rows: 1; height: auto; grid-gutter: 0 1; margin: 1 0;
+    }
     KnobsScreen Input, KnobsScreen Select { width: 1fr; }
     KnobsScreen #knobs-error { color: $text-error; width: 100%; }
     """
