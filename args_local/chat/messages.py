@@ -74,12 +74,15 @@ class FollowingScroll(VerticalScroll):
         # arrive short of it, the end having moved on meanwhile; growth alone sets no target
         self.following = target >= self.max_scroll_y
 
-    def watch_virtual_size(self) -> None:  # its content grew or shrank: laid out, so its end is known now
-        if self.following:
-            self.scroll_end(animate=False, immediate=True)
+    def watch_virtual_size(self) -> None:  # its content grew or shrank
+        self.call_next(self.keep_end)  # once its layout is done: its container's size is set after this
 
     def on_resize(self, event: events.Resize) -> None:  # the terminal's size changed
-        self.watch_virtual_size()
+        self.keep_end()
+
+    def keep_end(self) -> None:
+        if self.following:
+            self.scroll_end(animate=False, immediate=True)
 
     def follow(self) -> None:
         """To the end, and following it again (the user sent a prompt, opened a conversation, asked for a note)."""
