@@ -516,6 +516,17 @@ def test_an_encoder_whose_source_is_gone_is_converted_from_its_fp32_graph(encode
                       "its fp32 export", one_line=True)
 
 
+def test_int8_that_reorders_the_encoder_says_to_keep_its_fp32_export_or_try_fp16(encoder_dir, tmp_path):
+    """The built-in encoder's int8 reorders about half its candidate pairs, whatever is quantized (its head reads
+    MiniLM's layer-2 pooler, which moves between replies by a fiftieth of an int8 step): the check refuses it. It
+    said 'Export without it', which for an export given again is refused as 'fp32 already'."""
+    proc = export(encoder_dir, tmp_path / "o", "--quantize", "int8")
+    assert_user_error(proc, "int8 changes the order of")
+    assert proc.stderr.strip().splitlines()[-1].endswith(
+        f"nothing was written. Keep {encoder_dir}, its fp32 export, or try --fp16 (checked the same way)."), proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
 def test_models_lists_the_models_exported_into_its_folder(tiny_bert, tmp_path):
     """`models` listed the built-in models only: a model the user exported into the models folder was not
     there, nor its precision and validation."""

@@ -84,10 +84,11 @@ def fp16(src: Path, dst: Path) -> None:
 
 def convert_checked(stage: Path, manifest: dict, label: str, converts: dict[str, Callable[[Path, Path], None]],
                     candidate_rewards: Callable[[dict], tuple[list[np.ndarray], float]], progress: Progress,
-                    min_agreement: float = 0.95) -> dict:
+                    min_agreement: float = 0.95,
+                    fp32: str = "Keep it fp32 (export it without --quantize or --fp16)") -> dict:
     """Replace stage/model.onnx by the fastest of its `label` versions (one per way in `converts`)
-    that orders candidates like fp32; refuse if none does. candidate_rewards(manifest): the sample
-    steps' scores and the median ms of a step."""
+    that orders candidates like fp32; refuse if none does, saying what to use instead (fp32: where the
+    model in fp32 is). candidate_rewards(manifest): the sample steps' scores and the median ms of a step."""
     before, _ = candidate_rewards(manifest)
     tried = {}
     for way, convert in converts.items():
@@ -106,9 +107,12 @@ def convert_checked(stage: Path, manifest: dict, label: str, converts: dict[str,
             (stage / f"model.{label}.{way}.onnx").unlink()
     if chosen is None:
         closest = max(tried.values(), key=lambda r: r["ranking_agreement"])
+        # the model's scores turn on differences finer than `label` keeps (the built-in encoder: int8 steps
+        # ~50x wider than its pooled features move between replies): no conversion fixes that
+        instead = f"{fp32}, or try --fp16 (checked the same way)" if label == "int8" else fp32
         raise UserError(f"{label} changes the order of {1 - closest['ranking_agreement']:.1%} of candidate pairs "
                         f"(bound {1 - min_agreement:.0%}; correlation {closest['correlation']:.3f}); nothing was "
-                        "written. Export without it.")
+                        f"written. {instead}.")
     (stage / "model.onnx").unlink()
     (stage / f"model.{label}.{chosen}.onnx").rename(stage / "model.onnx")
     report = {**tried[chosen], "bound": min_agreement}

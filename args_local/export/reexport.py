@@ -94,6 +94,7 @@ def convert_again(src: Path, manifest: dict, out: Path, *, precision: str, force
         manifest = {**manifest, "name": out.name, "model": "model.onnx"}
         (stage / files[0]).rename(stage / "model.onnx")  # where convert_checked looks
         manifest["validation"] = {**(manifest.get("validation") or {}), precision: convert_checked(
-            stage, manifest, precision, ways, lambda m: scores(model(stage, m, threads=2, use_gpu=False)), progress)}
+            stage, manifest, precision, ways, lambda m: scores(model(stage, m, threads=2, use_gpu=False)), progress,
+            fp32=f"Keep {src}, its fp32 export")}
         write_manifest(stage, manifest)
     return manifest
