@@ -33,8 +33,11 @@ def save_tiny(model_cls, config, directory, tokenizer_json):
 def tiny_bert(tmp_path_factory, encoder_dir):
     from transformers import BertConfig, BertForSequenceClassification
 
+    # initializer_range 0.2, not BERT's 0.02: with that its score hardly moved with a reply's last word, and even
+    # fp16 reordered a quarter of the candidates at an ARGS step (which the precision check ranks)
     config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, num_labels=1, architectures=["BertForSequenceClassification"])
+                        intermediate_size=64, num_labels=1, initializer_range=0.2,
+                        architectures=["BertForSequenceClassification"])
     return save_tiny(BertForSequenceClassification, config, tmp_path_factory.mktemp("tiny-bert"),
                      encoder_dir / "tokenizer.json")
 
@@ -604,6 +607,18 @@ def test_int8_encoder_export_prints_only_its_own_lines(tiny_bert, tmp_path):
     proc = export(tiny_bert, tmp_path / "rm", "--quantize", "int8")  # kept or refused: the ranking check decides
     lines = proc.stderr.strip().splitlines()
     assert "converting to int8" in proc.stderr and all(line.startswith("[") for line in lines[:-1]), proc.stderr
+    # weight-only int8 is tried beside dynamic, as for decoders: a fine-tuned MiniLM passed only that way
+    assert "converting to int8 (dynamic)" in proc.stderr and "converting to int8 (weight-only)" in proc.stderr
+
+
+def test_an_encoders_precision_is_checked_on_args_steps(encoder_dir):
+    """The check ranked four whole replies per sample conversation, easy to keep in order: a fine-tuned MiniLM's
+    int8 kept all of them and reordered 20% of the candidates one word apart that ARGS ranks. It ranks k = 10
+    candidate words at each of a sample reply's first 12 steps now, as a decoder's check does."""
+    from args_local.export.encoder import candidate_scores
+
+    rows, ms = candidate_scores(load_reward_model(encoder_dir, threads=THREADS))
+    assert len(rows) == 12 * 4 and all(len(row) == 10 and len(set(row)) > 1 for row in rows) and ms > 0
 
 
 def with_chat_template(src: Path, out: Path, template: str, **tokens) -> Path:

@@ -78,14 +78,14 @@ def convert_again(src: Path, manifest: dict, out: Path, *, precision: str, force
     from ..reward.decoder import DecoderRewardModel
     from ..reward.encoder import EncoderRewardModel
     from .decoder import candidate_rewards
-    from .encoder import sample_scores
-    from .precision import convert_checked, fp16, int8_dynamic, int8_dynamic_per_channel, int8_weights
+    from .encoder import ENCODER_WAYS, candidate_scores
+    from .precision import convert_checked, fp16, int8_dynamic_per_channel, int8_weights
 
     files = [manifest["model"], manifest.get("tokenizer"), *(spec["file"] for spec in head_specs(manifest).values()),
              *(spec["file"] for spec in gate_specs(manifest).values())]
-    ways = {"fp16": {"fp16": fp16}, "int8": {"dynamic": int8_dynamic} if manifest["kind"] == "encoder"
-            else {"dynamic": int8_dynamic_per_channel, "weight-only": int8_weights}}[precision]
-    model, scores = ((EncoderRewardModel, sample_scores) if manifest["kind"] == "encoder"
+    ways = (ENCODER_WAYS if manifest["kind"] == "encoder" else
+            {"fp16": {"fp16": fp16}, "int8": {"dynamic": int8_dynamic_per_channel, "weight-only": int8_weights}})[precision]
+    model, scores = ((EncoderRewardModel, candidate_scores) if manifest["kind"] == "encoder"
                      else (DecoderRewardModel, candidate_rewards))
     model(src, manifest, threads=2, use_gpu=False)  # a damaged one is named as SRC, not as the folder built
     with staged_output(out, force, (src,)) as stage:
