@@ -237,12 +237,14 @@ class Engine:
         if cancel is not None and not callable(getattr(cancel, "is_set", None)):
             raise UserError(f"cancel must be a threading.Event (anything with is_set()), got {type(cancel).__name__}")
         messages = as_messages(prompt, system)
-        events, this = self._reply(messages, settings, cancel, drop_old_turns, shorten_reply), _Turn()
+        this = _Turn()
         try:
             with self._lock:
                 self._wait_for_open_stream(this)
                 self._check_open()  # closed while this call waited
+                fitted = self._fit(messages, settings, drop_old_turns, shorten_reply)  # a prompt too long ends nothing
                 self._current = this  # the stream still open, if any, has ended
+                events = self._reply(*fitted, settings, cancel, shorten_reply)
                 event = next(events)
             while not isinstance(event, Finished):
                 this.read_at = time.monotonic()
@@ -270,9 +272,9 @@ class Engine:
                 return
             self._turn_over.wait(STREAM_IDLE_S - idle)
 
-    def _reply(self, messages, settings: DecodingSettings, cancel, drop_old_turns: bool, shorten_reply: bool):
-        """stream()'s events, computed with the engine's lock held."""
-        messages, prompt_ids, dropped = self._fit(messages, settings, drop_old_turns, shorten_reply)
+    def _reply(self, messages, prompt_ids: list[int], dropped: int, settings: DecodingSettings, cancel,
+               shorten_reply: bool):
+        """stream()'s events for the prompt _fit made, computed with the engine's lock held."""
         if shorten_reply:
             room = self.policy.n_ctx - len(prompt_ids)
             settings = settings.with_(max_new_tokens=min(settings.max_new_tokens, room))

@@ -222,6 +222,19 @@ def test_a_stream_left_open_never_blocks_the_engine_it_ends_at_the_next_reply(en
             assert engine.generate(COFFEE, settings).tokens == event.tokens == alone.tokens
 
 
+def test_a_reply_refused_for_its_prompt_leaves_the_open_stream_as_it_was(engine):
+    """A prompt too long for the context, asked for in the thread whose stream was open, ended that stream
+    though it decoded nothing."""
+    settings = DecodingSettings(max_new_tokens=8)
+    alone = engine.generate(COFFEE, settings)
+    open_stream = engine.stream(COFFEE, settings)
+    first = next(open_stream)
+    with pytest.raises(UserError, match="does not fit"):
+        engine.generate("word " * 5000, settings)
+    rest = list(open_stream)
+    assert [first.token] + [e.token for e in rest if isinstance(e, Step) and e.token >= 0] == alone.tokens
+
+
 def test_a_stream_being_read_keeps_its_turn_while_another_thread_asks_for_a_reply(engine):
     """Ending the open stream at once would cut one user's reply short whenever another asked (a web app
     streaming to two users): the later reply waits for it, and each is the one it would be alone."""
