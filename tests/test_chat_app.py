@@ -2,6 +2,7 @@
 
 import math
 import sqlite3
+import time
 
 import pytest
 
@@ -62,6 +63,13 @@ async def enter_knob(app, pilot, field: str, value: str) -> None:
     await pilot.pause()
 
 
+def streaming_slowly(engine, monkeypatch) -> None:
+    """Each token 10 ms later (llama.cpp still runs it): on a quiet machine a 400-token reply streamed in less
+    time than the test took to scroll back, so nothing was left to stream while it looked."""
+    step = engine.policy.step
+    monkeypatch.setattr(engine.policy, "step", lambda token: (time.sleep(0.01), step(token))[1])
+
+
 async def until(pilot, done, tries: int = 1000) -> None:
     """Let the app run until done() (a reply streaming far enough), or give up after tries pauses."""
     for _ in range(tries):
@@ -95,7 +103,8 @@ async def test_prompt_streams_a_reply_with_its_reward_and_stores_the_turn(engine
     assert rows[1][2] == pytest.approx(reply.reward) and '"mode": "args-greedy"' in rows[1][4]
 
 
-async def test_escape_cancels_and_keeps_what_was_produced(engine, tmp_path):
+async def test_escape_cancels_and_keeps_what_was_produced(engine, tmp_path, monkeypatch):
+    streaming_slowly(engine, monkeypatch)
     app = make_app(engine, tmp_path, settings=DecodingSettings(max_new_tokens=400))
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press(*"Write a long story about a dragon.", "enter")
@@ -205,7 +214,7 @@ async def test_compare_answers_by_greedy_and_by_args_side_by_side(engine, tmp_pa
         assert not isinstance(app.screen, CompareScreen)
 
 
-async def test_a_comparison_cancelled_midway_shows_both_sides_ended_and_keeps_only_the_tally(engine, tmp_path):
+async def test_a_comparison_cancelled_midway_shows_both_sides_ended_and_keeps_only_the_tally(engine, tmp_path, monkeypatch):
     """Esc during the greedy side left the ARGS column saying 'generating… (Esc cancels)' for good, and the
     refusal line went on saying 'this prompt: …' about the prompt compared before."""
     app = make_app(engine, tmp_path)
@@ -217,6 +226,7 @@ async def test_a_comparison_cancelled_midway_shows_both_sides_ended_and_keeps_on
         assert "this prompt: " in text_of(screen.query_one("#compare-refusals"))
         screen.settings = screen.settings.with_(max_new_tokens=400)
         screen.query_one("#compare-prompt").value = "Write a long story about a dragon."
+        streaming_slowly(engine, monkeypatch)
         await pilot.press("enter")
         greedy, args = screen.query(ReplyView)
         await until(pilot, lambda: len(greedy.reply.text) > 10)  # a few tokens of the greedy side have streamed
@@ -283,7 +293,8 @@ async def test_prompts_compared_and_chatted_are_recalled_by_up_in_both(engine, t
         assert app.query_one(PromptInput).value == "Name a colour."
 
 
-async def test_a_compare_column_scrolled_back_stays_put_while_its_reply_streams(engine, tmp_path):
+async def test_a_compare_column_scrolled_back_stays_put_while_its_reply_streams(engine, tmp_path, monkeypatch):
+    streaming_slowly(engine, monkeypatch)
     app = make_app(engine, tmp_path, settings=DecodingSettings(max_new_tokens=400))
     async with app.run_test(size=(60, 15)) as pilot:
         await pilot.press(*"Write a long story about a dragon.", "f5")
@@ -312,8 +323,9 @@ def stored_conversation(tmp_path, turns: int = 6) -> None:
     history.close()
 
 
-async def test_scrolling_back_while_a_reply_streams_stays_put_until_the_end_is_scrolled_to(engine, tmp_path):
+async def test_scrolling_back_while_a_reply_streams_stays_put_until_the_end_is_scrolled_to(engine, tmp_path, monkeypatch):
     """Every streamed token scrolled the chat to its end: an earlier turn could not be read while a reply came."""
+    streaming_slowly(engine, monkeypatch)
     stored_conversation(tmp_path)
     app = make_app(engine, tmp_path, settings=DecodingSettings(max_new_tokens=400))
     async with app.run_test(size=SIZE) as pilot:
@@ -749,7 +761,8 @@ async def test_judge_reward_shows_beside_the_guide_reward(engine, tmp_path):
         assert judge_row().endswith("— loaded"), judge_row()
 
 
-async def test_quitting_mid_reply_saves_it_as_cancelled(engine, tmp_path):
+async def test_quitting_mid_reply_saves_it_as_cancelled(engine, tmp_path, monkeypatch):
+    streaming_slowly(engine, monkeypatch)
     app = make_app(engine, tmp_path, settings=DecodingSettings(max_new_tokens=400))
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press(*"Explain in detail, step by step, how a car engine works.", "enter")
