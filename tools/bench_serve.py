@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 from args_local import home, llama_build  # noqa: E402
 from args_local.bench import BENCH_PROMPTS  # noqa: E402
-from args_local.commands.options import (add_model_options, as_options, add_objective_option, check_model_options,  # noqa: E402
-                                         check_reward_files, objectives_from)
+from args_local.commands.options import (add_model_options, add_objective_option, as_options, check_model_options,  # noqa: E402
+                                         check_reward_files, objectives_from, option_name)
 from args_local.cpu import default_rm_threads, default_threads  # noqa: E402
 from args_local.engine import Engine  # noqa: E402
 from args_local.errors import UserError  # noqa: E402
@@ -47,7 +47,7 @@ SHARED_OPTIONS = ("policy", "reward", "n_ctx", "threads", "rm_threads", "n_gpu_l
 
 def start_server(args, settings: DecodingSettings) -> tuple[subprocess.Popen, str]:
     shared = [x for name in SHARED_OPTIONS if getattr(args, name) is not None
-              for x in ("--" + name.replace("_", "-"), str(getattr(args, name)))]
+              for x in (option_name(name), str(getattr(args, name)))]
     proc = subprocess.Popen(
         [sys.executable, "-m", "args_local.cli", "serve", "--port", "0", *shared,
          "--mode", settings.mode, "--k", str(settings.k), "--w", str(settings.w),

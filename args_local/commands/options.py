@@ -35,9 +35,14 @@ OPTION_NAMED = re.compile(r"(?<![\w/.-])(max_new_tokens|top_p|repeat_penalty|no_
                           r"rm_threads|n_gpu_layers)(?![\w/])")
 
 
+def option_name(name: str) -> str:
+    """A setting's name as the command line writes it: max_new_tokens → --max-new-tokens."""
+    return "--" + name.replace("_", "-")
+
+
 def as_options(message: str) -> str:
     """A UserError's message for the command line: max_new_tokens → --max-new-tokens."""
-    return OPTION_NAMED.sub(lambda m: "--" + m[1].replace("_", "-"), message)
+    return OPTION_NAMED.sub(lambda m: option_name(m[1]), message)
 
 
 REWARD_HELP = ("reward model: a directory, a built-in name (guide, encoder; default guide) or the name of one exported "
