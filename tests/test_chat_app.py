@@ -145,9 +145,9 @@ async def test_the_status_bar_shows_the_knobs_of_the_mode_in_use(engine, tmp_pat
             await enter_knob(app, pilot, field, value)
         await pilot.press("f2", "f2", "f2", "f2")
         status = text_of(app.query_one(StatusBar))
-        assert status.startswith("nucleus top-p=0.5 T=1 seed=7 max=16"), status
+        assert status.startswith("history:on │ nucleus top-p=0.5 T=1 seed=7 max=16"), status
         await pilot.press("f2")
-        assert text_of(app.query_one(StatusBar)).startswith("best-of-n n=6 k=10 T=1 seed=7 max=16")
+        assert text_of(app.query_one(StatusBar)).startswith("history:on │ best-of-n n=6 k=10 T=1 seed=7 max=16")
         await enter_knob(app, pilot, "seed", str(2**63 - 1))
         assert f"seed={2**63 - 1} " in text_of(app.query_one(StatusBar))  # every digit of it
 
@@ -655,19 +655,38 @@ async def test_damaged_history_file_app_chats_without_history_and_keeps_the_byte
     assert db.read_bytes() == garbage
 
 
-async def test_the_status_bar_shows_all_of_itself_in_an_80_column_terminal(engine, tmp_path):
+async def status_while_generating_without_history(app, size) -> str:
+    """What of the status bar is on screen while a reply streams, the history being off."""
     from textual.geometry import Region
 
-    (tmp_path / "history.sqlite").write_bytes(b"SQLite format 3\x00" + b"\x13" * 5000)  # history off
-    app = make_app(engine, tmp_path, settings=DecodingSettings(max_new_tokens=400))
-    async with app.run_test(size=SIZE) as pilot:
+    async with app.run_test(size=size) as pilot:
         await pilot.press(*"Write a long story about a dragon.", "enter")
         await pilot.pause()
         status = app.query_one(StatusBar)
         on_screen = " ".join(strip.text for strip in status.render_lines(Region(0, 0, *status.size)))
-        assert "history:OFF" in on_screen and "generating" in on_screen, on_screen
         await pilot.press("escape")
         await app.workers.wait_for_complete()
+    return on_screen
+
+
+async def test_the_status_bar_shows_all_of_itself_in_an_80_column_terminal(engine, tmp_path):
+    (tmp_path / "history.sqlite").write_bytes(b"SQLite format 3\x00" + b"\x13" * 5000)  # history off
+    app = make_app(engine, tmp_path, settings=DecodingSettings(max_new_tokens=400))
+    on_screen = await status_while_generating_without_history(app, SIZE)
+    assert "history:OFF" in on_screen and "generating" in on_screen, on_screen
+
+
+async def test_history_off_and_generating_stay_in_sight_at_60_columns_with_two_reward_models(engine, tmp_path):
+    from args_local.reward import load_reward_model
+
+    (tmp_path / "history.sqlite").write_bytes(b"SQLite format 3\x00" + b"\x13" * 5000)  # history off
+    both = Engine(engine.policy, load_reward_model("guide+encoder", 1, use_gpu=False))
+    weights = {"guide.helpful": 1.0, "guide.harmless": 0.5, "encoder.harmless": 1.0}
+    app = make_app(both, tmp_path, settings=DecodingSettings(mode="args-stochastic", max_new_tokens=400,
+                                                             repeat_penalty=1.1, objectives=weights))
+    on_screen = await status_while_generating_without_history(app, (60, 24))
+    assert "history:OFF" in on_screen and "generating" in on_screen, on_screen
+    assert "args-stochastic" in on_screen, on_screen  # the mode too, where a reply's footer is far off
 
 
 async def test_missing_model_shows_how_to_fix_it(tmp_path):

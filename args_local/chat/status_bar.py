@@ -1,4 +1,5 @@
-"""The knobs at all times: the mode and the knobs it decodes with, token colouring, history state."""
+"""The state at all times: history on or off, whether a reply is coming, the mode and the knobs it decodes with,
+token colouring."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def gated_objectives(reward_model) -> set[str]:
 class StatusBar(Static):
     DEFAULT_CSS = """
     StatusBar {
-        height: auto;  /* wraps where the terminal is narrow: history OFF and generating stay in sight */
+        height: auto;  /* wraps where the terminal is narrow; what is past max-height is cut */
         max-height: 3;
         padding: 0 1;
         background: $panel;
@@ -44,8 +45,11 @@ class StatusBar(Static):
         """objectives: the weights the reward model will use (its defaults unless the knobs set them); gated: those
         of them a gate may switch off for the next prompt, marked so (the reply's footer says what it used). Shown
         bare, harmless=2 read as the weight of every reply, where an ordinary question's reply had 0."""
-        text = Text()
-        text.append(settings.mode, "bold")
+        # History and generating first: at the end, two reward models' weights wrapped them out of sight at 60 columns
+        text = Text("history:" + ("on" if history_on else "OFF"), "" if history_on else "bold red")
+        if busy:
+            text.append(" │ ").append("generating", "bold")
+        text.append(" │ ").append(settings.mode, "bold")
         for knob in MODE_KNOBS[settings.mode]:
             value = getattr(settings, knob)
             text.append(f" {SHORT_NAMES.get(knob, knob)}={value:g}" if isinstance(value, float) else f" {knob}={value}")
@@ -62,7 +66,4 @@ class StatusBar(Static):
             text.append(" " + " ".join(f"{name}={weight:g}" + (" (gated)" if weight and name in gated else "")
                                        for name, weight in objectives.items()))
         text.append(f" │ colour:{colouring}")
-        text.append(" │ history:" + ("on" if history_on else "OFF"), "" if history_on else "bold red")
-        if busy:
-            text.append(" │ generating", "bold")
         self.update(text)
