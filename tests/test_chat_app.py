@@ -591,19 +591,25 @@ async def test_reply_error_is_shown_and_the_app_goes_on(engine, tmp_path):
         assert view.reply.error is None and view.reply.text.strip()
 
 
-async def test_too_long_conversation_drops_oldest_turns_with_a_notice(engine, tmp_path):
+async def test_too_long_conversation_drops_oldest_turns_with_a_notice_and_dims_them(engine, tmp_path):
     small = Engine.load(threads=1, n_ctx=256)
-    app = make_app(small, tmp_path)
+    app = make_app(small, tmp_path, settings=QUICK.with_(mode="greedy"))
     async with app.run_test(size=SIZE) as pilot:
-        for i in range(4):
-            app.session.add_prompt(f"Question {i}: " + "tell me more about the sea " * 12)
-            app.session.turns.append(type(app.session.turns[0])("assistant", "The sea is big. " * 10))
-        view = await send(app, pilot, "Summarise.")
+        for i in range(3):  # about 90 tokens each: the third leaves no room for the first
+            app.query_one(PromptInput).value = f"Question {i}: " + "tell me more about the sea " * 12
+            view = await send(app, pilot, "")
         assert view.reply.error is None and view.reply.text.strip()
         shown = list(app.query("#conversation > *"))
         notes = [w for w in shown if isinstance(w, Note) and "dropped the" in text_of(w) and "oldest turn" in text_of(w)]
         assert len(notes) == 1
         assert shown.index(notes[0]) == shown.index(view) - 1  # above the reply it is about, not after it
+        # the turns the model no longer sees are dimmed in the transcript, those it saw are not
+        dropped = view.reply.dropped_turns
+        turns = [w for w in shown if isinstance(w, (UserMessage, ReplyView))]
+        assert dropped >= 2 and len(turns) == 6
+        assert [w.has_class("-left-out") for w in turns] == [True] * dropped + [False] * (6 - dropped)
+        assert turns[0].styles.text_opacity == 0.5 and turns[1].styles.text_opacity == 0.5
+        assert turns[-1].styles.text_opacity == 1
 
 
 async def test_a_prompt_too_long_for_the_context_does_not_push_out_the_turns_after_it(engine, tmp_path):

@@ -37,7 +37,7 @@ from .messages import COLOURINGS, FollowingScroll, Note, ReplyView, UserMessage
 from .model_info_screen import ModelInfoScreen, model_table
 from .prompt_input import PromptInput
 from .reply import Reply
-from .session import ChatSession
+from .session import ChatSession, Turn, messages_of
 from .status_bar import StatusBar, gated_objectives
 
 SETUP_HINT = "To fix: run tools/setup.sh to build the default models, or pass --policy FILE.gguf / --reward DIR."
@@ -201,33 +201,42 @@ class ChatApp(App):
         event.input.remember(prompt)
         self.session.add_prompt(prompt)
         conversation = self.query_one("#conversation")
-        conversation.mount(UserMessage(prompt))
+        conversation.mount(UserMessage(prompt, self.session.turns[-1]))
         view = ReplyView(Reply(settings=self.settings.to_dict()), self.colouring)
         conversation.mount(view)
         self.scroll_down()
         self.busy = True
         self.cancel = threading.Event()
         self.update_status()
-        self.generate(view, self.session.model_messages(), self.settings, self.session.system, self.cancel)
+        self.generate(view, self.session.model_turns(), self.settings, self.session.system, self.cancel)
 
     @work(thread=True, exclusive=True, group="reply")
-    def generate(self, view: ReplyView, conversation: list[dict], settings: DecodingSettings,
+    def generate(self, view: ReplyView, turns: list[Turn], settings: DecodingSettings,
                  system: str | None, cancel: threading.Event) -> None:
-        reply = run_reply(self.engine, conversation, settings, system=system, cancel=cancel, judge=self.judge,
+        reply = run_reply(self.engine, messages_of(turns), settings, system=system, cancel=cancel, judge=self.judge,
                           on_step=lambda r: self.call_from_thread(self.show_reply, view, r),
                           on_notice=lambda message: self.call_from_thread(self.add_note, message, "warning", view))
-        self.call_from_thread(self.reply_finished, view, reply)
+        self.call_from_thread(self.reply_finished, view, reply, turns)
 
     def show_reply(self, view: ReplyView, reply: Reply) -> None:
         view.reply = reply
         view.show()
 
-    def reply_finished(self, view: ReplyView, reply: Reply) -> None:
+    def reply_finished(self, view: ReplyView, reply: Reply, turns: list[Turn]) -> None:
         self.show_reply(view, reply)
         if reply.error is None:
             self.session.add_reply(reply)
+            self.dim_left_out(turns[reply.dropped_turns])  # the engine drops whole turns, never the prompt
         self.busy = False
         self.update_status()
+
+    def dim_left_out(self, first_seen: Turn) -> None:
+        """Dim the turns above first_seen, the oldest the model saw (a user's: the engine drops a prompt with
+        its replies): they no longer fit the context. A later, shorter prompt may fit them again."""
+        seen = False
+        for widget in self.query("#conversation > UserMessage, #conversation > ReplyView"):
+            seen = seen or getattr(widget, "turn", None) is first_seen
+            widget.set_class(not seen, "-left-out")
 
     def show_session(self) -> None:
         """Redraw the conversation area from self.session (after opening or starting one)."""
@@ -236,7 +245,7 @@ class ChatApp(App):
         if self.session.system:
             conversation.mount(Note(f"system prompt: {self.session.system}"))
         for turn in self.session.turns:
-            conversation.mount(UserMessage(turn.content) if turn.role == "user"
+            conversation.mount(UserMessage(turn.content, turn) if turn.role == "user"
                                else ReplyView(turn.reply, self.colouring))
         self.scroll_down()
 

@@ -98,10 +98,13 @@ class UserMessage(Static):
         border-left: thick $primary;
         background: $boost;
     }
+    UserMessage.-left-out { text-opacity: 50%; }  /* no longer in the model's view */
     """
 
-    def __init__(self, text: str):
+    def __init__(self, text: str, turn=None):
+        """turn: the session's Turn it shows (the app finds where the turns the model still sees begin)."""
         super().__init__(Text(text), markup=False)
+        self.turn = turn
 
 
 class Note(Static):
@@ -130,6 +133,7 @@ class ReplyView(Vertical):
     ReplyView.-streaming { border-left: thick $accent; }
     ReplyView.-cancelled { border-left: thick $warning; }
     ReplyView.-error { border-left: thick $error; }
+    ReplyView.-left-out { text-opacity: 50%; }
     ReplyView > .reply-title { color: $text-accent; text-style: bold; }
     ReplyView > .reply-body { height: auto; }
     ReplyView > .reply-meta { height: auto; color: $text-muted; }

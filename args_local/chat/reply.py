@@ -26,6 +26,7 @@ class Reply:
     error: str | None = None
     objective_rewards: dict[str, float] | None = None  # the whole reply's guide reward by objective (not stored)
     objective_weights: dict[str, float] | None = None  # the weights after the gate (reward/gates.py; not stored)
+    dropped_turns: int = 0  # the oldest turns sent that did not fit the context, left out of the prompt (not stored)
 
     @property
     def text(self) -> str:
@@ -49,6 +50,7 @@ class Reply:
         self.objective_weights = finished.objective_weights
         self.settings = finished.settings
         self.tokens_per_s = finished.tokens_per_s
+        self.dropped_turns = finished.dropped_turns
 
     def _trimmed(self, text: str) -> list[Piece]:
         kept, used = [], 0

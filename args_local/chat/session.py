@@ -47,14 +47,16 @@ class ChatSession:
             return None
 
     # --- the conversation ------------------------------------------------------------------
-    def model_messages(self) -> list[dict]:
-        """user/assistant turns for the engine. A reply that produced no text is left out, and so is
+    def model_turns(self) -> list[Turn]:
+        """The turns for the engine. A reply that produced no text is left out, and so is
         an earlier prompt left without a reply (its reply failed, was cancelled before any text, or
         was lost when the app was killed): the model would otherwise see two prompts in a row and
         answer the first, and a prompt too long for the context would push out every turn before it."""
         turns = [t for t in self.turns if t.content.strip()]
-        return [{"role": t.role, "content": t.content} for i, t in enumerate(turns)
-                if t.role != "user" or i == len(turns) - 1 or turns[i + 1].role != "user"]
+        return [t for i, t in enumerate(turns) if t.role != "user" or i == len(turns) - 1 or turns[i + 1].role != "user"]
+
+    def model_messages(self) -> list[dict]:
+        return messages_of(self.model_turns())
 
     def add_prompt(self, text: str) -> None:
         self.turns.append(Turn("user", text))
@@ -117,6 +119,11 @@ class ChatSession:
             except OSError as error:
                 last = error
         raise UserError(f"cannot write the export {name}: {last}")
+
+
+def messages_of(turns: list[Turn]) -> list[dict]:
+    """user/assistant messages, as the engine takes them."""
+    return [{"role": t.role, "content": t.content} for t in turns]
 
 
 def title_from(prompt: str, width: int = 48) -> str:
