@@ -394,11 +394,13 @@ async def test_the_chat_stays_at_its_end_when_the_terminal_is_resized(engine, tm
             assert conversation.scroll_y == conversation.max_scroll_y > 0, size
 
 
-async def test_restarted_app_finds_the_conversation_in_history(engine, tmp_path):
+async def test_restarted_app_finds_the_conversation_in_history_with_each_replys_footer(engine, tmp_path):
     first = make_app(engine, tmp_path)
     async with first.run_test(size=SIZE) as pilot:
         view = await send(first, pilot, "Tell me about owls.")
-        reply_text = view.reply.text
+        reply_text, footer = view.reply.text, text_of(view.query_one(".reply-meta"))
+    # the footer's figures beyond the history's columns: rewards and weights by objective, speed
+    assert all(figure in footer for figure in (", helpful ", "weights harmless ", "tok/s")), footer
     second = make_app(engine, tmp_path)
     async with second.run_test(size=SIZE) as pilot:
         await pilot.press("up")  # prompts from earlier sessions can be recalled
@@ -411,6 +413,7 @@ async def test_restarted_app_finds_the_conversation_in_history(engine, tmp_path)
         await pilot.pause()
         assert [t.content for t in second.session.turns] == ["Tell me about owls.", reply_text]
         assert text_of(second.query_one(UserMessage)) == "Tell me about owls."
+        assert text_of(second.query_one(ReplyView).query_one(".reply-meta")) == footer
         # The next turn continues that conversation, with the earlier turn in the model's view.
         await send(second, pilot, "And about hawks?")
         assert [t.role for t in second.session.turns] == ["user", "assistant", "user", "assistant"]

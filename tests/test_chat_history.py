@@ -52,6 +52,22 @@ def test_session_stores_reply_with_its_settings_and_reopens_it(tmp_path):
                                          {"role": "assistant", "content": "Paris."}]
 
 
+def test_the_footers_figures_come_back_and_a_reply_stored_without_them_still_opens(tmp_path):
+    session = ChatSession(History(tmp_path / "h.sqlite"))
+    session.add_prompt("Capital of France?")
+    figures = {"tokens_per_s": 31.5, "objective_rewards": {"harmless": 0.25, "helpful": -0.5},
+               "objective_weights": {"harmless": 0.0, "helpful": 1.0}}
+    session.add_reply(Reply(**{**vars(reply()), **figures}))
+    # as an args-local from before the figures stored a reply: its settings alone
+    session.history.add_message(session.conversation_id, "assistant", "Lyon.", settings={"mode": "greedy"})
+    now = ChatSession(History(tmp_path / "h.sqlite"))
+    assert now.open(session.conversation_id, to_continue=False)
+    stored, older = now.turns[1].reply, now.turns[2].reply
+    assert {name: getattr(stored, name) for name in figures} == figures
+    assert stored.settings == {"mode": "args-greedy", "k": 10, "w": 1.5}  # the figures are not settings
+    assert older.settings == {"mode": "greedy"} and older.tokens_per_s == 0.0 and older.objective_rewards is None
+
+
 def test_a_prompt_left_without_a_reply_is_not_sent_to_the_model_again(tmp_path):
     history = History(tmp_path / "h.sqlite")
     session = ChatSession(history)

@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS messages (
     reward REAL,
     judge_reward REAL,
     stop_reason TEXT,
-    settings TEXT,   -- JSON: the DecodingSettings this reply was made with
+    settings TEXT,   -- JSON: the DecodingSettings this reply was made with, and its "figures" (chat/reply.py)
     pieces TEXT,     -- JSON: [[text, reward, chosen_index], ...] to colour the tokens again
     created REAL NOT NULL
 );

@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 
 from ..engine import Finished, Step
 
+# What the footer shows that has no column of its own in the history: stored in the settings' JSON, under "figures",
+# so that the schema stays as it is (databases made before open as they did, and older args-locals open new ones)
+FIGURES = ("tokens_per_s", "objective_rewards", "objective_weights")
+
 
 @dataclass
 class Piece:
@@ -24,8 +28,8 @@ class Reply:
     settings: dict = field(default_factory=dict)
     tokens_per_s: float = 0.0
     error: str | None = None
-    objective_rewards: dict[str, float] | None = None  # the whole reply's guide reward by objective (not stored)
-    objective_weights: dict[str, float] | None = None  # the weights after the gate (reward/gates.py; not stored)
+    objective_rewards: dict[str, float] | None = None  # the whole reply's guide reward by objective
+    objective_weights: dict[str, float] | None = None  # the weights after the gate (reward/gates.py)
     dropped_turns: int = 0  # the oldest turns sent that did not fit the context, left out of the prompt (not stored)
 
     @property
@@ -75,8 +79,14 @@ class Reply:
     def pieces_json(self) -> list:
         return [[p.text, p.reward, p.chosen_index] for p in self.pieces]
 
+    def settings_json(self) -> dict:
+        return {**self.settings, "figures": {name: getattr(self, name) for name in FIGURES}}
+
     @classmethod
     def from_stored(cls, content: str, reward=None, judge_reward=None, stop_reason=None, settings=None,
                     pieces=None) -> "Reply":
         parts = [Piece(*p) for p in pieces] if pieces else [Piece(content)]
-        return cls(parts, stop_reason or "end_of_turn", reward, judge_reward, settings or {})
+        settings = dict(settings or {})
+        figures = settings.pop("figures", None) or {}  # none in a reply stored before they were
+        return cls(parts, stop_reason or "end_of_turn", reward, judge_reward, settings,
+                   **{name: figures[name] for name in FIGURES if name in figures})

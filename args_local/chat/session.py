@@ -73,7 +73,7 @@ class ChatSession:
         if self.conversation_id is not None:
             self._save(lambda h: h.add_message(
                 self.conversation_id, "assistant", content, reward=reply.reward, judge_reward=reply.judge_reward,
-                stop_reason=reply.stop_reason or "error", settings=reply.settings, pieces=reply.pieces_json()))
+                stop_reason=reply.stop_reason or "error", settings=reply.settings_json(), pieces=reply.pieces_json()))
 
     def set_system(self, system: str | None) -> None:
         self.system = system or None
