@@ -34,7 +34,7 @@ def engine():
 
 def make_app(engine, tmp_path, settings=QUICK, **kw):
     return ChatApp(engine=engine, db_path=tmp_path / "history.sqlite", judge_path=tmp_path / "no-judge",
-                   threads=1, settings=settings, **kw)
+                   rm_threads=1, settings=settings, **kw)
 
 
 async def send(app, pilot, prompt):
@@ -514,7 +514,7 @@ async def test_square_brackets_the_user_typed_are_shown_as_typed_not_read_as_mar
     from rich.console import Console
 
     db = tmp_path / "[/old]" / "history.sqlite"
-    app = ChatApp(engine=engine, db_path=db, judge_path=tmp_path / "no-judge", threads=1, settings=QUICK)
+    app = ChatApp(engine=engine, db_path=db, judge_path=tmp_path / "no-judge", rm_threads=1, settings=QUICK)
     async with app.run_test(size=SIZE) as pilot:
         await send(app, pilot, "What does [/b] mean?")
         await pilot.press("f6")
@@ -759,7 +759,7 @@ async def test_broken_judge_is_reported_once_and_replies_go_on(engine, tmp_path)
     judge_dir = tmp_path / "judge"
     judge_dir.mkdir()
     (judge_dir / "manifest.json").write_text("{not json")
-    app = ChatApp(engine=engine, db_path=tmp_path / "history.sqlite", judge_path=judge_dir, threads=1,
+    app = ChatApp(engine=engine, db_path=tmp_path / "history.sqlite", judge_path=judge_dir, rm_threads=1,
                   settings=QUICK)
     async with app.run_test(size=SIZE) as pilot:
         first = await send(app, pilot, "Hello.")
@@ -770,10 +770,22 @@ async def test_broken_judge_is_reported_once_and_replies_go_on(engine, tmp_path)
             assert view.reply.judge_reward is None and math.isfinite(view.reply.reward)
 
 
+def test_the_judge_runs_on_the_command_lines_rm_threads(tmp_path):
+    from args_local.cli import build_parser
+    from args_local.commands.chat import chat_app
+
+    def judge_threads(*options: str) -> int | None:
+        args = build_parser().parse_args(["chat", "--db", str(tmp_path / "h.sqlite"), *options])
+        return chat_app(args, QUICK).judge.threads
+
+    assert judge_threads("--threads", "1", "--rm-threads", "3") == 3
+    assert judge_threads("--threads", "1") is None  # a reward model's default, not llama.cpp's count for the policy
+
+
 @pytest.mark.skipif(not home.default_judge().is_dir(), reason="no judge reward model installed")
 async def test_judge_reward_shows_beside_the_guide_reward(engine, tmp_path):
     app = ChatApp(engine=engine, db_path=tmp_path / "history.sqlite", judge_path=home.default_judge(),
-                  threads=1, settings=QUICK)
+                  rm_threads=1, settings=QUICK)
     def judge_row() -> str:
         return next(str(value) for name, value in zip(*(column.cells for column in app.screen.table.columns))
                     if name == "judge RM")
@@ -812,7 +824,7 @@ async def test_a_bug_exits_1_with_its_traceback_in_a_log_and_the_history_intact(
     earlier = history.create_conversation("earlier")
     history.add_message(earlier, "user", "a turn saved before the crash")
     history.close()
-    app = ChatApp(db_path=db, judge_path=tmp_path / "no-judge", threads=1)
+    app = ChatApp(db_path=db, judge_path=tmp_path / "no-judge", rm_threads=1)
     async with app.run_test(size=SIZE):
         app.call_later(lambda: 1 / 0)  # stands in for any bug in a handler
     assert app.return_code == 1
@@ -823,7 +835,7 @@ async def test_a_bug_exits_1_with_its_traceback_in_a_log_and_the_history_intact(
 
 
 async def test_knobs_refuse_a_negative_seed(tmp_path):
-    app = ChatApp(db_path=tmp_path / "history.sqlite", judge_path=tmp_path / "no-judge", threads=1)
+    app = ChatApp(db_path=tmp_path / "history.sqlite", judge_path=tmp_path / "no-judge", rm_threads=1)
     async with app.run_test(size=SIZE) as pilot:
         await enter_knob(app, pilot, "seed", "-1")
         assert isinstance(app.screen, KnobsScreen)
@@ -848,7 +860,7 @@ def assert_labels_shown_whole(screen, dialog=None) -> None:
 async def test_every_knob_is_named_in_full(tmp_path):
     """The label column cut 'min-p (of top token; 0 = off)' to 'min-p (of top token; 0 =' at every width, and
     at 60 columns the title lost the end of 'Esc discards'."""
-    app = ChatApp(db_path=tmp_path / "history.sqlite", judge_path=tmp_path / "no-judge", threads=1)
+    app = ChatApp(db_path=tmp_path / "history.sqlite", judge_path=tmp_path / "no-judge", rm_threads=1)
     async with app.run_test(size=(60, 40)) as pilot:  # the narrowest terminal the chat is made for
         await pilot.press("f3")
         await pilot.pause()
@@ -860,7 +872,7 @@ async def test_the_history_screen_says_all_it_has_to_say_at_60_columns(tmp_path)
     first') lost its end: what to do."""
     with other_chat(tmp_path / "history.sqlite") as other_starts:
         other_starts("Tell me about owls.")
-        app = ChatApp(db_path=tmp_path / "history.sqlite", judge_path=tmp_path / "no-judge", threads=1)
+        app = ChatApp(db_path=tmp_path / "history.sqlite", judge_path=tmp_path / "no-judge", rm_threads=1)
         async with app.run_test(size=(60, 20)) as pilot:
             await pilot.press("f6", "d", "y")
             await pilot.pause()
@@ -871,7 +883,7 @@ async def test_the_history_screen_says_all_it_has_to_say_at_60_columns(tmp_path)
 async def test_knobs_in_a_short_terminal_scroll_to_the_field_and_show_the_whole_error(tmp_path):
     from textual.containers import Vertical
 
-    app = ChatApp(db_path=tmp_path / "history.sqlite", judge_path=tmp_path / "no-judge", threads=1)
+    app = ChatApp(db_path=tmp_path / "history.sqlite", judge_path=tmp_path / "no-judge", rm_threads=1)
     async with app.run_test(size=(80, 16)) as pilot:  # too short for every field at once
         await enter_knob(app, pilot, "objectives", "helpful=x")
         dialog, field, error = (app.screen.query_one(q) for q in (Vertical, "#objectives", "#knobs-error"))

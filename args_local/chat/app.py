@@ -82,14 +82,15 @@ class ChatApp(App):
 
     def __init__(self, engine=None, load_engine: Callable[[], object] | None = None,
                  db_path: str | Path | None = None, judge_path: str | Path | None = None,
-                 threads: int | None = None, settings: DecodingSettings | None = None, system: str | None = None):
-        """system: the system prompt of every new conversation (None: the chat template's default)."""
+                 rm_threads: int | None = None, settings: DecodingSettings | None = None, system: str | None = None):
+        """rm_threads: the judge's, as the reward model's (--rm-threads); system: the system prompt of every new
+        conversation (None: the chat template's default)."""
         super().__init__()
         self.engine = engine
         self.load_engine = load_engine
         self.load_error: str | None = None
         self.db_path = Path(db_path) if db_path else default_db_path()
-        self.judge = Judge(home.default_judge() if judge_path is None else judge_path, threads)
+        self.judge = Judge(home.default_judge() if judge_path is None else judge_path, rm_threads)
         self.settings = settings or DecodingSettings()
         self.colouring = "off"
         self.cancel = threading.Event()

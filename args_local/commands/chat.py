@@ -26,20 +26,27 @@ def run(args) -> int:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):  # Textual would wait forever on a pipe
         raise UserError("chat needs a terminal (stdin or stdout is redirected); "
                         "for scripts use `args-local generate PROMPT`")
-    from ..chat import ChatApp  # Textual only loads for this command
     from ..settings import DecodingSettings
 
     settings = DecodingSettings(objectives=objectives_from(args)).validated()  # bad weights: before the app starts
     if settings.objectives:  # and one the reward model lacks (without them, a missing model is told in the app)
         check_reward_files(args.reward, settings.objectives, guiding=True)
     give_textual_its_own_terminal()
-    app = ChatApp(load_engine=lambda: load_engine(args), db_path=args.db, threads=args.threads, settings=settings,
-                  system=args.system or None)
+    app = chat_app(args, settings)
     app.run()
     if app.crash_log is not None:
         print(f"args-local: the chat stopped on an unexpected error (a bug); the details are in {app.crash_log}. "
               "Your history is saved.", file=sys.stderr)
     return app.return_code or 0
+
+
+def chat_app(args, settings):
+    """The app the command line asks for. The judge is a reward model: it runs on --rm-threads, as the guide does
+    (it had --threads, llama.cpp's for the policy)."""
+    from ..chat import ChatApp  # Textual only loads for this command
+
+    return ChatApp(load_engine=lambda: load_engine(args), db_path=args.db, rm_threads=args.rm_threads,
+                   settings=settings, system=args.system or None)
 
 
 def give_textual_its_own_terminal() -> None:
