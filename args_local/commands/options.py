@@ -12,7 +12,8 @@ from ..user_text import checked_text
 
 # what args_local.cpu picks when the option is not given
 THREADS_HELP = "llama.cpp threads (default: 1 on <= 2 cores, else half the cores up to 4)"
-RM_THREADS_HELP = "onnxruntime threads (default: 2 on <= 2 cores, else half the cores up to 4)"
+RM_THREADS_HELP = ("reward-model threads: onnxruntime's, or llama.cpp's for a GGUF judge "
+                   "(default: 2 on <= 2 cores, else half the cores up to 4)")
 
 
 def text(value: str) -> str:
