@@ -46,12 +46,53 @@ class NoRepeatNGram:
         return logits
 
 
+class PresencePenalty:
+    """OpenAI's presence_penalty: subtracted once from the logit of each token the reply holds."""
+
+    def __init__(self, penalty: float):
+        self.penalty = penalty
+
+    def __call__(self, reply_tokens: list[int], logits: np.ndarray) -> np.ndarray:
+        logits[np.unique(np.asarray(reply_tokens, dtype=np.int64))] -= self.penalty
+        return logits
+
+
+class FrequencyPenalty:
+    """OpenAI's frequency_penalty: subtracted from a token's logit once for each time the reply holds it."""
+
+    def __init__(self, penalty: float):
+        self.penalty = penalty
+
+    def __call__(self, reply_tokens: list[int], logits: np.ndarray) -> np.ndarray:
+        seen, counts = np.unique(np.asarray(reply_tokens, dtype=np.int64), return_counts=True)
+        logits[seen] -= self.penalty * counts
+        return logits
+
+
+class LogitBias:
+    """OpenAI's logit_bias: a fixed amount added to the logits of chosen tokens, whatever the reply holds."""
+
+    def __init__(self, biases: tuple[tuple[int, float], ...]):
+        self.ids = np.array([token for token, _ in biases], dtype=np.int64)
+        self.biases = np.array([bias for _, bias in biases])
+
+    def __call__(self, reply_tokens: list[int], logits: np.ndarray) -> np.ndarray:
+        logits[self.ids] += self.biases
+        return logits
+
+
 def processors_for(settings) -> list:
     """The processors a DecodingSettings asks for, in the order they apply."""
     chain = []
     if settings.repeat_penalty != 1.0:
         chain.append(RepetitionPenalty(settings.repeat_penalty))
-    if settings.no_repeat_ngram:
+    if settings.presence_penalty:
+        chain.append(PresencePenalty(settings.presence_penalty))
+    if settings.frequency_penalty:
+        chain.append(FrequencyPenalty(settings.frequency_penalty))
+    if settings.logit_bias:
+        chain.append(LogitBias(settings.logit_bias))
+    if settings.no_repeat_ngram:  # last: a banned token stays banned, whatever bias the others gave it
         chain.append(NoRepeatNGram(settings.no_repeat_ngram))
     return chain
 

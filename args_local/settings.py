@@ -21,7 +21,9 @@ MAX_SEED = 2**63 - 1  # numpy's generators take any non-negative integer; this k
 # cache alone needs gigabytes even for a small model, and no built-in model was trained on more.
 MIN_N_CTX, MAX_N_CTX = 256, 131072
 INTEGER_FIELDS = ("k", "n", "max_new_tokens", "no_repeat_ngram", "seed")
-NUMBER_FIELDS = ("w", "temperature", "top_p", "repeat_penalty", "adaptive", "min_p")
+NUMBER_FIELDS = ("w", "temperature", "top_p", "repeat_penalty", "presence_penalty", "frequency_penalty", "adaptive",
+                 "min_p")
+MAX_PENALTY, MAX_LOGIT_BIAS = 2.0, 100.0  # OpenAI's ranges
 MAX_THREADS = 512
 
 
@@ -51,6 +53,19 @@ def _is_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def _as_pairs(value):
+    """A dict or a list of lists as the tuple of pairs the settings hold; anything else as it is (validated() names it)."""
+    if isinstance(value, dict):
+        return tuple(value.items())
+    if isinstance(value, list):
+        return tuple(tuple(p) if isinstance(p, list) else p for p in value)
+    return value
+
+
+def _token_id(key):
+    return int(key) if _is_integer(key) or (isinstance(key, str) and key.isascii() and key.isdigit()) else key
+
+
 def _are_pairs(objectives) -> bool:
     return isinstance(objectives, tuple) and all(isinstance(p, tuple) and len(p) == 2 for p in objectives)
 
@@ -72,6 +87,11 @@ class DecodingSettings:
     # policies loop, and the reward model does not see loops as bad (BENCHMARKS.md, alignment)
     repeat_penalty: float = 1.2
     no_repeat_ngram: int = 0  # ban repeating any n-gram of this size in the reply (0 = off)
+    # OpenAI's: subtracted from the logit of each token the reply holds, once (presence) or per occurrence
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    # OpenAI's: (token id, bias) pairs, each bias added to its token's logit (-100 bans it, 100 all but forces it)
+    logit_bias: tuple[tuple[int, float], ...] = ()
     adaptive: float = 0.0  # ARGS: skip the RM where the policy's top token has at least this probability (0 = off)
     # ARGS: of the k candidates, keep those at least this many times as likely as the top one (0 = all k).
     # A speed knob: where one is left the RM is skipped (BENCHMARKS.md measures what it costs).
@@ -83,10 +103,6 @@ class DecodingSettings:
     objectives: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self):
-        if isinstance(self.objectives, dict):  # the Python API may pass {"helpful": 1.0, ...}
-            object.__setattr__(self, "objectives", tuple(self.objectives.items()))
-        elif isinstance(self.objectives, list):  # or pairs as JSON and YAML write them, [["helpful", 1.0]]
-            object.__setattr__(self, "objectives", tuple(tuple(p) if isinstance(p, list) else p for p in self.objectives))
         if isinstance(self.stop, str):  # stop="###" is one stop string, not one per character
             object.__setattr__(self, "stop", (self.stop,))
         elif isinstance(self.stop, list):
@@ -96,9 +112,13 @@ class DecodingSettings:
             value, integer = getattr(self, name), name in INTEGER_FIELDS
             if (_is_integer if integer else _is_number)(value):
                 object.__setattr__(self, name, int(value) if integer else float(value))
-        if _are_pairs(self.objectives):
-            object.__setattr__(self, "objectives",
-                               tuple((name, float(w) if _is_number(w) else w) for name, w in self.objectives))
+        # the Python API may pass {"helpful": 1.0, ...} and {token_id: bias}, or pairs as JSON and YAML write
+        # them, [["helpful", 1.0]]; OpenAI's logit_bias is {"token id": bias}, as JSON's keys are strings
+        for name, key_of in (("objectives", lambda key: key), ("logit_bias", _token_id)):
+            pairs = _as_pairs(getattr(self, name))
+            if _are_pairs(pairs):
+                pairs = tuple((key_of(key), float(w) if _is_number(w) else w) for key, w in pairs)
+            object.__setattr__(self, name, pairs)
 
     @property
     def uses_reward(self) -> bool:
@@ -125,6 +145,10 @@ class DecodingSettings:
             raise UserError(f"repeat_penalty must be a positive number, 1 for off (got {self.repeat_penalty})")
         if self.no_repeat_ngram < 0 or self.no_repeat_ngram == 1:
             raise UserError(f"no_repeat_ngram must be 0 (off) or at least 2 (got {self.no_repeat_ngram})")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not -MAX_PENALTY <= getattr(self, name) <= MAX_PENALTY:
+                raise UserError(f"{name} must be a number from -{MAX_PENALTY:g} to {MAX_PENALTY:g}, 0 for off "
+                                f"(got {getattr(self, name)})")
         if not 0 <= self.adaptive < 1:
             raise UserError(f"adaptive must be a probability in [0, 1), 0 for off (got {self.adaptive})")
         if not 0 <= self.min_p < 1:
@@ -134,6 +158,7 @@ class DecodingSettings:
         if not 0 <= self.seed <= MAX_SEED:
             raise UserError(f"seed must be an integer from 0 to {MAX_SEED} (got {self.seed})")
         self._validate_objectives()
+        self._validate_logit_bias(vocab_size)
         return self
 
     def _validate_types(self) -> None:
@@ -164,6 +189,21 @@ class DecodingSettings:
         if self.objectives and self.uses_reward and not any(weight > 0 for _, weight in self.objectives):
             raise UserError(f"all objective weights are 0: mode {self.mode} needs at least one positive weight")
 
+    def _validate_logit_bias(self, vocab_size: int | None) -> None:
+        """Token ids in the vocabulary where its size is known (the engine checks each reply's)."""
+        if not _are_pairs(self.logit_bias):
+            raise UserError(f'logit_bias must map token ids to biases, e.g. {{"50256": -100}} (got {self.logit_bias!r})')
+        ids = [token for token, _ in self.logit_bias]
+        if len(set(ids)) < len(ids):
+            raise UserError(f"logit_bias may give each token id once (got {', '.join(map(str, ids))})")
+        ids = "integers from 0" + ("" if vocab_size is None else f" to {vocab_size - 1}")
+        for token, bias in self.logit_bias:
+            if not _is_integer(token) or token < 0 or (vocab_size is not None and token >= vocab_size):
+                raise UserError(f"logit_bias names token id {token!r}, which is not in the vocabulary (its ids are {ids})")
+            if not _is_number(bias) or not -MAX_LOGIT_BIAS <= bias <= MAX_LOGIT_BIAS:
+                raise UserError(f"the logit_bias of token {token} must be a number from -{MAX_LOGIT_BIAS:g} to "
+                                f"{MAX_LOGIT_BIAS:g} (got {bias!r})")
+
     def with_(self, **changes) -> "DecodingSettings":
         return replace(self, **changes)
 
@@ -171,6 +211,7 @@ class DecodingSettings:
         d = asdict(self)
         d["stop"] = list(self.stop)
         d["objectives"] = dict(self.objectives)
+        d["logit_bias"] = {str(token): bias for token, bias in self.logit_bias}  # as OpenAI's JSON writes it
         return d
 
 

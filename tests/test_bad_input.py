@@ -136,6 +136,7 @@ CASES = [
     ("serve-n-ctx-tiny", ("serve", "--n-ctx", "20"), "--n-ctx must be between 256"),
     ("serve-max-new-over-context", ("serve", "--n-ctx", "512", "--max-new-tokens", "600"), "leaves no room for the prompt"),
     ("serve-k-zero", ("serve", "--k", "0"), "k must be"),
+    ("serve-presence-penalty-huge", ("serve", "--presence-penalty", "5"), "--presence-penalty must be a number from -2 to 2"),
     ("serve-stop-not-utf8", ("serve", "--stop", b"\xff"), "not valid UTF-8"),
     # score
     ("score-limit-zero", S + ("--limit", "0"), "--limit must be at least 1"),

@@ -26,6 +26,16 @@ def test_generate_json_has_the_documented_fields():
     assert out["tokens_per_s"] > 0 and out["ms_reward_per_step"] > 0
 
 
+def test_generate_takes_openais_penalties():
+    plain = json.loads(generate("--json", "--mode", "greedy", "--repeat-penalty", "1", "--max-new-tokens", "32").stdout)
+    proc = generate("--json", "--mode", "greedy", "--repeat-penalty", "1", "--max-new-tokens", "32",
+                    "--presence-penalty", "2", "--frequency-penalty", "0.5")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert (out["settings"]["presence_penalty"], out["settings"]["frequency_penalty"]) == (2.0, 0.5)
+    assert out["text"] != plain["text"]
+
+
 def test_generate_with_the_encoder_reward_model_whose_tokenizer_differs(encoder_dir):
     proc = generate("--json", "--reward", str(encoder_dir))
     assert proc.returncode == 0, proc.stderr
@@ -161,6 +171,8 @@ def test_onnx_file_that_is_not_a_reward_model(guide_dir, encoder_dir, tmp_path):
     (["--min-p", "1"], "min-p must be in [0, 1)"),
     (["--repeat-penalty", "0"], "repeat-penalty must be a positive number"),
     (["--no-repeat-ngram", "1"], "no-repeat-ngram must be 0 (off) or at least 2"),
+    (["--presence-penalty", "3"], "--presence-penalty must be a number from -2 to 2, 0 for off (got 3.0)"),
+    (["--frequency-penalty", "nan"], "--frequency-penalty must be a number from -2 to 2"),
 ])
 def test_invalid_settings(flags, words):
     assert_user_error(generate(*flags), words)

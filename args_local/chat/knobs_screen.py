@@ -23,6 +23,8 @@ FIELDS = [  # (field, label, type)
     ("max_new_tokens", "max new tokens", int),
     ("repeat_penalty", "repeat penalty (1 = off)", float),
     ("no_repeat_ngram", "no-repeat n-gram (0 = off)", int),
+    ("presence_penalty", "presence penalty (0 = off)", float),
+    ("frequency_penalty", "frequency penalty (0 = off)", float),
     ("adaptive", "adaptive: skip RM at p >=", float),
     ("min_p", "min-p (of top token; 0 = off)", float),
     ("seed", "seed", int),

@@ -58,6 +58,10 @@ class StatusBar(Static):
             text.append(f" rep={settings.repeat_penalty:g}")
         if settings.no_repeat_ngram:
             text.append(f" no-repeat={settings.no_repeat_ngram}")
+        if settings.presence_penalty:
+            text.append(f" presence={settings.presence_penalty:g}")
+        if settings.frequency_penalty:
+            text.append(f" frequency={settings.frequency_penalty:g}")
         if settings.adaptive:
             text.append(f" adaptive={settings.adaptive:g}")
         if settings.min_p:

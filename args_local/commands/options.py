@@ -32,8 +32,8 @@ def check_model_options(args) -> None:
 # Settings that errors name as Python and the server's `args` write them (settings.py, engine.py), and
 # the command line as options. Not k, w, n, seed...: one letter or word reads the same either way ('n'
 # is in 'best-of-n'). Never within a path or an option: /data/threads/, --threads.
-OPTION_NAMED = re.compile(r"(?<![\w/.-])(max_new_tokens|top_p|repeat_penalty|no_repeat_ngram|min_p|n_ctx|threads|"
-                          r"rm_threads|n_gpu_layers)(?![\w/])")
+OPTION_NAMED = re.compile(r"(?<![\w/.-])(max_new_tokens|top_p|repeat_penalty|no_repeat_ngram|presence_penalty|"
+                          r"frequency_penalty|min_p|n_ctx|threads|rm_threads|n_gpu_layers)(?![\w/])")
 
 
 def option_name(name: str) -> str:
@@ -79,12 +79,16 @@ def add_decoding_options(p: argparse.ArgumentParser, default_mode: str = "args-g
 
 
 def add_tuning_options(g) -> None:
-    """Repetition processors and adaptive ARGS: shared by generate, chat and eval."""
+    """Repetition processors and penalties, and adaptive ARGS: shared by generate, chat and eval."""
     d = DecodingSettings()
     g.add_argument("--repeat-penalty", type=float, default=d.repeat_penalty,
                    help=f"divide logits of tokens already in the reply by this (default {d.repeat_penalty}; 1 = off)")
     g.add_argument("--no-repeat-ngram", type=int, default=d.no_repeat_ngram, metavar="N",
                    help=f"never repeat an N-gram of the reply (default {d.no_repeat_ngram}; 0 = off)")
+    g.add_argument("--presence-penalty", type=float, default=d.presence_penalty, metavar="P",
+                   help="subtract P from the logit of each token already in the reply, -2 to 2 (OpenAI's; default 0 = off)")
+    g.add_argument("--frequency-penalty", type=float, default=d.frequency_penalty, metavar="P",
+                   help="subtract P x its count in the reply from each token's logit, -2 to 2 (OpenAI's; default 0 = off)")
     g.add_argument("--adaptive", type=float, default=d.adaptive, metavar="P",
                    help="ARGS: skip the reward model at steps where the policy's top token has probability >= P "
                         "(faster; BENCHMARKS.md shows the cost in reward; default 0 = full ARGS)")
@@ -105,8 +109,10 @@ def objectives_from(args) -> tuple[tuple[str, float], ...]:
 
 
 def tuning_from(args) -> dict:
+    # the penalties only where given: eval records these in run.json, and a run written before they existed resumes
+    penalties = {name: getattr(args, name) for name in ("presence_penalty", "frequency_penalty") if getattr(args, name)}
     return {"repeat_penalty": args.repeat_penalty, "no_repeat_ngram": args.no_repeat_ngram, "adaptive": args.adaptive,
-            "min_p": args.min_p}
+            "min_p": args.min_p, **penalties}
 
 
 def settings_from(args) -> DecodingSettings:
