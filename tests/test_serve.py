@@ -177,6 +177,64 @@ def test_seed_minus_1_is_a_random_seed_reported_in_the_settings(client):
     assert e.value.param == "seed"
 
 
+@pytest.fixture(scope="module")
+def vocab(policy_path):
+    """The policy's tokenizer alone, for token ids to bias."""
+    import llama_cpp
+
+    tokenizer = llama_cpp.Llama(model_path=str(policy_path), vocab_only=True, verbose=False)
+    return lambda text: tokenizer.tokenize(text.encode(), add_bos=False, special=False)
+
+
+def test_logit_bias_bans_or_forces_a_token(client, vocab):
+    greedy = {"max_tokens": 8, "extra_body": {"args": {"mode": "greedy"}}}
+    text = chat(client, **greedy).choices[0].message.content
+    first = vocab(text)[0]
+    banned = chat(client, logit_bias={str(first): -100}, **greedy)
+    assert vocab(banned.choices[0].message.content)[0] != first
+    assert banned.model_extra["args"]["settings"]["logit_bias"] == {str(first): -100.0}
+    banana = vocab(" banana")[-1]
+    forced = chat(client, logit_bias={str(banana): 100}, **greedy).choices[0].message.content
+    assert vocab(forced)[0] == banana and forced.startswith(" banana")
+
+
+def test_presence_and_frequency_penalties_change_the_reply(client):
+    greedy = {"max_tokens": 32, "extra_body": {"args": {"mode": "greedy", "repeat_penalty": 1.0}}}
+    plain = chat(client, **greedy).choices[0].message.content
+    for field in ("presence_penalty", "frequency_penalty"):
+        r = chat(client, **{field: 2.0}, **greedy)
+        assert r.choices[0].message.content != plain
+        assert r.model_extra["args"]["settings"][field] == 2.0
+
+
+def test_llama_cpp_servers_top_k_min_p_and_repeat_penalty_map_onto_the_settings(client):
+    r = chat(client, max_tokens=4, extra_body={"top_k": 5, "min_p": 0.1, "repeat_penalty": 1.1})
+    settings = r.model_extra["args"]["settings"]
+    assert (settings["k"], settings["min_p"], settings["repeat_penalty"]) == (5, 0.1, 1.1)
+    r = chat(client, max_tokens=4, extra_body={"top_k": 5, "args": {"k": 3}})  # args, the later layer, wins
+    assert r.model_extra["args"]["settings"]["k"] == 3
+
+
+@pytest.mark.parametrize("fields, message, param", [
+    ({"presence_penalty": 2.5}, r"presence_penalty must be a number from -2 to 2", "presence_penalty"),
+    ({"frequency_penalty": -3}, r"frequency_penalty must be a number from -2 to 2", "frequency_penalty"),
+    ({"frequency_penalty": "1"}, r"frequency_penalty must be a number \(got '1'\)", "frequency_penalty"),
+    ({"logit_bias": {"99999999": 5}}, r"logit_bias names token id 99999999, which is not in the vocabulary "
+                                      r"\(its ids are integers from 0 to \d+\)", "logit_bias"),
+    ({"logit_bias": {"5": -101}}, "the logit_bias of token 5 must be a number from -100 to 100", "logit_bias"),
+    ({"logit_bias": "5:1"}, r'logit_bias must be an object \{"token id": bias\}', "logit_bias"),
+    ({"top_k": 0}, r"top_k must be at least 1 \(got 0\)", "top_k"),
+    ({"top_k": 5000}, "k must be at least 1 and at most 1024", "top_k"),
+    ({"min_p": 1.5}, r"min_p must be in \[0, 1\)", "min_p"),
+    ({"repeat_penalty": 0}, "repeat_penalty must be a positive number", "repeat_penalty"),
+    ({"args": {"logit_bias": {"-3": 1}}}, "logit_bias names token id '-3'", "args.logit_bias"),
+])
+def test_bad_penalties_biases_and_llama_cpp_fields_are_a_400_naming_the_field(client, fields, message, param):
+    with pytest.raises(openai.BadRequestError, match=message) as e:
+        chat(client, extra_body=fields)
+    assert e.value.body["param"] == param
+
+
 def test_top_p_0_keeps_the_most_likely_token_and_one_outside_0_to_1_is_a_400(client):
     greedy = chat(client, extra_body={"args": {"mode": "greedy"}})
     narrowest = chat(client, top_p=0, temperature=1.5, extra_body={"args": {"mode": "nucleus"}})
@@ -358,7 +416,7 @@ def test_bad_json_is_400_and_unknown_fields_are_ignored(http):
     assert set(r.json()["error"]) == {"message", "type", "param", "code"}
     assert "not valid JSON" in r.json()["error"]["message"]
     r = http.post("/v1/chat/completions", json={"model": "args-local", "messages": [{"role": "user", "content": Q}],
-                                                "max_tokens": 8, "frobnicate": {"x": 1}, "presence_penalty": 0.5})
+                                                "max_tokens": 8, "frobnicate": {"x": 1}, "user": "someone"})
     assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"]
     for bad in ({"messages": []}, {"messages": [{"role": "tool", "content": "x"}]}, [1, 2]):
         r = http.post("/v1/chat/completions", json=bad)

@@ -1,7 +1,8 @@
 """An OpenAI chat-completions request body -> the messages and DecodingSettings the engine takes.
 
-Layers, later wins: the server's command-line settings, the OpenAI fields (max_tokens, temperature,
-top_p, seed, stop), then the `args` extra field, whose keys are DecodingSettings' own field names
+Layers, later wins: the server's command-line settings, the OpenAI fields (OPENAI_FIELDS: max_tokens,
+temperature, top_p, seed, stop, the penalties and logit_bias, and llama.cpp's server's top_k, min_p and
+repeat_penalty), then the `args` extra field, whose keys are DecodingSettings' own field names
 (mapped generically, so a field added to DecodingSettings is settable here without a change).
 Fields this server does not use are ignored, as OpenAI-compatible servers do, except those asking for
 what it never produces (UNSUPPORTED), which are refused.
@@ -21,7 +22,11 @@ from .errors import APIError, unknown_model
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 OPENAI_FIELDS = {"max_tokens": "max_new_tokens", "max_completion_tokens": "max_new_tokens",
-                 "temperature": "temperature", "top_p": "top_p", "seed": "seed", "stop": "stop"}
+                 "temperature": "temperature", "top_p": "top_p", "seed": "seed", "stop": "stop",
+                 "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty",
+                 "logit_bias": "logit_bias",
+                 # not OpenAI's, but llama.cpp's and vLLM's servers take them (the openai package sends them in extra_body)
+                 "top_k": "k", "min_p": "min_p", "repeat_penalty": "repeat_penalty"}
 # fields asking for what this server never produces: a plain-text reply without it would pass for the
 # model's choice (no tool called, JSON that does not parse, logprobs None), so any value but
 # ASKS_FOR_NOTHING is a 400
@@ -51,7 +56,8 @@ def parse_chat_request(body, defaults: DecodingSettings, model_id: str, vocab_si
     for key, reason in UNSUPPORTED.items():
         if body.get(key) not in ASKS_FOR_NOTHING:
             raise APIError(400, f"{key} is not supported: {reason}", param=key)
-    for key in ("max_tokens", "max_completion_tokens"):  # named as the client sent it, not as max-new-tokens
+    # named as the client sent it, not as max-new-tokens or k (top_k 0, llama.cpp's "off", has no match here)
+    for key in ("max_tokens", "max_completion_tokens", "top_k"):
         if isinstance(body.get(key), int) and body[key] < 1:
             raise APIError(400, f"{key} must be at least 1 (got {body[key]})", param=key)
     if body.get("seed") == -1:  # OpenAI takes it, and llama.cpp's and vLLM's servers read it as a random seed: some
@@ -97,12 +103,14 @@ def setting_names() -> list[str]:
 
 
 SCALARS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+PAIRS = {"logit_bias": '{"token id": bias}'}  # the object a setting of pairs is written as, if not {name: weight}
 
 
 def value_for(name: str, value, param: str):
     """value as the field's declared type wants it (JSON has one number type and no tuples).
     Scalars and tuples of scalars are checked here; anything else (objective weights as
-    {name: weight}, say) is passed on for DecodingSettings itself to convert and validate."""
+    {name: weight}, logit_bias as {"token id": bias}) is passed on for DecodingSettings itself to
+    convert and validate."""
     hint = get_type_hints(DecodingSettings)[name]
     if hint in SCALARS:
         return scalar(value, hint, param)
@@ -115,7 +123,7 @@ def value_for(name: str, value, param: str):
                 return tuple(scalar(v, element, f"{param}[{i}]") for i, v in enumerate(value))
             return tuple(tuple(v) if isinstance(v, list) else v for v in value)
         if not isinstance(value, dict):
-            shape = "a list" if element in SCALARS else "an object {name: weight}"
+            shape = "a list" if element in SCALARS else f"an object {PAIRS.get(name, '{name: weight}')}"
             raise APIError(400, f"{param} must be {shape} (got {value!r})", param=param)
     return value
 
