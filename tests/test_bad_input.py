@@ -136,6 +136,7 @@ CASES = [
     ("serve-n-ctx-tiny", ("serve", "--n-ctx", "20"), "--n-ctx must be between 256"),
     ("serve-max-new-over-context", ("serve", "--n-ctx", "512", "--max-new-tokens", "600"), "leaves no room for the prompt"),
     ("serve-k-zero", ("serve", "--k", "0"), "k must be"),
+    ("serve-seed-negative", ("serve", "--seed", "-2"), "seed must be an integer from 0 to"),  # -1: random, as no --seed
     ("serve-presence-penalty-huge", ("serve", "--presence-penalty", "5"), "--presence-penalty must be a number from -2 to 2"),
     ("serve-stop-not-utf8", ("serve", "--stop", b"\xff"), "not valid UTF-8"),
     # score

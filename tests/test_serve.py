@@ -177,6 +177,34 @@ def test_seed_minus_1_is_a_random_seed_reported_in_the_settings(client):
     assert e.value.param == "seed"
 
 
+def test_a_request_without_a_seed_gets_a_random_one_and_one_with_a_seed_repeats(client):
+    """As from OpenAI: without a seed, every sampled request for a prompt got the server's seed 0, the same reply."""
+    sampled = {"max_tokens": 8, "temperature": 1.5, "extra_body": {"args": {"mode": "nucleus"}}}
+    first, second = (client.chat.completions.create(model="args-local", messages=[{"role": "user", "content": Q}],
+                                                    **sampled) for _ in range(2))
+    seeds = [r.model_extra["args"]["settings"]["seed"] for r in (first, second)]
+    assert seeds[0] != seeds[1] and all(seed >= 0 for seed in seeds)
+    for seed in seeds:  # the same seed, the same reply
+        again = [chat(client, seed=seed, **sampled).choices[0].message.content for _ in range(2)]
+        assert again[0] == again[1] == (first if seed == seeds[0] else second).choices[0].message.content
+    greedy = {"extra_body": {"args": {"mode": "greedy"}}}  # a deterministic mode decodes as it did
+    seedless = client.chat.completions.create(model="args-local", messages=[{"role": "user", "content": Q}],
+                                              max_tokens=16, **greedy)
+    assert seedless.choices[0].message.content == chat(client, **greedy).choices[0].message.content
+    assert client.models.retrieve("args-local").model_extra["args"]["defaults"]["seed"] == -1  # random
+
+
+def test_a_server_started_with_a_seed_uses_it_for_requests_without_one(tmp_path):
+    with running_server(tmp_path / "stderr.txt", "--seed", "7", "--max-new-tokens", "8") as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
+        sampled = {"temperature": 1.5, "extra_body": {"args": {"mode": "nucleus"}}}
+        replies = [client.chat.completions.create(model="args-local", messages=[{"role": "user", "content": Q}],
+                                                  **sampled) for _ in range(2)]
+        assert [r.model_extra["args"]["settings"]["seed"] for r in replies] == [7, 7]
+        assert replies[0].choices[0].message.content == replies[1].choices[0].message.content
+        assert client.models.retrieve("args-local").model_extra["args"]["defaults"]["seed"] == 7
+
+
 @pytest.fixture(scope="module")
 def vocab(policy_path):
     """The policy's tokenizer alone, for token ids to bias."""

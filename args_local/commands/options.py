@@ -62,7 +62,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="layers to offload to the GPU (default: all when llama.cpp has GPU support)")
 
 
-def add_decoding_options(p: argparse.ArgumentParser, default_mode: str = "args-greedy") -> None:
+def add_decoding_options(p: argparse.ArgumentParser, default_mode: str = "args-greedy", random_seed: bool = False) -> None:
+    """random_seed: no --seed leaves args.seed None, which (as -1) serve reads as a random seed for each request."""
     d = DecodingSettings()
     g = p.add_argument_group("decoding")
     g.add_argument("--mode", default=default_mode, help=f"one of {', '.join(MODES)} (default {default_mode})")
@@ -73,8 +74,10 @@ def add_decoding_options(p: argparse.ArgumentParser, default_mode: str = "args-g
     g.add_argument("--n", type=int, default=d.n, help="best-of-n: samples to draw (default 4)")
     g.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="default %(default)s")
     add_tuning_options(g)
-    g.add_argument("--seed", type=int, default=d.seed,
-                   help="seed of the sampling modes: the same seed, prompt and settings give the same reply (default 0)")
+    g.add_argument("--seed", type=int, default=None if random_seed else d.seed,
+                   help="seed of the sampling modes: the same seed, prompt and settings give the same reply "
+                        + ("(default: a random one for each request that gives none, as -1 asks)" if random_seed
+                           else f"(default {d.seed})"))
     g.add_argument("--stop", action="append", default=[], type=text, help="stop string (repeatable)")
 
 

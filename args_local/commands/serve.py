@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UserError
+from ..settings import DecodingSettings
 from .options import add_decoding_options, add_model_options, check_model_options, load_engine, settings_from
 
 API_KEY_ENV = "ARGS_LOCAL_API_KEY"
@@ -30,7 +31,7 @@ def register(sub) -> None:
     p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                    help="let web pages from ORIGIN (e.g. http://localhost:3000; '*' for any) call the API from a "
                         "browser; repeat for several (default: none)")
-    add_decoding_options(p)
+    add_decoding_options(p, random_seed=True)
     add_model_options(p)
     p.set_defaults(run=run, max_new_tokens=MAX_NEW_TOKENS)
 
@@ -44,6 +45,9 @@ def run(args) -> int:
     check_model_options(args)
     if args.max_new_tokens == MAX_NEW_TOKENS:  # the default fits a smaller context: --n-ctx 512 alone was refused
         args.max_new_tokens = min(MAX_NEW_TOKENS, args.n_ctx - 1)  # (each reply is capped by the room left anyway)
+    random_seed = args.seed in (None, -1)  # as from OpenAI (and llama.cpp's server, whose --seed -1 it is)
+    if random_seed:
+        args.seed = DecodingSettings().seed  # never used: each request without a seed draws its own
     settings = settings_from(args)
     if args.max_waiting < 0:
         raise UserError(f"--max-waiting must be 0 or more (got {args.max_waiting})")
@@ -60,7 +64,7 @@ def run(args) -> int:
     reward = "no reward model" if engine.reward is None else engine.reward.name
     announce = (f"args-local: serving {Path(engine.policy.info.path).name} guided by {reward} at "
                 f"http://{host}:{port}/v1 (OpenAI API, model 'args-local'); Ctrl+C stops")
-    app = create_app(engine, settings, api_key=api_key, max_waiting=args.max_waiting,
+    app = create_app(engine, settings, random_seed=random_seed, api_key=api_key, max_waiting=args.max_waiting,
                      allow_origins=allow_origins)
     run_server(app, sock, announce)
     return 0

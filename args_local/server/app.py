@@ -41,13 +41,15 @@ class ClientGone(Exception):
     pass
 
 
-def create_app(engine: Engine, defaults: DecodingSettings, *, api_key: str | None = None,
+def create_app(engine: Engine, defaults: DecodingSettings, *, random_seed: bool = False, api_key: str | None = None,
                max_waiting: int = 8, allow_origins: tuple[str, ...] = ()) -> Starlette:
-    """allow_origins: the web pages (origins, or "*") whose scripts a browser lets call this server."""
+    """random_seed: a request without a seed gets a random one (else defaults.seed); allow_origins: the
+    web pages (origins, or "*") whose scripts a browser lets call this server."""
     generations = Generations(engine, max_waiting)
     started = int(time.time())
+    shown = defaults.to_dict() | ({"seed": -1} if random_seed else {})  # -1: random, as a request may ask
     details = {"policy": Path(engine.policy.info.path).name, "n_ctx": engine.policy.n_ctx,
-               "reward": None if engine.reward is None else engine.reward.name, "defaults": defaults.to_dict()}
+               "reward": None if engine.reward is None else engine.reward.name, "defaults": shown}
 
     def check_key(request: Request) -> None:
         expected = f"Bearer {api_key}".encode()
@@ -71,7 +73,7 @@ def create_app(engine: Engine, defaults: DecodingSettings, *, api_key: str | Non
 
     async def chat_completions(request: Request) -> Response:
         check_key(request)
-        req = parse_chat_request(await read_json(request), defaults, MODEL_ID, engine.policy.n_vocab)
+        req = parse_chat_request(await read_json(request), defaults, MODEL_ID, engine.policy.n_vocab, random_seed)
         try:  # an objective the reward model lacks: refused now, not once the request's turn comes
             engine.objective_weights(req.settings)
         except UserError as e:

@@ -44,7 +44,9 @@ class ChatRequest:
     include_usage: bool  # stream_options.include_usage: a last chunk with the token counts
 
 
-def parse_chat_request(body, defaults: DecodingSettings, model_id: str, vocab_size: int) -> ChatRequest:
+def parse_chat_request(body, defaults: DecodingSettings, model_id: str, vocab_size: int,
+                       random_seed: bool = False) -> ChatRequest:
+    """random_seed: a request that gives no seed gets a random one, as from OpenAI (else defaults.seed)."""
     if not isinstance(body, dict):
         raise APIError(400, "the request body must be a JSON object")
     model = body.get("model")
@@ -60,8 +62,6 @@ def parse_chat_request(body, defaults: DecodingSettings, model_id: str, vocab_si
     for key in ("max_tokens", "max_completion_tokens", "top_k"):
         if isinstance(body.get(key), int) and body[key] < 1:
             raise APIError(400, f"{key} must be at least 1 (got {body[key]})", param=key)
-    if body.get("seed") == -1:  # OpenAI takes it, and llama.cpp's and vLLM's servers read it as a random seed: some
-        body = {**body, "seed": random.randrange(MAX_SEED + 1)}  # clients send it always (settings.seed reports it)
     changes, sources = {}, {}  # sources: each setting's field as the client sent it, an error's param
     for key, name in OPENAI_FIELDS.items():
         if body.get(key) is not None:
@@ -76,6 +76,10 @@ def parse_chat_request(body, defaults: DecodingSettings, model_id: str, vocab_si
                 raise APIError(400, f"unknown ARGS setting args.{name}; known: {', '.join(setting_names())}",
                                param=f"args.{name}")
             changes[name], sources[name] = value_for(name, value, f"args.{name}"), f"args.{name}"
+    # -1: OpenAI takes it, and llama.cpp's and vLLM's servers read it as a random seed (some clients send it
+    # always); settings.seed reports the one drawn
+    if changes.get("seed", -1 if random_seed else None) == -1:
+        changes["seed"] = random.randrange(MAX_SEED + 1)
     try:
         settings = defaults.with_(**changes).validated(vocab_size)
     except (UserError, TypeError, ValueError) as e:  # TypeError...: a value validation could not compare
