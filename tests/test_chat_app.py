@@ -880,6 +880,40 @@ async def test_the_history_screen_says_all_it_has_to_say_at_60_columns(tmp_path)
             assert_labels_shown_whole(app.screen)
 
 
+async def test_the_history_filter_finds_a_conversation_by_a_word_in_a_message_and_opens_it(tmp_path):
+    """Hundreds of saved conversations could only be scrolled through, newest first."""
+    from textual.widgets import Input, OptionList
+
+    from args_local.chat.history import History
+
+    history = History(tmp_path / "history.sqlite")
+    for topic in ("owls", "hawks", "otters", "dragons"):
+        conversation = history.create_conversation(f"Tell me about {topic}.")
+        history.add_message(conversation, "user", f"Tell me about {topic}.")
+        history.add_message(conversation, "assistant", "They hunt at NIGHT." if topic == "owls" else "They nap.")
+    history.close()
+    app = ChatApp(db_path=tmp_path / "history.sqlite", judge_path=tmp_path / "no-judge", threads=1)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f6")
+        screen, shown = app.screen, lambda: [str(o.prompt) for o in app.screen.query_one(OptionList).options]
+        assert isinstance(app.focused, OptionList) and len(shown()) == 4  # Enter still opens the newest at once
+        await pilot.press("/", *"night")  # only in a reply: no title holds it
+        assert len(shown()) == 1 and "Tell me about owls." in shown()[0] and app.focused is screen.query_one(Input)
+        assert text_of(screen.query_one("#history-count")) == "1 of 4 conversations"
+        await pilot.press("escape")  # clears the filter, the screen stays
+        assert app.screen is screen and len(shown()) == 4 and not screen.query_one(Input).value
+        await pilot.press(*"ters", "down", "d", "y")  # r, d and x act on the filtered list's highlighted one
+        await pilot.pause()
+        assert shown() == [] and text_of(screen.query_one("#history-count")) == "0 of 3 conversations"
+        assert "otters" not in str([c.title for c in app.session.history.conversations()])  # not the newest: dragons
+        await pilot.press("/", "escape", "escape")  # in the filter: clear it, then close
+        assert app.screen is not screen
+        await pilot.press("f6", "/", *"NIGHT", "enter")  # Enter in the filter opens the conversation it found
+        await pilot.pause()
+        assert [t.content for t in app.session.turns] == ["Tell me about owls.", "They hunt at NIGHT."]
+        assert text_of(app.query_one(UserMessage)) == "Tell me about owls."
+
+
 async def test_knobs_in_a_short_terminal_scroll_to_the_field_and_show_the_whole_error(tmp_path):
     from textual.containers import Vertical
 

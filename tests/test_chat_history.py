@@ -147,6 +147,25 @@ def test_rename_and_delete(tmp_path):
     assert history.messages(drop) == []  # its messages went with it
 
 
+def test_conversations_are_found_by_their_title_or_any_message_in_any_case(tmp_path):
+    """% and _ are themselves, not LIKE's wildcards (which would find '100%' in every conversation holding '100')."""
+    history = History(tmp_path / "h.sqlite")
+    ids = {}
+    for title, body in (("Owls", "They hunt at NIGHT."), ("Sales", "Up 100 percent."), ("Sales again", "Up 100%."),
+                        ("snake_case names", "a b"), ("Backslashes", "C:\\temp")):
+        ids[title] = history.create_conversation(title)
+        history.add_message(ids[title], "user", body)
+
+    def found(text):
+        return {c.title for c in history.conversations(text)}
+
+    assert found("night") == {"Owls"} and found("OWL") == {"Owls"}  # a reply's body, a title; any case
+    assert found("100%") == {"Sales again"} and found("100") == {"Sales", "Sales again"}
+    assert found("_") == {"snake_case names"} and found("\\t") == {"Backslashes"}
+    assert found("") == set(ids) and found("dragon") == set()
+    assert history.n_conversations() == len(ids)
+
+
 def test_damaged_file_is_refused_and_left_byte_for_byte(tmp_path):
     db = tmp_path / "h.sqlite"
     garbage = b"this is not a database\x00" * 200

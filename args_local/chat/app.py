@@ -70,7 +70,7 @@ class ChatApp(App):
         Binding("f4", "cycle_colouring", "Colour",
                 tooltip="colour tokens: off → by reward of the reply so far → by ARGS overriding the policy"),
         Binding("f5", "compare", "Compare", tooltip="greedy vs ARGS side by side on one prompt (the input's text)"),
-        Binding("f6", "history", "History", tooltip="saved conversations: open, rename, delete, export"),
+        Binding("f6", "history", "History", tooltip="saved conversations: find, open, rename, delete, export"),
         Binding("f7", "system_prompt", "System prompt", show=False, tooltip="set this conversation's system prompt"),
         Binding("f8", "model_info", "Models", show=False, tooltip="policy and reward models: files, size, CPU/GPU"),
         Binding("f9", "export", "Export", show=False,

@@ -17,6 +17,7 @@ SCREEN_KEYS = [
     ("Enter", "send the prompt"),
     ("↑ / ↓", "recall earlier prompts in the input"),
     ("History: Enter / r / d / x", "open / rename / delete / export a conversation"),
+    ("History: /", "filter by a word in a title or a message (Esc clears it)"),
     ("Compare: Enter / Esc", "answer a prompt by greedy and by ARGS / cancel or close"),
     ("Knobs: Tab, Enter / Esc", "move between fields, apply / discard"),
     ("Ctrl+P", "command palette (themes, keys, screenshot)"),

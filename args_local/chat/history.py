@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -192,11 +193,20 @@ class History:
         return self._run("INSERT INTO conversations (title, system, created, updated) VALUES (?, ?, ?, ?)",
                          (title, system, now, now)).lastrowid
 
-    def conversations(self) -> list[ConversationRow]:
+    def conversations(self, containing: str = "") -> list[ConversationRow]:
+        """Newest first; containing: only those whose title or a message holds that text, in any case
+        (SQLite's LIKE folds ASCII letters only), % and _ taken as themselves."""
+        pattern = "%" + re.sub(r"([\\%_])", r"\\\1", containing) + "%"
         rows = self._query("""SELECT c.id, c.title, c.system, c.created, c.updated, COUNT(m.id)
                               FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id
-                              GROUP BY c.id ORDER BY c.updated DESC, c.id DESC""")
+                              WHERE c.title LIKE ? ESCAPE '\\' OR EXISTS (
+                                  SELECT 1 FROM messages f WHERE f.conversation_id = c.id
+                                                             AND f.content LIKE ? ESCAPE '\\')
+                              GROUP BY c.id ORDER BY c.updated DESC, c.id DESC""", (pattern, pattern))
         return [ConversationRow(*r) for r in rows]
+
+    def n_conversations(self) -> int:
+        return self._query("SELECT COUNT(*) FROM conversations")[0][0]
 
     def conversation(self, conversation_id: int) -> ConversationRow | None:
         return next((c for c in self.conversations() if c.id == conversation_id), None)
