@@ -1,5 +1,6 @@
 """The chat app driven through Textual's Pilot, on the real default models (one Engine per module)."""
 
+import asyncio
 import math
 import sqlite3
 import time
@@ -18,7 +19,7 @@ from args_local.chat.status_bar import StatusBar, gated_objectives
 from args_local.engine import Engine
 from args_local.settings import DecodingSettings
 
-from .test_chat_history import other_chat
+from .test_chat_history import other_chat, write_locked
 
 SIZE = (80, 24)
 QUICK = DecodingSettings(max_new_tokens=16)
@@ -418,6 +419,40 @@ async def test_restarted_app_finds_the_conversation_in_history_with_each_replys_
         await send(second, pilot, "And about hawks?")
         assert [t.role for t in second.session.turns] == ["user", "assistant", "user", "assistant"]
     assert len(stored_messages(tmp_path)) == 4
+
+
+async def test_a_turn_sent_while_another_program_holds_the_history_is_saved_once_it_lets_go(engine, tmp_path):
+    """A save that waited over 2 s for the lock switched history off for the session, the turn unsaved."""
+    app = make_app(engine, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(app, pilot, "Name a fruit.")
+        with write_locked(tmp_path / "history.sqlite"):
+            started = time.monotonic()
+            view = await send(app, pilot, "Name a colour.")  # the chat answers meanwhile
+            await asyncio.sleep(3 - (time.monotonic() - started))
+            assert len(stored_messages(tmp_path)) == 2  # the turn is waiting for the lock
+        assert app.session.history is not None and await asyncio.to_thread(app.session.history.wait, 10)
+        await pilot.pause()
+        assert app.session.history is not None and "history:OFF" not in text_of(app.query_one(StatusBar))
+    assert [r[:2] for r in stored_messages(tmp_path)][2:] == [("user", "Name a colour."), ("assistant", view.reply.text)]
+
+
+async def test_quitting_while_a_turn_waits_for_the_history_lock_says_so_and_saves_it(tmp_path):
+    """Ctrl+Q with a turn still waiting for another program's lock: the app, gone, would have lost it."""
+    import threading
+
+    db = tmp_path / "history.sqlite"
+    app = ChatApp(db_path=db, judge_path=tmp_path / "no-judge", threads=1)
+    notes = []
+    app.notify = lambda message, **kw: notes.append(message)
+    async with app.run_test(size=SIZE) as pilot:
+        locker = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+        locker.execute("BEGIN IMMEDIATE")
+        app.session.add_prompt("Name a fruit.")  # as a prompt sent
+        threading.Timer(3, lambda: (locker.execute("COMMIT"), locker.close())).start()
+        await pilot.press("ctrl+q")
+        assert any("Saving the last turn" in note for note in notes), notes
+    assert stored_messages(tmp_path)[0][:2] == ("user", "Name a fruit.")
 
 
 async def test_a_conversation_open_in_another_chat_stays_there_with_a_note_saying_so(engine, tmp_path):

@@ -5,6 +5,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,7 @@ def test_session_stores_reply_with_its_settings_and_reopens_it(tmp_path):
     session.set_system("Be brief.")
     session.add_prompt("Capital of France?")
     session.add_reply(reply())
+    history.wait()
 
     reopened = ChatSession(History(tmp_path / "h.sqlite"))
     assert reopened.open(session.conversation_id)
@@ -96,6 +98,7 @@ history = History(sys.argv[1])
 for line in sys.stdin:  # each line: a new conversation, whose first prompt is the line
     session = ChatSession(history)
     session.add_prompt(line.strip())
+    history.wait()  # saved (and held) on the history's writer thread
     print(session.conversation_id, flush=True)
 """
 
@@ -240,6 +243,55 @@ def test_locked_database_says_so(tmp_path):
     finally:
         locker.execute("ROLLBACK")
         locker.close()
+
+
+@contextlib.contextmanager
+def write_locked(db: Path):
+    """Another program holding the history's write lock until the block ends."""
+    locker = sqlite3.connect(db, isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        locker.execute("COMMIT")
+        locker.close()
+
+
+def test_a_turn_saved_while_another_program_holds_the_lock_waits_for_it_and_is_saved_once(tmp_path):
+    """A write that found the database locked for over 2 s switched history off for the session and the turn
+    was lost, the chat stopped for those 2 s."""
+    db = tmp_path / "h.sqlite"
+    history, errors = History(db), []
+    session = ChatSession(history, errors.append)
+    with write_locked(db):
+        started = time.monotonic()
+        session.add_prompt("Capital of France?")  # the conversation (held) and the prompt, queued
+        session.add_reply(reply())
+        assert time.monotonic() - started < 0.5  # the chat goes on at once
+        assert not history.wait(3)  # waiting for the lock, not given up
+        assert history.conversations() == []  # reading meanwhile is not held up
+    assert history.wait(10)
+    assert errors == [] and session.history is history
+    assert [c.id for c in history.conversations()] == [session.conversation_id]  # each write once
+    assert [(m.role, m.content) for m in history.messages(session.conversation_id)] == [
+        ("user", "Capital of France?"), ("assistant", "Paris.")]
+
+
+def test_a_lock_held_past_the_retries_switches_history_off_once_and_drops_the_writes_behind(tmp_path, monkeypatch):
+    monkeypatch.setattr("args_local.chat.history.RETRY_FOR", 0.5)
+    db = tmp_path / "h.sqlite"
+    history, errors = History(db), []
+    session = ChatSession(history, errors.append)
+    session.add_prompt("Capital of France?")
+    assert history.wait(5)
+    with write_locked(db):
+        session.add_reply(reply())
+        session.add_prompt("Capital of Spain?")  # never saved after a reply that was not
+        assert history.wait(10)
+    assert history.wait(5) and session.history is None
+    assert len(errors) == 1 and "locked by another program" in errors[0] and "history is off" in errors[0]
+    assert [m.content for m in history.messages(session.conversation_id)] == ["Capital of France?"]
+    assert [t.content for t in session.turns] == ["Capital of France?", "Paris.", "Capital of Spain?"]  # chat goes on
 
 
 def test_session_keeps_chatting_when_history_fails(tmp_path):

@@ -29,7 +29,7 @@ from .crash_log import write_crash_log
 from .dialogs import TextPromptScreen
 from .generation import run_reply
 from .help_screen import HelpScreen
-from .history import History, HistoryError
+from .history import RETRY_FOR, History, HistoryError
 from .history_screen import HistoryScreen
 from .knobs_screen import KnobsScreen
 from .judge import Judge
@@ -256,7 +256,16 @@ class ChatApp(App):
             self.cancel.set()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.workers.wait_for_complete(), timeout=5)
+        history = self.session.history
+        if history is not None and not await asyncio.to_thread(history.wait, 0.5):
+            self.notify("Saving the last turn: another program holds the history database locked…")
+            await asyncio.to_thread(history.wait, RETRY_FOR + 5)  # the app goes on drawing meanwhile
         self.exit(return_code=return_code)
+
+    def on_unmount(self) -> None:
+        """However the app ends (a bug included), the turns queued for the history are saved first."""
+        if self.session.history is not None:
+            self.session.history.wait(RETRY_FOR + 5)
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action in CHAT_ACTIONS and len(self.screen_stack) > 1:
@@ -346,7 +355,8 @@ class ChatApp(App):
         self.push_screen(HistoryScreen(self.session.history), open_conversation)
 
     def new_session(self, history: History | None) -> ChatSession:
-        session = ChatSession(history, self.history_failed)
+        # call_later, thread-safe: a failed save is reported from the history's writer thread
+        session = ChatSession(history, lambda message: self.call_later(self.history_failed, message))
         session.system = self.system
         return session
 

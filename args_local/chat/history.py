@@ -4,6 +4,8 @@ WAL mode and a commit per message mean a finished turn survives a crash or kill 
 A database that is locked or damaged raises HistoryError; the file itself is never
 deleted or recreated (the app then runs without history).
 A chat holds the conversation it writes to (see History.hold), so two chats never add turns to one.
+The chat saves its turns through History.later: on a thread of their own, which waits out another
+program's write lock, so a busy database neither holds the chat up nor loses a turn.
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ import contextlib
 import fcntl
 import json
 import os
+import queue
 import re
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from ..errors import UserError
 
@@ -44,8 +49,16 @@ CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id,
 """
 
 
+BUSY_WAIT = 2.0  # seconds a statement waits for another connection's lock (SQLite's busy timeout)
+RETRY_FOR = 30.0  # seconds a queued write keeps trying while another program holds the database locked
+
+
 class HistoryError(UserError):
     """The history database cannot be used (locked, damaged, unwritable)."""
+
+
+class HistoryLocked(HistoryError):
+    """Another connection holds the lock a write needs: the same write may well work a little later."""
 
 
 @dataclass
@@ -79,8 +92,12 @@ class History:
             raise HistoryError(f"cannot create the folder of the history database {self.path}: {e.strerror or e}; "
                                "chat history is off for this session (pass --db OTHER.sqlite)") from None
         self._check_writable()
+        self._writing = threading.local()  # the writer thread's own connection: see _db
+        self._writes: queue.Queue = queue.Queue()
+        self._writer: threading.Thread | None = None
+        self._closed = False
         try:
-            self._db = sqlite3.connect(self.path, timeout=2.0, check_same_thread=False)
+            self._main = self._connect()
         except sqlite3.Error as e:
             raise HistoryError(f"cannot open the history database {self.path}: {e}; chat history is off for this "
                                "session (pass --db OTHER.sqlite)") from None
@@ -133,6 +150,19 @@ class History:
                                    "also writes beside it); chat history is off for this session. Make it writable "
                                    "or pass --db OTHER.sqlite.")
 
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=BUSY_WAIT, check_same_thread=False)
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """The writer thread's own connection on that thread, the main one elsewhere: while the writer waits for
+        a lock, reading the history (F6, opening a conversation) is not held up behind it."""
+        return getattr(self._writing, "db", self._main)
+
+    def _error(self, e: sqlite3.Error) -> HistoryError:
+        locked = "locked" in str(e) or "busy" in str(e)  # as _explain tells them; SQLITE_BUSY or SQLITE_LOCKED
+        return (HistoryLocked if locked else HistoryError)(self._explain(e))
+
     def _explain(self, e: sqlite3.Error) -> str:
         text = str(e)
         if "readonly" in text:
@@ -153,17 +183,70 @@ class History:
             with self._db:
                 return self._db.execute(sql, params)
         except sqlite3.Error as e:
-            raise HistoryError(self._explain(e)) from None
+            raise self._error(e) from None
 
     def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
         try:
             return self._db.execute(sql, params).fetchall()
         except sqlite3.Error as e:
-            raise HistoryError(self._explain(e)) from None
+            raise self._error(e) from None
 
     def close(self) -> None:
-        self._db.close()
+        """After the writes queued so far (each saved, or given up on); a write queued after this fails."""
+        self._closed = True
+        if self._writer is not None:
+            self._writes.put(None)
+            self._writer.join()
+        self._main.close()
         os.close(self._holds)
+
+    # --- writing in the background -------------------------------------------------------------
+    def later(self, write: Callable[[History], object], failed: Callable[[HistoryError], None]) -> None:
+        """Run write(self) on the writer thread, after every write queued before it; a write that finds the
+        database locked by another program is tried again, backing off, for up to RETRY_FOR seconds, and then,
+        as any other HistoryError, is handed to failed (on the writer thread). A write must be one transaction
+        (one History call that writes): a failed one left nothing behind, so trying it again saves it once."""
+        if self._closed:
+            failed(HistoryError(f"the history database {self.path} was closed; chat history is off for this session"))
+            return
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_queued, name="history-writer", daemon=True)
+            self._writer.start()
+        self._writes.put((write, failed))
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Whether every write queued so far is done (saved, or given up on) within timeout seconds."""
+        done = threading.Event()
+        self.later(lambda history: done.set(), lambda error: done.set())
+        return done.wait(timeout)
+
+    def _write_queued(self) -> None:
+        with contextlib.suppress(sqlite3.Error):  # should it fail, the writes share the main connection
+            self._writing.db = self._connect()
+            self._writing.db.execute("PRAGMA foreign_keys=ON")
+        while (queued := self._writes.get()) is not None:
+            write, failed = queued
+            try:
+                self._waiting_out_locks(write)
+            except HistoryError as e:
+                failed(e)
+            except Exception as e:  # a bug: said as history's failure, and the writes queued after it still run
+                failed(HistoryError(f"saving to the history failed ({type(e).__name__}: {e}); "
+                                    "chat history is off for this session"))
+        if self._db is not self._main:
+            self._db.close()
+
+    def _waiting_out_locks(self, write: Callable[[History], object]) -> None:
+        deadline, pause = time.monotonic() + RETRY_FOR, 0.1
+        while True:
+            try:
+                write(self)
+                return
+            except HistoryLocked:
+                if time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(2 * pause, 2.0)
 
     def hold(self, conversation_id: int | None) -> bool:
         """Make conversation_id (None: none) the one this process writes to, letting go of the one before;
@@ -244,7 +327,7 @@ class History:
                      None if pieces is None else json.dumps(pieces), now)).lastrowid
                 self._db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (now, conversation_id))
         except sqlite3.Error as e:
-            raise HistoryError(self._explain(e)) from None
+            raise self._error(e) from None
         return message_id
 
     def messages(self, conversation_id: int) -> list[MessageRow]:

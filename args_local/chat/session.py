@@ -1,8 +1,10 @@
 """The conversation being chatted: its turns for the model, its row in the history, its export.
 
 Every turn is written to the history as soon as it exists (the prompt on send, the reply when
-it finishes), so a crash loses at most the reply in progress. History failures switch the
-history off for the session and are reported through on_history_error; the chat goes on.
+it finishes), so a crash loses at most the reply in progress. The writes are queued on the
+history's writer thread (History.later), in order, so a database another program holds locked
+is waited out there, never by the chat. History failures switch the history off for the session
+and are reported through on_history_error (from the writer thread, too); the chat goes on.
 """
 
 from __future__ import annotations
@@ -36,15 +38,29 @@ class ChatSession:
         self.system: str | None = None  # None: the chat template's default
         self.turns: list[Turn] = []
 
-    def _save(self, write: Callable[[History], object]):
+    def _read(self, read: Callable[[History], object]):
         if self.history is None:
             return None
         try:
-            return write(self.history)
+            return read(self.history)
         except HistoryError as e:
-            self.history = None
-            self.on_history_error(str(e))
+            self._history_failed(e)
             return None
+
+    def _save(self, write: Callable[[History], object]) -> None:
+        """Queue one write (one transaction: see History.later). It runs only while history is still on: the
+        writes queued behind one that failed (a reply whose prompt was not saved) are dropped with it."""
+        def if_still_on(history: History) -> None:
+            if self.history is not None:
+                write(history)
+
+        if self.history is not None:
+            self.history.later(if_still_on, self._history_failed)
+
+    def _history_failed(self, error: HistoryError) -> None:
+        if self.history is not None:  # said once
+            self.history = None
+            self.on_history_error(str(error))
 
     # --- the conversation ------------------------------------------------------------------
     def model_turns(self) -> list[Turn]:
@@ -60,31 +76,33 @@ class ChatSession:
 
     def add_prompt(self, text: str) -> None:
         self.turns.append(Turn("user", text))
-        if self.conversation_id is None:
+        if self.title is None:  # the first prompt of a new conversation (an opened one has its title)
             self.title = title_from(text)
-            self.conversation_id = self._save(lambda h: h.create_conversation(self.title, self.system))
-            self._save(lambda h: h.hold(self.conversation_id))
-        if self.conversation_id is not None:
-            self._save(lambda h: h.add_message(self.conversation_id, "user", text))
+            self._save(self._create)
+        # the writes below run after _create, on the writer thread: conversation_id is set by then
+        self._save(lambda h: h.add_message(self.conversation_id, "user", text))
+
+    def _create(self, history: History) -> None:
+        self.conversation_id = history.create_conversation(self.title, self.system)
+        history.hold(self.conversation_id)
 
     def add_reply(self, reply: Reply) -> None:
         content = reply.text
         self.turns.append(Turn("assistant", content, reply))
-        if self.conversation_id is not None:
-            self._save(lambda h: h.add_message(
-                self.conversation_id, "assistant", content, reward=reply.reward, judge_reward=reply.judge_reward,
-                stop_reason=reply.stop_reason or "error", settings=reply.settings_json(), pieces=reply.pieces_json()))
+        self._save(lambda h: h.add_message(
+            self.conversation_id, "assistant", content, reward=reply.reward, judge_reward=reply.judge_reward,
+            stop_reason=reply.stop_reason or "error", settings=reply.settings_json(), pieces=reply.pieces_json()))
 
     def set_system(self, system: str | None) -> None:
         self.system = system or None
-        if self.conversation_id is not None:
+        if self.title is not None:  # else the conversation is made with it, at the first prompt
             self._save(lambda h: h.set_system(self.conversation_id, self.system))
 
     def open(self, conversation_id: int, to_continue: bool = True) -> bool:
         """Load a stored conversation into this session; False if it is gone or history is off.
         to_continue: hold it for this chat's turns (UserError if another chat holds it)."""
-        row = self._save(lambda h: h.conversation(conversation_id))
-        messages = self._save(lambda h: h.messages(conversation_id))
+        row = self._read(lambda h: h.conversation(conversation_id))
+        messages = self._read(lambda h: h.messages(conversation_id))
         if row is None or messages is None:
             return False
         if to_continue and not self.history.hold(row.id):
