@@ -277,6 +277,25 @@ def test_a_turn_saved_while_another_program_holds_the_lock_waits_for_it_and_is_s
         ("user", "Capital of France?"), ("assistant", "Paris.")]
 
 
+def test_a_new_conversation_saved_late_leaves_the_hold_on_the_one_opened_meanwhile(tmp_path):
+    """Its first save waited out a lock while the user opened another conversation: the late save took the hold
+    for the new one and let go of the one open, which another chat could then write into."""
+    db = tmp_path / "h.sqlite"
+    history = History(db)
+    earlier = ChatSession(history)
+    earlier.add_prompt("Capital of Spain?")
+    assert history.wait(5)
+    history.hold(None)  # a new conversation, as Ctrl+N does
+    fresh = ChatSession(history)
+    with write_locked(db):
+        fresh.add_prompt("Capital of France?")  # its conversation is made once the lock is let go
+        opened = ChatSession(history)
+        assert opened.open(earlier.conversation_id)
+    assert history.wait(10)
+    assert fresh.conversation_id not in (None, earlier.conversation_id)  # saved all the same
+    assert history.held == earlier.conversation_id
+
+
 def test_a_lock_held_past_the_retries_switches_history_off_once_and_drops_the_writes_behind(tmp_path, monkeypatch):
     monkeypatch.setattr("args_local.chat.history.RETRY_FOR", 0.5)
     db = tmp_path / "h.sqlite"

@@ -248,6 +248,10 @@ class History:
                 time.sleep(pause)
                 pause = min(2 * pause, 2.0)
 
+    @property
+    def held(self) -> int | None:
+        return self._held
+
     def hold(self, conversation_id: int | None) -> bool:
         """Make conversation_id (None: none) the one this process writes to, letting go of the one before;
         False if another process holds it: two chats adding turns to one conversation would interleave them.

@@ -78,13 +78,17 @@ class ChatSession:
         self.turns.append(Turn("user", text))
         if self.title is None:  # the first prompt of a new conversation (an opened one has its title)
             self.title = title_from(text)
-            self._save(self._create)
+            held = self.history.held if self.history is not None else None
+            self._save(lambda h: self._create(h, held))
         # the writes below run after _create, on the writer thread: conversation_id is set by then
         self._save(lambda h: h.add_message(self.conversation_id, "user", text))
 
-    def _create(self, history: History) -> None:
+    def _create(self, history: History, held: int | None) -> None:
+        """held: the conversation held when the prompt was sent. A write delayed by a locked database may run
+        after the user opened another conversation (a session of its own, holding it): that hold is kept."""
         self.conversation_id = history.create_conversation(self.title, self.system)
-        history.hold(self.conversation_id)
+        if history.held == held:
+            history.hold(self.conversation_id)
 
     def add_reply(self, reply: Reply) -> None:
         content = reply.text
