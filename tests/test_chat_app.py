@@ -442,7 +442,7 @@ async def test_quitting_while_a_turn_waits_for_the_history_lock_says_so_and_save
     import threading
 
     db = tmp_path / "history.sqlite"
-    app = ChatApp(db_path=db, judge_path=tmp_path / "no-judge", threads=1)
+    app = ChatApp(db_path=db, judge_path=tmp_path / "no-judge", rm_threads=1)
     notes = []
     app.notify = lambda message, **kw: notes.append(message)
     async with app.run_test(size=SIZE) as pilot:
@@ -927,7 +927,7 @@ async def test_the_history_filter_finds_a_conversation_by_a_word_in_a_message_an
         history.add_message(conversation, "user", f"Tell me about {topic}.")
         history.add_message(conversation, "assistant", "They hunt at NIGHT." if topic == "owls" else "They nap.")
     history.close()
-    app = ChatApp(db_path=tmp_path / "history.sqlite", judge_path=tmp_path / "no-judge", threads=1)
+    app = ChatApp(db_path=tmp_path / "history.sqlite", judge_path=tmp_path / "no-judge", rm_threads=1)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("f6")
         screen, shown = app.screen, lambda: [str(o.prompt) for o in app.screen.query_one(OptionList).options]

@@ -60,6 +60,7 @@ def test_the_footers_figures_come_back_and_a_reply_stored_without_them_still_ope
     figures = {"tokens_per_s": 31.5, "objective_rewards": {"harmless": 0.25, "helpful": -0.5},
                "objective_weights": {"harmless": 0.0, "helpful": 1.0}}
     session.add_reply(Reply(**{**vars(reply()), **figures}))
+    assert session.history.wait(10)  # saved on the history's writer thread
     # as an args-local from before the figures stored a reply: its settings alone
     session.history.add_message(session.conversation_id, "assistant", "Lyon.", settings={"mode": "greedy"})
     now = ChatSession(History(tmp_path / "h.sqlite"))
