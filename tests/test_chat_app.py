@@ -79,6 +79,15 @@ async def until(pilot, done, tries: int = 1000) -> None:
         await pilot.pause(0.02)
 
 
+async def streaming_a_long_reply(app, pilot, prompt: str = "Write a long story about a dragon.") -> ReplyView:
+    """Send prompt and return its reply's view once a few tokens have streamed (the app made with streaming_slowly
+    and room for a long reply)."""
+    await pilot.press(*prompt, "enter")
+    view = list(app.query(ReplyView))[-1]
+    await until(pilot, lambda: len(view.reply.text) > 10)
+    return view
+
+
 def text_of(widget) -> str:
     return str(widget.render())
 
@@ -108,9 +117,7 @@ async def test_escape_cancels_and_keeps_what_was_produced(engine, tmp_path, monk
     streaming_slowly(engine, monkeypatch)
     app = make_app(engine, tmp_path, settings=DecodingSettings(max_new_tokens=400))
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press(*"Write a long story about a dragon.", "enter")
-        view = app.query_one(ReplyView)
-        await until(pilot, lambda: len(view.reply.text) > 10)  # a few tokens have streamed
+        view = await streaming_a_long_reply(app, pilot)
         await pilot.press("escape")
         await app.workers.wait_for_complete()
         await pilot.pause()
@@ -667,6 +674,89 @@ async def test_a_prompt_too_long_for_the_context_does_not_push_out_the_turns_aft
                                                      {"role": "user", "content": "Name a colour."}]
 
 
+async def regenerate(app, pilot) -> ReplyView:
+    """Ctrl+R, wait for the new reply to finish; return its view."""
+    await pilot.press("ctrl+r")
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+    return list(app.query(ReplyView))[-1]
+
+
+def meta_of(view) -> str:
+    return text_of(view.query_one(".reply-meta"))
+
+
+async def test_ctrl_r_answers_the_last_prompt_again_with_the_knobs_now_and_keeps_the_reply_before(engine, tmp_path):
+    app = make_app(engine, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        first = await send(app, pilot, "Name a fruit.")
+        await pilot.press("f2", "f2")  # args-greedy → greedy: what Ctrl+R is for, seeing what a knob does
+        second = await regenerate(app, pilot)
+        assert second is not first and first.reply.settings["mode"] == "args-greedy"
+        assert second.reply.settings["mode"] == "greedy" and second.reply.override_rate is None
+        assert second.reply.text.strip() and "greedy" in meta_of(second) and "REPLACED" not in meta_of(second)
+        assert first.replaced and first.has_class("-replaced") and meta_of(first).startswith("↻ REPLACED · ")
+        assert [type(w) for w in app.query("#conversation > *") if not isinstance(w, Note)] == [UserMessage, ReplyView,
+                                                                                                ReplyView]
+        prompt = {"role": "user", "content": "Name a fruit."}
+        assert app.session.model_messages() == [prompt, {"role": "assistant", "content": second.reply.text}]
+        await send(app, pilot, "And a colour?")  # the next prompt carries the new reply only
+        assert app.session.model_messages()[:3] == [prompt, {"role": "assistant", "content": second.reply.text},
+                                                     {"role": "user", "content": "And a colour?"}]
+        assert "## Assistant — args-greedy" in app.session.to_markdown().split("## Assistant — greedy")[0]
+        assert app.session.to_markdown().count(" · replaced") == 1
+    rows = stored_messages(tmp_path)  # both replies, in order: nothing the user had is lost
+    assert [r[:2] for r in rows[:3]] == [("user", "Name a fruit."), ("assistant", first.reply.text),
+                                         ("assistant", second.reply.text)]
+    assert '"mode": "args-greedy"' in rows[1][4] and '"mode": "greedy"' in rows[2][4]
+    reopened = make_app(engine, tmp_path)
+    async with reopened.run_test(size=SIZE) as pilot:
+        await pilot.press("f6", "enter")
+        await pilot.pause()
+        views = list(reopened.query(ReplyView))
+        assert [view.replaced for view in views] == [True, False, False]
+        assert meta_of(views[0]).startswith("↻ REPLACED · ") and views[0].has_class("-replaced")
+        assert reopened.session.model_messages()[1] == {"role": "assistant", "content": second.reply.text}
+
+
+async def test_ctrl_r_answers_a_failed_reply_again_and_says_why_it_cannot_before_any_prompt(engine, tmp_path):
+    no_reward = Engine(engine.policy, None)  # ARGS needs a reward model: the first reply fails
+    app = make_app(no_reward, tmp_path)
+    notes = []
+    app.notify = lambda message, **kw: notes.append(message)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+r")
+        await pilot.pause()
+        assert notes == ["No reply to regenerate yet: send a prompt first."] and not app.query(ReplyView)
+        failed = await send(app, pilot, "Hello?")
+        assert "needs a reward model" in failed.reply.error
+        await pilot.press("f2", "f2")  # greedy needs no reward model
+        again = await regenerate(app, pilot)
+        assert again is not failed and again.reply.error is None and again.reply.text.strip()
+        assert [t.role for t in app.session.turns] == ["user", "assistant"] and not failed.replaced
+    assert [r[:2] for r in stored_messages(tmp_path)] == [("user", "Hello?"), ("assistant", again.reply.text)]
+
+
+async def test_ctrl_r_while_a_reply_streams_is_refused_and_a_cancelled_reply_can_be_answered_again(engine, tmp_path,
+                                                                                                   monkeypatch):
+    streaming_slowly(engine, monkeypatch)
+    app = make_app(engine, tmp_path, settings=DecodingSettings(max_new_tokens=400))
+    notes = []
+    app.notify = lambda message, **kw: notes.append(message)
+    async with app.run_test(size=SIZE) as pilot:
+        cancelled = await streaming_a_long_reply(app, pilot)
+        await pilot.press("ctrl+r")
+        await pilot.pause()
+        assert notes == ["A reply is still coming; Esc cancels it."] and len(app.query(ReplyView)) == 1
+        await pilot.press("escape")
+        await app.workers.wait_for_complete()
+        app.settings = app.settings.with_(max_new_tokens=16)
+        again = await regenerate(app, pilot)
+        assert cancelled.reply.stop_reason == "cancelled" and cancelled.replaced
+        assert again.reply.stop_reason in ("end_of_turn", "max_new_tokens") and not again.replaced
+        assert app.session.model_messages()[1:] == [{"role": "assistant", "content": again.reply.text}]
+
+
 async def test_a_pasted_paragraph_is_sent_whole_with_its_line_breaks(engine, tmp_path):
     from textual import events
 
@@ -840,9 +930,7 @@ async def test_quitting_mid_reply_saves_it_as_cancelled(engine, tmp_path, monkey
     streaming_slowly(engine, monkeypatch)
     app = make_app(engine, tmp_path, settings=DecodingSettings(max_new_tokens=400))
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press(*"Explain in detail, step by step, how a car engine works.", "enter")
-        view = app.query_one(ReplyView)
-        await until(pilot, lambda: len(view.reply.text) > 10)
+        await streaming_a_long_reply(app, pilot, "Explain in detail, step by step, how a car engine works.")
         await pilot.press("ctrl+q")
         await pilot.pause()
     role, content, _, stop_reason, _ = stored_messages(tmp_path)[-1]

@@ -12,7 +12,7 @@ import pytest
 
 from args_local.chat.history import History, HistoryError
 from args_local.chat.reply import Piece, Reply
-from args_local.chat.session import ChatSession
+from args_local.chat.session import ChatSession, replaced_marks
 from args_local.errors import UserError
 
 
@@ -88,6 +88,32 @@ def test_a_prompt_left_without_a_reply_is_not_sent_to_the_model_again(tmp_path):
     assert reopened.model_messages() == [{"role": "user", "content": "Capital of France?"},
                                          {"role": "assistant", "content": "Paris."},
                                          {"role": "user", "content": "Capital of Italy?"}]
+
+
+def test_a_reply_answered_again_is_kept_and_marked_but_never_sent_to_the_model(tmp_path):
+    session = ChatSession(History(tmp_path / "h.sqlite"))
+    assert session.regenerate_turns() is None  # no prompt to answer again
+    session.add_prompt("Capital of France?")
+    session.add_reply(reply("Lyon."))
+    assert [(t.role, t.content) for t in session.regenerate_turns()] == [("user", "Capital of France?")]
+    session.add_reply(reply("Paris."))  # Ctrl+R: the new reply follows the one it replaces
+    session.add_prompt("Capital of Spain?")  # its reply failed: Ctrl+R answers this prompt, with the turns before
+    assert [t.content for t in session.regenerate_turns()] == ["Capital of France?", "Paris.", "Capital of Spain?"]
+    session.add_reply(reply("Madrid."))
+    session.add_reply(Reply(stop_reason="cancelled"))  # answered again, cancelled before any text
+    assert session.history.wait(10)
+
+    reopened = ChatSession(History(tmp_path / "h.sqlite"))
+    assert reopened.open(session.conversation_id, to_continue=False)
+    assert [t.content for t in reopened.turns] == ["Capital of France?", "Lyon.", "Paris.", "Capital of Spain?",
+                                                   "Madrid.", ""]
+    assert replaced_marks(reopened.turns) == [False, True, False, False, True, False]
+    # what is marked replaced is never sent: the Spanish prompt is then left without a reply, and is dropped
+    reopened.add_prompt("Capital of Italy?")
+    assert reopened.model_messages() == [{"role": "user", "content": "Capital of France?"},
+                                         {"role": "assistant", "content": "Paris."},
+                                         {"role": "user", "content": "Capital of Italy?"}]
+    assert "## Assistant — args-greedy · k=10 w=1.5 · reward +0.50 · replaced\n\nLyon." in reopened.to_markdown()
 
 
 OTHER_CHAT = r"""

@@ -37,14 +37,14 @@ from .messages import COLOURINGS, FollowingScroll, Note, ReplyView, UserMessage
 from .model_info_screen import ModelInfoScreen, model_table
 from .prompt_input import PromptInput
 from .reply import Reply
-from .session import ChatSession, Turn, messages_of
+from .session import ChatSession, Turn, messages_of, replaced_marks
 from .status_bar import StatusBar, gated_objectives
 
 SETUP_HINT = "To fix: run tools/setup.sh to build the default models, or pass --policy FILE.gguf / --reward DIR."
 
 # Actions that only make sense on the chat itself, not while a dialog is open.
 CHAT_ACTIONS = {"scroll_conversation", "cycle_mode", "knobs", "cycle_colouring", "compare", "history", "system_prompt",
-                "model_info", "export", "new_conversation", "cancel_reply"}
+                "model_info", "export", "new_conversation", "cancel_reply", "regenerate"}
 
 
 def default_db_path() -> Path:
@@ -75,6 +75,9 @@ class ChatApp(App):
         Binding("f8", "model_info", "Models", show=False, tooltip="policy and reward models: files, size, CPU/GPU"),
         Binding("f9", "export", "Export", show=False,
                 tooltip="export this conversation to Markdown (current directory)"),
+        Binding("ctrl+r", "regenerate", "Again", show=False,
+                tooltip="answer the last prompt again, with the knobs as they are now (the reply before stays, "
+                        "marked replaced; the model sees only the new one)"),
         Binding("ctrl+n", "new_conversation", "New", show=False, tooltip="start a new conversation"),
         Binding("ctrl+t", "change_theme", "Theme", show=False, tooltip="pick a colour theme"),
         Binding("ctrl+q", "quit", "Quit", priority=True, tooltip="quit (every finished turn is already saved)"),
@@ -191,25 +194,34 @@ class ChatApp(App):
         if event.input.id != "prompt" or not event.value.strip():
             return
         prompt = event.input.prompt.strip()
-        if self.busy:
-            self.notify("A reply is still coming; Esc cancels it.", severity="warning")
-            return
-        if self.engine is None:
-            self.add_note(self.load_error and f"No model loaded: {self.load_error}"
-                          or "The models are still loading…", "error" if self.load_error else "info")
+        if not self.can_reply():
             return
         event.input.value = ""
         event.input.remember(prompt)
         self.session.add_prompt(prompt)
-        conversation = self.query_one("#conversation")
-        conversation.mount(UserMessage(prompt, self.session.turns[-1]))
+        self.query_one("#conversation").mount(UserMessage(prompt, self.session.turns[-1]))
+        self.start_reply(self.session.model_turns())
+
+    def can_reply(self) -> bool:
+        """Whether a reply can start now; if not, the user is told why."""
+        if self.busy:
+            self.notify("A reply is still coming; Esc cancels it.", severity="warning")
+            return False
+        if self.engine is None:
+            self.add_note(self.load_error and f"No model loaded: {self.load_error}"
+                          or "The models are still loading…", "error" if self.load_error else "info")
+            return False
+        return True
+
+    def start_reply(self, turns: list[Turn]) -> None:
+        """A reply to turns (the last a prompt), with the knobs as they are now, in a new view at the end."""
         view = ReplyView(Reply(settings=self.settings.to_dict()), self.colouring)
-        conversation.mount(view)
+        self.query_one("#conversation").mount(view)
         self.scroll_down()
         self.busy = True
         self.cancel = threading.Event()
         self.update_status()
-        self.generate(view, self.session.model_turns(), self.settings, self.session.system, self.cancel)
+        self.generate(view, turns, self.settings, self.session.system, self.cancel)
 
     @work(thread=True, exclusive=True, group="reply")
     def generate(self, view: ReplyView, turns: list[Turn], settings: DecodingSettings,
@@ -228,6 +240,7 @@ class ChatApp(App):
         if reply.error is None:
             self.session.add_reply(reply)
             self.dim_left_out(turns[reply.dropped_turns])  # the engine drops whole turns, never the prompt
+            self.mark_replaced()
         self.busy = False
         self.update_status()
 
@@ -239,6 +252,13 @@ class ChatApp(App):
             seen = seen or getattr(widget, "turn", None) is first_seen
             widget.set_class(not seen, "-left-out")
 
+    def mark_replaced(self) -> None:
+        """Mark each reply answered again (Ctrl+R) as the session's rule tells, live as in a reopened conversation."""
+        turns = self.session.turns
+        old = [turn.reply for turn, replaced in zip(turns, replaced_marks(turns)) if replaced]
+        for view in self.query("#conversation > ReplyView").results(ReplyView):
+            view.set_replaced(any(view.reply is reply for reply in old))
+
     def show_session(self) -> None:
         """Redraw the conversation area from self.session (after opening or starting one)."""
         conversation = self.query_one("#conversation")
@@ -248,6 +268,7 @@ class ChatApp(App):
         for turn in self.session.turns:
             conversation.mount(UserMessage(turn.content, turn) if turn.role == "user"
                                else ReplyView(turn.reply, self.colouring))
+        self.mark_replaced()
         self.scroll_down()
 
     # --- actions ----------------------------------------------------------------------------------
@@ -291,6 +312,14 @@ class ChatApp(App):
     def action_cancel_reply(self) -> None:
         if self.busy:
             self.cancel.set()
+
+    def action_regenerate(self) -> None:
+        """The last prompt answered again with the knobs as they are now; the replies to it stay, marked replaced."""
+        turns = self.session.regenerate_turns()
+        if turns is None:
+            self.notify("No reply to regenerate yet: send a prompt first.")
+        elif self.can_reply():
+            self.start_reply(turns)
 
     def action_cycle_mode(self) -> None:
         self.settings = self.settings.with_(mode=MODES[(MODES.index(self.settings.mode) + 1) % len(MODES)])

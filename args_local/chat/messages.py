@@ -134,6 +134,7 @@ class ReplyView(Vertical):
     ReplyView.-cancelled { border-left: thick $warning; }
     ReplyView.-error { border-left: thick $error; }
     ReplyView.-left-out { text-opacity: 50%; }
+    ReplyView.-replaced { text-opacity: 50%; border-left: thick $panel-lighten-2; }  /* answered again: Ctrl+R */
     ReplyView > .reply-title { color: $text-accent; text-style: bold; }
     ReplyView > .reply-body { height: auto; }
     ReplyView > .reply-meta { height: auto; color: $text-muted; }
@@ -145,6 +146,7 @@ class ReplyView(Vertical):
         self.reply = reply
         self.colouring = colouring
         self.title = title
+        self.replaced = False  # another reply to its prompt followed it (Ctrl+R): the model no longer sees it
 
     def compose(self):
         if self.title:
@@ -154,6 +156,12 @@ class ReplyView(Vertical):
 
     def on_mount(self) -> None:
         self.show()
+
+    def set_replaced(self, replaced: bool) -> None:
+        if replaced != self.replaced:
+            self.replaced = replaced
+            if self.is_mounted:  # else on_mount shows it
+                self.show()
 
     def set_colouring(self, colouring: str) -> None:
         self.colouring = colouring
@@ -165,6 +173,7 @@ class ReplyView(Vertical):
         self.set_class(not reply.done, "-streaming")
         self.set_class(reply.stop_reason == "cancelled", "-cancelled")
         self.set_class(reply.error is not None, "-error")
+        self.set_class(self.replaced, "-replaced")
         self.query_one(".reply-body", Static).update(self.body())
         self.query_one(".reply-meta", Static).update(Text(self.meta()))
 
@@ -186,7 +195,7 @@ class ReplyView(Vertical):
             return f"error: {reply.error}"
         if not reply.done:
             return "generating…  (Esc cancels)"
-        parts = []
+        parts = ["↻ REPLACED"] if self.replaced else []
         if reply.stop_reason == "cancelled":
             parts.append("⏹ CANCELLED")
         parts.append("reward " + ("n/a" if reply.reward is None else f"{reply.reward:+.2f}"))

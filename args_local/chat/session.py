@@ -64,15 +64,17 @@ class ChatSession:
 
     # --- the conversation ------------------------------------------------------------------
     def model_turns(self) -> list[Turn]:
-        """The turns for the engine. A reply that produced no text is left out, and so is
-        an earlier prompt left without a reply (its reply failed, was cancelled before any text, or
-        was lost when the app was killed): the model would otherwise see two prompts in a row and
-        answer the first, and a prompt too long for the context would push out every turn before it."""
-        turns = [t for t in self.turns if t.content.strip()]
-        return [t for i, t in enumerate(turns) if t.role != "user" or i == len(turns) - 1 or turns[i + 1].role != "user"]
+        """The turns for the engine's next reply to a new prompt (see model_turns_of)."""
+        return model_turns_of(self.turns)
 
     def model_messages(self) -> list[dict]:
         return messages_of(self.model_turns())
+
+    def regenerate_turns(self) -> list[Turn] | None:
+        """The turns for answering the last prompt again (Ctrl+R): those up to it, the replies after it left out
+        (the new reply follows them, and so replaces them); None if there is no prompt yet."""
+        last_prompt = next((i for i in reversed(range(len(self.turns))) if self.turns[i].role == "user"), None)
+        return None if last_prompt is None else model_turns_of(self.turns[: last_prompt + 1])
 
     def add_prompt(self, text: str) -> None:
         self.turns.append(Turn("user", text))
@@ -122,8 +124,10 @@ class ChatSession:
         lines = [f"# {self.title or 'Conversation'}", ""]
         if self.system:
             lines += [f"*System prompt:* {with_line_breaks(self.system)}", ""]
-        for turn in self.turns:
+        for turn, old in zip(self.turns, replaced_marks(self.turns)):
             heading = "## You" if turn.role == "user" else f"## Assistant — {describe(turn.reply)}"
+            if old:
+                heading += " · replaced"
             lines += [heading, "", with_line_breaks(turn.content), ""]
         return "\n".join(lines)
 
@@ -141,6 +145,23 @@ class ChatSession:
             except OSError as error:
                 last = error
         raise UserError(f"cannot write the export {name}: {last}")
+
+
+def replaced_marks(turns: list[Turn]) -> list[bool]:
+    """Whether each turn is a reply answered again (Ctrl+R): one with another reply after it. The history keeps
+    both, in order, so a reopened conversation is marked by this same rule."""
+    return [t.role == "assistant" and i + 1 < len(turns) and turns[i + 1].role == "assistant"
+            for i, t in enumerate(turns)]
+
+
+def model_turns_of(turns: list[Turn]) -> list[Turn]:
+    """The turns the engine is sent. A replaced reply is left out (the model sees only the last answer to a
+    prompt), and so is a reply that produced no text, and an earlier prompt left without a reply (its reply
+    failed, was cancelled before any text, or was lost when the app was killed): the model would otherwise see
+    two prompts in a row and answer the first, and a prompt too long for the context would push out every turn
+    before it."""
+    turns = [t for t, old in zip(turns, replaced_marks(turns)) if not old and t.content.strip()]
+    return [t for i, t in enumerate(turns) if t.role != "user" or i == len(turns) - 1 or turns[i + 1].role != "user"]
 
 
 def messages_of(turns: list[Turn]) -> list[dict]:
