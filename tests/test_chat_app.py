@@ -748,6 +748,8 @@ async def test_ctrl_r_while_a_reply_streams_is_refused_and_a_cancelled_reply_can
         await pilot.press("ctrl+r")
         await pilot.pause()
         assert notes == ["A reply is still coming; Esc cancels it."] and len(app.query(ReplyView)) == 1
+        await pilot.press("ctrl+y")  # nor is the streaming reply copied, half done
+        assert notes[-1].startswith("A reply is still coming: Ctrl+Y copies it once done") and app.clipboard == ""
         await pilot.press("escape")
         await app.workers.wait_for_complete()
         app.settings = app.settings.with_(max_new_tokens=16)
@@ -755,6 +757,22 @@ async def test_ctrl_r_while_a_reply_streams_is_refused_and_a_cancelled_reply_can
         assert cancelled.reply.stop_reason == "cancelled" and cancelled.replaced
         assert again.reply.stop_reason in ("end_of_turn", "max_new_tokens") and not again.replaced
         assert app.session.model_messages()[1:] == [{"role": "assistant", "content": again.reply.text}]
+
+
+async def test_ctrl_y_copies_the_last_reply_to_the_clipboard(engine, tmp_path):
+    app = make_app(engine, tmp_path)
+    notes = []
+    app.notify = lambda message, **kw: notes.append(message)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+y")
+        assert notes == ["No reply to copy yet."] and app.clipboard == ""
+        first = await send(app, pilot, "Name a fruit.")
+        await enter_knob(app, pilot, "max_new_tokens", "4")  # a reply shorter than the first
+        second = await regenerate(app, pilot)
+        await pilot.press("ctrl+y")
+        text = second.reply.text
+        assert app.clipboard == text and text.strip() and notes[-1] == f"reply copied ({len(text)} characters)"
+        assert first.replaced and first.reply.text != text  # the last reply is copied, not the one it replaced
 
 
 async def test_a_pasted_paragraph_is_sent_whole_with_its_line_breaks(engine, tmp_path):

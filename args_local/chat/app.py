@@ -44,7 +44,8 @@ SETUP_HINT = "To fix: run tools/setup.sh to build the default models, or pass --
 
 # Actions that only make sense on the chat itself, not while a dialog is open.
 CHAT_ACTIONS = {"scroll_conversation", "cycle_mode", "knobs", "cycle_colouring", "compare", "history", "system_prompt",
-                "model_info", "export", "new_conversation", "cancel_reply", "regenerate"}
+                "model_info", "export", "new_conversation", "cancel_reply", "regenerate",
+                "copy_reply"}
 
 
 def default_db_path() -> Path:
@@ -78,6 +79,8 @@ class ChatApp(App):
         Binding("ctrl+r", "regenerate", "Again", show=False,
                 tooltip="answer the last prompt again, with the knobs as they are now (the reply before stays, "
                         "marked replaced; the model sees only the new one)"),
+        Binding("ctrl+y", "copy_reply", "Copy", show=False,
+                tooltip="copy the last reply's text to the clipboard (by the terminal, OSC 52: over SSH too in most)"),
         Binding("ctrl+n", "new_conversation", "New", show=False, tooltip="start a new conversation"),
         Binding("ctrl+t", "change_theme", "Theme", show=False, tooltip="pick a colour theme"),
         Binding("ctrl+q", "quit", "Quit", priority=True, tooltip="quit (every finished turn is already saved)"),
@@ -320,6 +323,18 @@ class ChatApp(App):
             self.notify("No reply to regenerate yet: send a prompt first.")
         elif self.can_reply():
             self.start_reply(turns)
+
+    def action_copy_reply(self) -> None:
+        if self.busy:
+            self.notify("A reply is still coming: Ctrl+Y copies it once done (Esc cancels it).", severity="warning")
+            return
+        text = next((t.content for t in reversed(self.session.turns) if t.role == "assistant" and t.content.strip()),
+                    None)
+        if text is None:
+            self.notify("No reply to copy yet.")
+            return
+        self.copy_to_clipboard(text)
+        self.notify(f"reply copied ({len(text)} characters)")
 
     def action_cycle_mode(self) -> None:
         self.settings = self.settings.with_(mode=MODES[(MODES.index(self.settings.mode) + 1) % len(MODES)])
