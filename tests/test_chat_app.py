@@ -503,10 +503,11 @@ async def test_colouring_toggle_and_help_screen(engine, tmp_path):
         await pilot.press("f1")
         assert isinstance(app.screen, HelpScreen)
         keys = dict(app.screen.rows)
-        for key in ("Esc", "F1", "F2", "F3", "F4", "F5", "F6", "F7", "F8", "F9", "Ctrl+N", "Ctrl+T", "Ctrl+Q",
-                    "↑ / ↓"):
+        for key in ("Esc", "F1", "F2", "F3", "F4", "F5", "F6", "F7", "F8", "F9", "Ctrl+R", "Ctrl+Y", "Ctrl+N", "Ctrl+T",
+                    "Ctrl+Q", "↑ / ↓"):
             assert keys[key]  # every key is listed with what it does
         assert "greedy vs ARGS" in keys["F5"]
+        assert "answer the last prompt again" in keys["Ctrl+R"] and "clipboard" in keys["Ctrl+Y"]
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
 
