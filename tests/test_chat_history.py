@@ -107,11 +107,13 @@ def test_a_reply_answered_again_is_kept_and_marked_but_never_sent_to_the_model(t
     assert reopened.open(session.conversation_id, to_continue=False)
     assert [t.content for t in reopened.turns] == ["Capital of France?", "Lyon.", "Paris.", "Capital of Spain?",
                                                    "Madrid.", ""]
-    assert replaced_marks(reopened.turns) == [False, True, False, False, True, False]
-    # what is marked replaced is never sent: the Spanish prompt is then left without a reply, and is dropped
+    # a reply cancelled before any text replaces nothing: the model would be left without any answer to the prompt
+    assert replaced_marks(reopened.turns) == [False, True, False, False, False, False]
     reopened.add_prompt("Capital of Italy?")
     assert reopened.model_messages() == [{"role": "user", "content": "Capital of France?"},
                                          {"role": "assistant", "content": "Paris."},
+                                         {"role": "user", "content": "Capital of Spain?"},
+                                         {"role": "assistant", "content": "Madrid."},
                                          {"role": "user", "content": "Capital of Italy?"}]
     assert "## Assistant — args-greedy · k=10 w=1.5 · reward +0.50 · replaced\n\nLyon." in reopened.to_markdown()
 

@@ -148,10 +148,17 @@ class ChatSession:
 
 
 def replaced_marks(turns: list[Turn]) -> list[bool]:
-    """Whether each turn is a reply answered again (Ctrl+R): one with another reply after it. The history keeps
-    both, in order, so a reopened conversation is marked by this same rule."""
-    return [t.role == "assistant" and i + 1 < len(turns) and turns[i + 1].role == "assistant"
-            for i, t in enumerate(turns)]
+    """Whether each turn is a reply answered again (Ctrl+R): one with a later reply to the same prompt that has
+    text (one cancelled before any text replaces nothing). The history keeps all, in order, so a reopened
+    conversation is marked by this same rule."""
+    marks, answered = [False] * len(turns), False  # answered: a reply with text follows, before the next prompt
+    for i in reversed(range(len(turns))):
+        if turns[i].role == "user":
+            answered = False
+        else:
+            marks[i] = answered
+            answered = answered or bool(turns[i].content.strip())
+    return marks
 
 
 def model_turns_of(turns: list[Turn]) -> list[Turn]:
