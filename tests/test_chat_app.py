@@ -563,6 +563,7 @@ async def test_square_brackets_the_user_typed_are_shown_as_typed_not_read_as_mar
         await pilot.press("f6")
         await pilot.pause()
         assert "What does [/b] mean?" in str(app.screen.query_one("#conversations").get_option_at_index(0).prompt)
+        assert text_of(app.screen.query_one("#history-count")) == "1 conversation"  # not "1 conversations"
         await pilot.press("escape")
         await enter_knob(app, pilot, "k", "[/x]")
         assert "'[/x]' is not an integer" in text_of(app.screen.query_one("#knobs-error"))

@@ -68,7 +68,7 @@ class HistoryScreen(ModalScreen[int | None]):
             self.say(str(e))
             return
         self.query_one("#history-count", Label).update(
-            f"{len(rows)} of {total} conversations" if containing else f"{total} conversations")
+            (f"{len(rows)} of " if containing else "") + f"{total} conversation{'' if total == 1 else 's'}")
         for row in rows:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(row.updated))
             # a Text, not markup: a first prompt "What does [/b] mean?" made every F6 after it exit the app
