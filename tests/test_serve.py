@@ -252,7 +252,7 @@ def test_llama_cpp_servers_top_k_min_p_and_repeat_penalty_map_onto_the_settings(
     ({"logit_bias": {"5": -101}}, "the logit_bias of token 5 must be a number from -100 to 100", "logit_bias"),
     ({"logit_bias": "5:1"}, r'logit_bias must be an object \{"token id": bias\}', "logit_bias"),
     ({"top_k": 0}, r"top_k must be at least 1 \(got 0\)", "top_k"),
-    ({"top_k": 5000}, "k must be at least 1 and at most 1024", "top_k"),
+    ({"top_k": 5000}, r"top_k must be at most 1024 \(got 5000\)", "top_k"),  # named as sent, not as k
     ({"min_p": 1.5}, r"min_p must be in \[0, 1\)", "min_p"),
     ({"repeat_penalty": 0}, "repeat_penalty must be a positive number", "repeat_penalty"),
     ({"args": {"logit_bias": {"-3": 1}}}, "logit_bias names token id '-3'", "args.logit_bias"),

@@ -16,7 +16,7 @@ from typing import get_args, get_origin, get_type_hints
 
 from ..engine import as_messages
 from ..errors import UserError
-from ..settings import MAX_SEED, DecodingSettings
+from ..settings import MAX_K, MAX_SEED, DecodingSettings
 from ..user_text import checked_text
 from .errors import APIError, unknown_model
 
@@ -62,6 +62,8 @@ def parse_chat_request(body, defaults: DecodingSettings, model_id: str, vocab_si
     for key in ("max_tokens", "max_completion_tokens", "top_k"):
         if isinstance(body.get(key), int) and body[key] < 1:
             raise APIError(400, f"{key} must be at least 1 (got {body[key]})", param=key)
+    if isinstance(body.get("top_k"), int) and body["top_k"] > min(MAX_K, vocab_size):
+        raise APIError(400, f"top_k must be at most {min(MAX_K, vocab_size)} (got {body['top_k']})", param="top_k")
     changes, sources = {}, {}  # sources: each setting's field as the client sent it, an error's param
     for key, name in OPENAI_FIELDS.items():
         if body.get(key) is not None:
