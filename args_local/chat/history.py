@@ -53,6 +53,11 @@ BUSY_WAIT = 2.0  # seconds a statement waits for another connection's lock (SQLi
 RETRY_FOR = 30.0  # seconds a queued write keeps trying while another program holds the database locked
 
 
+def _is_locked(e: sqlite3.Error) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED: another connection holds the lock (sqlite3 tells them only in the message)."""
+    return "locked" in str(e) or "busy" in str(e)
+
+
 class HistoryError(UserError):
     """The history database cannot be used (locked, damaged, unwritable)."""
 
@@ -160,8 +165,7 @@ class History:
         return getattr(self._writing, "db", self._main)
 
     def _error(self, e: sqlite3.Error) -> HistoryError:
-        locked = "locked" in str(e) or "busy" in str(e)  # as _explain tells them; SQLITE_BUSY or SQLITE_LOCKED
-        return (HistoryLocked if locked else HistoryError)(self._explain(e))
+        return (HistoryLocked if _is_locked(e) else HistoryError)(self._explain(e))
 
     def _explain(self, e: sqlite3.Error) -> str:
         text = str(e)
@@ -171,7 +175,7 @@ class History:
         if "full" in text:  # SQLITE_FULL: the disk, not the file (which was told to be moved away)
             return (f"the disk holding the history database {self.path} is full ({text}); chat history is off for "
                     "this session, the turns so far are kept. Free some space and restart the chat.")
-        if "locked" in text or "busy" in text:
+        if _is_locked(e):
             return (f"the history database {self.path} is locked by another program ({text}); "
                     "chat history is off for this session")
         return (f"the history database {self.path} is unreadable ({text}); chat history is off for this "
