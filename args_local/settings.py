@@ -196,10 +196,10 @@ class DecodingSettings:
         ids = [token for token, _ in self.logit_bias]
         if len(set(ids)) < len(ids):
             raise UserError(f"logit_bias may give each token id once (got {', '.join(map(str, ids))})")
-        ids = "integers from 0" + ("" if vocab_size is None else f" to {vocab_size - 1}")
+        allowed = "integers from 0" + ("" if vocab_size is None else f" to {vocab_size - 1}")
         for token, bias in self.logit_bias:
             if not _is_integer(token) or token < 0 or (vocab_size is not None and token >= vocab_size):
-                raise UserError(f"logit_bias names token id {token!r}, which is not in the vocabulary (its ids are {ids})")
+                raise UserError(f"logit_bias names token id {token!r}, which is not in the vocabulary (its ids are {allowed})")
             if not _is_number(bias) or not -MAX_LOGIT_BIAS <= bias <= MAX_LOGIT_BIAS:
                 raise UserError(f"the logit_bias of token {token} must be a number from -{MAX_LOGIT_BIAS:g} to "
                                 f"{MAX_LOGIT_BIAS:g} (got {bias!r})")
