@@ -4,6 +4,7 @@ import json
 import os
 import time
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -385,9 +386,10 @@ def test_a_closed_engine_frees_its_models_and_refuses_further_replies(policy_pat
     engine.generate(COFFEE, settings)
     left_open = engine.stream(COFFEE, settings)
     next(left_open)
-    loaded = rss_mb()
+    loaded, reward = rss_mb(), weakref.ref(engine.reward)
     in_thread(engine.close)  # a stream left open is no reply in progress: from another thread close() waited for ever
-    assert loaded - rss_mb() > 150  # llama.cpp's weights and KV cache and the guide: about 360 MB here
+    assert reward() is None  # the open stream's scorer kept the guide's session alive
+    assert loaded - rss_mb() > 250  # llama.cpp's weights and KV cache and the guide: about 430 MB here
     for ask in (lambda: engine.generate(COFFEE), lambda: next(left_open)):
         with pytest.raises(UserError, match="this engine is closed"):
             ask()
