@@ -389,7 +389,7 @@ def test_a_closed_engine_frees_its_models_and_refuses_further_replies(policy_pat
     loaded, reward = rss_mb(), weakref.ref(engine.reward)
     in_thread(engine.close)  # a stream left open is no reply in progress: from another thread close() waited for ever
     assert reward() is None  # the open stream's scorer kept the guide's session alive
-    assert loaded - rss_mb() > 250  # llama.cpp's weights and KV cache and the guide: about 430 MB here
+    assert loaded - rss_mb() > 150  # policy and guide: 430 MB here; less where llama.cpp reads its weights in place
     for ask in (lambda: engine.generate(COFFEE), lambda: next(left_open)):
         with pytest.raises(UserError, match="this engine is closed"):
             ask()
