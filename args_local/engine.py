@@ -81,8 +81,8 @@ class _Turn:
 
 
 def _return_freed_memory() -> None:
-    """glibc keeps freed heap for the process to reuse; a chat or server closing an engine to load other models
-    wants it back (here 130 MB more than the 300 MB the close alone gave back)."""
+    """glibc keeps freed heap for the process to reuse; a program that closes an engine and goes on (to load
+    other models, say) wants it back: here 130 MB more than the 300 MB the close alone gave back."""
     trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc only; elsewhere there is nothing to do
     if trim is not None:
         trim(0)
