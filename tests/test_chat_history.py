@@ -184,7 +184,7 @@ def test_conversations_are_found_by_their_title_or_any_message_in_any_case(tmp_p
     history = History(tmp_path / "h.sqlite")
     ids = {}
     for title, body in (("Owls", "They hunt at NIGHT."), ("Sales", "Up 100 percent."), ("Sales again", "Up 100%."),
-                        ("snake_case names", "a b"), ("Backslashes", "C:\\temp")):
+                        ("snake_case names", "a b"), ("Backslashes", "C:\\temp"), ("Ärger", "ΣΟΦΊΑ in der Straße")):
         ids[title] = history.create_conversation(title)
         history.add_message(ids[title], "user", body)
 
@@ -194,6 +194,7 @@ def test_conversations_are_found_by_their_title_or_any_message_in_any_case(tmp_p
     assert found("night") == {"Owls"} and found("OWL") == {"Owls"}  # a reply's body, a title; any case
     assert found("100%") == {"Sales again"} and found("100") == {"Sales", "Sales again"}
     assert found("_") == {"snake_case names"} and found("\\t") == {"Backslashes"}
+    assert found("ärg") == found("σοφία") == found("STRASSE") == {"Ärger"}  # SQLite's LIKE folded ASCII alone
     assert found("") == set(ids) and found("dragon") == set()
     assert history.n_conversations() == len(ids)
 

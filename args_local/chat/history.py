@@ -15,7 +15,6 @@ import fcntl
 import json
 import os
 import queue
-import re
 import sqlite3
 import threading
 import time
@@ -156,7 +155,9 @@ class History:
                                    "or pass --db OTHER.sqlite.")
 
     def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=BUSY_WAIT, check_same_thread=False)
+        db = sqlite3.connect(self.path, timeout=BUSY_WAIT, check_same_thread=False)
+        db.create_function("casefold", 1, str.casefold, deterministic=True)  # SQLite's own folds ASCII only
+        return db
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -286,14 +287,15 @@ class History:
 
     def conversations(self, containing: str = "") -> list[ConversationRow]:
         """Newest first; containing: only those whose title or a message holds that text, in any case
-        (SQLite's LIKE folds ASCII letters only), % and _ taken as themselves."""
-        pattern = "%" + re.sub(r"([\\%_])", r"\\\1", containing) + "%"
-        rows = self._query("""SELECT c.id, c.title, c.system, c.created, c.updated, COUNT(m.id)
-                              FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id
-                              WHERE c.title LIKE ? ESCAPE '\\' OR EXISTS (
+        (Python's casefold: Ä is ä, ß is ss)."""
+        text = containing.casefold()
+        rows = self._query("""SELECT c.id, c.title, c.system, c.created, c.updated,
+                                     (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id)
+                              FROM conversations c
+                              WHERE instr(casefold(c.title), ?) OR EXISTS (
                                   SELECT 1 FROM messages f WHERE f.conversation_id = c.id
-                                                             AND f.content LIKE ? ESCAPE '\\')
-                              GROUP BY c.id ORDER BY c.updated DESC, c.id DESC""", (pattern, pattern))
+                                                             AND instr(casefold(f.content), ?))
+                              ORDER BY c.updated DESC, c.id DESC""", (text, text))
         return [ConversationRow(*r) for r in rows]
 
     def n_conversations(self) -> int:
