@@ -927,6 +927,17 @@ def test_the_judge_runs_on_the_command_lines_rm_threads(tmp_path):
     assert judge_threads("--threads", "1") is None  # a reward model's default, not llama.cpp's count for the policy
 
 
+def test_the_chat_starts_with_room_for_replies_that_end_by_themselves(tmp_path):
+    """At the 128 new tokens of generate most chat replies were cut short; half a smaller context stays for the prompt."""
+    from args_local.cli import build_parser
+    from args_local.commands.chat import chat_settings
+
+    def max_new_tokens(*options: str) -> int:
+        return chat_settings(build_parser().parse_args(["chat", *options])).max_new_tokens
+
+    assert max_new_tokens() == 512 and max_new_tokens("--n-ctx", "512") == 256
+
+
 @pytest.mark.skipif(not home.default_judge().is_dir(), reason="no judge reward model installed")
 async def test_judge_reward_shows_beside_the_guide_reward(engine, tmp_path):
     app = ChatApp(engine=engine, db_path=tmp_path / "history.sqlite", judge_path=home.default_judge(),

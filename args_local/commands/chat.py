@@ -6,8 +6,8 @@ import os
 import sys
 
 from ..errors import UserError
-from .options import (add_model_options, add_objective_option, check_model_options, check_reward_files, load_engine,
-                      objectives_from, text)
+from .options import (CONVERSATION_MAX_NEW_TOKENS, add_model_options, add_objective_option, check_model_options,
+                      check_reward_files, load_engine, objectives_from, text)
 
 
 def register(sub) -> None:
@@ -26,9 +26,7 @@ def run(args) -> int:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):  # Textual would wait forever on a pipe
         raise UserError("chat needs a terminal (stdin or stdout is redirected); "
                         "for scripts use `args-local generate PROMPT`")
-    from ..settings import DecodingSettings
-
-    settings = DecodingSettings(objectives=objectives_from(args)).validated()  # bad weights: before the app starts
+    settings = chat_settings(args)  # bad weights: before the app starts
     if settings.objectives:  # and one the reward model lacks (without them, a missing model is told in the app)
         check_reward_files(args.reward, settings.objectives, guiding=True)
     give_textual_its_own_terminal()
@@ -38,6 +36,15 @@ def run(args) -> int:
         print(f"args-local: the chat stopped on an unexpected error (a bug); the details are in {app.crash_log}. "
               "Your history is saved.", file=sys.stderr)
     return app.return_code or 0
+
+
+def chat_settings(args):
+    """The knobs the chat starts with. A reply may take up to half a smaller context: the chat drops old turns
+    to leave it that room."""
+    from ..settings import DecodingSettings
+
+    max_new_tokens = min(CONVERSATION_MAX_NEW_TOKENS, args.n_ctx // 2)
+    return DecodingSettings(objectives=objectives_from(args), max_new_tokens=max_new_tokens).validated()
 
 
 def chat_app(args, settings):

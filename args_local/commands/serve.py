@@ -11,10 +11,10 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..settings import DecodingSettings
-from .options import add_decoding_options, add_model_options, check_model_options, load_engine, settings_from
+from .options import (CONVERSATION_MAX_NEW_TOKENS, add_decoding_options, add_model_options, check_model_options,
+                      load_engine, settings_from)
 
 API_KEY_ENV = "ARGS_LOCAL_API_KEY"
-MAX_NEW_TOKENS = 512  # a chat client rarely sends max_tokens, and 128 tokens cut many replies short
 
 
 def register(sub) -> None:
@@ -33,7 +33,7 @@ def register(sub) -> None:
                         "browser; repeat for several (default: none)")
     add_decoding_options(p, random_seed=True)
     add_model_options(p)
-    p.set_defaults(run=run, max_new_tokens=MAX_NEW_TOKENS)
+    p.set_defaults(run=run, max_new_tokens=CONVERSATION_MAX_NEW_TOKENS)  # a client rarely sends max_tokens
 
 
 def run(args) -> int:
@@ -43,8 +43,8 @@ def run(args) -> int:
     except ModuleNotFoundError as e:
         raise UserError(f"serve needs the serve extra ({e.name} is missing): pip install -e '.[serve]'") from None
     check_model_options(args)
-    if args.max_new_tokens == MAX_NEW_TOKENS:  # the default fits a smaller context: --n-ctx 512 alone was refused
-        args.max_new_tokens = min(MAX_NEW_TOKENS, args.n_ctx - 1)  # (each reply is capped by the room left anyway)
+    if args.max_new_tokens == CONVERSATION_MAX_NEW_TOKENS:  # the default fits a smaller context: --n-ctx 512 was refused
+        args.max_new_tokens = min(args.max_new_tokens, args.n_ctx - 1)  # (each reply is capped by the room left anyway)
     random_seed = args.seed in (None, -1)  # as from OpenAI (and llama.cpp's server, whose --seed -1 it is)
     if random_seed:
         args.seed = DecodingSettings().seed  # never used: each request without a seed draws its own
