@@ -6,6 +6,7 @@ import os
 import sys
 
 from ..errors import UserError
+from ..settings import DecodingSettings
 from .options import (CONVERSATION_MAX_NEW_TOKENS, add_model_options, add_objective_option, check_model_options,
                       check_reward_files, load_engine, objectives_from, text)
 
@@ -41,8 +42,6 @@ def run(args) -> int:
 def chat_settings(args):
     """The knobs the chat starts with. A reply may take up to half a smaller context: the chat drops old turns
     to leave it that room."""
-    from ..settings import DecodingSettings
-
     max_new_tokens = min(CONVERSATION_MAX_NEW_TOKENS, args.n_ctx // 2)
     return DecodingSettings(objectives=objectives_from(args), max_new_tokens=max_new_tokens).validated()
 
